@@ -1,0 +1,75 @@
+# Atoll developer entry points. `make up` and `make test` are the two set-up
+# commands of the README; everything they need is installed from here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= $(CURDIR)/.run
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv proto check-proto lint typecheck test unit functional integration up down bench buf-lint clean
+
+help:
+	@echo "make up        all-in-one cluster (coordinator + local agent) with the examples"
+	@echo "make down      stop what make up started"
+	@echo "make test      lint, type-check and run every test (unit, functional, integration)"
+	@echo "make proto     regenerate atoll/v1 from protos/"
+	@echo "make bench     run the benchmarks in bench/"
+
+deps:
+	@scripts/install-deps.sh
+
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+atoll/v1/__init__.py: $(VENV)/.installed $(wildcard protos/atoll/v1/*.proto) protos/generate.py
+	$(PY) protos/generate.py
+
+venv: $(VENV)/.installed atoll/v1/__init__.py
+
+proto: venv
+	$(PY) protos/generate.py
+
+check-proto: venv
+	@tmp=$$(mktemp -d) && $(PY) protos/generate.py --out $$tmp 2>/dev/null && \
+	  diff -r -x __pycache__ $$tmp/atoll/v1 atoll/v1 >/dev/null && rm -rf $$tmp && echo "atoll/v1 is current" || \
+	  { rm -rf $$tmp; echo "atoll/v1 is stale: run make proto"; exit 1; }
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+buf-lint:
+	@if command -v npx >/dev/null; then cd protos && npx --yes @bufbuild/buf@1.75.0 lint; else echo "buf-lint: npx not found, skipped"; fi
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+functional: venv
+	$(VENV)/bin/pytest -q tests/functional $(PYTEST_ARGS)
+
+integration: deps venv
+	$(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS)
+
+test: deps venv check-proto lint typecheck buf-lint
+	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
+
+up: deps venv
+	@scripts/up.sh "$(RUN_DIR)"
+
+down:
+	@scripts/down.sh "$(RUN_DIR)"
+
+bench: deps venv
+	$(PY) bench/pod_startup.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info atoll/v1 .mypy_cache .ruff_cache .pytest_cache

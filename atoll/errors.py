@@ -1,0 +1,115 @@
+"""The one error hierarchy of Atoll.
+
+Every failure that crosses an API boundary is an AtollError subclass with a
+stable gRPC status code. `atoll.rpc` maps them to statuses on the server side
+(one interceptor) and back to these classes on the client side, so neither
+servicers nor the CLI ever look at grpc.StatusCode themselves.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AtollError(Exception):
+    """Base class. `message` is for humans; `field` names the offending field path."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidArgument(AtollError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(AtollError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(AtollError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Conflict(AtollError):
+    """A compare-and-swap lost: the object changed since it was read."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class FailedPrecondition(AtollError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Gone(AtollError):
+    """A watch asked for history the store no longer keeps."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unavailable(AtollError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(AtollError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class PermissionDenied(AtollError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(AtollError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(AtollError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Internal(AtollError):
+    code = grpc.StatusCode.INTERNAL
+
+
+class Unimplemented(AtollError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[AtollError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        Conflict,
+        FailedPrecondition,
+        Gone,
+        Unavailable,
+        DeadlineExceeded,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        Internal,
+        Unimplemented,
+    )
+}
+
+# Trailing metadata key that carries AtollError.field across the wire.
+FIELD_METADATA_KEY = "atoll-field"
+
+
+def from_status(code: grpc.StatusCode, details: str, field: str = "") -> AtollError:
+    """Rebuild the error a server raised from its status."""
+    cls = _BY_CODE.get(code, AtollError)
+    prefix = f"{field}: "
+    message = details[len(prefix) :] if field and details.startswith(prefix) else details
+    err = cls(message or code.name, field=field)
+    if cls is AtollError:
+        err.code = code
+    return err

@@ -1,0 +1,81 @@
+"""What the API knows about each kind: message class, oneof field, scope, names.
+
+The ClusterService is generic over kinds; this table is the one place that
+ties the `Kind` enum, the `Object` oneof and the CLI's resource names together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from atoll import errors
+from atoll.v1 import cluster_pb2, node_pb2, pod_pb2
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: int
+    name: str
+    field: str
+    message: type[Message]
+    namespaced: bool
+    plural: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.plural, self.field, self.name.lower(), *self.aliases)
+
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(cluster_pb2.KIND_NODE, "Node", "node", node_pb2.Node, False, "nodes", ("no", "minion", "minions")),
+    KindInfo(cluster_pb2.KIND_POD, "Pod", "pod", pod_pb2.Pod, True, "pods", ("po",)),
+)
+
+_BY_KIND = {k.kind: k for k in KINDS}
+_BY_NAME = {k.name: k for k in KINDS}
+_BY_FIELD = {k.field: k for k in KINDS}
+_BY_MESSAGE = {k.message: k for k in KINDS}
+_BY_CLI = {alias: k for k in KINDS for alias in k.names}
+
+
+def by_kind(kind: int) -> KindInfo:
+    try:
+        return _BY_KIND[kind]
+    except KeyError:
+        raise errors.InvalidArgument(f"unknown kind {kind}", field="kind") from None
+
+
+def by_name(name: str) -> KindInfo:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        known = ", ".join(sorted(_BY_NAME))
+        raise errors.InvalidArgument(f"unknown kind {name!r} (known: {known})", field="kind") from None
+
+
+def by_cli_name(name: str) -> KindInfo:
+    try:
+        return _BY_CLI[name.lower()]
+    except KeyError:
+        known = ", ".join(k.plural for k in KINDS)
+        raise errors.InvalidArgument(f'the server doesn\'t have a resource type "{name}" (known: {known})') from None
+
+
+def of(message: Message) -> KindInfo:
+    return _BY_MESSAGE[type(message)]
+
+
+def wrap(message: Message) -> cluster_pb2.Object:
+    obj = cluster_pb2.Object()
+    getattr(obj, of(message).field).CopyFrom(message)
+    return obj
+
+
+def unwrap(obj: cluster_pb2.Object) -> tuple[KindInfo, Message]:
+    field = obj.WhichOneof("kind")
+    if field is None:
+        raise errors.InvalidArgument("object has no kind set", field="object")
+    return _BY_FIELD[field], getattr(obj, field)

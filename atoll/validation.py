@@ -1,0 +1,222 @@
+"""Validation and defaulting of API objects: the one layer every write passes.
+
+Errors name the field by its path in the Kubernetes v1 JSON shape
+(`spec.containers[0].ports[1].hostPort`), so a manifest author can find it.
+Validators collect every problem; `raise_first` reports the first one, which
+keeps messages one line long, and `problems` returns them all for tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from atoll import errors, labels
+from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# registry[:port]/path[:tag][@digest], lower-case path components as Docker requires.
+IMAGE_REF = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]{32,}))?$"
+)
+MAX_NAME = 253
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+DEFAULT_NAMESPACE = "default"
+
+
+class Problems:
+    """Collects (field, message) pairs."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.items.append((field, message))
+
+    def raise_first(self) -> None:
+        if self.items:
+            field, message = self.items[0]
+            raise errors.InvalidArgument(message, field=field)
+
+
+def _name(p: Problems, field: str, value: str, *, subdomain: bool = True) -> None:
+    if not value:
+        p.add(field, "is required")
+        return
+    limit = MAX_NAME if subdomain else 63
+    pattern = DNS1123_SUBDOMAIN if subdomain else DNS1123_LABEL
+    if len(value) > limit:
+        p.add(field, f"must be no more than {limit} characters, got {len(value)}")
+    elif not pattern.match(value):
+        what = "a DNS-1123 subdomain" if subdomain else "a DNS-1123 label"
+        p.add(
+            field,
+            f"{value!r} must be {what}: lower-case letters, digits and '-'"
+            + (" or '.'" if subdomain else "")
+            + ", starting and ending with a letter or digit",
+        )
+
+
+def _labels(p: Problems, field: str, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        if not labels.valid_key(key):
+            p.add(f"{field}[{key}]", f"invalid label key {key!r}")
+        if not labels.valid_value(value):
+            p.add(f"{field}[{key}]", f"invalid label value {value!r}: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends")
+
+
+def validate_meta(p: Problems, meta: meta_pb2.ObjectMeta, *, namespaced: bool) -> None:
+    _name(p, "metadata.name", meta.name)
+    if namespaced:
+        _name(p, "metadata.namespace", meta.namespace, subdomain=False)
+    elif meta.namespace:
+        p.add("metadata.namespace", "must be empty: this kind is not namespaced")
+    _labels(p, "metadata.labels", meta.labels)
+    for key in meta.annotations:
+        if not labels.valid_key(key):
+            p.add(f"metadata.annotations[{key}]", f"invalid annotation key {key!r}")
+    if sum(len(k) + len(v) for k, v in meta.annotations.items()) > MAX_ANNOTATIONS_BYTES:
+        p.add("metadata.annotations", f"may not exceed {MAX_ANNOTATIONS_BYTES} bytes in total")
+
+
+def valid_image(ref: str) -> bool:
+    return bool(IMAGE_REF.match(ref)) and len(ref) <= 512
+
+
+def _port(p: Problems, field: str, value: int, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        p.add(field, f"must be between {low} and 65535, got {value}")
+
+
+def _resources(p: Problems, field: str, res: pod_pb2.ResourceRequirements) -> None:
+    for kind, rl in (("requests", res.requests), ("limits", res.limits)):
+        for name, value in (("cpu", rl.cpu_millis), ("memory", rl.memory_bytes)):
+            if value < 0:
+                p.add(f"{field}.{kind}.{name}", "must not be negative")
+    for name, req, lim in (
+        ("cpu", res.requests.cpu_millis, res.limits.cpu_millis),
+        ("memory", res.requests.memory_bytes, res.limits.memory_bytes),
+    ):
+        if lim and req > lim:
+            p.add(f"{field}.requests.{name}", f"must be less than or equal to the {name} limit")
+
+
+def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str]) -> None:
+    _name(p, f"{field}.name", c.name, subdomain=False)
+    if not c.image:
+        p.add(f"{field}.image", "is required")
+    elif not valid_image(c.image):
+        p.add(f"{field}.image", f"{c.image!r} is not a valid image reference")
+    seen_ports: set[str] = set()
+    for i, port in enumerate(c.ports):
+        pf = f"{field}.ports[{i}]"
+        _port(p, f"{pf}.containerPort", port.container_port)
+        _port(p, f"{pf}.hostPort", port.host_port, allow_zero=True)
+        if port.name:
+            if not DNS1123_LABEL.match(port.name) or len(port.name) > 15:
+                p.add(f"{pf}.name", f"{port.name!r} must be a DNS-1123 label of at most 15 characters")
+            elif port.name in seen_ports:
+                p.add(f"{pf}.name", f"duplicate port name {port.name!r}")
+            seen_ports.add(port.name)
+    env_names: set[str] = set()
+    for i, env in enumerate(c.env):
+        if not ENV_NAME.match(env.name):
+            p.add(f"{field}.env[{i}].name", f"{env.name!r} is not a valid environment variable name")
+        env_names.add(env.name)
+    mounts: set[str] = set()
+    for i, mount in enumerate(c.volume_mounts):
+        mf = f"{field}.volumeMounts[{i}]"
+        if mount.name not in volumes:
+            p.add(f"{mf}.name", f"volume {mount.name!r} is not declared in spec.volumes")
+        if not mount.mount_path.startswith("/"):
+            p.add(f"{mf}.mountPath", f"must be an absolute path, got {mount.mount_path!r}")
+        elif mount.mount_path in mounts:
+            p.add(f"{mf}.mountPath", f"{mount.mount_path!r} is mounted twice")
+        mounts.add(mount.mount_path)
+    if c.working_dir and not c.working_dir.startswith("/"):
+        p.add(f"{field}.workingDir", "must be an absolute path")
+    _resources(p, f"{field}.resources", c.resources)
+
+
+def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") -> None:
+    volumes: set[str] = set()
+    for i, vol in enumerate(spec.volumes):
+        vf = f"{prefix}.volumes[{i}]"
+        _name(p, f"{vf}.name", vol.name, subdomain=False)
+        if vol.name in volumes:
+            p.add(f"{vf}.name", f"duplicate volume name {vol.name!r}")
+        volumes.add(vol.name)
+        source = vol.WhichOneof("source")
+        if source is None:
+            p.add(vf, "must set one volume source (emptyDir or hostPath)")
+        elif source == "host_path" and not vol.host_path.path.startswith("/"):
+            p.add(f"{vf}.hostPath.path", f"must be an absolute path, got {vol.host_path.path!r}")
+    if not spec.containers:
+        p.add(f"{prefix}.containers", "must have at least one container")
+    names: set[str] = set()
+    host_ports: set[tuple[int, int, str]] = set()
+    for i, c in enumerate(spec.containers):
+        cf = f"{prefix}.containers[{i}]"
+        _container(p, cf, c, volumes)
+        if c.name in names:
+            p.add(f"{cf}.name", f"duplicate container name {c.name!r}")
+        names.add(c.name)
+        for j, port in enumerate(c.ports):
+            if port.host_port:
+                key = (port.host_port, port.protocol, port.host_ip)
+                if key in host_ports:
+                    p.add(f"{cf}.ports[{j}].hostPort", f"host port {port.host_port} is used twice in this pod")
+                host_ports.add(key)
+    if spec.node_name:
+        _name(p, f"{prefix}.nodeName", spec.node_name)
+    _labels(p, f"{prefix}.nodeSelector", spec.node_selector)
+    if spec.HasField("termination_grace_period_seconds") and spec.termination_grace_period_seconds < 0:
+        p.add(f"{prefix}.terminationGracePeriodSeconds", "must not be negative")
+
+
+def default_pod(pod: pod_pb2.Pod) -> None:
+    if not pod.metadata.namespace:
+        pod.metadata.namespace = DEFAULT_NAMESPACE
+    default_pod_spec(pod.spec)
+
+
+def default_pod_spec(spec: pod_pb2.PodSpec) -> None:
+    if spec.restart_policy == pod_pb2.RESTART_POLICY_UNSPECIFIED:
+        spec.restart_policy = pod_pb2.RESTART_POLICY_ALWAYS
+    if not spec.HasField("termination_grace_period_seconds"):
+        spec.termination_grace_period_seconds = 30
+    for c in spec.containers:
+        if c.image_pull_policy == pod_pb2.PULL_POLICY_UNSPECIFIED:
+            c.image_pull_policy = pod_pb2.PULL_POLICY_IF_NOT_PRESENT
+        for port in c.ports:
+            if port.protocol == meta_pb2.PROTOCOL_UNSPECIFIED:
+                port.protocol = meta_pb2.PROTOCOL_TCP
+
+
+def validate_pod(pod: pod_pb2.Pod) -> Problems:
+    p = Problems()
+    validate_meta(p, pod.metadata, namespaced=True)
+    validate_pod_spec(p, pod.spec)
+    return p
+
+
+def validate_node(node: node_pb2.Node) -> Problems:
+    p = Problems()
+    validate_meta(p, node.metadata, namespaced=False)
+    for i, addr in enumerate(node.status.addresses):
+        if addr.type not in ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"):
+            p.add(f"status.addresses[{i}].type", f"unknown address type {addr.type!r}")
+    if node.status.agent_port:
+        _port(p, "status.agentPort", node.status.agent_port)
+    return p
+
+
+def require(problems: Iterable[Problems]) -> None:
+    for p in problems:
+        p.raise_first()

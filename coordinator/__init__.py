@@ -1,0 +1,1 @@
+"""The Atoll coordinator: API, scheduler, controllers and the operator CLI."""

@@ -1,0 +1,267 @@
+"""SqliteStore: the embedded, zero-setup store of a single coordinator.
+
+Durability: WAL journal with synchronous=FULL, so a write is acknowledged only
+after its commit reached the disk; a `kill -9` (or power loss) after the
+acknowledgement cannot lose it. One writer thread owns the connection and
+commits whatever writes queued up meanwhile in one transaction (group commit),
+so throughput does not collapse to one fsync per write. Each write keeps its
+own precondition and its own revision; a failing one is rolled back to its
+savepoint without touching its neighbours. Reads never touch the disk: current
+keys and recent history are mirrored in memory (MemoryState).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from atoll import errors
+from coordinator.store.base import KV, Op, StoreEvent, check_op
+from coordinator.store.state import MemoryState
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    rev INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    create_rev INTEGER NOT NULL, prev_value BLOB, prev_create_rev INTEGER, prev_mod_rev INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# Commit at most this many writes together.
+_BATCH_LIMIT = 2000
+
+
+@dataclass
+class _Request:
+    ops: Sequence[Op]
+    future: asyncio.Future[list[KV]]
+    events: list[StoreEvent] = field(default_factory=list)
+    error: errors.AtollError | None = None
+
+
+def _storage_error(exc: sqlite3.Error) -> errors.AtollError:
+    text = str(exc)
+    if "full" in text:
+        return errors.ResourceExhausted(f"store write failed: {text}; free space under the data directory")
+    return errors.Unavailable(f"store write failed: {text}")
+
+
+class SqliteStore:
+    def __init__(self, path: pathlib.Path, *, history_limit: int = 10_000, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._history_limit = history_limit
+        self._state = MemoryState(history_limit)
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._rev = 0
+
+    @classmethod
+    async def open(cls, path: pathlib.Path, **kwargs: object) -> SqliteStore:
+        store = cls(path, **kwargs)  # type: ignore[arg-type]
+        await asyncio.to_thread(store._open_sync)
+        store._loop = asyncio.get_running_loop()
+        store._thread = threading.Thread(target=store._run_writer, name="sqlite-writer", daemon=True)
+        store._thread.start()
+        return store
+
+    # -- reads, served from memory ---------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._state.revision
+
+    async def get(self, key: str) -> KV | None:
+        return self._state.get(key)
+
+    async def list(self, prefix: str) -> tuple[list[KV], int]:
+        return self._state.list(prefix), self._state.revision
+
+    def watch(self, prefix: str, from_revision: int) -> AsyncIterator[StoreEvent]:
+        return self._state.watch(prefix, from_revision)
+
+    # -- writes, through the writer thread ------------------------------------------------
+
+    async def create(self, key: str, value: bytes) -> KV:
+        return (await self.txn([Op("create", key, value)]))[0]
+
+    async def update(self, key: str, value: bytes, expected_revision: int | None = None) -> KV:
+        return (await self.txn([Op("update", key, value, expected_revision)]))[0]
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> KV:
+        return (await self.txn([Op("delete", key, b"", expected_revision)]))[0]
+
+    async def txn(self, ops: Sequence[Op]) -> list[KV]:
+        if self._thread is None or not self._thread.is_alive():
+            raise errors.Unavailable("store is closed")
+        future: asyncio.Future[list[KV]] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Request(list(ops), future))
+        return await future
+
+    async def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _open_sync(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+        self._rev = row[0] if row else 0
+        row = conn.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()
+        compacted = row[0] if row else 0
+        kvs = [KV(k, v, c, m) for k, v, c, m in conn.execute("SELECT key, value, create_rev, mod_rev FROM kv")]
+        history = [
+            self._event_from_row(r)
+            for r in conn.execute(
+                "SELECT rev, type, key, value, create_rev, prev_value, prev_create_rev, prev_mod_rev "
+                "FROM events WHERE rev > ? ORDER BY rev",
+                (max(compacted, self._rev - self._history_limit),),
+            )
+        ]
+        compacted = max(compacted, self._rev - self._history_limit, 0)
+        self._state.load(kvs, history, self._rev, compacted)
+        self._conn = conn
+        log.info("opened store %s at revision %d with %d keys", self._path, self._rev, len(kvs))
+
+    @staticmethod
+    def _event_from_row(row: tuple[object, ...]) -> StoreEvent:
+        rev, type_, key, value, create_rev, prev_value, prev_create, prev_mod = row
+        kv = KV(str(key), bytes(value), int(create_rev), int(rev))  # type: ignore[arg-type,call-overload]
+        prev = None
+        if prev_value is not None:
+            prev = KV(str(key), bytes(prev_value), int(prev_create), int(prev_mod))  # type: ignore[arg-type,call-overload]
+        return StoreEvent("put" if type_ == "put" else "delete", kv, prev)
+
+    def _run_writer(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < _BATCH_LIMIT:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                break
+        if self._conn is not None:
+            self._conn.close()
+
+    def _current(self, key: str) -> KV | None:
+        assert self._conn is not None
+        row = self._conn.execute("SELECT value, create_rev, mod_rev FROM kv WHERE key=?", (key,)).fetchone()
+        return KV(key, row[0], row[1], row[2]) if row else None
+
+    def _apply_request(self, req: _Request, rev: int) -> int:
+        assert self._conn is not None
+        conn = self._conn
+        for op in req.ops:
+            current = self._current(op.key)
+            err = check_op(op, current)
+            if err is not None:
+                raise err
+            rev += 1
+            if op.type == "delete":
+                assert current is not None
+                kv = KV(op.key, current.value, current.create_revision, rev)
+                conn.execute("DELETE FROM kv WHERE key=?", (op.key,))
+                event = StoreEvent("delete", kv, current)
+            else:
+                kv = KV(op.key, op.value, current.create_revision if current else rev, rev)
+                conn.execute(
+                    "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev) VALUES (?, ?, ?, ?)",
+                    (kv.key, kv.value, kv.create_revision, kv.mod_revision),
+                )
+                event = StoreEvent("put", kv, current)
+            conn.execute(
+                "INSERT INTO events (rev, type, key, value, create_rev, prev_value, prev_create_rev, prev_mod_rev) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rev,
+                    event.type,
+                    kv.key,
+                    kv.value,
+                    kv.create_revision,
+                    current.value if current else None,
+                    current.create_revision if current else None,
+                    current.mod_revision if current else None,
+                ),
+            )
+            req.events.append(event)
+        return rev
+
+    def _commit(self, batch: list[_Request]) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        rev = self._rev
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for req in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    rev = self._apply_request(req, rev)
+                except errors.AtollError as err:
+                    conn.execute("ROLLBACK TO op")
+                    rev -= len(req.events)
+                    req.events.clear()
+                    req.error = err
+                conn.execute("RELEASE op")
+            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('revision', ?)", (rev,))
+            compact_to = rev - self._history_limit
+            if compact_to > 0 and rev // 1000 != self._rev // 1000:
+                conn.execute("DELETE FROM events WHERE rev <= ?", (compact_to,))
+                conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('compacted', ?)", (compact_to,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("store commit of %d writes failed: %s", len(batch), exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            failure = _storage_error(exc)
+            for req in batch:
+                req.events.clear()
+                req.error = failure
+            rev = self._rev
+        self._rev = rev
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._publish, batch)
+
+    def _publish(self, batch: list[_Request]) -> None:
+        # Runs on the event loop, in commit order: mirror first, then acknowledge.
+        for req in batch:
+            if req.error is None:
+                self._state.apply(req.events)
+        for req in batch:
+            if req.future.done():
+                continue
+            if req.error is not None:
+                req.future.set_exception(req.error)
+            else:
+                req.future.set_result([e.kv for e in req.events])
