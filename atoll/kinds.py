@@ -16,7 +16,7 @@ from atoll.v1 import cluster_pb2, node_pb2, pod_pb2
 
 @dataclass(frozen=True)
 class KindInfo:
-    kind: int
+    kind: cluster_pb2.Kind
     name: str
     field: str
     message: type[Message]
@@ -30,7 +30,9 @@ class KindInfo:
 
 
 KINDS: tuple[KindInfo, ...] = (
-    KindInfo(cluster_pb2.KIND_NODE, "Node", "node", node_pb2.Node, False, "nodes", ("no", "minion", "minions")),
+    KindInfo(
+        cluster_pb2.KIND_NODE, "Node", "node", node_pb2.Node, False, "nodes", ("no", "minion", "minions")
+    ),
     KindInfo(cluster_pb2.KIND_POD, "Pod", "pod", pod_pb2.Pod, True, "pods", ("po",)),
 )
 
@@ -41,7 +43,7 @@ _BY_MESSAGE = {k.message: k for k in KINDS}
 _BY_CLI = {alias: k for k in KINDS for alias in k.names}
 
 
-def by_kind(kind: int) -> KindInfo:
+def by_kind(kind: cluster_pb2.Kind) -> KindInfo:
     try:
         return _BY_KIND[kind]
     except KeyError:
@@ -61,7 +63,9 @@ def by_cli_name(name: str) -> KindInfo:
         return _BY_CLI[name.lower()]
     except KeyError:
         known = ", ".join(k.plural for k in KINDS)
-        raise errors.InvalidArgument(f'the server doesn\'t have a resource type "{name}" (known: {known})') from None
+        raise errors.InvalidArgument(
+            f'the server doesn\'t have a resource type "{name}" (known: {known})'
+        ) from None
 
 
 def of(message: Message) -> KindInfo:

@@ -69,7 +69,9 @@ class Selector:
 
 
 def _split_top_level(text: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -114,7 +116,9 @@ def parse(text: str) -> Selector:
             _check(m.group(2), [], text)
             reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists"))
         else:
-            raise errors.InvalidArgument(f"cannot parse selector {text!r} at {part.strip()!r}", field="labelSelector")
+            raise errors.InvalidArgument(
+                f"cannot parse selector {text!r} at {part.strip()!r}", field="labelSelector"
+            )
     return Selector(tuple(reqs))
 
 

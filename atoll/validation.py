@@ -8,6 +8,7 @@ keeps messages one line long, and `problems` returns them all for tests.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 
@@ -25,6 +26,17 @@ IMAGE_REF = re.compile(
 )
 MAX_NAME = 253
 MAX_ANNOTATIONS_BYTES = 256 * 1024
+EMPTY_DIR_MEDIA = ("", "Memory")
+HOST_PATH_TYPES = (
+    "",
+    "DirectoryOrCreate",
+    "Directory",
+    "FileOrCreate",
+    "File",
+    "Socket",
+    "CharDevice",
+    "BlockDevice",
+)
 
 DEFAULT_NAMESPACE = "default"
 
@@ -67,7 +79,10 @@ def _labels(p: Problems, field: str, values: Mapping[str, str]) -> None:
         if not labels.valid_key(key):
             p.add(f"{field}[{key}]", f"invalid label key {key!r}")
         if not labels.valid_value(value):
-            p.add(f"{field}[{key}]", f"invalid label value {value!r}: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends")
+            p.add(
+                f"{field}[{key}]",
+                f"invalid label value {value!r}: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends",
+            )
 
 
 def validate_meta(p: Problems, meta: meta_pb2.ObjectMeta, *, namespaced: bool) -> None:
@@ -95,16 +110,26 @@ def _port(p: Problems, field: str, value: int, *, allow_zero: bool = False) -> N
 
 
 def _resources(p: Problems, field: str, res: pod_pb2.ResourceRequirements) -> None:
+    names = ("cpu", "memory", "ephemeral-storage")
     for kind, rl in (("requests", res.requests), ("limits", res.limits)):
-        for name, value in (("cpu", rl.cpu_millis), ("memory", rl.memory_bytes)):
+        for name, value in zip(names, _amounts(rl), strict=True):
             if value < 0:
                 p.add(f"{field}.{kind}.{name}", "must not be negative")
-    for name, req, lim in (
-        ("cpu", res.requests.cpu_millis, res.limits.cpu_millis),
-        ("memory", res.requests.memory_bytes, res.limits.memory_bytes),
-    ):
+    for name, req, lim in zip(names, _amounts(res.requests), _amounts(res.limits), strict=True):
         if lim and req > lim:
             p.add(f"{field}.requests.{name}", f"must be less than or equal to the {name} limit")
+
+
+def _amounts(rl: meta_pb2.ResourceList) -> tuple[int, int, int]:
+    return rl.cpu_millis, rl.memory_bytes, rl.ephemeral_storage_bytes
+
+
+def _ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str]) -> None:
@@ -118,6 +143,8 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str])
         pf = f"{field}.ports[{i}]"
         _port(p, f"{pf}.containerPort", port.container_port)
         _port(p, f"{pf}.hostPort", port.host_port, allow_zero=True)
+        if port.host_ip and not _ip(port.host_ip):
+            p.add(f"{pf}.hostIP", f"{port.host_ip!r} is not an IP address")
         if port.name:
             if not DNS1123_LABEL.match(port.name) or len(port.name) > 15:
                 p.add(f"{pf}.name", f"{port.name!r} must be a DNS-1123 label of at most 15 characters")
@@ -155,8 +182,17 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
         source = vol.WhichOneof("source")
         if source is None:
             p.add(vf, "must set one volume source (emptyDir or hostPath)")
-        elif source == "host_path" and not vol.host_path.path.startswith("/"):
-            p.add(f"{vf}.hostPath.path", f"must be an absolute path, got {vol.host_path.path!r}")
+        elif source == "host_path":
+            if not vol.host_path.path.startswith("/"):
+                p.add(f"{vf}.hostPath.path", f"must be an absolute path, got {vol.host_path.path!r}")
+            if vol.host_path.type not in HOST_PATH_TYPES:
+                known = ", ".join(t for t in HOST_PATH_TYPES if t)
+                p.add(f"{vf}.hostPath.type", f"unknown type {vol.host_path.type!r}, expected one of {known}")
+        elif source == "empty_dir":
+            if vol.empty_dir.medium not in EMPTY_DIR_MEDIA:
+                p.add(f"{vf}.emptyDir.medium", f"must be empty or 'Memory', got {vol.empty_dir.medium!r}")
+            if vol.empty_dir.size_limit_bytes < 0:
+                p.add(f"{vf}.emptyDir.sizeLimit", "must not be negative")
     if not spec.containers:
         p.add(f"{prefix}.containers", "must have at least one container")
     names: set[str] = set()
@@ -171,7 +207,9 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
             if port.host_port:
                 key = (port.host_port, port.protocol, port.host_ip)
                 if key in host_ports:
-                    p.add(f"{cf}.ports[{j}].hostPort", f"host port {port.host_port} is used twice in this pod")
+                    p.add(
+                        f"{cf}.ports[{j}].hostPort", f"host port {port.host_port} is used twice in this pod"
+                    )
                 host_ports.add(key)
     if spec.node_name:
         _name(p, f"{prefix}.nodeName", spec.node_name)
@@ -209,6 +247,11 @@ def validate_pod(pod: pod_pb2.Pod) -> Problems:
 def validate_node(node: node_pb2.Node) -> Problems:
     p = Problems()
     validate_meta(p, node.metadata, namespaced=False)
+    if node.spec.pod_cidr:
+        try:
+            ipaddress.ip_network(node.spec.pod_cidr, strict=False)
+        except ValueError:
+            p.add("spec.podCIDR", f"{node.spec.pod_cidr!r} is not a CIDR like 10.244.1.0/24")
     for i, addr in enumerate(node.status.addresses):
         if addr.type not in ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"):
             p.add(f"status.addresses[{i}].type", f"unknown address type {addr.type!r}")

@@ -8,6 +8,7 @@ etcd offers, so an etcd implementation can slot in beside the SQLite one.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -65,7 +66,7 @@ def check_op(op: Op, current: KV | None) -> errors.AtollError | None:
 class Store(Protocol):
     async def get(self, key: str) -> KV | None: ...
 
-    async def list(self, prefix: str) -> tuple[list[KV], int]:
+    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
         """Every key under `prefix`, sorted, and the revision they were read at."""
         ...
 
@@ -75,7 +76,7 @@ class Store(Protocol):
 
     async def delete(self, key: str, expected_revision: int | None = None) -> KV: ...
 
-    async def txn(self, ops: Sequence[Op]) -> list[KV]:
+    async def txn(self, ops: Sequence[Op]) -> builtins.list[KV]:
         """Apply all ops atomically, or none: the first failing precondition is raised."""
         ...
 

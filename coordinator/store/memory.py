@@ -6,6 +6,7 @@ the SQLite store, so revisions, compare-and-swap and watch behave the same.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Sequence
 
 from coordinator.store.base import KV, Op, StoreEvent, check_op
@@ -24,7 +25,7 @@ class MemoryStore:
     async def get(self, key: str) -> KV | None:
         return self._state.get(key)
 
-    async def list(self, prefix: str) -> tuple[list[KV], int]:
+    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
         return self._state.list(prefix), self._state.revision
 
     async def create(self, key: str, value: bytes) -> KV:
@@ -36,7 +37,7 @@ class MemoryStore:
     async def delete(self, key: str, expected_revision: int | None = None) -> KV:
         return (await self.txn([Op("delete", key, b"", expected_revision)]))[0]
 
-    async def txn(self, ops: Sequence[Op]) -> list[KV]:
+    async def txn(self, ops: Sequence[Op]) -> builtins.list[KV]:
         pending: dict[str, KV | None] = {}
         events: list[StoreEvent] = []
         revision = self._state.revision

@@ -13,6 +13,7 @@ keys and recent history are mirrored in memory (MemoryState).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import pathlib
 import queue
@@ -20,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from atoll import errors
 from coordinator.store.base import KV, Op, StoreEvent, check_op
@@ -45,8 +47,8 @@ _BATCH_LIMIT = 2000
 @dataclass
 class _Request:
     ops: Sequence[Op]
-    future: asyncio.Future[list[KV]]
-    events: list[StoreEvent] = field(default_factory=list)
+    future: asyncio.Future[builtins.list[KV]]
+    events: builtins.list[StoreEvent] = field(default_factory=list)
     error: errors.AtollError | None = None
 
 
@@ -87,7 +89,7 @@ class SqliteStore:
     async def get(self, key: str) -> KV | None:
         return self._state.get(key)
 
-    async def list(self, prefix: str) -> tuple[list[KV], int]:
+    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
         return self._state.list(prefix), self._state.revision
 
     def watch(self, prefix: str, from_revision: int) -> AsyncIterator[StoreEvent]:
@@ -104,10 +106,10 @@ class SqliteStore:
     async def delete(self, key: str, expected_revision: int | None = None) -> KV:
         return (await self.txn([Op("delete", key, b"", expected_revision)]))[0]
 
-    async def txn(self, ops: Sequence[Op]) -> list[KV]:
+    async def txn(self, ops: Sequence[Op]) -> builtins.list[KV]:
         if self._thread is None or not self._thread.is_alive():
             raise errors.Unavailable("store is closed")
-        future: asyncio.Future[list[KV]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[builtins.list[KV]] = asyncio.get_running_loop().create_future()
         self._queue.put(_Request(list(ops), future))
         return await future
 
@@ -128,7 +130,9 @@ class SqliteStore:
         self._rev = row[0] if row else 0
         row = conn.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()
         compacted = row[0] if row else 0
-        kvs = [KV(k, v, c, m) for k, v, c, m in conn.execute("SELECT key, value, create_rev, mod_rev FROM kv")]
+        kvs = [
+            KV(k, v, c, m) for k, v, c, m in conn.execute("SELECT key, value, create_rev, mod_rev FROM kv")
+        ]
         history = [
             self._event_from_row(r)
             for r in conn.execute(
@@ -143,12 +147,12 @@ class SqliteStore:
         log.info("opened store %s at revision %d with %d keys", self._path, self._rev, len(kvs))
 
     @staticmethod
-    def _event_from_row(row: tuple[object, ...]) -> StoreEvent:
+    def _event_from_row(row: tuple[Any, ...]) -> StoreEvent:
         rev, type_, key, value, create_rev, prev_value, prev_create, prev_mod = row
-        kv = KV(str(key), bytes(value), int(create_rev), int(rev))  # type: ignore[arg-type,call-overload]
+        kv = KV(str(key), bytes(value), int(create_rev), int(rev))
         prev = None
         if prev_value is not None:
-            prev = KV(str(key), bytes(prev_value), int(prev_create), int(prev_mod))  # type: ignore[arg-type,call-overload]
+            prev = KV(str(key), bytes(prev_value), int(prev_create), int(prev_mod))
         return StoreEvent("put" if type_ == "put" else "delete", kv, prev)
 
     def _run_writer(self) -> None:
@@ -216,7 +220,7 @@ class SqliteStore:
             req.events.append(event)
         return rev
 
-    def _commit(self, batch: list[_Request]) -> None:
+    def _commit(self, batch: builtins.list[_Request]) -> None:
         assert self._conn is not None
         conn = self._conn
         rev = self._rev
@@ -236,7 +240,9 @@ class SqliteStore:
             compact_to = rev - self._history_limit
             if compact_to > 0 and rev // 1000 != self._rev // 1000:
                 conn.execute("DELETE FROM events WHERE rev <= ?", (compact_to,))
-                conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('compacted', ?)", (compact_to,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('compacted', ?)", (compact_to,)
+                )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("store commit of %d writes failed: %s", len(batch), exc)
@@ -253,7 +259,7 @@ class SqliteStore:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._publish, batch)
 
-    def _publish(self, batch: list[_Request]) -> None:
+    def _publish(self, batch: builtins.list[_Request]) -> None:
         # Runs on the event loop, in commit order: mirror first, then acknowledge.
         for req in batch:
             if req.error is None:

@@ -70,7 +70,9 @@ class MemoryState:
     def apply(self, events: Iterable[StoreEvent]) -> None:
         for event in events:
             if event.revision <= self.revision:
-                raise errors.Internal(f"store event {event.revision} applied out of order (at {self.revision})")
+                raise errors.Internal(
+                    f"store event {event.revision} applied out of order (at {self.revision})"
+                )
             bucket = self._collections[_collection(event.kv.key)]
             if event.type == "put":
                 bucket[event.kv.key] = event.kv

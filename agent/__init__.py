@@ -1,0 +1,1 @@
+"""atoll-agent: the per-host daemon (kubelet, kube-proxy and flanneld in one)."""

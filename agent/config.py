@@ -1,0 +1,124 @@
+"""The agent's options: one typed dataclass, loaded and validated at start.
+
+Precedence (later wins): defaults < config file < environment < flags.
+Config file: --config, else $ATOLL_AGENT_CONFIG, else /etc/atoll/agent.yaml
+when it exists; keys are the option names below. Environment: ATOLL_AGENT_
+plus the upper-cased option name (ATOLL_AGENT_COORDINATOR, ...). Flags:
+--option-name. `atoll-agent --print-config` shows the merged result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from atoll import config as layered
+from atoll import errors, labels, validation
+
+ENV_PREFIX = "ATOLL_AGENT_"
+DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
+DEFAULT_AGENT_PORT = 10250
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str = layered.option("127.0.0.1:6443", "coordinator address HOST:PORT")
+    node_name: str = layered.option("", "node name (default: the host name, lower-cased)")
+    docker_host: str = layered.option("unix:///var/run/docker.sock", "Docker Engine API URL")
+    state_dir: str = layered.option("/var/lib/atoll-agent", "where the agent keeps pod records and volumes")
+    listen: str = layered.option(f"0.0.0.0:{DEFAULT_AGENT_PORT}", "address of the agent's own gRPC API")
+    node_ip: str = layered.option(
+        "", "the node's InternalIP (default: the source address towards the coordinator)"
+    )
+    labels: dict[str, str] = layered.option({}, "node labels, k=v,k2=v2", parse=layered.parse_labels)
+    pod_network: str = layered.option("bridge", "Docker network that pod infra containers attach to")
+    infra_image: str = layered.option(
+        "atoll/pause:1.0", "image of the infra container that holds a pod's network"
+    )
+    infra_busybox: str = layered.option(
+        "/bin/busybox", "static busybox used to build the infra image offline"
+    )
+    relist_interval: float = layered.option(1.0, "seconds between container relists")
+    resync_interval: float = layered.option(30.0, "seconds between full resyncs of every pod")
+    max_parallel_syncs: int = layered.option(8, "pods synced at once")
+    backoff_base: float = layered.option(10.0, "first crash-loop / image-pull backoff in seconds")
+    backoff_max: float = layered.option(300.0, "longest crash-loop / image-pull backoff in seconds")
+    docker_timeout: float = layered.option(60.0, "deadline of one Docker API call in seconds")
+    pull_timeout: float = layered.option(600.0, "deadline of one image pull in seconds")
+    heartbeat_interval: float = layered.option(
+        10.0, "seconds between heartbeats until the coordinator says otherwise"
+    )
+    max_pods: int = layered.option(110, "pods this node accepts")
+    reserved_cpu_millis: int = layered.option(0, "CPU (millicores) held back from pods")
+    reserved_memory_bytes: int = layered.option(0, "memory (bytes) held back from pods")
+    log_level: str = layered.option("info", "debug, info, warning or error")
+
+    def validate(self) -> None:
+        layered.split_host_port(self.coordinator, "coordinator")
+        layered.split_host_port(self.listen, "listen")
+        if self.node_name and not validation.DNS1123_SUBDOMAIN.match(self.node_name):
+            raise errors.InvalidArgument(
+                f"node_name: {self.node_name!r} must be a DNS-1123 subdomain (lower-case letters, digits, '-', '.')"
+            )
+        for key, value in self.labels.items():
+            if not labels.valid_key(key) or not labels.valid_value(value):
+                raise errors.InvalidArgument(f"labels: invalid label {key}={value}")
+        if not self.docker_host.startswith(("unix://", "tcp://", "http://", "https://", "ssh://")):
+            raise errors.InvalidArgument(
+                f"docker_host: expected a unix:// or tcp:// URL, got {self.docker_host!r}"
+            )
+        for name in (
+            "relist_interval",
+            "resync_interval",
+            "backoff_base",
+            "backoff_max",
+            "docker_timeout",
+            "pull_timeout",
+            "heartbeat_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise errors.InvalidArgument(f"{name}: must be positive")
+        if self.max_parallel_syncs < 1 or self.max_pods < 1:
+            raise errors.InvalidArgument("max_parallel_syncs and max_pods must be at least 1")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise errors.InvalidArgument(
+                f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
+            )
+
+    @property
+    def state_path(self) -> pathlib.Path:
+        return pathlib.Path(self.state_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atoll-agent", description="The Atoll node agent.")
+    parser.add_argument(
+        "--config", help=f"YAML config file (default: ${ENV_PREFIX}CONFIG or {DEFAULT_CONFIG_FILE})"
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the merged configuration and exit")
+    layered.add_flags(parser, AgentConfig)
+    return parser
+
+
+def load(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[AgentConfig, argparse.Namespace]:
+    args = build_parser().parse_args(argv)
+    path = layered.resolve_file(args.config, f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE, environ)
+    file_values = layered.read_file(path) if path else {}
+    cfg = layered.load(
+        AgentConfig,
+        env_prefix=ENV_PREFIX,
+        args=args,
+        file_values=file_values,
+        environ=environ,
+        file_name=str(path) if path else "config file",
+    )
+    return cfg, args
+
+
+def from_mapping(values: Mapping[str, object]) -> AgentConfig:
+    """Build a config from file-shaped values only (used to check rendered cloud-init configs)."""
+    return layered.load(AgentConfig, env_prefix=ENV_PREFIX, file_values=dict(values), environ={})

@@ -1,0 +1,180 @@
+"""The agent's composition root: build every part from config and run them.
+
+Side effects come in through the runtime and metrics arguments, so the same
+Agent runs on a real host (DockerRuntime, PsutilMetrics) or hollow in a
+benchmark (FakeRuntime, FakeMetrics) with real gRPC on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import socket
+import time
+
+from agent.config import AgentConfig
+from agent.link import AssignmentFile, CoordinatorLink, StatusReporter
+from agent.metrics import HostMetrics, PsutilMetrics
+from agent.node_status import NodeFacts, build_status, detect_node_ip
+from agent.pods import images, plan, render
+from agent.pods.events import EventRecorder
+from agent.pods.manager import PodManager
+from agent.pods.state import PodStateStore
+from agent.pods.syncer import PodSyncer
+from agent.runtime.base import ContainerRuntime
+from agent.runtime.docker import DockerRuntime
+from agent.server import AgentServicer
+from atoll import config as layered
+from atoll import rpc
+from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2_grpc, node_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        runtime: ContainerRuntime | None = None,
+        metrics: HostMetrics | None = None,
+        recorder: EventRecorder | None = None,
+        serve_api: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.node_name = cfg.node_name or socket.gethostname().lower()
+        self.runtime: ContainerRuntime = runtime or DockerRuntime(
+            cfg.docker_host, call_timeout=cfg.docker_timeout, pull_timeout=cfg.pull_timeout
+        )
+        self.metrics: HostMetrics = metrics or PsutilMetrics(cfg.state_path)
+        self._recorder = recorder
+        self._serve_api = serve_api
+        self.stop_event = asyncio.Event()
+        self.server: rpc.RunningServer | None = None
+        self.manager: PodManager | None = None
+        self.link: CoordinatorLink | None = None
+        self._facts: NodeFacts | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channel: object | None = None
+
+    def _status(self) -> node_pb2.NodeStatus:
+        assert self._facts is not None and self.manager is not None
+        last = self.manager.last_relist
+        healthy = bool(last) and time.time() - last < max(30.0, 5 * self.cfg.relist_interval)
+        message = (
+            "agent is posting ready status" if healthy else "container runtime relist is failing or stale"
+        )
+        return build_status(self._facts, self.metrics, ready=healthy, ready_message=message)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        coord_host, coord_port = layered.split_host_port(cfg.coordinator, "coordinator")
+        node_ip = cfg.node_ip or detect_node_ip(coord_host, coord_port)
+        await images.ensure_infra_image(self.runtime, cfg.infra_image, pathlib.Path(cfg.infra_busybox))
+        runtime_version = await self.runtime.version()
+        pods_dir = cfg.state_path / "pods"
+        states = PodStateStore(pods_dir)
+        states.load_all()
+        ctx = render.RenderContext(
+            node_name=self.node_name,
+            infra_image=cfg.infra_image,
+            pod_network=cfg.pod_network,
+            pods_dir=pods_dir,
+        )
+        syncer = PodSyncer(
+            self.runtime,
+            states,
+            ctx,
+            host_ip=lambda: node_ip,
+            backoff=plan.BackoffPolicy(base=cfg.backoff_base, maximum=cfg.backoff_max),
+            recorder=self._recorder,
+        )
+        reporter = StatusReporter()
+        self.manager = PodManager(
+            syncer,
+            self.runtime,
+            reporter,
+            node_name=self.node_name,
+            relist_interval=cfg.relist_interval,
+            resync_interval=cfg.resync_interval,
+            max_parallel=cfg.max_parallel_syncs,
+        )
+        assignments = AssignmentFile(cfg.state_path / "assignment.pb")
+        saved = assignments.load()
+        if saved is not None:
+            # Keep running what we ran; removals wait for the coordinator's word.
+            self.manager.set_desired(saved.pods, saved.generation, authoritative=False)
+        agent_port = 0
+        if self._serve_api:
+            servicer = AgentServicer(
+                node_name=self.node_name,
+                manager=self.manager,
+                runtime=self.runtime,
+                build_status=self._status,
+                connected=lambda: bool(self.link and self.link.connected),
+                clock=time.time,
+            )
+            self.server = await rpc.start_server(
+                cfg.listen,
+                [
+                    rpc.ServiceBinding(
+                        servicer,
+                        agent_pb2_grpc.add_AgentServiceServicer_to_server,
+                        agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+                    )
+                ],
+            )
+            agent_port = self.server.port
+        self._facts = NodeFacts(
+            name=self.node_name,
+            internal_ip=node_ip,
+            agent_port=agent_port,
+            runtime_version=runtime_version,
+            max_pods=cfg.max_pods,
+            reserved_cpu_millis=cfg.reserved_cpu_millis,
+            reserved_memory_bytes=cfg.reserved_memory_bytes,
+        )
+        channel = rpc.open_channel(cfg.coordinator)
+        self._channel = channel
+        self.link = CoordinatorLink(
+            node_api_pb2_grpc.NodeServiceStub(channel),
+            node_name=self.node_name,
+            node_labels=dict(cfg.labels),
+            build_status=self._status,
+            manager=self.manager,
+            reporter=reporter,
+            assignments=assignments,
+            heartbeat_interval=cfg.heartbeat_interval,
+        )
+        # A first relist before anything else, so the first heartbeat already reports Ready.
+        try:
+            await self.manager.relist()
+        except Exception as exc:
+            log.warning("first relist failed: %s", exc)
+        self._tasks = [
+            asyncio.create_task(self.manager.run(self.stop_event), name="pod-manager"),
+            asyncio.create_task(self.link.run(self.stop_event), name="coordinator-link"),
+        ]
+        log.info(
+            "agent %s up: coordinator %s, node IP %s, agent API port %d, engine %s",
+            self.node_name,
+            cfg.coordinator,
+            node_ip,
+            agent_port,
+            runtime_version,
+        )
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop(0.5)
+        if self._channel is not None:
+            await self._channel.close()  # type: ignore[attr-defined]
+        await self.runtime.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        await self.stop_event.wait()
+        await self.stop()

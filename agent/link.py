@@ -1,0 +1,242 @@
+"""The agent's link to the coordinator: register, heartbeat, desired pods, status.
+
+Heartbeats follow IPA's heartbeater: a jittered interval that the coordinator
+sets, exponential backoff with jitter on errors, and an Event to stop. The
+desired pod set arrives on a server stream; the heartbeat answer carries the
+coordinator's assignment generation, and when the agent is behind (a lost
+push, a broken stream) it fetches the assignment again: level-triggered, so
+nothing depends on every push arriving. Every assignment is persisted, so a
+restarted agent keeps its pods running before it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+
+from agent.pods.manager import PodManager
+from atoll import errors, rpc
+from atoll.backoff import Backoff, jittered
+from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+class AssignmentFile:
+    """The last assignment received, under the state dir, replaced atomically."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def load(self) -> node_api_pb2.Assignment | None:
+        try:
+            return node_api_pb2.Assignment.FromString(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # a torn or foreign file must not keep the agent down
+            log.warning("ignoring unreadable assignment file %s: %s", self.path, exc)
+            return None
+
+    def save(self, assignment: node_api_pb2.Assignment) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".assignment.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(assignment.SerializeToString())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+
+class StatusReporter:
+    """Collects pod statuses and sends the changed ones to the coordinator in batches."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, pod_pb2.PodStatus] = {}
+        self._pending: dict[str, node_api_pb2.PodStatusReport] = {}
+        self._latest: dict[str, node_api_pb2.PodStatusReport] = {}
+        self._wakeup = asyncio.Event()
+
+    def update(self, pod: pod_pb2.Pod, status: pod_pb2.PodStatus) -> None:
+        uid = pod.metadata.uid
+        report = node_api_pb2.PodStatusReport(
+            namespace=pod.metadata.namespace, name=pod.metadata.name, uid=uid, status=status
+        )
+        self._latest[uid] = report
+        if self._sent.get(uid) != status:
+            self._pending[uid] = report
+            self._wakeup.set()
+
+    def forget(self, uid: str) -> None:
+        self._sent.pop(uid, None)
+        self._pending.pop(uid, None)
+        self._latest.pop(uid, None)
+
+    def resend_all(self) -> None:
+        self._sent.clear()
+        self._pending.update(self._latest)
+        if self._pending:
+            self._wakeup.set()
+
+    async def run(self, stub: node_api_pb2_grpc.NodeServiceStub, node_name: str, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            if not self._pending:
+                self._wakeup.clear()
+                waiter = asyncio.ensure_future(self._wakeup.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            # Let a burst of changes gather into one call.
+            await asyncio.sleep(0.05)
+            batch = dict(self._pending)
+            self._pending.clear()
+            try:
+                await rpc.unary(
+                    stub.ReportPodStatus(
+                        node_api_pb2.ReportPodStatusRequest(
+                            node_name=node_name, reports=list(batch.values())
+                        ),
+                        timeout=10,
+                    )
+                )
+            except errors.AtollError as exc:
+                for uid, report in batch.items():
+                    self._pending.setdefault(uid, report)
+                delay = backoff.next()
+                log.warning("reporting %d pod statuses failed: %s; retrying in %.1fs", len(batch), exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            backoff.reset()
+            for uid, report in batch.items():
+                if uid in self._latest:
+                    self._sent[uid] = report.status
+
+
+class CoordinatorLink:
+    def __init__(
+        self,
+        stub: node_api_pb2_grpc.NodeServiceStub,
+        *,
+        node_name: str,
+        node_labels: dict[str, str],
+        build_status: Callable[[], node_pb2.NodeStatus],
+        manager: PodManager,
+        reporter: StatusReporter,
+        assignments: AssignmentFile,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self._stub = stub
+        self._node = node_name
+        self._labels = node_labels
+        self._build_status = build_status
+        self._manager = manager
+        self._reporter = reporter
+        self._assignments = assignments
+        self.heartbeat_interval = heartbeat_interval
+        self.connected = False
+        self.registered = asyncio.Event()
+
+    def apply(self, assignment: node_api_pb2.Assignment) -> None:
+        if assignment.generation < self._manager.generation and self._manager.authoritative:
+            return  # an older push overtaken by a fetch
+        self._assignments.save(assignment)
+        self._manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
+
+    async def register(self, stop: asyncio.Event) -> bool:
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while not stop.is_set():
+            node = node_pb2.Node(status=self._build_status())
+            node.metadata.name = self._node
+            node.metadata.labels.update(self._labels)
+            try:
+                resp = await rpc.unary(
+                    self._stub.Register(node_api_pb2.RegisterRequest(node=node), timeout=10)
+                )
+            except errors.AtollError as exc:
+                delay = backoff.next()
+                log.warning("registering node %s failed: %s; retrying in %.1fs", self._node, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            if resp.heartbeat_interval_ms:
+                self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
+            log.info("registered node %s; heartbeat every %.1fs", self._node, self.heartbeat_interval)
+            self.connected = True
+            self.registered.set()
+            self._reporter.resend_all()
+            return True
+        return False
+
+    async def heartbeat_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(initial=1.0, maximum=max(30.0, self.heartbeat_interval))
+        while not stop.is_set():
+            delay = jittered(self.heartbeat_interval)
+            try:
+                req = node_api_pb2.HeartbeatRequest(
+                    node_name=self._node,
+                    status=self._build_status(),
+                    observed_assignment_generation=self._manager.generation,
+                )
+                resp = await rpc.unary(self._stub.Heartbeat(req, timeout=10))
+                if not self.connected:
+                    log.info("coordinator reachable again")
+                    self._reporter.resend_all()
+                self.connected = True
+                backoff.reset()
+                if resp.heartbeat_interval_ms:
+                    self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
+                if resp.assignment_generation != self._manager.generation or not self._manager.authoritative:
+                    await self.fetch_assignment()
+            except errors.NotFound:
+                log.warning("the coordinator does not know node %s; registering again", self._node)
+                self.connected = False
+                await self.register(stop)
+                continue
+            except errors.AtollError as exc:
+                if self.connected:
+                    log.warning("heartbeat failed: %s", exc)
+                self.connected = False
+                delay = backoff.next()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def fetch_assignment(self) -> None:
+        resp = await rpc.unary(
+            self._stub.GetAssignment(node_api_pb2.GetAssignmentRequest(node_name=self._node), timeout=30)
+        )
+        self.apply(resp.assignment)
+
+    async def watch_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while not stop.is_set():
+            try:
+                call = self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node))
+                async for resp in rpc.stream(call):
+                    backoff.reset()
+                    self.apply(resp.assignment)
+            except errors.AtollError as exc:
+                log.debug("assignment stream ended: %s", exc)
+            delay = backoff.next()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not await self.register(stop):
+            return
+        tasks = [
+            asyncio.create_task(self.heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self.watch_loop(stop), name="assignment-watch"),
+            asyncio.create_task(self._reporter.run(self._stub, self._node, stop), name="status-reporter"),
+        ]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

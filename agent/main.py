@@ -1,0 +1,55 @@
+"""`atoll-agent`: parse options, set up logging and signals, run the Agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from agent import config
+from agent.daemon import Agent
+from atoll import config as layered
+from atoll import errors
+
+log = logging.getLogger("agent")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _run(cfg: config.AgentConfig) -> None:
+    agent = Agent(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop_event.set)
+    await agent.run_forever()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg, args = config.load(argv)
+    except errors.AtollError as exc:
+        print(f"atoll-agent: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(layered.dump(cfg), indent=2, sort_keys=True))
+        return 0
+    setup_logging(cfg.log_level)
+    try:
+        asyncio.run(_run(cfg))
+    except errors.AtollError as exc:
+        log.error("agent stopped: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

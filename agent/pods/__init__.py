@@ -1,0 +1,1 @@
+"""Running pods: render specs, plan actions, execute them, report status."""

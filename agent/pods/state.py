@@ -1,0 +1,114 @@
+"""What the agent remembers about each pod beyond what container labels say.
+
+Labels carry the attempt number of every container, so restart counts survive
+an agent restart. This file-backed state adds what labels cannot hold: the
+attempt of a container that someone removed behind our back (so its
+recreation counts as a restart), crash-loop and image-pull backoff, and the
+last termination for `lastState`. One JSON file per pod, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Termination:
+    exit_code: int
+    reason: str
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    container_id: str = ""
+
+
+@dataclass
+class ContainerRecord:
+    attempt: int = -1  # -1: never created
+    container_id: str = ""
+    backoff_s: float = 0.0
+    not_before: float = 0.0
+    # Why the container cannot run right now (ErrImagePull, CreateContainerError, ...).
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    last_termination: Termination | None = None
+    # Set once a container that will not be restarted is gone for good.
+    lost: bool = False
+
+
+@dataclass
+class PodRecord:
+    uid: str
+    namespace: str = ""
+    name: str = ""
+    sandbox_attempt: int = -1
+    sandbox_id: str = ""
+    sandbox_error: str = ""
+    sandbox_not_before: float = 0.0
+    sandbox_backoff_s: float = 0.0
+    # When the agent first worked on the pod (epoch seconds): the pod's start time.
+    start_time: float = 0.0
+    containers: dict[str, ContainerRecord] = field(default_factory=dict)
+
+    def container(self, name: str) -> ContainerRecord:
+        return self.containers.setdefault(name, ContainerRecord())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PodRecord:
+        containers = {}
+        for name, raw in data.get("containers", {}).items():
+            term = raw.pop("last_termination", None)
+            record = ContainerRecord(**raw)
+            record.last_termination = Termination(**term) if term else None
+            containers[name] = record
+        data = {**data, "containers": containers}
+        return cls(**data)
+
+
+class PodStateStore:
+    """PodRecords under `<state-dir>/pods/<uid>/state.json`."""
+
+    def __init__(self, pods_dir: pathlib.Path) -> None:
+        self._dir = pods_dir
+        self._records: dict[str, PodRecord] = {}
+
+    def load_all(self) -> dict[str, PodRecord]:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        for path in self._dir.glob("*/state.json"):
+            try:
+                record = PodRecord.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable pod state %s: %s", path, exc)
+                continue
+            self._records[record.uid] = record
+        return dict(self._records)
+
+    def get(self, uid: str) -> PodRecord:
+        record = self._records.get(uid)
+        if record is None:
+            record = self._records[uid] = PodRecord(uid=uid)
+        return record
+
+    def known(self) -> set[str]:
+        return set(self._records)
+
+    def save(self, record: PodRecord) -> None:
+        path = self._dir / record.uid / "state.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(record), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def forget(self, uid: str) -> None:
+        self._records.pop(uid, None)

@@ -1,0 +1,235 @@
+"""PodSyncer: one pass of plan-then-execute for one pod.
+
+Each pass lists the pod's containers, plans (agent.pods.plan), executes the
+actions through the runtime, persists the pod's record and computes its
+status. Passes are idempotent: running one twice in a row does nothing the
+second time. A failing step is recorded on the container it concerns, with a
+backoff, and the pass carries on with the pod's other containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.pods import images, plan, render, status
+from agent.pods.events import EventRecorder, LogRecorder
+from agent.pods.state import PodRecord, PodStateStore, Termination
+from agent.runtime.base import ContainerRuntime, RuntimeError_
+from atoll.v1 import pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncResult:
+    status: pod_pb2.PodStatus
+    requeue_at: float | None
+    terminal: bool
+
+
+class PodSyncer:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        states: PodStateStore,
+        ctx: render.RenderContext,
+        *,
+        host_ip: Callable[[], str],
+        backoff: plan.BackoffPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        recorder: EventRecorder | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.states = states
+        self.ctx = ctx
+        self.host_ip = host_ip
+        self.backoff = backoff or plan.BackoffPolicy()
+        self.clock = clock
+        self.recorder = recorder or LogRecorder()
+
+    async def observe(self, uid: str) -> plan.Observed:
+        return plan.group(await self.runtime.list_containers({render.LABEL_POD_UID: uid}))
+
+    async def sync(self, pod: pod_pb2.Pod) -> SyncResult:
+        uid = pod.metadata.uid
+        record = self.states.get(uid)
+        now = self.clock()
+        if not record.start_time:
+            record.namespace, record.name, record.start_time = pod.metadata.namespace, pod.metadata.name, now
+        obs = await self.observe(uid)
+        the_plan = plan.plan_pod(
+            pod,
+            obs,
+            record,
+            now=now,
+            infra_hash=render.infra_hash(pod, self.ctx),
+            container_hashes={c.name: render.container_hash(pod, c) for c in pod.spec.containers},
+            backoff=self.backoff,
+        )
+        if the_plan.actions:
+            await _Execution(self, pod, record, obs).run(the_plan.actions)
+            obs = await self.observe(uid)
+        self.states.save(record)
+        pod_status = status.pod_status(pod, obs, record, host_ip=self.host_ip(), now=self.clock())
+        requeue = the_plan.requeue_at
+        for crec in record.containers.values():
+            if crec.not_before > now:
+                requeue = crec.not_before if requeue is None else min(requeue, crec.not_before)
+        if record.sandbox_not_before > now:
+            requeue = (
+                record.sandbox_not_before if requeue is None else min(requeue, record.sandbox_not_before)
+            )
+        return SyncResult(pod_status, requeue, the_plan.terminal)
+
+    async def remove(self, uid: str) -> None:
+        """Stop and remove every container of a pod that is no longer wanted, then its files."""
+        obs = await self.observe(uid)
+        for action in plan.plan_removal(obs).actions:
+            assert isinstance(action, plan.KillContainer)
+            await self.runtime.stop_container(action.container.id, None)
+            await self.runtime.remove_container(action.container.id)
+        self.states.forget(uid)
+        directory = render.pod_dir(self.ctx, uid)
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        log.info("removed pod %s (%d containers)", uid, len(obs.all))
+
+
+class _Execution:
+    """Carries out one plan; keeps the sandbox id that later steps join."""
+
+    def __init__(self, syncer: PodSyncer, pod: pod_pb2.Pod, record: PodRecord, obs: plan.Observed) -> None:
+        self.s = syncer
+        self.pod = pod
+        self.record = record
+        self.sandbox_id = obs.infra[0].id if obs.infra else ""
+        self.containers = {c.name: c for c in pod.spec.containers}
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.s.recorder.record(self.pod, type_, reason, message)
+
+    async def run(self, actions: list[plan.Action]) -> None:
+        for action in actions:
+            if isinstance(action, plan.CreateSandbox):
+                if not await self.create_sandbox(action):
+                    return  # nothing can join a sandbox that does not exist
+            elif isinstance(action, plan.KillContainer):
+                await self.kill(action)
+            elif isinstance(action, plan.StartContainer):
+                await self.start(action)
+            elif isinstance(action, plan.StartExisting):
+                await self.start_existing(action)
+            elif isinstance(action, plan.MarkLost):
+                crec = self.record.container(action.name)
+                crec.lost = True
+                crec.last_termination = Termination(137, "ContainerMissing", "removed outside Atoll")
+                self.event(
+                    "Warning", "ContainerMissing", f"container {action.name} was removed outside Atoll"
+                )
+
+    async def kill(self, action: plan.KillContainer) -> None:
+        c = action.container
+        name = c.labels.get(render.LABEL_CONTAINER, c.name)
+        try:
+            if c.running:
+                timeout = 2 if name == render.INFRA else None
+                await self.s.runtime.stop_container(c.id, timeout)
+                self.event("Normal", "Killing", f"stopping container {name} ({action.reason})")
+            if action.remove:
+                await self.s.runtime.remove_container(c.id)
+        except RuntimeError_ as exc:
+            log.warning("pod %s: cannot stop %s: %s", self.pod.metadata.name, c.name, exc)
+
+    async def create_sandbox(self, action: plan.CreateSandbox) -> bool:
+        rec = self.record
+        spec = render.render_infra(self.pod, self.s.ctx, action.attempt)
+        rec.sandbox_attempt = action.attempt
+        self.s.states.save(rec)
+        try:
+            cid = await self.s.runtime.create_container(spec)
+            rec.sandbox_id = cid
+            try:
+                await self.s.runtime.start_container(cid)
+            except RuntimeError_:
+                await self.s.runtime.remove_container(cid)
+                raise
+        except RuntimeError_ as exc:
+            rec.sandbox_backoff_s = self.s.backoff.next_delay(rec.sandbox_backoff_s, None)
+            rec.sandbox_not_before = self.s.clock() + rec.sandbox_backoff_s
+            rec.sandbox_error = f"failed to create pod sandbox: {exc}"
+            self.event("Warning", "FailedCreatePodSandBox", rec.sandbox_error)
+            return False
+        rec.sandbox_error, rec.sandbox_backoff_s, rec.sandbox_not_before = "", 0.0, 0.0
+        self.sandbox_id = cid
+        return True
+
+    def _prepare_volumes(self) -> None:
+        for vol in self.pod.spec.volumes:
+            if vol.WhichOneof("source") == "empty_dir":
+                render.volume_path(self.s.ctx, self.pod.metadata.uid, vol.name).mkdir(
+                    parents=True, exist_ok=True
+                )
+            elif vol.host_path.type in ("DirectoryOrCreate",):
+                pathlib.Path(vol.host_path.path).mkdir(parents=True, exist_ok=True)
+
+    def _fail(self, name: str, reason: str, message: str) -> None:
+        crec = self.record.container(name)
+        if reason == "ErrImagePull" and crec.waiting_reason in ("ErrImagePull", "ImagePullBackOff"):
+            reason = "ImagePullBackOff"
+        crec.backoff_s = self.s.backoff.next_delay(crec.backoff_s, None)
+        crec.not_before = self.s.clock() + crec.backoff_s
+        crec.waiting_reason, crec.waiting_message = reason, message
+        self.event("Warning", "Failed", f"{name}: {reason}: {message}")
+
+    async def start(self, action: plan.StartContainer) -> None:
+        container = self.containers[action.name]
+        crec = self.record.container(action.name)
+        image = self.s.ctx.resolve_image(container.image)
+        try:
+            if await images.ensure_image(self.s.runtime, image, container.image_pull_policy):
+                self.event("Normal", "Pulled", f"pulled image {image}")
+        except images.ImageError as exc:
+            self._fail(action.name, exc.reason, exc.message)
+            return
+        try:
+            self._prepare_volumes()
+        except OSError as exc:
+            self._fail(action.name, "CreateContainerConfigError", f"cannot prepare volumes: {exc}")
+            return
+        if action.reason == "missing":
+            crec.last_termination = Termination(137, "ContainerMissing", "removed outside Atoll")
+        crec.attempt = action.attempt
+        self.s.states.save(self.record)
+        spec = render.render_container(self.pod, container, self.s.ctx, self.sandbox_id, action.attempt)
+        try:
+            cid = await self.s.runtime.create_container(spec)
+        except RuntimeError_ as exc:
+            self._fail(action.name, "CreateContainerError", str(exc))
+            return
+        crec.container_id = cid
+        try:
+            await self.s.runtime.start_container(cid)
+        except RuntimeError_ as exc:
+            self._fail(action.name, "RunContainerError", str(exc))
+            return
+        crec.waiting_reason, crec.waiting_message, crec.not_before = "", "", 0.0
+        if action.reason == "restart":
+            crec.backoff_s = action.next_backoff_s
+            self.event("Normal", "Restarted", f"restarted container {action.name} (attempt {action.attempt})")
+        else:
+            self.event("Normal", "Started", f"started container {action.name} ({action.reason})")
+
+    async def start_existing(self, action: plan.StartExisting) -> None:
+        try:
+            await self.s.runtime.start_container(action.container_id)
+        except RuntimeError_ as exc:
+            self._fail(action.name, "RunContainerError", str(exc))
+            return
+        crec = self.record.container(action.name)
+        crec.waiting_reason, crec.waiting_message, crec.not_before = "", "", 0.0
+        self.event("Normal", "Started", f"started container {action.name}")

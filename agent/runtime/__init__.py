@@ -1,0 +1,23 @@
+"""Container runtimes behind one Protocol (the docker SDK is one of them)."""
+
+from agent.runtime.base import (
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    ImagePullError,
+    Mount,
+    PortBinding,
+    RuntimeError_,
+    RuntimeTimeout,
+)
+
+__all__ = [
+    "ContainerInfo",
+    "ContainerRuntime",
+    "ContainerSpec",
+    "ImagePullError",
+    "Mount",
+    "PortBinding",
+    "RuntimeError_",
+    "RuntimeTimeout",
+]

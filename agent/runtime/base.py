@@ -1,0 +1,128 @@
+"""The container runtime seam.
+
+The agent renders what it wants as plain `ContainerSpec` data and observes what
+runs as `ContainerInfo`; a runtime only translates between those and an engine.
+Docker is one runtime (agent.runtime.docker), the recording fake another
+(agent.runtime.fake); nothing above this module imports the docker SDK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from atoll import errors
+
+State = Literal["created", "running", "paused", "restarting", "removing", "exited", "dead"]
+
+
+class RuntimeError_(errors.Unavailable):
+    """The engine failed or refused a call."""
+
+
+class RuntimeTimeout(RuntimeError_):
+    """An engine call did not return within its deadline."""
+
+
+class ImagePullError(RuntimeError_):
+    """Pulling an image failed; `message` is the registry's reason."""
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    container_port: int
+    protocol: str  # "tcp", "udp" or "sctp"
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container, as plain data."""
+
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    # The infra container sits on `network`; app containers join `join_container`.
+    network: str | None = None
+    join_container: str | None = None
+    ports: tuple[PortBinding, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    working_dir: str = ""
+    hostname: str = ""
+    cpu_shares: int = 0
+    nano_cpus: int = 0
+    memory_limit: int = 0
+    # Run the engine's tiny init as PID 1 so that signals reach the process.
+    init: bool = False
+    stop_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the runtime reports about one container."""
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    state: State
+    image_id: str = ""
+    exit_code: int = 0
+    error: str = ""
+    oom_killed: bool = False
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None
+    ip: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting", "paused")
+
+
+class ContainerRuntime(Protocol):
+    async def version(self) -> str: ...
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Every container (running or not) carrying all of `labels`, fully inspected."""
+        ...
+
+    async def image_present(self, ref: str) -> bool: ...
+
+    async def pull_image(self, ref: str, auth: Mapping[str, str] | None = None) -> None: ...
+
+    async def import_image(self, rootfs_tar: bytes, ref: str, changes: tuple[str, ...] = ()) -> None:
+        """Create image `ref` from a root filesystem tarball (`docker import`)."""
+        ...
+
+    async def create_container(self, spec: ContainerSpec) -> str: ...
+
+    async def start_container(self, container_id: str) -> None: ...
+
+    async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
+        """SIGTERM, then SIGKILL after `grace_seconds` (None: the container's own stop timeout)."""
+        ...
+
+    async def remove_container(self, container_id: str) -> None:
+        """Remove (forcefully); a container that is already gone is not an error."""
+        ...
+
+    def logs(
+        self, container_id: str, *, follow: bool, tail: int, timestamps: bool
+    ) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...

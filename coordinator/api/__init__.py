@@ -1,0 +1,1 @@
+"""The coordinator's gRPC servicers: ClusterService for clients, NodeService for agents."""

@@ -1,0 +1,145 @@
+"""ClusterService: the API of operators, the CLI and automation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from atoll import errors, kinds, labels, rpc, validation
+from atoll.kinds import KindInfo
+from atoll.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, node_pb2, pod_pb2
+from coordinator.api.strategy import STRATEGIES, carry_system_metadata
+from coordinator.nodes import NodeHealth
+from coordinator.registry import Registry
+
+log = logging.getLogger(__name__)
+
+_EVENT_TYPES = {
+    "ADDED": cluster_pb2.EVENT_TYPE_ADDED,
+    "MODIFIED": cluster_pb2.EVENT_TYPE_MODIFIED,
+    "DELETED": cluster_pb2.EVENT_TYPE_DELETED,
+}
+
+AgentConnector = Callable[[str], agent_pb2_grpc.AgentServiceStub]
+
+
+def _namespace(info: KindInfo, namespace: str) -> str:
+    if not info.namespaced:
+        return ""
+    return namespace or validation.DEFAULT_NAMESPACE
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
+    def __init__(self, registry: Registry, health: NodeHealth, agent_stub: AgentConnector) -> None:
+        self._registry = registry
+        self._health = health
+        self._agent_stub = agent_stub
+
+    def _present(self, obj: Message) -> Message:
+        """Overlay live facts that are not written to the store on every change."""
+        if isinstance(obj, node_pb2.Node):
+            beat = self._health.last_heartbeat.get(obj.metadata.name)
+            if beat is not None:
+                obj.status.last_heartbeat_time.FromNanoseconds(int(beat * 1e9))
+        return obj
+
+    async def Create(self, request: cluster_pb2.CreateRequest, context: Any) -> cluster_pb2.CreateResponse:
+        info, obj = kinds.unwrap(request.object)
+        obj.metadata.namespace = _namespace(info, obj.metadata.namespace)  # type: ignore[attr-defined]
+        STRATEGIES[info.message].prepare_create(obj)
+        if request.dry_run:
+            self._registry.prepare_new(obj)
+            return cluster_pb2.CreateResponse(object=kinds.wrap(obj))
+        created = await self._registry.create(obj)
+        log.info("created %s %s", info.name, obj.metadata.name)  # type: ignore[attr-defined]
+        return cluster_pb2.CreateResponse(object=kinds.wrap(created))
+
+    async def Get(self, request: cluster_pb2.GetRequest, context: Any) -> cluster_pb2.GetResponse:
+        info = kinds.by_kind(request.kind)
+        if not request.name:
+            raise errors.InvalidArgument("name is required", field="name")
+        obj = await self._registry.get(info, _namespace(info, request.namespace), request.name)
+        return cluster_pb2.GetResponse(object=kinds.wrap(self._present(obj)))
+
+    async def List(self, request: cluster_pb2.ListRequest, context: Any) -> cluster_pb2.ListResponse:
+        info = kinds.by_kind(request.kind)
+        selector = labels.parse(request.label_selector)
+        items, revision = await self._registry.list(
+            info, request.namespace if info.namespaced else "", selector
+        )
+        return cluster_pb2.ListResponse(
+            items=[kinds.wrap(self._present(o)) for o in items], resource_version=revision
+        )
+
+    async def Update(self, request: cluster_pb2.UpdateRequest, context: Any) -> cluster_pb2.UpdateResponse:
+        info, obj = kinds.unwrap(request.object)
+        meta = obj.metadata  # type: ignore[attr-defined]
+        meta.namespace = _namespace(info, meta.namespace)
+        expected = meta.resource_version or None
+        old = await self._registry.get(info, meta.namespace, meta.name)
+        if expected is not None and old.metadata.resource_version != expected:  # type: ignore[attr-defined]
+            raise errors.Conflict(
+                f'{info.plural} "{meta.name}" was modified (now at {old.metadata.resource_version}, '  # type: ignore[attr-defined]
+                f"you sent {expected}); read it again and retry"
+            )
+        carry_system_metadata(obj, old)
+        STRATEGIES[info.message].prepare_update(obj, old)
+        if request.dry_run:
+            return cluster_pb2.UpdateResponse(object=kinds.wrap(obj))
+        updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]
+        return cluster_pb2.UpdateResponse(object=kinds.wrap(updated))
+
+    async def Delete(self, request: cluster_pb2.DeleteRequest, context: Any) -> cluster_pb2.DeleteResponse:
+        info = kinds.by_kind(request.kind)
+        if not request.name:
+            raise errors.InvalidArgument("name is required", field="name")
+        deleted = await self._registry.delete(
+            info, _namespace(info, request.namespace), request.name, request.resource_version or None
+        )
+        if isinstance(deleted, node_pb2.Node):
+            self._health.forget(deleted.metadata.name)
+        log.info("deleted %s %s", info.name, request.name)
+        return cluster_pb2.DeleteResponse(object=kinds.wrap(deleted))
+
+    async def Watch(
+        self, request: cluster_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[cluster_pb2.WatchResponse]:
+        info = kinds.by_kind(request.kind)
+        selector = labels.parse(request.label_selector)
+        namespace = request.namespace if info.namespaced else ""
+        revision = request.resource_version
+        if revision == 0:
+            items, revision = await self._registry.list(info, namespace, selector)
+            for obj in items:
+                yield cluster_pb2.WatchResponse(
+                    type=cluster_pb2.EVENT_TYPE_ADDED, object=kinds.wrap(self._present(obj))
+                )
+        async for event in self._registry.watch(info, namespace, selector, revision):
+            yield cluster_pb2.WatchResponse(
+                type=_EVENT_TYPES[event.type], object=kinds.wrap(self._present(event.object))
+            )
+
+    async def GetLogs(
+        self, request: cluster_pb2.GetLogsRequest, context: Any
+    ) -> AsyncIterator[cluster_pb2.GetLogsResponse]:
+        pod = await self._registry.get(kinds.by_name("Pod"), request.namespace or "default", request.pod)
+        assert isinstance(pod, pod_pb2.Pod)
+        if not pod.spec.node_name:
+            raise errors.FailedPrecondition(f"pod {request.pod} is not scheduled yet: {pod.status.message}")
+        stub = self._agent_stub(pod.spec.node_name)
+        call = stub.GetContainerLogs(
+            agent_pb2.GetContainerLogsRequest(
+                namespace=pod.metadata.namespace,
+                pod=pod.metadata.name,
+                container=request.container,
+                follow=request.follow,
+                tail_lines=request.tail_lines,
+                previous=request.previous,
+                timestamps=request.timestamps,
+            )
+        )
+        async for chunk in rpc.stream(call):
+            yield cluster_pb2.GetLogsResponse(data=chunk.data)

@@ -1,0 +1,210 @@
+"""NodeService: what agents call. Registration, heartbeats, desired pods, pod status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from atoll import errors, kinds, validation
+from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
+from coordinator.assignments import AssignmentTracker
+from coordinator.nodes import NodeHealth
+from coordinator.registry import Registry
+
+log = logging.getLogger(__name__)
+
+NODE = kinds.by_name("Node")
+POD = kinds.by_name("Pod")
+TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
+
+
+def _significant(status: node_pb2.NodeStatus) -> tuple[object, ...]:
+    """The parts of a node's status worth a store write when they change."""
+    return (
+        tuple((c.type, c.status, c.reason) for c in status.conditions),
+        tuple((a.type, a.address) for a in status.addresses),
+        status.capacity.SerializeToString(deterministic=True),
+        status.allocatable.SerializeToString(deterministic=True),
+        status.agent_port,
+        status.node_info.SerializeToString(deterministic=True),
+    )
+
+
+def merge_conditions(
+    target: node_pb2.NodeStatus, reported: node_pb2.NodeStatus, now_ns: int, old: node_pb2.NodeStatus
+) -> None:
+    previous = {c.type: c for c in old.conditions}
+    del target.conditions[:]
+    for cond in reported.conditions:
+        new = target.conditions.add()
+        new.CopyFrom(cond)
+        new.last_heartbeat_time.FromNanoseconds(now_ns)
+        before = previous.get(cond.type)
+        if before is not None and before.status == cond.status:
+            new.last_transition_time.CopyFrom(before.last_transition_time)
+        else:
+            new.last_transition_time.FromNanoseconds(now_ns)
+
+
+def merge_pod_status(pod: pod_pb2.Pod, reported: pod_pb2.PodStatus) -> bool:
+    """Apply an agent's report; keep what the coordinator owns. False when nothing changes."""
+    if pod.status.phase in TERMINAL and reported.phase != pod.status.phase:
+        return False  # terminal phases are final, as in Kubernetes
+    merged = pod_pb2.PodStatus()
+    merged.CopyFrom(reported)
+    reported_types = {c.type for c in reported.conditions}
+    previous = {c.type: c for c in pod.status.conditions}
+    for cond in merged.conditions:
+        before = previous.get(cond.type)
+        if before is not None and before.status == cond.status:
+            cond.last_transition_time.CopyFrom(before.last_transition_time)
+    for cond in pod.status.conditions:
+        if cond.type not in reported_types:
+            merged.conditions.append(cond)
+    if merged == pod.status:
+        return False
+    pod.status.CopyFrom(merged)
+    return True
+
+
+class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
+    def __init__(
+        self,
+        registry: Registry,
+        assignments: AssignmentTracker,
+        health: NodeHealth,
+        *,
+        heartbeat_interval: float,
+        status_interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._registry = registry
+        self._assignments = assignments
+        self._health = health
+        self._heartbeat_ms = int(heartbeat_interval * 1000)
+        self._status_interval = status_interval
+        self._clock = clock
+
+    def _check_name(self, name: str) -> None:
+        if not name or not validation.DNS1123_SUBDOMAIN.match(name):
+            raise errors.InvalidArgument(f"invalid node name {name!r}", field="node_name")
+
+    async def Register(
+        self, request: node_api_pb2.RegisterRequest, context: Any
+    ) -> node_api_pb2.RegisterResponse:
+        incoming = request.node
+        validation.validate_node(incoming).raise_first()
+        name = incoming.metadata.name
+        now = self._health.beat(name)
+        now_ns = int(now * 1e9)
+        if await self._registry.store.get(f"/{NODE.plural}/{name}") is None:
+            node = node_pb2.Node()
+            node.metadata.name = name
+            node.metadata.labels.update(incoming.metadata.labels)
+            node.metadata.labels.setdefault("kubernetes.io/hostname", name)
+            node.status.CopyFrom(incoming.status)
+            merge_conditions(node.status, incoming.status, now_ns, node_pb2.NodeStatus())
+            node.status.last_heartbeat_time.FromNanoseconds(now_ns)
+            try:
+                created = await self._registry.create(node)
+                log.info("node %s registered", name)
+                self._health.last_status_write[name] = now
+                return node_api_pb2.RegisterResponse(node=created, heartbeat_interval_ms=self._heartbeat_ms)
+            except errors.AlreadyExists:
+                pass  # registered concurrently: refresh it below
+
+        def refresh(obj: Message) -> bool:
+            assert isinstance(obj, node_pb2.Node)
+            # The agent's labels win for the keys it sets; labels an operator added stay.
+            obj.metadata.labels.update(incoming.metadata.labels)
+            old = node_pb2.NodeStatus()
+            old.CopyFrom(obj.status)
+            obj.status.CopyFrom(incoming.status)
+            merge_conditions(obj.status, incoming.status, now_ns, old)
+            obj.status.last_heartbeat_time.FromNanoseconds(now_ns)
+            return True
+
+        updated = await self._registry.guaranteed_update(NODE, "", name, refresh)
+        assert isinstance(updated, node_pb2.Node)
+        self._health.last_status_write[name] = now
+        log.info("node %s re-registered", name)
+        return node_api_pb2.RegisterResponse(node=updated, heartbeat_interval_ms=self._heartbeat_ms)
+
+    async def Heartbeat(
+        self, request: node_api_pb2.HeartbeatRequest, context: Any
+    ) -> node_api_pb2.HeartbeatResponse:
+        name = request.node_name
+        self._check_name(name)
+        kv = await self._registry.store.get(f"/{NODE.plural}/{name}")
+        if kv is None:
+            raise errors.NotFound(f'nodes "{name}" not found; register first')
+        now = self._health.beat(name)
+        current = self._registry.decode(NODE, kv)
+        assert isinstance(current, node_pb2.Node)
+        stale = now - self._health.last_status_write.get(name, 0.0) >= self._status_interval
+        unknown = any(
+            c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_UNKNOWN
+            for c in current.status.conditions
+        )
+        if stale or unknown or _significant(current.status) != _significant(request.status):
+            now_ns = int(now * 1e9)
+
+            def refresh(obj: Message) -> bool:
+                assert isinstance(obj, node_pb2.Node)
+                old = node_pb2.NodeStatus()
+                old.CopyFrom(obj.status)
+                obj.status.CopyFrom(request.status)
+                merge_conditions(obj.status, request.status, now_ns, old)
+                obj.status.last_heartbeat_time.FromNanoseconds(now_ns)
+                return True
+
+            await self._registry.guaranteed_update(NODE, "", name, refresh)
+            self._health.last_status_write[name] = now
+        return node_api_pb2.HeartbeatResponse(
+            assignment_generation=self._assignments.generation(name), heartbeat_interval_ms=self._heartbeat_ms
+        )
+
+    async def GetAssignment(
+        self, request: node_api_pb2.GetAssignmentRequest, context: Any
+    ) -> node_api_pb2.GetAssignmentResponse:
+        self._check_name(request.node_name)
+        return node_api_pb2.GetAssignmentResponse(assignment=self._assignments.assignment(request.node_name))
+
+    async def WatchAssignment(
+        self, request: node_api_pb2.WatchAssignmentRequest, context: Any
+    ) -> AsyncIterator[node_api_pb2.WatchAssignmentResponse]:
+        self._check_name(request.node_name)
+        sent = -1
+        while True:
+            await self._assignments.wait_change(request.node_name, sent)
+            assignment = self._assignments.assignment(request.node_name)
+            sent = assignment.generation
+            yield node_api_pb2.WatchAssignmentResponse(assignment=assignment)
+
+    async def ReportPodStatus(
+        self, request: node_api_pb2.ReportPodStatusRequest, context: Any
+    ) -> node_api_pb2.ReportPodStatusResponse:
+        node = request.node_name
+        self._check_name(node)
+
+        async def apply(report: node_api_pb2.PodStatusReport) -> bool:
+            def mutate(obj: Message) -> bool:
+                assert isinstance(obj, pod_pb2.Pod)
+                if obj.metadata.uid != report.uid or obj.spec.node_name != node:
+                    raise errors.FailedPrecondition("pod is not bound to this node")
+                return merge_pod_status(obj, report.status)
+
+            try:
+                await self._registry.guaranteed_update(
+                    POD, report.namespace or "default", report.name, mutate
+                )
+                return True
+            except (errors.NotFound, errors.FailedPrecondition):
+                return False
+
+        results = await asyncio.gather(*(apply(r) for r in request.reports))
+        return node_api_pb2.ReportPodStatusResponse(ignored=sum(1 for ok in results if not ok))

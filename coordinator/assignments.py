@@ -1,0 +1,87 @@
+"""Which pods each node should run, and a generation that moves when that changes.
+
+Fed by the pod informer. A node's desired set is every pod bound to it; it
+changes when a pod is bound there, deleted, or its spec changes — status
+updates do not touch it. The node's generation is the store revision of its
+last change, so it only grows, also across coordinator restarts (where every
+node starts at the current revision and agents simply fetch once more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from atoll.v1 import node_api_pb2, pod_pb2
+from coordinator.informer import Informer
+
+
+@dataclass
+class _NodeSet:
+    generation: int
+    pods: dict[str, pod_pb2.Pod] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _desired_view(pod: pod_pb2.Pod) -> pod_pb2.Pod:
+    """The part of a pod an agent needs: metadata and spec, not status."""
+    view = pod_pb2.Pod()
+    view.metadata.CopyFrom(pod.metadata)
+    view.spec.CopyFrom(pod.spec)
+    return view
+
+
+class AssignmentTracker:
+    def __init__(self, pods: Informer) -> None:
+        self._pods = pods
+        self._nodes: dict[str, _NodeSet] = {}
+        pods.add_handler(self._on_pod)
+
+    def _node(self, name: str) -> _NodeSet:
+        entry = self._nodes.get(name)
+        if entry is None:
+            entry = self._nodes[name] = _NodeSet(generation=self._pods.revision)
+        return entry
+
+    def _touch(self, name: str, revision: int) -> None:
+        entry = self._node(name)
+        entry.generation = max(entry.generation + 1, revision)
+        entry.changed.set()
+        entry.changed = asyncio.Event()
+
+    def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
+        assert isinstance(obj, pod_pb2.Pod)
+        revision = obj.metadata.resource_version
+        old_node = old.spec.node_name if isinstance(old, pod_pb2.Pod) else ""
+        new_node = obj.spec.node_name if type_ != "DELETED" else ""
+        uid = obj.metadata.uid
+        if old_node and old_node != new_node:
+            self._node(old_node).pods.pop(uid, None)
+            self._touch(old_node, revision)
+        if not new_node:
+            return
+        entry = self._node(new_node)
+        current = entry.pods.get(uid)
+        if (
+            current is None
+            or current.metadata.generation != obj.metadata.generation
+            or current.metadata.labels != obj.metadata.labels
+        ):
+            entry.pods[uid] = _desired_view(obj)
+            self._touch(new_node, revision)
+
+    def generation(self, node: str) -> int:
+        return self._node(node).generation
+
+    def assignment(self, node: str) -> node_api_pb2.Assignment:
+        entry = self._node(node)
+        pods = sorted(entry.pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name))
+        return node_api_pb2.Assignment(node_name=node, generation=entry.generation, pods=pods)
+
+    async def wait_change(self, node: str, seen_generation: int) -> None:
+        entry = self._node(node)
+        if entry.generation != seen_generation:
+            return
+        await entry.changed.wait()

@@ -1,0 +1,1 @@
+"""`coordinator`: the operator CLI (kubectl's habits) and `coordinator serve`."""

@@ -1,0 +1,90 @@
+"""The CLI's connection to the coordinator: one channel, typed helpers over ClusterService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from google.protobuf.message import Message
+
+from atoll import kinds, rpc
+from atoll.kinds import KindInfo
+from atoll.v1 import cluster_pb2, cluster_pb2_grpc
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class Client:
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self._channel = rpc.open_channel(server)
+        self.stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._channel.close()
+
+    async def create(self, obj: Message, *, dry_run: bool = False) -> Message:
+        resp = await rpc.unary(
+            self.stub.Create(
+                cluster_pb2.CreateRequest(object=kinds.wrap(obj), dry_run=dry_run), timeout=DEFAULT_TIMEOUT
+            )
+        )
+        return kinds.unwrap(resp.object)[1]
+
+    async def update(self, obj: Message) -> Message:
+        resp = await rpc.unary(
+            self.stub.Update(cluster_pb2.UpdateRequest(object=kinds.wrap(obj)), timeout=DEFAULT_TIMEOUT)
+        )
+        return kinds.unwrap(resp.object)[1]
+
+    async def get(self, info: KindInfo, namespace: str, name: str) -> Message:
+        resp = await rpc.unary(
+            self.stub.Get(
+                cluster_pb2.GetRequest(kind=info.kind, namespace=namespace, name=name),
+                timeout=DEFAULT_TIMEOUT,
+            )
+        )
+        return kinds.unwrap(resp.object)[1]
+
+    async def list(
+        self, info: KindInfo, namespace: str = "", selector: str = ""
+    ) -> tuple[list[Message], int]:
+        resp = await rpc.unary(
+            self.stub.List(
+                cluster_pb2.ListRequest(kind=info.kind, namespace=namespace, label_selector=selector),
+                timeout=DEFAULT_TIMEOUT,
+            )
+        )
+        return [kinds.unwrap(o)[1] for o in resp.items], resp.resource_version
+
+    async def delete(self, info: KindInfo, namespace: str, name: str) -> Message:
+        resp = await rpc.unary(
+            self.stub.Delete(
+                cluster_pb2.DeleteRequest(kind=info.kind, namespace=namespace, name=name),
+                timeout=DEFAULT_TIMEOUT,
+            )
+        )
+        return kinds.unwrap(resp.object)[1]
+
+    async def watch(
+        self, info: KindInfo, namespace: str = "", selector: str = "", resource_version: int = 0
+    ) -> AsyncIterator[tuple[int, Message]]:
+        call = self.stub.Watch(
+            cluster_pb2.WatchRequest(
+                kind=info.kind,
+                namespace=namespace,
+                label_selector=selector,
+                resource_version=resource_version,
+            )
+        )
+        async for event in rpc.stream(call):
+            yield event.type, kinds.unwrap(event.object)[1]
+
+    async def logs(self, request: cluster_pb2.GetLogsRequest) -> AsyncIterator[bytes]:
+        async for chunk in rpc.stream(self.stub.GetLogs(request)):
+            yield chunk.data

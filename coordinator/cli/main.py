@@ -1,0 +1,312 @@
+"""`coordinator`: run the control plane (`serve`) or operate it, the kubectl way."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import yaml
+from google.protobuf.message import Message
+
+from atoll import errors, kinds
+from atoll.kinds import KindInfo
+from atoll.v1 import cluster_pb2, node_pb2, pod_pb2
+from coordinator import config, manifests
+from coordinator.cli import printers
+from coordinator.cli.client import Client
+
+log = logging.getLogger("coordinator")
+
+EVENT_NAMES: dict[int, str] = {
+    cluster_pb2.EVENT_TYPE_ADDED: "ADDED",
+    cluster_pb2.EVENT_TYPE_MODIFIED: "MODIFIED",
+    cluster_pb2.EVENT_TYPE_DELETED: "DELETED",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+class FileError(Exception):
+    """A manifest the server refused, reported with its file name."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coordinator", description="Atoll's control plane and operator CLI."
+    )
+    parser.add_argument(
+        "--server", "-s", help=f"coordinator address (default: $ATOLL_SERVER or {config.DEFAULT_SERVER})"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run the coordinator (API, scheduler, controllers)")
+    config.add_serve_flags(serve)
+
+    def namespaced(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", "-n", default="", help="namespace (default: default)")
+        p.add_argument("--all-namespaces", "-A", action="store_true", help="list across every namespace")
+
+    get = sub.add_parser("get", help="list or show objects")
+    get.add_argument("kind", help="nodes (no, minions), pods (po)")
+    get.add_argument("name", nargs="?", help="one object's name")
+    get.add_argument("--output", "-o", choices=["json", "yaml", "wide", "name"], help="output format")
+    get.add_argument("--selector", "-l", default="", help="label selector, e.g. name=apache")
+    get.add_argument("--watch", "-w", action="store_true", help="after listing, watch for changes")
+    get.add_argument("--no-headers", action="store_true", help="omit the table header")
+    namespaced(get)
+
+    describe = sub.add_parser("describe", help="show one object in detail")
+    describe.add_argument("kind")
+    describe.add_argument("name")
+    namespaced(describe)
+
+    create = sub.add_parser("create", help="create objects from manifest files")
+    create.add_argument(
+        "--filename", "-f", action="append", required=True, help="JSON or YAML manifest ('-' reads stdin)"
+    )
+    create.add_argument("--dry-run", action="store_true", help="validate on the server, store nothing")
+    create.add_argument("--output", "-o", choices=["json", "yaml", "name"], help="print the created objects")
+    namespaced(create)
+
+    delete = sub.add_parser("delete", help="delete objects by name or by manifest")
+    delete.add_argument("kind", nargs="?")
+    delete.add_argument("names", nargs="*")
+    delete.add_argument("--filename", "-f", action="append", help="delete what these manifests name")
+    namespaced(delete)
+
+    logs = sub.add_parser("logs", help="print a container's logs")
+    logs.add_argument("pod")
+    logs.add_argument(
+        "--container", "-c", default="", help="container name (needed when the pod has several)"
+    )
+    logs.add_argument("--follow", "-f", action="store_true", help="stream new output")
+    logs.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    logs.add_argument("--previous", "-p", action="store_true", help="the previous, dead instance")
+    logs.add_argument("--timestamps", action="store_true")
+    namespaced(logs)
+
+    sub.add_parser("version", help="print the client version")
+    return parser
+
+
+def _split_kind(kind: str, name: str | None) -> tuple[KindInfo, str | None]:
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    return kinds.by_cli_name(kind), name
+
+
+def _namespace(args: argparse.Namespace, info: KindInfo) -> str:
+    if not info.namespaced or getattr(args, "all_namespaces", False):
+        return ""
+    return args.namespace or "default"
+
+
+def _dump(items: Sequence[Message], fmt: str, single: bool) -> str:
+    docs = [manifests.to_dict(o) for o in items]
+    doc: object = docs[0] if single else {"apiVersion": "v1", "kind": "List", "items": docs}
+    if fmt == "json":
+        return json.dumps(doc, indent=2)
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip()
+
+
+def _name_of(obj: Message) -> str:
+    return f"{kinds.of(obj).field}/{obj.metadata.name}"  # type: ignore[attr-defined]
+
+
+def _print_objects(
+    items: Sequence[Message], fmt: str | None, info: KindInfo, single: bool, headers: bool
+) -> None:
+    if fmt in ("json", "yaml"):
+        print(_dump(items, fmt, single))
+    elif fmt == "name":
+        for obj in items:
+            print(_name_of(obj))
+    elif items or not headers:
+        text = printers.render_table(info.message, items, fmt == "wide", headers)
+        if text:
+            print(text)
+    else:
+        print("No resources found.", file=sys.stderr)
+
+
+async def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    info, name = _split_kind(args.kind, args.name)
+    namespace = _namespace(args, info)
+    if name:
+        items = [await client.get(info, namespace or "default" if info.namespaced else "", name)]
+        revision = items[0].metadata.resource_version  # type: ignore[attr-defined]
+    else:
+        items, revision = await client.list(info, namespace, args.selector)
+    _print_objects(items, args.output, info, bool(name), not args.no_headers)
+    if not args.watch:
+        return 0
+    async for type_, obj in client.watch(info, namespace, args.selector, revision):
+        if name and obj.metadata.name != name:  # type: ignore[attr-defined]
+            continue
+        if args.output in ("json", "yaml"):
+            doc = {"type": EVENT_NAMES.get(type_, "UNKNOWN"), "object": manifests.to_dict(obj)}
+            print(json.dumps(doc) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False) + "---")
+        else:
+            _print_objects([obj], args.output, info, True, False)
+        sys.stdout.flush()
+    return 0
+
+
+async def cmd_describe(client: Client, args: argparse.Namespace) -> int:
+    info, name = _split_kind(args.kind, args.name)
+    assert name is not None
+    obj = await client.get(info, _namespace(args, info) or ("default" if info.namespaced else ""), name)
+    if isinstance(obj, pod_pb2.Pod):
+        print(printers.describe_pod(obj))
+    elif isinstance(obj, node_pb2.Node):
+        pods, _ = await client.list(kinds.by_name("Pod"))
+        on_node = [p for p in pods if isinstance(p, pod_pb2.Pod) and p.spec.node_name == name]
+        print(printers.describe_node(obj, on_node))
+    else:
+        print(_dump([obj], "yaml", True))
+    return 0
+
+
+def _load(paths: Sequence[str], namespace: str) -> list[tuple[str, Message]]:
+    objects: list[tuple[str, Message]] = []
+    for path in paths:
+        items = manifests.load_text(sys.stdin.read(), "<stdin>") if path == "-" else manifests.load_file(path)
+        for obj in items:
+            meta = obj.metadata  # type: ignore[attr-defined]
+            if namespace and kinds.of(obj).namespaced and not meta.namespace:
+                meta.namespace = namespace
+            objects.append((path, obj))
+    return objects
+
+
+async def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    loaded = _load(args.filename, args.namespace)
+    objects = [obj for _, obj in loaded]
+    # Validate everything on the server first, so that a bad file stores nothing at all.
+    for path, obj in loaded:
+        try:
+            await client.create(obj, dry_run=True)
+        except errors.InvalidArgument as exc:
+            raise FileError(f"{path}: {exc}") from None
+    if args.dry_run:
+        for obj in objects:
+            print(f"{_name_of(obj)} created (dry run)")
+        return 0
+    created = []
+    for obj in objects:
+        created.append(await client.create(obj))
+        if not args.output:
+            print(f"{_name_of(obj)} created")
+    if args.output:
+        _print_objects(created, args.output, kinds.of(created[0]), len(created) == 1, True)
+    return 0
+
+
+async def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    targets: list[tuple[KindInfo, str, str]] = []
+    if args.filename:
+        for _, obj in _load(args.filename, args.namespace):
+            meta = obj.metadata  # type: ignore[attr-defined]
+            targets.append((kinds.of(obj), meta.namespace or "default", meta.name))
+    elif args.kind:
+        info, first = _split_kind(args.kind, args.names[0] if args.names else None)
+        names = [first, *args.names[1:]] if first else []
+        if not names:
+            raise UsageError("delete needs a kind and at least one name, or -f FILE")
+        targets = [(info, _namespace(args, info) or "default", n) for n in names]
+    else:
+        raise UsageError("delete needs a kind and at least one name, or -f FILE")
+    for info, namespace, name in targets:
+        await client.delete(info, namespace if info.namespaced else "", name)
+        print(f'{info.field} "{name}" deleted')
+    return 0
+
+
+async def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    request = cluster_pb2.GetLogsRequest(
+        namespace=args.namespace or "default",
+        pod=args.pod,
+        container=args.container,
+        follow=args.follow,
+        tail_lines=args.tail,
+        previous=args.previous,
+        timestamps=args.timestamps,
+    )
+    out = sys.stdout.buffer
+    async for data in client.logs(request):
+        out.write(data)
+        out.flush()
+    return 0
+
+
+COMMANDS = {
+    "get": cmd_get,
+    "describe": cmd_describe,
+    "create": cmd_create,
+    "delete": cmd_delete,
+    "logs": cmd_logs,
+}
+
+
+async def _run_client(args: argparse.Namespace) -> int:
+    server = config.server_address(args.server, os.environ)
+    async with Client(server) as client:
+        return await COMMANDS[args.command](client, args)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from coordinator.server import Coordinator
+
+    cfg = config.load_serve(args)
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    coordinator = Coordinator(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, coordinator.stop_event.set)
+    await coordinator.run_forever()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        from atoll import __version__
+
+        print(f"coordinator {__version__}")
+        return 0
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        return asyncio.run(_run_client(args))
+    except (manifests.ManifestError, FileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except errors.Unavailable as exc:
+        print(f"error: cannot reach the coordinator: {exc}", file=sys.stderr)
+        return 1
+    except errors.AtollError as exc:
+        print(f"Error from server ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The coordinator's options: `coordinator serve` and the CLI's connection settings.
+
+Server precedence (later wins): defaults < config file < environment < flags.
+Config file: --config, else $ATOLL_COORDINATOR_CONFIG, else
+/etc/atoll/coordinator.yaml when it exists. Environment variables are
+ATOLL_COORDINATOR_ plus the upper-cased option name.
+
+The CLI finds the server in --server, else $ATOLL_SERVER, else 127.0.0.1:6443.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from atoll import config as layered
+from atoll import errors
+
+ENV_PREFIX = "ATOLL_COORDINATOR_"
+DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
+DEFAULT_PORT = 6443
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+@dataclass
+class ServeConfig:
+    listen: str = layered.option(f"0.0.0.0:{DEFAULT_PORT}", "address of the gRPC API (HOST:PORT)")
+    data_dir: str = layered.option("/var/lib/atoll", "where the embedded store lives")
+    heartbeat_interval: float = layered.option(10.0, "seconds between agent heartbeats (told to agents)")
+    node_status_interval: float = layered.option(
+        60.0, "write an unchanged node status at most this often (s)"
+    )
+    node_grace_period: float = layered.option(40.0, "silence after which a node turns NotReady (s)")
+    scheduler_retry_interval: float = layered.option(10.0, "retry unschedulable pods at least this often (s)")
+    store_history: int = layered.option(10_000, "store revisions kept for watches to resume from")
+    store_sync: str = layered.option("FULL", "SQLite synchronous mode: FULL (durable) or NORMAL")
+    log_level: str = layered.option("info", "debug, info, warning or error")
+
+    def validate(self) -> None:
+        layered.split_host_port(self.listen, "listen")
+        for name in (
+            "heartbeat_interval",
+            "node_status_interval",
+            "node_grace_period",
+            "scheduler_retry_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise errors.InvalidArgument(f"{name}: must be positive")
+        if self.node_grace_period <= self.heartbeat_interval:
+            raise errors.InvalidArgument("node_grace_period: must be longer than heartbeat_interval")
+        if self.store_history < 100:
+            raise errors.InvalidArgument("store_history: keep at least 100 revisions")
+        if self.store_sync.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise errors.InvalidArgument(
+                f"store_sync: expected FULL, NORMAL or EXTRA, got {self.store_sync!r}"
+            )
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise errors.InvalidArgument(
+                f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
+            )
+
+    @property
+    def data_path(self) -> pathlib.Path:
+        return pathlib.Path(self.data_dir)
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help=f"YAML config file (default: ${ENV_PREFIX}CONFIG or {DEFAULT_CONFIG_FILE})"
+    )
+    layered.add_flags(parser, ServeConfig)
+
+
+def load_serve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeConfig:
+    path = layered.resolve_file(args.config, f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE, environ)
+    file_values = layered.read_file(path) if path else {}
+    return layered.load(
+        ServeConfig,
+        env_prefix=ENV_PREFIX,
+        args=args,
+        file_values=file_values,
+        environ=environ,
+        file_name=str(path) if path else "config file",
+    )
+
+
+def server_address(flag: str | None, environ: Mapping[str, str]) -> str:
+    address = flag or environ.get("ATOLL_SERVER") or DEFAULT_SERVER
+    layered.split_host_port(address, "--server", DEFAULT_PORT)
+    return address if ":" in address.rsplit("]", 1)[-1] else f"{address}:{DEFAULT_PORT}"
+
+
+def names() -> Sequence[str]:
+    return layered.names(ServeConfig)

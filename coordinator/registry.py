@@ -1,0 +1,198 @@
+"""Typed access to API objects in the store.
+
+Keys are `/<plural>/<namespace>/<name>` (or `/<plural>/<name>` for
+cluster-scoped kinds); values are serialized protobuf messages. An object's
+metadata.resource_version is the store's mod revision of its key: it is set on
+every read and never stored, so it can never disagree with the store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from google.protobuf.message import Message
+
+from atoll import errors, kinds, labels
+from atoll.kinds import KindInfo
+from coordinator.store.base import KV, Store, StoreEvent
+
+M = TypeVar("M", bound=Message)
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    object: Message
+    revision: int
+
+
+def key_for(info: KindInfo, namespace: str, name: str) -> str:
+    return f"/{info.plural}/{namespace}/{name}" if info.namespaced else f"/{info.plural}/{name}"
+
+
+def prefix_for(info: KindInfo, namespace: str = "") -> str:
+    if info.namespaced and namespace:
+        return f"/{info.plural}/{namespace}/"
+    return f"/{info.plural}/"
+
+
+def _meta(obj: Message) -> object:
+    return obj.metadata  # type: ignore[attr-defined]
+
+
+def _not_found(info: KindInfo, name: str) -> errors.NotFound:
+    return errors.NotFound(f'{info.plural} "{name}" not found')
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._new_uid = new_uid
+
+    # -- codec --------------------------------------------------------------------------
+
+    @staticmethod
+    def decode(info: KindInfo, kv: KV) -> Message:
+        obj = info.message.FromString(kv.value)
+        obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
+        return obj
+
+    @staticmethod
+    def encode(obj: Message) -> bytes:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        version = meta.resource_version
+        meta.resource_version = 0
+        try:
+            return obj.SerializeToString(deterministic=True)
+        finally:
+            meta.resource_version = version
+
+    @staticmethod
+    def key(obj: Message) -> str:
+        info = kinds.of(obj)
+        meta = obj.metadata  # type: ignore[attr-defined]
+        return key_for(info, meta.namespace, meta.name)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get(self, info: KindInfo, namespace: str, name: str) -> Message:
+        kv = await self.store.get(key_for(info, namespace, name))
+        if kv is None:
+            raise _not_found(info, name)
+        return self.decode(info, kv)
+
+    async def list(
+        self, info: KindInfo, namespace: str = "", selector: labels.Selector | None = None
+    ) -> tuple[list[Message], int]:
+        kvs, revision = await self.store.list(prefix_for(info, namespace))
+        items = [self.decode(info, kv) for kv in kvs]
+        if selector is not None and not selector.empty:
+            items = [o for o in items if selector.matches(o.metadata.labels)]  # type: ignore[attr-defined]
+        return items, revision
+
+    # -- writes -------------------------------------------------------------------------
+
+    def prepare_new(self, obj: Message) -> None:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        meta.uid = meta.uid or self._new_uid()
+        meta.creation_timestamp.FromNanoseconds(int(self._clock() * 1e9))
+        meta.generation = 1
+        meta.resource_version = 0
+
+    async def create(self, obj: M) -> M:
+        self.prepare_new(obj)
+        try:
+            kv = await self.store.create(self.key(obj), self.encode(obj))
+        except errors.AlreadyExists:
+            info = kinds.of(obj)
+            raise errors.AlreadyExists(f'{info.plural} "{obj.metadata.name}" already exists') from None  # type: ignore[attr-defined]
+        obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
+        return obj
+
+    async def update(self, obj: M, *, expected_revision: int | None = None) -> M:
+        info = kinds.of(obj)
+        try:
+            kv = await self.store.update(self.key(obj), self.encode(obj), expected_revision)
+        except errors.NotFound:
+            raise _not_found(info, obj.metadata.name) from None  # type: ignore[attr-defined]
+        obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
+        return obj
+
+    async def delete(
+        self, info: KindInfo, namespace: str, name: str, expected_revision: int | None = None
+    ) -> Message:
+        try:
+            kv = await self.store.delete(key_for(info, namespace, name), expected_revision)
+        except errors.NotFound:
+            raise _not_found(info, name) from None
+        return self.decode(info, kv)
+
+    async def guaranteed_update(
+        self,
+        info: KindInfo,
+        namespace: str,
+        name: str,
+        mutate: Callable[[Message], bool],
+        *,
+        attempts: int = 16,
+    ) -> Message:
+        """Read, mutate and compare-and-swap until it sticks. `mutate` returns False to write nothing."""
+        for _ in range(attempts):
+            kv = await self.store.get(key_for(info, namespace, name))
+            if kv is None:
+                raise _not_found(info, name)
+            obj = self.decode(info, kv)
+            if not mutate(obj):
+                return obj
+            try:
+                return await self.update(obj, expected_revision=kv.mod_revision)
+            except errors.Conflict:
+                continue
+        raise errors.Conflict(f'{info.plural} "{name}" kept changing; gave up after {attempts} attempts')
+
+    # -- watch --------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        info: KindInfo,
+        namespace: str = "",
+        selector: labels.Selector | None = None,
+        from_revision: int = 0,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after `from_revision`. Objects moving out of the selector arrive as DELETED."""
+        async for event in self.store.watch(prefix_for(info, namespace), from_revision):
+            translated = self.translate(info, event, selector)
+            if translated is not None:
+                yield translated
+
+    def translate(
+        self, info: KindInfo, event: StoreEvent, selector: labels.Selector | None
+    ) -> WatchEvent | None:
+        obj = self.decode(info, event.kv)
+        if selector is None or selector.empty:
+            if event.type == "delete":
+                return WatchEvent("DELETED", obj, event.revision)
+            return WatchEvent("MODIFIED" if event.prev is not None else "ADDED", obj, event.revision)
+        now_in = event.type == "put" and selector.matches(obj.metadata.labels)  # type: ignore[attr-defined]
+        was_in = False
+        if event.prev is not None:
+            prev = info.message.FromString(event.prev.value)
+            was_in = selector.matches(prev.metadata.labels)  # type: ignore[attr-defined]
+        if now_in:
+            return WatchEvent("MODIFIED" if was_in else "ADDED", obj, event.revision)
+        if was_in:
+            return WatchEvent("DELETED", obj, event.revision)
+        return None

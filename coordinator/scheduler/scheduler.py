@@ -1,0 +1,299 @@
+"""The scheduler loop: pick a node for every unbound pod and bind it.
+
+Pods are scheduled one at a time from a queue, against a cache of nodes and of
+what their pods hold (fed by informers). A bound pod is "assumed" in the cache
+at once, so the next decision already sees it, while the bind itself (a
+compare-and-swap on the pod) completes in the background; many binds in
+flight commit together in the store. A pod that fits nowhere is marked
+Unschedulable with a counted reason and waits until the cluster changes
+(a node appears or changes, a pod goes away); a periodic retry is the safety net.
+
+For large clusters only part of the nodes is examined per pod, as Kubernetes'
+percentageOfNodesToScore does, starting where the previous search stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from atoll import errors, kinds
+from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from coordinator.informer import Informer
+from coordinator.registry import Registry
+from coordinator.scheduler import plugins
+from coordinator.scheduler.nodeinfo import NodeInfo, holds_resources, pod_key
+
+log = logging.getLogger(__name__)
+
+POD = kinds.by_name("Pod")
+MAX_BINDS_IN_FLIGHT = 512
+
+
+@dataclass(frozen=True)
+class Decision:
+    node: str | None
+    message: str = ""
+
+
+def nodes_to_find(total: int) -> int:
+    if total <= 100:
+        return total
+    percentage = max(5, 50 - total // 125)
+    return max(100, total * percentage // 100)
+
+
+def unschedulable_message(total: int, reasons: dict[str, int]) -> str:
+    if total == 0:
+        return "0/0 nodes available: no nodes are registered"
+    parts = ", ".join(
+        f"{count} {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return f"0/{total} nodes available: {parts}"
+
+
+def is_pending_unbound(pod: pod_pb2.Pod) -> bool:
+    return not pod.spec.node_name and pod.status.phase in (
+        pod_pb2.POD_PHASE_PENDING,
+        pod_pb2.POD_PHASE_UNSPECIFIED,
+    )
+
+
+class Scheduler:
+    def __init__(
+        self,
+        registry: Registry,
+        pods: Informer,
+        nodes: Informer,
+        *,
+        clock: Callable[[], float] = time.time,
+        retry_interval: float = 10.0,
+        filters: tuple[plugins.Filter, ...] = plugins.FILTERS,
+        scores: tuple[tuple[plugins.Score, float], ...] = plugins.SCORES,
+    ) -> None:
+        self._registry = registry
+        self._pods = pods
+        self._nodes = nodes
+        self._clock = clock
+        self._retry_interval = retry_interval
+        self._filters = filters
+        self._scores = scores
+        self.nodes: dict[str, NodeInfo] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._queued: set[str] = set()
+        self._unschedulable: dict[str, str] = {}
+        self._wakeup = asyncio.Event()
+        self._start = 0
+        self._binds: set[asyncio.Task[None]] = set()
+        self._bind_slots = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
+        self.bound = 0
+        pods.add_handler(self._on_pod)
+        nodes.add_handler(self._on_node)
+
+    # -- informer handlers -------------------------------------------------------------------
+
+    def _enqueue(self, key: str) -> None:
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+            self._wakeup.set()
+
+    def _retry_unschedulable(self) -> None:
+        for key in list(self._unschedulable):
+            self._enqueue(key)
+
+    def _on_node(self, type_: str, obj: Message, old: Message | None) -> None:
+        assert isinstance(obj, node_pb2.Node)
+        name = obj.metadata.name
+        if type_ == "DELETED":
+            self.nodes.pop(name, None)
+            return
+        info = self.nodes.get(name)
+        if info is None:
+            info = self.nodes[name] = NodeInfo(obj)
+            for pod in self._pods.cache.values():
+                assert isinstance(pod, pod_pb2.Pod)
+                if pod.spec.node_name == name and holds_resources(pod):
+                    info.add(pod)
+            self._retry_unschedulable()
+            return
+        info.node = obj
+        if old is None or _schedulable_view(obj) != _schedulable_view(old):  # type: ignore[arg-type]
+            self._retry_unschedulable()
+
+    def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
+        assert isinstance(obj, pod_pb2.Pod)
+        key = pod_key(obj)
+        if old is not None:
+            assert isinstance(old, pod_pb2.Pod)
+            old_info = self.nodes.get(old.spec.node_name)
+            if old_info is not None and (type_ == "DELETED" or not holds_resources(obj)):
+                old_info.remove(old)
+        if type_ == "DELETED":
+            self._unschedulable.pop(key, None)
+            if old is not None and holds_resources(old):
+                self._retry_unschedulable()
+            return
+        if holds_resources(obj):
+            info = self.nodes.get(obj.spec.node_name)
+            if info is not None:
+                info.add(obj)
+            self._unschedulable.pop(key, None)
+        elif is_pending_unbound(obj) and key not in self._unschedulable:
+            self._enqueue(key)
+        elif old is not None and holds_resources(old):
+            self._retry_unschedulable()  # a pod finished and freed its node
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def decide(self, pod: pod_pb2.Pod) -> Decision:
+        infos = list(self.nodes.values())
+        total = len(infos)
+        want = nodes_to_find(total)
+        feasible: list[NodeInfo] = []
+        reasons: dict[str, int] = collections.Counter()
+        examined = 0
+        for i in range(total):
+            info = infos[(self._start + i) % total]
+            examined += 1
+            reason = next((r for f in self._filters if (r := f(pod, info)) is not None), None)
+            if reason is None:
+                feasible.append(info)
+                if len(feasible) >= want:
+                    break
+            else:
+                reasons[reason] += 1
+        if total:
+            self._start = (self._start + examined) % total
+        if not feasible:
+            return Decision(None, unschedulable_message(total, reasons))
+        best = max(feasible, key=lambda info: sum(w * score(pod, info) for score, w in self._scores))
+        return Decision(best.name)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._pods.synced.wait()
+        await self._nodes.synced.wait()
+        next_retry = self._clock() + self._retry_interval
+        while not stop.is_set():
+            while self._queue:
+                key = self._queue.popleft()
+                self._queued.discard(key)
+                namespace, _, name = key.partition("/")
+                pod = self._pods.get(namespace, name)
+                if isinstance(pod, pod_pb2.Pod) and is_pending_unbound(pod):
+                    await self._schedule(pod)
+                if len(self._queue) % 64 == 0:
+                    await asyncio.sleep(0)  # let informers and the API breathe
+            if self._clock() >= next_retry:
+                self._retry_unschedulable()
+                next_retry = self._clock() + self._retry_interval
+                continue
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), max(0.1, next_retry - self._clock()))
+            except TimeoutError:
+                pass
+        await asyncio.gather(*self._binds, return_exceptions=True)
+
+    async def _schedule(self, pod: pod_pb2.Pod) -> None:
+        decision = self.decide(pod)
+        key = pod_key(pod)
+        if decision.node is None:
+            if self._unschedulable.get(key) != decision.message:
+                self._unschedulable[key] = decision.message
+                await self._mark_unschedulable(pod, decision.message)
+            else:
+                self._unschedulable[key] = decision.message
+            return
+        self._unschedulable.pop(key, None)
+        assumed = pod_pb2.Pod()
+        assumed.CopyFrom(pod)
+        assumed.spec.node_name = decision.node
+        self.nodes[decision.node].add(assumed)
+        await self._bind_slots.acquire()
+        task = asyncio.create_task(self._bind(assumed, decision.node))
+        self._binds.add(task)
+        task.add_done_callback(self._binds.discard)
+
+    async def _bind(self, assumed: pod_pb2.Pod, node: str) -> None:
+        uid = assumed.metadata.uid
+
+        def bind(obj: Message) -> bool:
+            assert isinstance(obj, pod_pb2.Pod)
+            if obj.metadata.uid != uid or obj.spec.node_name:
+                raise errors.Conflict("pod was deleted, replaced or bound meanwhile")
+            obj.spec.node_name = node
+            _set_scheduled(obj, meta_pb2.CONDITION_STATUS_TRUE, "", f"bound to {node}", self._clock())
+            obj.status.reason, obj.status.message = "", ""
+            return True
+
+        try:
+            await self._registry.guaranteed_update(
+                POD, assumed.metadata.namespace, assumed.metadata.name, bind
+            )
+            self.bound += 1
+            log.debug("bound pod %s to %s", pod_key(assumed), node)
+        except errors.AtollError as exc:
+            log.info("binding pod %s to %s failed: %s", pod_key(assumed), node, exc)
+            info = self.nodes.get(node)
+            if info is not None:
+                info.remove(assumed)
+            pod = self._pods.get(assumed.metadata.namespace, assumed.metadata.name)
+            if isinstance(pod, pod_pb2.Pod) and is_pending_unbound(pod):
+                self._enqueue(pod_key(pod))
+        finally:
+            self._bind_slots.release()
+
+    async def _mark_unschedulable(self, pod: pod_pb2.Pod, message: str) -> None:
+        uid = pod.metadata.uid
+
+        def mark(obj: Message) -> bool:
+            assert isinstance(obj, pod_pb2.Pod)
+            if obj.metadata.uid != uid or obj.spec.node_name:
+                return False
+            if obj.status.reason == "Unschedulable" and obj.status.message == message:
+                return False
+            obj.status.phase = pod_pb2.POD_PHASE_PENDING
+            obj.status.reason, obj.status.message = "Unschedulable", message
+            _set_scheduled(obj, meta_pb2.CONDITION_STATUS_FALSE, "Unschedulable", message, self._clock())
+            return True
+
+        try:
+            await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, mark)
+            log.info("pod %s unschedulable: %s", pod_key(pod), message)
+        except errors.AtollError as exc:
+            log.debug("marking pod %s unschedulable failed: %s", pod_key(pod), exc)
+
+
+def _set_scheduled(
+    pod: pod_pb2.Pod, status: meta_pb2.ConditionStatus, reason: str, message: str, now: float
+) -> None:
+    for cond in pod.status.conditions:
+        if cond.type == "PodScheduled":
+            if cond.status != status:
+                cond.last_transition_time.FromNanoseconds(int(now * 1e9))
+            cond.status, cond.reason, cond.message = status, reason, message
+            return
+    cond = pod.status.conditions.add(type="PodScheduled", status=status, reason=reason, message=message)
+    cond.last_transition_time.FromNanoseconds(int(now * 1e9))
+
+
+def _schedulable_view(node: node_pb2.Node) -> tuple[object, ...]:
+    ready = next((c.status for c in node.status.conditions if c.type == "Ready"), None)
+    alloc = node.status.allocatable
+    return (
+        ready,
+        node.spec.unschedulable,
+        tuple(sorted(node.metadata.labels.items())),
+        alloc.cpu_millis,
+        alloc.memory_bytes,
+        alloc.pods,
+    )

@@ -1,0 +1,122 @@
+"""In-process clusters for functional tests: a real coordinator (real gRPC on port 0,
+real SQLite) and agents with the recording fake runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from agent.config import AgentConfig
+from agent.daemon import Agent
+from agent.metrics import FakeMetrics
+from agent.pods.events import RecordingRecorder
+from agent.runtime.fake import FakeRuntime
+from coordinator.cli.client import Client
+from coordinator.config import ServeConfig
+from coordinator.server import Coordinator
+
+T = TypeVar("T")
+
+INFRA_IMAGE = "atoll/pause:1.0"
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll `check` until it returns a truthy value or raises nothing; fail with the last result."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+            last = result
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def serve_config(tmp: pathlib.Path, **overrides: object) -> ServeConfig:
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "data_dir": str(tmp / "coordinator"),
+        "heartbeat_interval": 0.2,
+        "node_grace_period": 2.0,
+        "node_status_interval": 1.0,
+        "scheduler_retry_interval": 0.5,
+        "store_sync": "NORMAL",
+    }
+    values.update(overrides)
+    return ServeConfig(**values)  # type: ignore[arg-type]
+
+
+def agent_config(tmp: pathlib.Path, name: str, coordinator_port: int, **overrides: object) -> AgentConfig:
+    values: dict[str, object] = {
+        "coordinator": f"127.0.0.1:{coordinator_port}",
+        "node_name": name,
+        "state_dir": str(tmp / f"agent-{name}"),
+        "listen": "127.0.0.1:0",
+        "node_ip": "127.0.0.1",
+        "relist_interval": 0.05,
+        "resync_interval": 2.0,
+        "backoff_base": 0.2,
+        "backoff_max": 1.0,
+        "heartbeat_interval": 0.2,
+    }
+    values.update(overrides)
+    return AgentConfig(**values)  # type: ignore[arg-type]
+
+
+class FakeNode:
+    """An agent running in-process on a FakeRuntime."""
+
+    def __init__(self, tmp: pathlib.Path, name: str, coordinator_port: int, images: tuple[str, ...] = (), **cfg: object) -> None:
+        self.name = name
+        self.runtime = FakeRuntime(images=(INFRA_IMAGE, *images))
+        self.recorder = RecordingRecorder()
+        self.config = agent_config(tmp, name, coordinator_port, **cfg)
+        self.agent = Agent(self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=name), recorder=self.recorder)
+
+    async def start(self) -> FakeNode:
+        await self.agent.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.agent.stop()
+
+    async def restart(self) -> None:
+        """A new agent process on the same state dir and the same (fake) engine."""
+        await self.agent.stop()
+        self.runtime_calls_before_restart = list(self.runtime.calls)
+        self.agent = Agent(self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=self.name), recorder=self.recorder)
+        await self.agent.start()
+
+
+class Cluster:
+    def __init__(self, tmp: pathlib.Path, **serve: object) -> None:
+        self.tmp = tmp
+        self.coordinator = Coordinator(serve_config(tmp, **serve))
+        self.nodes: list[FakeNode] = []
+        self.client: Client | None = None
+
+    async def start(self) -> Cluster:
+        await self.coordinator.start()
+        self.client = Client(f"127.0.0.1:{self.coordinator.port}")
+        return self
+
+    async def add_node(self, name: str, images: tuple[str, ...] = (), **cfg: object) -> FakeNode:
+        node = FakeNode(self.tmp, name, self.coordinator.port, images, **cfg)
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        if self.client is not None:
+            await self.client.__aexit__(None, None, None)
+        await self.coordinator.stop()
