@@ -39,7 +39,9 @@ def generate(out: pathlib.Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT, help="output root (default: the repository)")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=ROOT, help="output root (default: the repository)"
+    )
     args = parser.parse_args()
     generate(args.out)
     print(f"generated {PACKAGE} into {args.out}", file=sys.stderr)
