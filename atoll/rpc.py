@@ -49,6 +49,10 @@ _SERVER_OPTIONS = [
 ]
 
 _CHANNEL_OPTIONS = [
+    # Reconnect quickly after a coordinator restart instead of gRPC's default of up to 2 minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 3_000),
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
     ("grpc.enable_retries", 1),

@@ -124,10 +124,15 @@ class Registry:
 
     async def update(self, obj: M, *, expected_revision: int | None = None) -> M:
         info = kinds.of(obj)
+        name = obj.metadata.name  # type: ignore[attr-defined]
         try:
             kv = await self.store.update(self.key(obj), self.encode(obj), expected_revision)
         except errors.NotFound:
-            raise _not_found(info, obj.metadata.name) from None  # type: ignore[attr-defined]
+            raise _not_found(info, name) from None
+        except errors.Conflict:
+            raise errors.Conflict(
+                f'{info.plural} "{name}" was modified since revision {expected_revision}; read it again and retry'
+            ) from None
         obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
         return obj
 

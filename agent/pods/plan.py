@@ -28,9 +28,9 @@ class BackoffPolicy:
     reset_after: float = 600.0
 
     def next_delay(self, current: float, ran_for: float | None) -> float:
-        if ran_for is not None and ran_for >= self.reset_after:
-            return 0.0 if current == 0 else self.base
-        return self.base if current == 0 else min(current * 2, self.maximum)
+        if current == 0 or (ran_for is not None and ran_for >= self.reset_after):
+            return self.base
+        return min(current * 2, self.maximum)
 
 
 @dataclass(frozen=True)

@@ -231,8 +231,8 @@ class SqliteStore:
                 try:
                     rev = self._apply_request(req, rev)
                 except errors.AtollError as err:
+                    # `rev` still holds the value from before this request.
                     conn.execute("ROLLBACK TO op")
-                    rev -= len(req.events)
                     req.events.clear()
                     req.error = err
                 conn.execute("RELEASE op")

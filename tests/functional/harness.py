@@ -23,7 +23,13 @@ T = TypeVar("T")
 INFRA_IMAGE = "atoll/pause:1.0"
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll `check` until it returns a truthy value or raises nothing; fail with the last result."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -74,12 +80,16 @@ def agent_config(tmp: pathlib.Path, name: str, coordinator_port: int, **override
 class FakeNode:
     """An agent running in-process on a FakeRuntime."""
 
-    def __init__(self, tmp: pathlib.Path, name: str, coordinator_port: int, images: tuple[str, ...] = (), **cfg: object) -> None:
+    def __init__(
+        self, tmp: pathlib.Path, name: str, coordinator_port: int, images: tuple[str, ...] = (), **cfg: object
+    ) -> None:
         self.name = name
         self.runtime = FakeRuntime(images=(INFRA_IMAGE, *images))
         self.recorder = RecordingRecorder()
         self.config = agent_config(tmp, name, coordinator_port, **cfg)
-        self.agent = Agent(self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=name), recorder=self.recorder)
+        self.agent = Agent(
+            self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=name), recorder=self.recorder
+        )
 
     async def start(self) -> FakeNode:
         await self.agent.start()
@@ -92,7 +102,9 @@ class FakeNode:
         """A new agent process on the same state dir and the same (fake) engine."""
         await self.agent.stop()
         self.runtime_calls_before_restart = list(self.runtime.calls)
-        self.agent = Agent(self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=self.name), recorder=self.recorder)
+        self.agent = Agent(
+            self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=self.name), recorder=self.recorder
+        )
         await self.agent.start()
 
 
