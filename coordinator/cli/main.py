@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--output", "-o", choices=["json", "yaml", "name"], help="print the created objects")
     namespaced(create)
 
+    apply = sub.add_parser("apply", help="create objects from manifests, or update the ones that exist")
+    apply.add_argument("--filename", "-f", action="append", required=True, help="JSON or YAML manifest ('-' reads stdin)")
+    namespaced(apply)
+
     delete = sub.add_parser("delete", help="delete objects by name or by manifest")
     delete.add_argument("kind", nargs="?")
     delete.add_argument("names", nargs="*")
@@ -208,6 +212,45 @@ async def cmd_create(client: Client, args: argparse.Namespace) -> int:
             print(f"{_name_of(obj)} created")
     if args.output:
         _print_objects(created, args.output, kinds.of(created[0]), len(created) == 1, True)
+    return 0
+
+
+def _same_intent(current: Message, wanted: Message) -> bool:
+    """True when applying `wanted` (already defaulted) would change nothing the user wrote."""
+    spec = type(wanted.spec)()  # type: ignore[attr-defined]
+    spec.CopyFrom(wanted.spec)  # type: ignore[attr-defined]
+    if hasattr(spec, "node_name") and not spec.node_name:
+        spec.node_name = current.spec.node_name  # type: ignore[attr-defined]
+    return (
+        spec == current.spec  # type: ignore[attr-defined]
+        and dict(wanted.metadata.labels) == dict(current.metadata.labels)  # type: ignore[attr-defined]
+        and dict(wanted.metadata.annotations) == dict(current.metadata.annotations)  # type: ignore[attr-defined]
+    )
+
+
+async def cmd_apply(client: Client, args: argparse.Namespace) -> int:
+    loaded = _load(args.filename, args.namespace)
+    defaulted = []
+    for path, obj in loaded:
+        try:
+            defaulted.append(await client.create(obj, dry_run=True))
+        except errors.InvalidArgument as exc:
+            raise FileError(f"{path}: {exc}") from None
+    for (_, obj), wanted in zip(loaded, defaulted, strict=True):
+        info = kinds.of(obj)
+        meta = obj.metadata  # type: ignore[attr-defined]
+        try:
+            current = await client.get(info, meta.namespace or ("default" if info.namespaced else ""), meta.name)
+        except errors.NotFound:
+            await client.create(obj)
+            print(f"{_name_of(obj)} created")
+            continue
+        if _same_intent(current, wanted):
+            print(f"{_name_of(obj)} unchanged")
+            continue
+        meta.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
+        await client.update(obj)
+        print(f"{_name_of(obj)} configured")
     return 0
 
 
