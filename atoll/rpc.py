@@ -148,6 +148,11 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+def split_listen(listen: str) -> list[str]:
+    """`HOST:PORT[,unix:///path.sock,...]`: one server may listen on several addresses."""
+    return [part.strip() for part in listen.split(",") if part.strip()]
+
+
 async def start_server(
     listen: str,
     bindings: Sequence[ServiceBinding],
@@ -155,7 +160,10 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
-    """Start a grpc.aio server with health and reflection; port 0 picks a free port."""
+    """Start a grpc.aio server with health and reflection; port 0 picks a free port.
+
+    The returned port is the first TCP address's; unix sockets report none.
+    """
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=_SERVER_OPTIONS,
@@ -167,12 +175,16 @@ async def start_server(
         binding.add_to_server(binding.servicer, server)
         names.append(binding.full_name)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if credentials is None:
-        port = server.add_insecure_port(listen)
-    else:
-        port = server.add_secure_port(listen, credentials)
-    if port == 0:
-        raise errors.Unavailable(f"cannot listen on {listen}")
+    port = 0
+    for address in split_listen(listen):
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+        if bound == 0:
+            raise errors.Unavailable(f"cannot listen on {address}")
+        if not address.startswith("unix:"):
+            port = port or bound
     await server.start()
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

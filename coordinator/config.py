@@ -5,7 +5,8 @@ Config file: --config, else $ATOLL_COORDINATOR_CONFIG, else
 /etc/atoll/coordinator.yaml when it exists. Environment variables are
 ATOLL_COORDINATOR_ plus the upper-cased option name.
 
-The CLI finds the server in --server, else $ATOLL_SERVER, else 127.0.0.1:6443.
+The CLI finds the server in --server, else $ATOLL_SERVER, else 127.0.0.1:6443;
+a unix socket (unix:///path.sock) works too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from atoll import config as layered
-from atoll import errors
+from atoll import errors, rpc
 
 ENV_PREFIX = "ATOLL_COORDINATOR_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
@@ -26,7 +27,9 @@ DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 
 @dataclass
 class ServeConfig:
-    listen: str = layered.option(f"0.0.0.0:{DEFAULT_PORT}", "address of the gRPC API (HOST:PORT)")
+    listen: str = layered.option(
+        f"0.0.0.0:{DEFAULT_PORT}", "addresses of the gRPC API: HOST:PORT, unix:///path.sock, comma-separated"
+    )
     data_dir: str = layered.option("/var/lib/atoll", "where the embedded store lives")
     heartbeat_interval: float = layered.option(10.0, "seconds between agent heartbeats (told to agents)")
     node_status_interval: float = layered.option(
@@ -39,7 +42,7 @@ class ServeConfig:
     log_level: str = layered.option("info", "debug, info, warning or error")
 
     def validate(self) -> None:
-        layered.split_host_port(self.listen, "listen")
+        check_listen(self.listen)
         for name in (
             "heartbeat_interval",
             "node_status_interval",
@@ -66,6 +69,18 @@ class ServeConfig:
         return pathlib.Path(self.data_dir)
 
 
+def check_listen(listen: str) -> None:
+    addresses = rpc.split_listen(listen)
+    if not addresses:
+        raise errors.InvalidArgument("listen: at least one address is required")
+    for address in addresses:
+        if address.startswith("unix:"):
+            if not address.removeprefix("unix:").lstrip("/"):
+                raise errors.InvalidArgument(f"listen: {address!r} names no socket path")
+        else:
+            layered.split_host_port(address, "listen")
+
+
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", help=f"YAML config file (default: ${ENV_PREFIX}CONFIG or {DEFAULT_CONFIG_FILE})"
@@ -88,6 +103,8 @@ def load_serve(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
 
 def server_address(flag: str | None, environ: Mapping[str, str]) -> str:
     address = flag or environ.get("ATOLL_SERVER") or DEFAULT_SERVER
+    if address.startswith("unix:"):
+        return address
     layered.split_host_port(address, "--server", DEFAULT_PORT)
     return address if ":" in address.rsplit("]", 1)[-1] else f"{address}:{DEFAULT_PORT}"
 

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     namespaced(create)
 
     apply = sub.add_parser("apply", help="create objects from manifests, or update the ones that exist")
-    apply.add_argument("--filename", "-f", action="append", required=True, help="JSON or YAML manifest ('-' reads stdin)")
+    apply.add_argument(
+        "--filename", "-f", action="append", required=True, help="JSON or YAML manifest ('-' reads stdin)"
+    )
     namespaced(apply)
 
     delete = sub.add_parser("delete", help="delete objects by name or by manifest")
@@ -115,11 +117,8 @@ def _namespace(args: argparse.Namespace, info: KindInfo) -> str:
 
 
 def _dump(items: Sequence[Message], fmt: str, single: bool) -> str:
-    docs = [manifests.to_dict(o) for o in items]
-    doc: object = docs[0] if single else {"apiVersion": "v1", "kind": "List", "items": docs}
-    if fmt == "json":
-        return json.dumps(doc, indent=2)
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip()
+    doc = manifests.to_dict(items[0]) if single else manifests.to_list_dict(items)
+    return manifests.dumps(doc, "json" if fmt == "json" else "yaml").rstrip()
 
 
 def _name_of(obj: Message) -> str:
@@ -240,7 +239,9 @@ async def cmd_apply(client: Client, args: argparse.Namespace) -> int:
         info = kinds.of(obj)
         meta = obj.metadata  # type: ignore[attr-defined]
         try:
-            current = await client.get(info, meta.namespace or ("default" if info.namespaced else ""), meta.name)
+            current = await client.get(
+                info, meta.namespace or ("default" if info.namespaced else ""), meta.name
+            )
         except errors.NotFound:
             await client.create(obj)
             print(f"{_name_of(obj)} created")
@@ -295,6 +296,7 @@ COMMANDS = {
     "get": cmd_get,
     "describe": cmd_describe,
     "create": cmd_create,
+    "apply": cmd_apply,
     "delete": cmd_delete,
     "logs": cmd_logs,
 }
