@@ -66,11 +66,11 @@ async def test_broken_manifest_one_line_and_nothing_stored(
     bad["desiredState"]["manifest"]["containers"][0]["ports"][0]["hostPort"] = "eighty"
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(good) + "---\n" + yaml.safe_dump(bad))
-    code, out, err = await cli(cluster, capsys, "create", "-f", str(path))
+    code, _, err = await cli(cluster, capsys, "create", "-f", str(path))
     assert code == 1
     assert err.strip().count("\n") == 0
     assert "desiredState.manifest.containers[0].ports[0].hostPort" in err and "two.yaml" in err
-    code, out, err = await cli(cluster, capsys, "get", "pods")
+    code, _, err = await cli(cluster, capsys, "get", "pods")
     assert "No resources found" in err
 
 
