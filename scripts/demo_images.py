@@ -59,7 +59,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: from anything else in an engine.
 BUILDER_LABEL = "org.atoll.demo-image"
 
-HTTPD_COMMAND = "httpd -f -p 80 -h /var/www"
+# -v logs each request to stderr, so `coordinator logs` has something to show.
+HTTPD_COMMAND = "httpd -f -v -p 80 -h /var/www"
 
 APACHE_INDEX = b"""<!DOCTYPE html>
 <html>

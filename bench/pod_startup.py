@@ -1,0 +1,134 @@
+"""Pod start-up latency through Atoll, beside raw `docker run -d` on the same engine.
+
+    .venv/bin/python bench/pod_startup.py [--pods 50] [--parallel 8]
+
+Brings up a one-host test bed (private dockerd in its own namespace), runs
+the coordinator and an agent there as real processes, then:
+
+  1. baseline: N containers through the Docker API (create + start, `docker
+     run -d`), all requested at once and run `--parallel` at a time, each
+     timed from the request until the engine reports it running;
+  2. Atoll: N pods created at once through the coordinator's API, each timed
+     from its Create call until the API reports it Running with its container
+     ready (seen through a watch).
+
+Prints p50/p90/p99 of both and their ratio. Both sides queue the same way
+(the agent syncs `--parallel` pods at a time). Each Atoll pod is two
+containers (infra + app) plus the API round trips, so a ratio near 2 is
+what the work alone costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import time
+
+from common import summary  # type: ignore[import-not-found]
+
+from atoll import kinds
+from atoll.v1 import pod_pb2
+from coordinator.cli.client import Client
+from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
+from tests.integration.testbed import TestBed
+
+POD = kinds.by_name("Pod")
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+
+
+def baseline(bed: TestBed, count: int, parallel: int) -> list[float]:
+    """All `count` runs are requested at once, like the pods; `parallel` run at a time."""
+    client = bed.hosts[0].docker()
+    start = time.perf_counter()
+
+    def one(i: int) -> float:
+        c = client.containers.run("atoll/busybox", COMMAND, detach=True, name=f"baseline-{i}", init=True)
+        c.reload()
+        assert c.status == "running"
+        return time.perf_counter() - start
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        latencies = list(pool.map(one, range(count)))
+    for c in client.containers.list(all=True, filters={"name": "baseline-"}):
+        c.remove(force=True)
+    return latencies
+
+
+def bench_pod(i: int) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = f"bench-{i}"
+    p.metadata.labels["bench"] = "startup"
+    p.spec.termination_grace_period_seconds = 1
+    p.spec.containers.add(name="main", image="atoll/busybox", command=COMMAND)
+    return p
+
+
+async def through_atoll(server: str, count: int) -> tuple[list[float], float]:
+    async with Client(server) as client:
+        await eventually(lambda: node_ready(client, "node-1"), timeout=60, what="node Ready")
+        _, revision = await client.list(POD)
+        created: dict[str, float] = {}
+        running: dict[str, float] = {}
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            async for _, obj in client.watch(POD, "default", "bench=startup", revision):
+                assert isinstance(obj, pod_pb2.Pod)
+                name = obj.metadata.name
+                ready = obj.status.container_statuses and all(
+                    cs.ready for cs in obj.status.container_statuses
+                )
+                if obj.status.phase == pod_pb2.POD_PHASE_RUNNING and ready and name not in running:
+                    running[name] = time.perf_counter()
+                    if len(running) == count:
+                        done.set()
+                        return
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)
+
+        async def create(i: int) -> None:
+            created[f"bench-{i}"] = time.perf_counter()
+            await client.create(bench_pod(i))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(create(i) for i in range(count)))
+        await asyncio.wait_for(done.wait(), 600)
+        wall = time.perf_counter() - start
+        watcher.cancel()
+        return [running[n] - created[n] for n in created], wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=50)
+    parser.add_argument("--parallel", type=int, default=8, help="concurrent docker runs in the baseline")
+    args = parser.parse_args()
+
+    with TestBed(1) as bed:
+        host = bed.hosts[0]
+        t0 = time.perf_counter()
+        base = baseline(bed, args.pods, args.parallel)
+        base_wall = time.perf_counter() - t0
+        coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
+        AgentProcess(
+            host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
+        ).start()
+        atoll, atoll_wall = asyncio.run(through_atoll(coordinator.server, args.pods))
+
+    b, a = summary(base), summary(atoll)
+    print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
+    print(f"{'':28}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
+    print(f"{'docker run -d (1 container)':28}{b['p50']:8.3f}{b['p90']:8.3f}{b['p99']:8.3f}{base_wall:8.2f}")
+    print(f"{'atoll pod (infra + app)':28}{a['p50']:8.3f}{a['p90']:8.3f}{a['p99']:8.3f}{atoll_wall:8.2f}")
+    print(
+        f"{'ratio atoll / docker':28}{a['p50'] / b['p50']:8.2f}{a['p90'] / b['p90']:8.2f}"
+        f"{a['p99'] / b['p99']:8.2f}{atoll_wall / base_wall:8.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
