@@ -73,3 +73,14 @@ bench: deps venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info atoll/v1 .mypy_cache .ruff_cache .pytest_cache
+
+# RPMs for RHEL/Fedora-family hosts, built offline on this machine with
+# Debian's rpmbuild (packaging/README.md). Packages land in $(RPM_DIR)/RPMS.
+RPM_DIR ?= $(CURDIR)/build/rpm
+.PHONY: rpm rpmlint
+
+rpm: deps venv
+	@ATOLL_PYTHON=$(abspath $(PY)) packaging/build-rpm.sh "$(RPM_DIR)"
+
+rpmlint: rpm
+	rpmlint -r packaging/rpmlintrc packaging/atoll.spec $(RPM_DIR)/RPMS/noarch/*.rpm $(RPM_DIR)/SRPMS/*.rpm

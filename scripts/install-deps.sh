@@ -9,7 +9,7 @@ PACKAGES=(
   iproute2 iptables nftables kmod
   docker.io busybox-static
   etcd-server docker-registry
-  rpm rpmlint
+  rpm rpmlint systemd
 )
 
 missing=()
