@@ -48,7 +48,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 buf-lint:
-	@if command -v npx >/dev/null; then cd protos && npx --yes @bufbuild/buf@1.75.0 lint; else echo "buf-lint: npx not found, skipped"; fi
+	@if command -v npx >/dev/null; then cd protos && npx --yes @bufbuild/buf@1.75.0 lint && echo "buf lint: ok"; else echo "buf-lint: npx not found, skipped"; fi
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)

@@ -38,7 +38,8 @@ class AgentConfig:
         "atoll/pause:1.0", "image of the infra container that holds a pod's network"
     )
     infra_busybox: str = layered.option(
-        "/bin/busybox", "static busybox used to build the infra image offline"
+        "",
+        "static busybox for building the infra image offline (default: the first static one on PATH's usual dirs)",
     )
     relist_interval: float = layered.option(1.0, "seconds between container relists")
     resync_interval: float = layered.option(30.0, "seconds between full resyncs of every pod")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pathlib
 import socket
 import time
 
@@ -71,7 +70,9 @@ class Agent:
         cfg = self.cfg
         coord_host, coord_port = layered.split_host_port(cfg.coordinator, "coordinator")
         node_ip = cfg.node_ip or detect_node_ip(coord_host, coord_port)
-        await images.ensure_infra_image(self.runtime, cfg.infra_image, pathlib.Path(cfg.infra_busybox))
+        await images.ensure_infra_image(
+            self.runtime, cfg.infra_image, images.find_static_busybox(cfg.infra_busybox)
+        )
         runtime_version = await self.runtime.version()
         pods_dir = cfg.state_path / "pods"
         states = PodStateStore(pods_dir)

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 
 from agent.metrics import HostMetrics
-from atoll import __version__
+from atoll import version
 from atoll.v1 import meta_pb2, node_pb2
 
 READY = "Ready"
@@ -70,7 +70,7 @@ def build_status(
             os_image=info.os_image,
             architecture=info.architecture,
             container_runtime_version=facts.runtime_version,
-            agent_version=__version__,
+            agent_version=version(),
             hostname=info.hostname,
         ),
         agent_port=facts.agent_port,

@@ -4,4 +4,12 @@ The API itself lives in `atoll.v1`, generated from protos/ by
 `make proto`; everything else in this package is written by hand.
 """
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    try:
+        return importlib.metadata.version("atoll")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0+unknown"

@@ -73,6 +73,20 @@ def infra_rootfs(busybox: pathlib.Path) -> bytes:
     return buf.getvalue()
 
 
+# Debian's busybox-static installs /bin/busybox; Fedora's busybox is /usr/sbin/busybox.
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/sbin/busybox", "/sbin/busybox")
+
+
+def find_static_busybox(configured: str) -> pathlib.Path:
+    if configured:
+        return pathlib.Path(configured)
+    for candidate in BUSYBOX_CANDIDATES:
+        path = pathlib.Path(candidate)
+        if path.is_file() and _is_static_elf(path):
+            return path
+    return pathlib.Path(BUSYBOX_CANDIDATES[0])
+
+
 async def ensure_infra_image(runtime: ContainerRuntime, ref: str, busybox: pathlib.Path) -> None:
     if await runtime.image_present(ref):
         return

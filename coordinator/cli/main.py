@@ -327,9 +327,9 @@ async def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "version":
-        from atoll import __version__
+        from atoll import version
 
-        print(f"coordinator {__version__}")
+        print(f"coordinator {version()}")
         return 0
     try:
         if args.command == "serve":

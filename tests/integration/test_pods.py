@@ -171,3 +171,40 @@ async def test_coordinator_restart_keeps_pods(one_host: OneHost) -> None:
     await wait_running(c, "new")
     await wait_running(c, "kept", restarts=0)
     assert {k: v for k, v in one_host.containers().items() if "_kept_" in k} == before
+
+
+async def test_env_volumes_and_host_ports(one_host: OneHost) -> None:
+    host_dir = one_host.host.dir / "hostdata"
+    host_dir.mkdir()
+    (host_dir / "data.txt").write_text("from the host\n")
+    p = pod_pb2.Pod()
+    p.metadata.name = "volumes"
+    writer = p.spec.containers.add(name="writer", image="atoll/busybox")
+    writer.command.extend(["sh", "-c"])
+    writer.args.append(
+        'echo "$GREETING" > /shared/hello.txt; cp /host/data.txt /shared/from-host.txt; '
+        "trap 'exit 0' TERM; while true; do sleep 1; done"
+    )
+    writer.env.add(name="GREETING", value="hi from env")
+    writer.volume_mounts.add(name="shared", mount_path="/shared")
+    writer.volume_mounts.add(name="hostdir", mount_path="/host", read_only=True)
+    web = p.spec.containers.add(
+        name="web", image="atoll/busybox", command=["httpd", "-f", "-p", "8081", "-h", "/www"]
+    )
+    web.volume_mounts.add(name="shared", mount_path="/www")
+    web.ports.add(container_port=8081, host_port=18081)
+    p.spec.volumes.add(name="shared").empty_dir.SetInParent()
+    p.spec.volumes.add(name="hostdir").host_path.path = str(host_dir)
+    await one_host.client.create(p)
+    await wait_running(one_host.client, "volumes")
+
+    async def served(path: str) -> str:
+        try:
+            return one_host.host.http_get(f"http://127.0.0.1:18081/{path}").body
+        except ConnectionError:
+            return ""
+
+    assert "hi from env" in await eventually(
+        lambda: served("hello.txt"), what="env written into the emptyDir"
+    )
+    assert "from the host" in await eventually(lambda: served("from-host.txt"), what="hostPath content")
