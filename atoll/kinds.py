@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors
-from atoll.v1 import cluster_pb2, node_pb2, pod_pb2
+from atoll.v1 import cluster_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,23 @@ KINDS: tuple[KindInfo, ...] = (
         cluster_pb2.KIND_NODE, "Node", "node", node_pb2.Node, False, "nodes", ("no", "minion", "minions")
     ),
     KindInfo(cluster_pb2.KIND_POD, "Pod", "pod", pod_pb2.Pod, True, "pods", ("po",)),
+    KindInfo(
+        cluster_pb2.KIND_REPLICATION_CONTROLLER,
+        "ReplicationController",
+        "replication_controller",
+        workloads_pb2.ReplicationController,
+        True,
+        "replicationcontrollers",
+        ("rc",),
+    ),
+    KindInfo(cluster_pb2.KIND_SERVICE, "Service", "service", workloads_pb2.Service, True, "services", ("svc",)),
+    KindInfo(cluster_pb2.KIND_ENDPOINTS, "Endpoints", "endpoints", workloads_pb2.Endpoints, True, "endpoints", ("ep",)),
+    KindInfo(cluster_pb2.KIND_EVENT, "Event", "event", workloads_pb2.Event, True, "events", ("ev",)),
+    KindInfo(cluster_pb2.KIND_NETWORK, "Network", "network", network_pb2.Network, False, "networks", ("net",)),
+    KindInfo(cluster_pb2.KIND_SUBNET, "Subnet", "subnet", network_pb2.Subnet, False, "subnets", ("lease", "leases")),
+    KindInfo(
+        cluster_pb2.KIND_REGISTRIES, "Registries", "registries", network_pb2.Registries, False, "registries", ("registry",)
+    ),
 )
 
 _BY_KIND = {k.kind: k for k in KINDS}
