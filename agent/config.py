@@ -48,6 +48,25 @@ class AgentConfig:
     backoff_max: float = layered.option(300.0, "longest crash-loop / image-pull backoff in seconds")
     docker_timeout: float = layered.option(60.0, "deadline of one Docker API call in seconds")
     pull_timeout: float = layered.option(600.0, "deadline of one image pull in seconds")
+    # Registry settings (agent.registries): added to what the coordinator pushes.
+    registries_file: str = layered.option(
+        "/etc/atoll/registries.yaml",
+        "node-local registry settings, YAML with the keys search, insecure, blocked, mirrors, auths; "
+        "added to the coordinator's; read if present, '' to ignore",
+    )
+    legacy_sysconfig: str = layered.option(
+        "/etc/sysconfig/docker",
+        "RHEL docker sysconfig whose ADD_REGISTRY, INSECURE_REGISTRY and BLOCK_REGISTRY are honoured; "
+        "read if present, '' to ignore",
+    )
+    docker_config: str = layered.option(
+        "/etc/docker/daemon.json",
+        "dockerd config file whose insecure-registries and registry-mirrors the agent manages; "
+        "'' to leave the engine's config alone",
+    )
+    docker_pidfile: str = layered.option(
+        "/var/run/docker.pid", "dockerd's pid file; dockerd gets SIGHUP when its registry settings change"
+    )
     heartbeat_interval: float = layered.option(
         10.0, "seconds between heartbeats until the coordinator says otherwise"
     )

@@ -1,4 +1,14 @@
-"""Getting images onto the node: pull policies, and the infra image.
+"""Getting images onto the node: pull policies, registry search, and the infra image.
+
+An image name a pod gives may stand for several registries' images: the
+ImageResolver (agent.registries) turns it into candidates in search order,
+each with its credentials, and leaves out blocked registries. ensure_image
+looks for each candidate locally first (unless the policy is Always), so a
+locally built `fedora/apache` runs with no registry at all, then pulls them
+in order until one succeeds. The name that was found or pulled is the one the
+container runs; a pod whose image cannot be had waits with ErrImagePull and the
+last registry's own message, plus which registries were tried. Credentials go
+to the runtime only; messages pass through the resolver's redaction.
 
 The infra image only has to sleep. When it is missing and cannot be pulled
 (hosts without a registry), the agent builds it from the host's static busybox
@@ -11,7 +21,9 @@ import io
 import logging
 import pathlib
 import tarfile
+from dataclasses import dataclass
 
+from agent.registries.resolve import DEFAULT_RESOLVER, ImageBlockedError, ImageResolver, Resolution
 from agent.runtime.base import ContainerRuntime, ImagePullError
 from atoll.v1 import pod_pb2
 
@@ -25,21 +37,54 @@ class ImageError(Exception):
         self.message = message
 
 
-async def ensure_image(runtime: ContainerRuntime, ref: str, policy: int) -> bool:
-    """Make `ref` present under `policy`; returns True when it pulled. Raises ImageError."""
-    if policy == pod_pb2.PULL_POLICY_NEVER:
-        if not await runtime.image_present(ref):
-            raise ImageError(
-                "ErrImageNeverPull", f'image "{ref}" is not present and the pull policy is Never'
-            )
-        return False
-    if policy != pod_pb2.PULL_POLICY_ALWAYS and await runtime.image_present(ref):
-        return False
+@dataclass(frozen=True)
+class ImageResult:
+    """`ref` is the name to run: the candidate that was found locally or pulled."""
+
+    ref: str
+    pulled: bool
+
+
+def _tried(resolution: Resolution) -> str:
+    """` (tried a, docker.io; blocked: b)`, or nothing when the name had one obvious source."""
+    cands = resolution.candidates
+    if len(cands) == 1 and cands[0].ref == resolution.ref and not resolution.skipped:
+        return ""
+    text = f" (tried {', '.join(resolution.registries)}"
+    if resolution.skipped:
+        text += f"; blocked: {', '.join(resolution.skipped)}"
+    return text + ")"
+
+
+async def ensure_image(
+    runtime: ContainerRuntime, ref: str, policy: int, resolver: ImageResolver | None = None
+) -> ImageResult:
+    """Make an image for `ref` present under `policy`; says which name to run. Raises ImageError."""
+    resolver = resolver or DEFAULT_RESOLVER
     try:
-        await runtime.pull_image(ref)
-    except ImagePullError as exc:
+        resolution = resolver.resolve(ref)
+    except ImageBlockedError as exc:
         raise ImageError("ErrImagePull", f'failed to pull image "{ref}": {exc.message}') from None
-    return True
+    names = [c.ref for c in resolution.candidates]
+    if policy != pod_pb2.PULL_POLICY_ALWAYS:
+        for name in names:
+            if await runtime.image_present(name):
+                return ImageResult(name, pulled=False)
+    if policy == pod_pb2.PULL_POLICY_NEVER:
+        looked = "" if names == [ref] else f" (looked for {', '.join(names)})"
+        raise ImageError(
+            "ErrImageNeverPull", f'image "{ref}" is not present{looked} and the pull policy is Never'
+        )
+    last = ""
+    for cand in resolution.candidates:
+        try:
+            await runtime.pull_image(cand.ref, resolver.auth_for(cand.ref))
+        except ImagePullError as exc:
+            last = resolver.redact(exc.message)
+            log.info("pulling %s from %s failed: %s", cand.ref, cand.registry, last)
+            continue
+        return ImageResult(cand.ref, pulled=True)
+    raise ImageError("ErrImagePull", f'failed to pull image "{ref}"{_tried(resolution)}: {last}')
 
 
 def _is_static_elf(path: pathlib.Path) -> bool:

@@ -14,11 +14,12 @@ import pathlib
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.pods import images, plan, render, status
 from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
+from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
 from agent.runtime.base import ContainerRuntime, RuntimeError_
 from atoll.v1 import pod_pb2
 
@@ -43,6 +44,7 @@ class PodSyncer:
         backoff: plan.BackoffPolicy | None = None,
         clock: Callable[[], float] = time.time,
         recorder: EventRecorder | None = None,
+        registries: Callable[[], ImageResolver] | None = None,
     ) -> None:
         self.runtime = runtime
         self.states = states
@@ -51,6 +53,8 @@ class PodSyncer:
         self.backoff = backoff or plan.BackoffPolicy()
         self.clock = clock
         self.recorder = recorder or LogRecorder()
+        # The registry settings in force (RegistryManager.resolver); read per image, as they change.
+        self.registries: Callable[[], ImageResolver] = registries or (lambda: DEFAULT_RESOLVER)
 
     async def observe(self, uid: str) -> plan.Observed:
         return plan.group(await self.runtime.list_containers({render.LABEL_POD_UID: uid}))
@@ -191,8 +195,11 @@ class _Execution:
         crec = self.record.container(action.name)
         image = self.s.ctx.resolve_image(container.image)
         try:
-            if await images.ensure_image(self.s.runtime, image, container.image_pull_policy):
-                self.event("Normal", "Pulled", f"pulled image {image}")
+            got = await images.ensure_image(
+                self.s.runtime, image, container.image_pull_policy, self.s.registries()
+            )
+            if got.pulled:
+                self.event("Normal", "Pulled", f"pulled image {got.ref}")
         except images.ImageError as exc:
             self._fail(action.name, exc.reason, exc.message)
             return
@@ -206,6 +213,8 @@ class _Execution:
         crec.attempt = action.attempt
         self.s.states.save(self.record)
         spec = render.render_container(self.pod, container, self.s.ctx, self.sandbox_id, action.attempt)
+        if spec.image != got.ref:
+            spec = replace(spec, image=got.ref)  # the registry-qualified name that was found or pulled
         try:
             cid = await self.s.runtime.create_container(spec)
         except RuntimeError_ as exc:

@@ -184,6 +184,18 @@ class DockerRuntime:
             await self._call(self._pull_sync, ref, auth, deadline=self._pull_timeout)
         except docker.errors.NotFound as exc:
             raise ImagePullError(_explain(exc)) from None
+        except RuntimeTimeout:
+            # A pull that outlives its deadline is a failed pull (ErrImagePull), not an engine fault.
+            raise ImagePullError(f"pulling {ref} did not finish within {self._pull_timeout:.0f}s") from None
+
+    async def registry_config(self) -> dict[str, Any]:
+        """`docker info`'s RegistryConfig: the insecure registries and mirrors the engine uses now.
+
+        Not part of ContainerRuntime: agent.registries.DaemonJsonConfigurator
+        takes it as its `check`, to confirm that a reload took effect.
+        """
+        info = await self._call(self._api.info)
+        return dict(info.get("RegistryConfig") or {})
 
     def _import_sync(self, rootfs_tar: bytes, ref: str, changes: tuple[str, ...]) -> None:
         repo, tag = docker.utils.parse_repository_tag(ref)

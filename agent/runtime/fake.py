@@ -23,6 +23,7 @@ class FakeRuntime:
         self.images: set[str] = set(images)
         self.pullable: set[str] = set()
         self.pull_errors: dict[str, str] = {}
+        self.pull_auths: dict[str, Mapping[str, str] | None] = {}  # ref -> auth of its last pull
         self.calls: list[tuple[str, str]] = []
         self.logs_by_id: dict[str, bytes] = {}
         self.hang: set[str] = set()  # call names that never return
@@ -74,6 +75,7 @@ class FakeRuntime:
 
     async def pull_image(self, ref: str, auth: Mapping[str, str] | None = None) -> None:
         await self._note("pull_image", ref)
+        self.pull_auths[ref] = auth
         if ref in self.pull_errors:
             raise ImagePullError(self.pull_errors[ref])
         if ref not in self.pullable and ref not in self.images:
