@@ -20,7 +20,8 @@ Rules the writer keeps, because a bad daemon.json stops dockerd from starting:
 * a key is left alone when dockerd was started with the same setting as a
   flag (`--insecure-registry`, as RHEL's unit does from INSECURE_REGISTRY):
   dockerd refuses a setting given both ways, at reload and at its next start;
-* nothing is written and nobody is signalled when nothing changed.
+* nothing is written and nobody is signalled when nothing changed, and only
+  a dockerd (per `docker_pidfile`) that reads this very file is signalled.
 """
 
 from __future__ import annotations
@@ -258,12 +259,16 @@ class DaemonJsonConfigurator:
                     )
             used = config_file_flag(cmdline) or DEFAULT_CONFIG_FILE
             if Path(used).resolve() != self.path.resolve():
+                # Not the engine whose file this is: signalling it would reload nothing of ours.
                 log.warning(
-                    "dockerd (pid %d) reads %s, but the agent writes %s (option docker_config)",
+                    "dockerd (pid %d from %s) reads %s, but the agent writes %s (option docker_config); "
+                    "not signalling it",
                     pid,
+                    self.pidfile,
                     used,
                     self.path,
                 )
+                dockerd = None
         current = _read_json(self.path)
         new = merge_config(current, settings, skip=skip)
         if new == current:
@@ -277,7 +282,7 @@ class DaemonJsonConfigurator:
             raise EngineConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if dockerd is None:
             log.warning(
-                "wrote %s but found no running dockerd in %s; the settings apply when it starts",
+                "wrote %s but found no running dockerd reading it in %s; the settings apply when it starts",
                 self.path,
                 self.pidfile,
             )

@@ -303,6 +303,14 @@ async def test_daemon_json_is_written_atomically_and_dockerd_signalled_once(
     assert [p.name for p in os.scandir(tmp_path) if p.name.startswith(".")] == []  # no temp files left
 
 
+async def test_a_dockerd_reading_another_file_is_not_signalled(
+    tmp_path: Path, fake_dockerd: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = DaemonJsonConfigurator(tmp_path / "other.json", tmp_path / "docker.pid")
+    assert await engine.apply(EngineSettings(insecure=(LAB,))) is True
+    assert fake_dockerd == [] and "not signalling it" in caplog.text
+
+
 async def test_daemon_json_that_is_not_json_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "daemon.json"
     path.write_text("{not json")
