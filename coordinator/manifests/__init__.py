@@ -2,8 +2,11 @@
 
 ``coordinator create -f FILE`` reads with `load_file`; ``coordinator get -o
 json|yaml`` prints with `to_dict` + `dumps`. Reading accepts the Kubernetes
-v1 shape and the 2014-2015 v1beta1 shape (see pod_v1beta1) and refuses
-anything it does not understand with a one-line `ManifestError`.
+v1 shape and the 2014-2015 v1beta1 shape (see pod_v1beta1,
+replication_controller, service), flannel's net-conf.json for the Network
+(see network; ``serve --network-config`` reads it with
+`network_from_flannel_json`), and refuses anything it does not understand
+with a one-line `ManifestError`.
 
 Layers: loader (text -> documents) -> decode (documents -> messages, via the
 per-kind codecs listed in catalog) ; encode (messages -> dicts -> text).
@@ -20,6 +23,7 @@ from coordinator.manifests.decode import decode_data, decode_documents
 from coordinator.manifests.encode import dumps, to_dict, to_list_dict
 from coordinator.manifests.errors import ManifestError
 from coordinator.manifests.loader import MAX_BYTES, MAX_DEPTH, MAX_DOCUMENTS, Format
+from coordinator.manifests.network import network_from_flannel_json
 
 __all__ = [
     "MAX_BYTES",
@@ -31,6 +35,7 @@ __all__ = [
     "load_data",
     "load_file",
     "load_text",
+    "network_from_flannel_json",
     "to_dict",
     "to_list_dict",
 ]

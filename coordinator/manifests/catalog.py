@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from coordinator.manifests import node, pod
+from coordinator.manifests import (
+    endpoints,
+    event,
+    network,
+    node,
+    pod,
+    registries,
+    replication_controller,
+    service,
+    subnet,
+)
 from coordinator.manifests.registry import Codec
 
-CODECS: tuple[Codec, ...] = (pod.CODEC, node.CODEC)
+# Order matters only for documents without a kind: the first codec whose sniff matches reads it.
+CODECS: tuple[Codec, ...] = (
+    pod.CODEC,
+    node.CODEC,
+    replication_controller.CODEC,
+    service.CODEC,
+    endpoints.CODEC,
+    event.CODEC,
+    network.CODEC,
+    subnet.CODEC,
+    registries.CODEC,
+)
 
 BY_KIND: dict[str, Codec] = {name: codec for codec in CODECS for name in codec.kinds}
 BY_MESSAGE: dict[type[Message], Codec] = {codec.message: codec for codec in CODECS}

@@ -1,10 +1,13 @@
 """Parsed documents -> atoll.v1 messages: kind dispatch, Lists, validation.
 
 The document says what it is (``apiVersion`` + ``kind``); the catalog says
-which decoder reads that shape. Two concessions to files from 2014-2015: a
-document with ``desiredState.manifest`` and no ``kind`` is a Pod, and one with
-``desiredState`` or ``id`` but no ``apiVersion`` is v1beta1 - the first
-Kubernetes examples were written that way.
+which decoder reads that shape. Documents that do not say are recognised by
+the codecs' sniffs (registry.Sniff): a 2014 pod (``desiredState.manifest``),
+controller (``desiredState.podTemplate``) or service (``port`` + ``selector``)
+without ``kind``, and flannel's net-conf.json (a top-level ``Network``). One
+more concession to 2014-2015 files: a document with ``desiredState`` or
+``id`` but no ``apiVersion`` is v1beta1 - the first Kubernetes examples were
+written that way.
 
 After decoding, the object goes through atoll.validation (on a defaulted copy:
 the caller gets the object as written, so a namespace left out stays open to
@@ -24,7 +27,13 @@ from coordinator.manifests import catalog
 from coordinator.manifests.errors import ManifestError, describe, format_path
 from coordinator.manifests.loader import MAX_DOCUMENTS, Document
 from coordinator.manifests.reader import Context, Schema, Value
-from coordinator.manifests.registry import Codec, Shape, same_path
+from coordinator.manifests.registry import Codec, Shape, Sniff, same_path
+
+# Kubernetes kinds whose job an Atoll kind does.
+_INSTEAD = {
+    "Deployment": "Atoll keeps replicas running with a ReplicationController",
+    "ReplicaSet": "Atoll keeps replicas running with a ReplicationController",
+}
 
 LIST = Schema.of(known=("apiVersion", "kind", "items"), ignored=("metadata",))
 _V1_PATH_IN_TEXT = re.compile(r"\b(?:spec|metadata)(?:\.[A-Za-z]+|\[\d+\])+")
@@ -85,11 +94,12 @@ def decode_object(
         problems = codec.validate(message)
         if problems.items:
             field, text = problems.items[0]
-            path = shape.path(field)
+            translate = shape.translate_for(root)
+            path = translate(field)
             if root.ctx.prefix:
-                path = f"{format_path(root.ctx.prefix)}.{path}"
-            if shape.path is not same_path:
-                text = _V1_PATH_IN_TEXT.sub(lambda m: shape.path(m.group()), text)
+                path = f"{format_path(root.ctx.prefix)}.{path}" if path else format_path(root.ctx.prefix)
+            if translate is not same_path:
+                text = _V1_PATH_IN_TEXT.sub(lambda m: translate(m.group()), text)
             raise ManifestError(root.ctx.source, path, text, line=root.ctx.line)
     return message
 
@@ -100,13 +110,17 @@ def _mapping(root: Value) -> dict[str, object]:
     return root.mapping()
 
 
+def _sniff(codec: Codec, raw: dict[str, object]) -> Sniff | None:
+    return next((s for s in codec.sniffs if s.test(raw)), None)
+
+
 def _codec(root: Value, raw: dict[str, object], default: str | None) -> Codec:
     kind = raw.get("kind")
     if kind is None:
-        state = raw.get("desiredState")
-        if isinstance(state, dict) and "manifest" in state:
-            kind = "Pod"
-        elif default is not None:
+        sniffed = next((c for c in catalog.CODECS if _sniff(c, raw)), None)
+        if sniffed is not None:
+            return sniffed
+        if default is not None:
             kind = default
         else:
             root.child(None, "kind").fail("is required (for example, kind: Pod)")
@@ -119,6 +133,8 @@ def _codec(root: Value, raw: dict[str, object], default: str | None) -> Codec:
             name, options, 1
         )
         hint = f' (did you mean "{near[0]}"?)' if near else ""
+        if name in _INSTEAD:
+            hint = f" ({_INSTEAD[name]})"
         where.fail(f"expected one of {', '.join(options)}, got {describe(name)}{hint}")
     return codec
 
@@ -126,6 +142,8 @@ def _codec(root: Value, raw: dict[str, object], default: str | None) -> Codec:
 def _shape(root: Value, raw: dict[str, object], codec: Codec, default: str | None) -> Shape:
     version = raw.get("apiVersion")
     if version is None:
+        if sniff := _sniff(codec, raw):
+            return sniff.shape
         if "desiredState" in raw or "id" in raw:
             version = "v1beta1"
         elif default is not None:
@@ -137,5 +155,6 @@ def _shape(root: Value, raw: dict[str, object], codec: Codec, default: str | Non
     shape = codec.shapes.get(name)
     if shape is None:
         legacy = ", ".join(sorted(v for v in codec.shapes if v != "v1"))
-        where.fail(f"expected v1 (or the older {legacy}) for kind {codec.kind}, got {describe(name)}")
+        older = f" (or the older {legacy})" if legacy else ""
+        where.fail(f"expected v1{older} for kind {codec.kind}, got {describe(name)}")
     return shape

@@ -1,4 +1,4 @@
-"""ObjectMeta in both manifest shapes, and timestamps.
+"""ObjectMeta in both manifest shapes, object references, and timestamps.
 
 Kubernetes v1 nests identity under ``metadata``; v1beta1 flattened it into
 the object (``id``, ``labels``, ``namespace`` next to ``kind``). Both decode
@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from atoll.v1 import meta_pb2
+from atoll.v1 import meta_pb2, workloads_pb2
 from coordinator.manifests.reader import Fields, Schema, Value
 
 METADATA = Schema.of(
@@ -39,6 +39,12 @@ METADATA = Schema.of(
 OWNER_REFERENCE = Schema.of(
     known=("apiVersion", "kind", "name", "uid", "controller"),
     unsupported=("blockOwnerDeletion",),
+)
+
+# Kubernetes writes apiVersion, resourceVersion and fieldPath into references too; Atoll's
+# references name the object only, so those are accepted (for round trips) and dropped.
+OBJECT_REFERENCE = Schema.of(
+    known=("kind", "namespace", "name", "uid"), ignored=("apiVersion", "resourceVersion", "fieldPath")
 )
 
 # The identity fields v1beta1 put at the top level of every object (its TypeMeta).
@@ -144,3 +150,30 @@ def encode(meta: meta_pb2.ObjectMeta) -> dict[str, Any]:
 def encode_time(ts: timestamp_pb2.Timestamp) -> str:
     """RFC 3339 in UTC; fractional seconds only when there are some (Kubernetes prints whole seconds)."""
     return ts.ToJsonString()
+
+
+def decode_reference(value: Value) -> workloads_pb2.ObjectReference:
+    f = value.fields(OBJECT_REFERENCE)
+    ref = workloads_pb2.ObjectReference()
+    if v := f.get("kind"):
+        ref.kind = v.string()
+    if v := f.get("namespace"):
+        ref.namespace = v.string()
+    if v := f.get("name"):
+        ref.name = v.string()
+    if v := f.get("uid"):
+        ref.uid = v.string()
+    return ref
+
+
+def encode_reference(ref: workloads_pb2.ObjectReference) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in (
+            ("kind", ref.kind),
+            ("namespace", ref.namespace),
+            ("name", ref.name),
+            ("uid", ref.uid),
+        )
+        if value
+    }

@@ -6,10 +6,12 @@ legacy one (pod_v1beta1); output is always v1 (pod_encode).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from atoll import validation
 from atoll.v1 import pod_pb2
 from coordinator.manifests import pod_decode, pod_encode, pod_v1beta1
-from coordinator.manifests.registry import Codec, Shape, rules, translator
+from coordinator.manifests.registry import Codec, Shape, Sniff, rules, translator
 
 
 def _validate(pod: pod_pb2.Pod) -> validation.Problems:
@@ -20,6 +22,13 @@ def _validate(pod: pod_pb2.Pod) -> validation.Problems:
 
 
 _V1BETA1 = Shape(pod_v1beta1.decode, pod_v1beta1.v1_to_v1beta1)
+
+
+def _is_2014_pod(raw: Mapping[str, object]) -> bool:
+    """Kubernetes' mid-2014 examples (api/examples/pod.json) had no kind: a manifest says Pod."""
+    state = raw.get("desiredState")
+    return isinstance(state, dict) and "manifest" in state
+
 
 CODEC = Codec(
     kind="Pod",
@@ -32,4 +41,5 @@ CODEC = Codec(
     },
     encode=pod_encode.encode,
     validate=_validate,
+    sniffs=(Sniff(_is_2014_pod, _V1BETA1),),
 )

@@ -104,26 +104,33 @@ def decode(root: Value) -> pod_pb2.Pod:
     pod = pod_pb2.Pod(metadata=meta.decode_legacy(f), spec=pod_pb2.PodSpec())
     if v := f.get("nodeSelector"):
         pod.spec.node_selector.update(v.string_map())
-    state = f.child_fields("desiredState", DESIRED_STATE)
-    if v := state.get("host"):
-        pod.spec.node_name = v.string()
-    if manifest := state.get("manifest"):
-        _manifest(manifest.fields(MANIFEST), pod)
+    manifest_id = decode_state(f.child_fields("desiredState", DESIRED_STATE), pod.spec)
+    if manifest_id is not None:
+        name = manifest_id.string()
+        if not pod.metadata.name:
+            pod.metadata.name = name
+        elif name != pod.metadata.name:
+            manifest_id.fail(f"must match the pod's id {describe(pod.metadata.name)}, got {describe(name)}")
     return pod
 
 
-def _manifest(f: Fields, pod: pod_pb2.Pod) -> None:
+def decode_state(state: Fields, spec: pod_pb2.PodSpec) -> Value | None:
+    """A v1beta1 PodState (``desiredState``: ``host`` and ``manifest``) into ``spec``.
+
+    Returns the manifest's ``id`` for the caller to judge: a pod's must match
+    the pod's, a controller template's is ignored (its pods get generated
+    names, and 2014 files put anything there, "redisController" included).
+    """
+    if v := state.get("host"):
+        spec.node_name = v.string()
+    manifest = state.get("manifest")
+    if manifest is None:
+        return None
+    f = manifest.fields(MANIFEST)
     if v := f.get("version"):
         version = v.string()
         if version not in MANIFEST_VERSIONS:
             v.fail(f'expected "v1beta1", got {describe(version)}')
-    if v := f.get("id"):
-        manifest_id = v.string()
-        if not pod.metadata.name:
-            pod.metadata.name = manifest_id
-        elif manifest_id != pod.metadata.name:
-            v.fail(f"must match the pod's id {describe(pod.metadata.name)}, got {describe(manifest_id)}")
-    spec = pod.spec
     for item in v.elements() if (v := f.get("containers")) else []:
         spec.containers.append(_container(item))
     for item in v.elements() if (v := f.get("volumes")) else []:
@@ -136,6 +143,7 @@ def _manifest(f: Fields, pod: pod_pb2.Pod) -> None:
             spec.restart_policy = _RESTART_WORDS[chosen[0]]
     if v := f.get("terminationGracePeriodSeconds"):
         spec.termination_grace_period_seconds = v.integer()
+    return f.get("id")
 
 
 def _container(value: Value) -> pod_pb2.Container:

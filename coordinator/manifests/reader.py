@@ -42,8 +42,9 @@ class Context:
 class Schema:
     """The field names a mapping may have.
 
-    ``unsupported`` holds real Kubernetes fields Atoll does not implement, with
-    an optional hint; ``ignored`` holds read-only fields the system writes
+    ``unsupported`` holds real fields Atoll does not implement, with an
+    optional hint; ``origin`` says whose they are (Kubernetes', or flannel's
+    for a net-conf.json); ``ignored`` holds read-only fields the system writes
     (status and the like), accepted so that ``get -o yaml`` output can be fed
     back, and dropped.
     """
@@ -51,6 +52,7 @@ class Schema:
     known: frozenset[str]
     unsupported: Mapping[str, str] = field(default_factory=dict)
     ignored: frozenset[str] = frozenset()
+    origin: str = "Kubernetes"
 
     @classmethod
     def of(
@@ -58,9 +60,10 @@ class Schema:
         known: Iterable[str],
         unsupported: Mapping[str, str] | Iterable[str] = (),
         ignored: Iterable[str] = (),
+        origin: str = "Kubernetes",
     ) -> Schema:
         hints = dict(unsupported) if isinstance(unsupported, Mapping) else dict.fromkeys(unsupported, "")
-        return cls(frozenset(known), hints, frozenset(ignored))
+        return cls(frozenset(known), hints, frozenset(ignored), origin)
 
 
 class Value:
@@ -216,7 +219,9 @@ class Value:
             where = self.child(raw[name], name)
             if name in schema.unsupported:
                 hint = schema.unsupported[name]
-                where.fail("Atoll does not support this Kubernetes field" + (f"; {hint}" if hint else ""))
+                where.fail(
+                    f"Atoll does not support this {schema.origin} field" + (f"; {hint}" if hint else "")
+                )
             where.fail("unknown field" + _suggest(name, schema.known))
         return Fields(self, raw)
 

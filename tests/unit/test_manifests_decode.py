@@ -406,9 +406,13 @@ def test_bad_quantities() -> None:
 def test_unknown_kind_and_api_version() -> None:
     data = v1_pod()
     data["kind"] = "Deployment"
-    assert error(data) == 'bad.json: kind: expected one of Node, Pod, List, got "Deployment"'
+    kinds = "Endpoints, Event, Network, Node, Pod, Registries, ReplicationController, Service, Subnet, List"
+    assert error(data) == (
+        f'bad.json: kind: expected one of {kinds}, got "Deployment" '
+        "(Atoll keeps replicas running with a ReplicationController)"
+    )
     data["kind"] = "pod"
-    assert error(data) == 'bad.json: kind: expected one of Node, Pod, List, got "pod" (did you mean "Pod"?)'
+    assert error(data) == f'bad.json: kind: expected one of {kinds}, got "pod" (did you mean "Pod"?)'
     data = v1_pod()
     data["apiVersion"] = "apps/v1"
     assert error(data) == (

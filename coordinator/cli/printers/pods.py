@@ -1,14 +1,12 @@
-"""Human output: kubectl-style tables and `describe` text."""
+"""Pods and nodes: their table rows and `describe` text."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from atoll.v1 import meta_pb2, node_pb2, pod_pb2, workloads_pb2
+from coordinator.cli.printers.common import age, labels_text, protocol, timestamp
+from coordinator.cli.printers.workloads import describe_events
 
 PHASES: dict[int, str] = {
     pod_pb2.POD_PHASE_PENDING: "Pending",
@@ -24,35 +22,6 @@ CONDITION: dict[int, str] = {
     meta_pb2.CONDITION_STATUS_UNKNOWN: "Unknown",
     meta_pb2.CONDITION_STATUS_UNSPECIFIED: "Unknown",
 }
-
-
-def age(ts: Timestamp, now: float | None = None) -> str:
-    if not ts.seconds:
-        return "<unknown>"
-    seconds = max(0, int((now or time.time()) - ts.seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def labels_text(labels: Mapping[str, str]) -> str:
-    items = sorted(labels.items())
-    return ",".join(f"{k}={v}" for k, v in items) or "<none>"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [
-        "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    ]
-    return "\n".join(lines)
 
 
 # -- nodes --------------------------------------------------------------------------------------
@@ -138,38 +107,17 @@ def pod_row(pod: pod_pb2.Pod, wide: bool) -> list[str]:
 POD_HEADERS = ["NAME", "IP", "CONTAINER(S)", "IMAGE(S)", "HOST", "LABELS", "STATUS", "RESTARTS", "AGE"]
 POD_WIDE = ["READY", "NAMESPACE", "MESSAGE"]
 
-ROWS: dict[type[Message], tuple[list[str], list[str], Callable[[Message, bool], list[str]]]] = {
-    node_pb2.Node: (NODE_HEADERS, NODE_WIDE, node_row),  # type: ignore[dict-item]
-    pod_pb2.Pod: (POD_HEADERS, POD_WIDE, pod_row),  # type: ignore[dict-item]
-}
-
-
-def render_table(
-    message_type: type[Message], items: Sequence[Message], wide: bool, headers: bool = True
-) -> str:
-    head, extra, row = ROWS[message_type]
-    rows = [row(item, wide) for item in items]
-    columns = head + (extra if wide else [])
-    if not headers:
-        return table(columns, rows).split("\n", 1)[1] if rows else ""
-    return table(columns, rows)
-
-
 # -- describe -----------------------------------------------------------------------------------
 
 
-def _ts(ts: Timestamp) -> str:
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if ts.seconds else "<none>"
-
-
-def describe_pod(pod: pod_pb2.Pod) -> str:
+def describe_pod(pod: pod_pb2.Pod, events: Sequence[workloads_pb2.Event] | None = None) -> str:
     m, s = pod.metadata, pod.status
     lines = [
         f"Name:          {m.name}",
         f"Namespace:     {m.namespace}",
         f"UID:           {m.uid}",
         f"Node:          {pod_host(pod)}",
-        f"Start Time:    {_ts(s.start_time)}",
+        f"Start Time:    {timestamp(s.start_time)}",
         f"Labels:        {labels_text(m.labels)}",
         f"Status:        {PHASES.get(s.phase, 'Unknown')}",
     ]
@@ -191,7 +139,7 @@ def describe_pod(pod: pod_pb2.Pod) -> str:
             lines.append(f"    Container ID:  {cs.container_id}")
         for p in c.ports:
             host = f" (host {p.host_port})" if p.host_port else ""
-            lines.append(f"    Port:          {p.container_port}/{_protocol(p.protocol)}{host}")
+            lines.append(f"    Port:          {p.container_port}/{protocol(p.protocol)}{host}")
         if c.command:
             lines.append(f"    Command:       {' '.join(c.command)}")
         if c.args:
@@ -218,17 +166,23 @@ def describe_pod(pod: pod_pb2.Pod) -> str:
         for cond in s.conditions:
             reason = f" ({cond.reason})" if cond.reason else ""
             lines.append(f"  {cond.type:<16}{CONDITION.get(cond.status, 'Unknown')}{reason}")
+    if events is not None:
+        lines.append(describe_events(events))
     return "\n".join(lines)
 
 
-def describe_node(node: node_pb2.Node, pods: Sequence[pod_pb2.Pod] = ()) -> str:
+def describe_node(
+    node: node_pb2.Node,
+    pods: Sequence[pod_pb2.Pod] = (),
+    events: Sequence[workloads_pb2.Event] | None = None,
+) -> str:
     m, s = node.metadata, node.status
     lines = [
         f"Name:               {m.name}",
         f"Labels:             {labels_text(m.labels)}",
-        f"Created:            {_ts(m.creation_timestamp)}",
+        f"Created:            {timestamp(m.creation_timestamp)}",
         f"Unschedulable:      {node.spec.unschedulable}",
-        f"Last Heartbeat:     {_ts(s.last_heartbeat_time)}",
+        f"Last Heartbeat:     {timestamp(s.last_heartbeat_time)}",
         "Addresses:",
         *(f"  {a.type}: {a.address}" for a in s.addresses),
         "Conditions:",
@@ -251,6 +205,8 @@ def describe_node(node: node_pb2.Node, pods: Sequence[pod_pb2.Pod] = ()) -> str:
     if pods:
         lines.append(f"Pods ({len(pods)}):")
         lines += [f"  {p.metadata.namespace}/{p.metadata.name}  {pod_status_text(p)}" for p in pods]
+    if events is not None:
+        lines.append(describe_events(events))
     return "\n".join(lines)
 
 
@@ -262,19 +218,14 @@ def _restart_policy(value: int) -> str:
     return names.get(value, "Always")
 
 
-def _protocol(value: int) -> str:
-    names: dict[int, str] = {meta_pb2.PROTOCOL_UDP: "UDP", meta_pb2.PROTOCOL_SCTP: "SCTP"}
-    return names.get(value, "TCP")
-
-
 def _state(state: pod_pb2.ContainerState) -> str:
     which = state.WhichOneof("state")
     if which == "running":
-        return f"Running (since {_ts(state.running.started_at)})"
+        return f"Running (since {timestamp(state.running.started_at)})"
     if which == "waiting":
         msg = f": {state.waiting.message}" if state.waiting.message else ""
         return f"Waiting ({state.waiting.reason}){msg}"
     if which == "terminated":
         t = state.terminated
-        return f"Terminated ({t.reason}, exit code {t.exit_code}, finished {_ts(t.finished_at)})"
+        return f"Terminated ({t.reason}, exit code {t.exit_code}, finished {timestamp(t.finished_at)})"
     return "<unknown>"

@@ -1,22 +1,22 @@
-"""Validation and defaulting of API objects: the one layer every write passes.
-
-Errors name the field by its path in the Kubernetes v1 JSON shape
-(`spec.containers[0].ports[1].hostPort`), so a manifest author can find it.
-Validators collect every problem; `raise_first` reports the first one, which
-keeps messages one line long, and `problems` returns them all for tests.
-"""
+"""Pods and nodes."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
 
-from atoll import errors, labels
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from atoll.validation.core import (
+    DEFAULT_NAMESPACE,
+    DNS1123_LABEL,
+    Problems,
+    check_labels,
+    check_name,
+    check_port,
+    is_ip,
+    validate_meta,
+)
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # registry[:port]/path[:tag][@digest], lower-case path components as Docker requires.
 IMAGE_REF = re.compile(
@@ -24,8 +24,6 @@ IMAGE_REF = re.compile(
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]{32,}))?$"
 )
-MAX_NAME = 253
-MAX_ANNOTATIONS_BYTES = 256 * 1024
 EMPTY_DIR_MEDIA = ("", "Memory")
 HOST_PATH_TYPES = (
     "",
@@ -38,75 +36,9 @@ HOST_PATH_TYPES = (
     "BlockDevice",
 )
 
-DEFAULT_NAMESPACE = "default"
-
-
-class Problems:
-    """Collects (field, message) pairs."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.items.append((field, message))
-
-    def raise_first(self) -> None:
-        if self.items:
-            field, message = self.items[0]
-            raise errors.InvalidArgument(message, field=field)
-
-
-def _name(p: Problems, field: str, value: str, *, subdomain: bool = True) -> None:
-    if not value:
-        p.add(field, "is required")
-        return
-    limit = MAX_NAME if subdomain else 63
-    pattern = DNS1123_SUBDOMAIN if subdomain else DNS1123_LABEL
-    if len(value) > limit:
-        p.add(field, f"must be no more than {limit} characters, got {len(value)}")
-    elif not pattern.match(value):
-        what = "a DNS-1123 subdomain" if subdomain else "a DNS-1123 label"
-        p.add(
-            field,
-            f"{value!r} must be {what}: lower-case letters, digits and '-'"
-            + (" or '.'" if subdomain else "")
-            + ", starting and ending with a letter or digit",
-        )
-
-
-def _labels(p: Problems, field: str, values: Mapping[str, str]) -> None:
-    for key, value in values.items():
-        if not labels.valid_key(key):
-            p.add(f"{field}[{key}]", f"invalid label key {key!r}")
-        if not labels.valid_value(value):
-            p.add(
-                f"{field}[{key}]",
-                f"invalid label value {value!r}: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends",
-            )
-
-
-def validate_meta(p: Problems, meta: meta_pb2.ObjectMeta, *, namespaced: bool) -> None:
-    _name(p, "metadata.name", meta.name)
-    if namespaced:
-        _name(p, "metadata.namespace", meta.namespace, subdomain=False)
-    elif meta.namespace:
-        p.add("metadata.namespace", "must be empty: this kind is not namespaced")
-    _labels(p, "metadata.labels", meta.labels)
-    for key in meta.annotations:
-        if not labels.valid_key(key):
-            p.add(f"metadata.annotations[{key}]", f"invalid annotation key {key!r}")
-    if sum(len(k) + len(v) for k, v in meta.annotations.items()) > MAX_ANNOTATIONS_BYTES:
-        p.add("metadata.annotations", f"may not exceed {MAX_ANNOTATIONS_BYTES} bytes in total")
-
 
 def valid_image(ref: str) -> bool:
     return bool(IMAGE_REF.match(ref)) and len(ref) <= 512
-
-
-def _port(p: Problems, field: str, value: int, *, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if not low <= value <= 65535:
-        p.add(field, f"must be between {low} and 65535, got {value}")
 
 
 def _resources(p: Problems, field: str, res: pod_pb2.ResourceRequirements) -> None:
@@ -124,16 +56,8 @@ def _amounts(rl: meta_pb2.ResourceList) -> tuple[int, int, int]:
     return rl.cpu_millis, rl.memory_bytes, rl.ephemeral_storage_bytes
 
 
-def _ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str]) -> None:
-    _name(p, f"{field}.name", c.name, subdomain=False)
+def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str], prefix: str) -> None:
+    check_name(p, f"{field}.name", c.name, subdomain=False)
     if not c.image:
         p.add(f"{field}.image", "is required")
     elif not valid_image(c.image):
@@ -141,9 +65,9 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str])
     seen_ports: set[str] = set()
     for i, port in enumerate(c.ports):
         pf = f"{field}.ports[{i}]"
-        _port(p, f"{pf}.containerPort", port.container_port)
-        _port(p, f"{pf}.hostPort", port.host_port, allow_zero=True)
-        if port.host_ip and not _ip(port.host_ip):
+        check_port(p, f"{pf}.containerPort", port.container_port)
+        check_port(p, f"{pf}.hostPort", port.host_port, allow_zero=True)
+        if port.host_ip and not is_ip(port.host_ip):
             p.add(f"{pf}.hostIP", f"{port.host_ip!r} is not an IP address")
         if port.name:
             if not DNS1123_LABEL.match(port.name) or len(port.name) > 15:
@@ -160,7 +84,7 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str])
     for i, mount in enumerate(c.volume_mounts):
         mf = f"{field}.volumeMounts[{i}]"
         if mount.name not in volumes:
-            p.add(f"{mf}.name", f"volume {mount.name!r} is not declared in spec.volumes")
+            p.add(f"{mf}.name", f"volume {mount.name!r} is not declared in {prefix}.volumes")
         if not mount.mount_path.startswith("/"):
             p.add(f"{mf}.mountPath", f"must be an absolute path, got {mount.mount_path!r}")
         elif mount.mount_path in mounts:
@@ -175,7 +99,7 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
     volumes: set[str] = set()
     for i, vol in enumerate(spec.volumes):
         vf = f"{prefix}.volumes[{i}]"
-        _name(p, f"{vf}.name", vol.name, subdomain=False)
+        check_name(p, f"{vf}.name", vol.name, subdomain=False)
         if vol.name in volumes:
             p.add(f"{vf}.name", f"duplicate volume name {vol.name!r}")
         volumes.add(vol.name)
@@ -199,7 +123,7 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
     host_ports: set[tuple[int, int, str]] = set()
     for i, c in enumerate(spec.containers):
         cf = f"{prefix}.containers[{i}]"
-        _container(p, cf, c, volumes)
+        _container(p, cf, c, volumes, prefix)
         if c.name in names:
             p.add(f"{cf}.name", f"duplicate container name {c.name!r}")
         names.add(c.name)
@@ -212,8 +136,8 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
                     )
                 host_ports.add(key)
     if spec.node_name:
-        _name(p, f"{prefix}.nodeName", spec.node_name)
-    _labels(p, f"{prefix}.nodeSelector", spec.node_selector)
+        check_name(p, f"{prefix}.nodeName", spec.node_name)
+    check_labels(p, f"{prefix}.nodeSelector", spec.node_selector)
     if spec.HasField("termination_grace_period_seconds") and spec.termination_grace_period_seconds < 0:
         p.add(f"{prefix}.terminationGracePeriodSeconds", "must not be negative")
 
@@ -256,10 +180,5 @@ def validate_node(node: node_pb2.Node) -> Problems:
         if addr.type not in ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"):
             p.add(f"status.addresses[{i}].type", f"unknown address type {addr.type!r}")
     if node.status.agent_port:
-        _port(p, "status.agentPort", node.status.agent_port)
+        check_port(p, "status.agentPort", node.status.agent_port)
     return p
-
-
-def require(problems: Iterable[Problems]) -> None:
-    for p in problems:
-        p.raise_first()

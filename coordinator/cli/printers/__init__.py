@@ -1,0 +1,156 @@
+"""Human output: kubectl-style tables and `describe` text, one module per group of kinds.
+
+``render_table(type, items, wide)`` prints any kind listed in ROWS;
+``describe(obj, ...)`` describes any kind, with the kind's own layout where
+there is one (pods, nodes, replication controllers, services) and a generic
+one built from the manifest encoding otherwise (which never carries a
+registry password). `describe_events` renders the "Events:" section the
+describe functions append when given the object's events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from atoll.v1 import network_pb2, node_pb2, pod_pb2, workloads_pb2
+from coordinator import manifests
+from coordinator.cli.printers import network, pods, workloads
+from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
+from coordinator.cli.printers.pods import (
+    CONDITION,
+    PHASES,
+    describe_node,
+    describe_pod,
+    node_status_text,
+    pod_host,
+    pod_status_text,
+    restarts,
+)
+from coordinator.cli.printers.workloads import (
+    describe_events,
+    describe_replication_controller,
+    describe_service,
+    endpoints_text,
+)
+
+__all__ = [
+    "CONDITION",
+    "PHASES",
+    "ROWS",
+    "age",
+    "describe",
+    "describe_events",
+    "describe_node",
+    "describe_object",
+    "describe_pod",
+    "describe_replication_controller",
+    "describe_service",
+    "endpoints_text",
+    "labels_text",
+    "node_status_text",
+    "pod_host",
+    "pod_status_text",
+    "render_table",
+    "restarts",
+    "table",
+]
+
+Row = Callable[[Message, bool], list[str]]
+
+# Message type -> (headers, extra headers with -o wide, row function).
+ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
+    node_pb2.Node: (pods.NODE_HEADERS, pods.NODE_WIDE, pods.node_row),  # type: ignore[dict-item]
+    pod_pb2.Pod: (pods.POD_HEADERS, pods.POD_WIDE, pods.pod_row),  # type: ignore[dict-item]
+    workloads_pb2.ReplicationController: (
+        workloads.RC_HEADERS,
+        workloads.RC_WIDE,
+        workloads.rc_row,  # type: ignore[dict-item]
+    ),
+    workloads_pb2.Service: (
+        workloads.SERVICE_HEADERS,
+        workloads.SERVICE_WIDE,
+        workloads.service_row,  # type: ignore[dict-item]
+    ),
+    workloads_pb2.Endpoints: (
+        workloads.ENDPOINTS_HEADERS,
+        workloads.ENDPOINTS_WIDE,
+        workloads.endpoints_row,  # type: ignore[dict-item]
+    ),
+    workloads_pb2.Event: (workloads.EVENT_HEADERS, workloads.EVENT_WIDE, workloads.event_row),  # type: ignore[dict-item]
+    network_pb2.Subnet: (network.SUBNET_HEADERS, network.SUBNET_WIDE, network.subnet_row),  # type: ignore[dict-item]
+    network_pb2.Network: (network.NETWORK_HEADERS, network.NETWORK_WIDE, network.network_row),  # type: ignore[dict-item]
+    network_pb2.Registries: (
+        network.REGISTRIES_HEADERS,
+        network.REGISTRIES_WIDE,
+        network.registries_row,  # type: ignore[dict-item]
+    ),
+}
+
+
+def render_table(
+    message_type: type[Message], items: Sequence[Message], wide: bool, headers: bool = True
+) -> str:
+    head, extra, row = ROWS[message_type]
+    rows = [row(item, wide) for item in items]
+    columns = head + (extra if wide else [])
+    if not headers:
+        return table(columns, rows).split("\n", 1)[1] if rows else ""
+    return table(columns, rows)
+
+
+def describe(
+    obj: Message,
+    *,
+    pods: Sequence[pod_pb2.Pod] | None = None,
+    endpoints: workloads_pb2.Endpoints | None = None,
+    events: Sequence[workloads_pb2.Event] | None = None,
+) -> str:
+    """Any object. ``pods``: a node's pods, or the pods a controller's selector may match;
+    ``endpoints``: a service's; ``events``: the object's, for the "Events:" section."""
+    if isinstance(obj, pod_pb2.Pod):
+        return describe_pod(obj, events)
+    if isinstance(obj, node_pb2.Node):
+        return describe_node(obj, pods or (), events)
+    if isinstance(obj, workloads_pb2.ReplicationController):
+        return describe_replication_controller(obj, pods, events)
+    if isinstance(obj, workloads_pb2.Service):
+        return describe_service(obj, endpoints, events)
+    return describe_object(obj, events)
+
+
+def describe_object(obj: Message, events: Sequence[workloads_pb2.Event] | None = None) -> str:
+    """The generic layout: identity, then the rest of the v1 encoding, its nested parts as YAML."""
+    data = manifests.to_dict(obj)
+    meta = obj.metadata  # type: ignore[attr-defined]
+    pairs = [("Name", meta.name)]
+    if meta.namespace:
+        pairs.append(("Namespace", meta.namespace))
+    pairs.append(("Labels", labels_text(meta.labels)))
+    if meta.annotations:
+        pairs.append(("Annotations", labels_text(meta.annotations)))
+    pairs.append(("Created", timestamp(meta.creation_timestamp)))
+    nested: list[str] = []
+    for key, value in data.items():
+        if key in ("apiVersion", "kind", "metadata"):
+            continue
+        title = key[:1].upper() + key[1:]
+        if isinstance(value, dict | list) and value:
+            text = manifests.dumps({"_": value}, "yaml").split("\n", 1)[1].rstrip()
+            nested += [f"{title}:", text]
+        else:
+            pairs.append((title, _scalar(value)))
+    lines = [*fields(pairs), *nested]
+    if events is not None:
+        lines.append(describe_events(events))
+    return "\n".join(lines)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value in ({}, []):
+        return "<none>"
+    return str(value)
