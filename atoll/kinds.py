@@ -43,13 +43,33 @@ KINDS: tuple[KindInfo, ...] = (
         "replicationcontrollers",
         ("rc",),
     ),
-    KindInfo(cluster_pb2.KIND_SERVICE, "Service", "service", workloads_pb2.Service, True, "services", ("svc",)),
-    KindInfo(cluster_pb2.KIND_ENDPOINTS, "Endpoints", "endpoints", workloads_pb2.Endpoints, True, "endpoints", ("ep",)),
-    KindInfo(cluster_pb2.KIND_EVENT, "Event", "event", workloads_pb2.Event, True, "events", ("ev",)),
-    KindInfo(cluster_pb2.KIND_NETWORK, "Network", "network", network_pb2.Network, False, "networks", ("net",)),
-    KindInfo(cluster_pb2.KIND_SUBNET, "Subnet", "subnet", network_pb2.Subnet, False, "subnets", ("lease", "leases")),
     KindInfo(
-        cluster_pb2.KIND_REGISTRIES, "Registries", "registries", network_pb2.Registries, False, "registries", ("registry",)
+        cluster_pb2.KIND_SERVICE, "Service", "service", workloads_pb2.Service, True, "services", ("svc",)
+    ),
+    KindInfo(
+        cluster_pb2.KIND_ENDPOINTS,
+        "Endpoints",
+        "endpoints",
+        workloads_pb2.Endpoints,
+        True,
+        "endpoints",
+        ("ep",),
+    ),
+    KindInfo(cluster_pb2.KIND_EVENT, "Event", "event", workloads_pb2.Event, True, "events", ("ev",)),
+    KindInfo(
+        cluster_pb2.KIND_NETWORK, "Network", "network", network_pb2.Network, False, "networks", ("net",)
+    ),
+    KindInfo(
+        cluster_pb2.KIND_SUBNET, "Subnet", "subnet", network_pb2.Subnet, False, "subnets", ("lease", "leases")
+    ),
+    KindInfo(
+        cluster_pb2.KIND_REGISTRIES,
+        "Registries",
+        "registries",
+        network_pb2.Registries,
+        False,
+        "registries",
+        ("registry",),
     ),
 )
 

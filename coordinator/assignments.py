@@ -25,6 +25,13 @@ class _NodeSet:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def assigned_node(pod: pod_pb2.Pod) -> str:
+    """The node that should run `pod`: none once the node controller declared it lost."""
+    if pod.status.phase == pod_pb2.POD_PHASE_FAILED and pod.status.reason == "NodeLost":
+        return ""
+    return pod.spec.node_name
+
+
 def _desired_view(pod: pod_pb2.Pod) -> pod_pb2.Pod:
     """The part of a pod an agent needs: metadata and spec, not status."""
     view = pod_pb2.Pod()
@@ -54,8 +61,8 @@ class AssignmentTracker:
     def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
         assert isinstance(obj, pod_pb2.Pod)
         revision = obj.metadata.resource_version
-        old_node = old.spec.node_name if isinstance(old, pod_pb2.Pod) else ""
-        new_node = obj.spec.node_name if type_ != "DELETED" else ""
+        old_node = assigned_node(old) if isinstance(old, pod_pb2.Pod) else ""
+        new_node = assigned_node(obj) if type_ != "DELETED" else ""
         uid = obj.metadata.uid
         if old_node and old_node != new_node:
             self._node(old_node).pods.pop(uid, None)

@@ -12,6 +12,7 @@ a unix socket (unix:///path.sock) works too.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import pathlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,12 +32,23 @@ class ServeConfig:
         f"0.0.0.0:{DEFAULT_PORT}", "addresses of the gRPC API: HOST:PORT, unix:///path.sock, comma-separated"
     )
     data_dir: str = layered.option("/var/lib/atoll", "where the embedded store lives")
-    heartbeat_interval: float = layered.option(10.0, "seconds between agent heartbeats (told to agents)")
+    heartbeat_interval: float = layered.option(3.0, "seconds between agent heartbeats (told to agents)")
     node_status_interval: float = layered.option(
         60.0, "write an unchanged node status at most this often (s)"
     )
-    node_grace_period: float = layered.option(40.0, "silence after which a node turns NotReady (s)")
+    node_grace_period: float = layered.option(8.0, "silence after which a node turns NotReady (s)")
+    pod_eviction_timeout: float = layered.option(
+        2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
+    )
+    service_cluster_ip_range: str = layered.option("10.254.0.0/16", "range services' cluster IPs come from")
+    event_ttl: float = layered.option(3600.0, "events older than this are deleted (s)")
     scheduler_retry_interval: float = layered.option(10.0, "retry unschedulable pods at least this often (s)")
+    network_config: str = layered.option(
+        "", "flannel-style JSON file with the overlay network config, applied at start"
+    )
+    lease_ttl: float = layered.option(
+        24 * 3600.0, "lifetime of a node's subnet lease in seconds (flannel: 24 h)"
+    )
     store_history: int = layered.option(10_000, "store revisions kept for watches to resume from")
     store_sync: str = layered.option("FULL", "SQLite synchronous mode: FULL (durable) or NORMAL")
     log_level: str = layered.option("info", "debug, info, warning or error")
@@ -53,6 +65,16 @@ class ServeConfig:
                 raise errors.InvalidArgument(f"{name}: must be positive")
         if self.node_grace_period <= self.heartbeat_interval:
             raise errors.InvalidArgument("node_grace_period: must be longer than heartbeat_interval")
+        try:
+            net = ipaddress.IPv4Network(self.service_cluster_ip_range)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"service_cluster_ip_range: {exc}") from None
+        if net.prefixlen > 28:
+            raise errors.InvalidArgument("service_cluster_ip_range: use a /28 or larger range")
+        if self.pod_eviction_timeout < 0:
+            raise errors.InvalidArgument("pod_eviction_timeout: must not be negative")
+        if self.lease_ttl < 60:
+            raise errors.InvalidArgument("lease_ttl: must be at least 60 seconds")
         if self.store_history < 100:
             raise errors.InvalidArgument("store_history: keep at least 100 revisions")
         if self.store_sync.upper() not in ("FULL", "NORMAL", "EXTRA"):

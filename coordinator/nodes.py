@@ -19,13 +19,15 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from atoll import errors, kinds
-from atoll.v1 import meta_pb2, node_pb2
+from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from coordinator.events import EventRecorder
 from coordinator.informer import Informer
 from coordinator.registry import Registry
 
 log = logging.getLogger(__name__)
 
 NODE = kinds.by_name("Node")
+POD = kinds.by_name("Pod")
 
 
 class NodeHealth:
@@ -58,7 +60,12 @@ def is_ready(node: node_pb2.Node) -> bool:
 
 
 class NodeLifecycle:
-    """Marks silent nodes Ready=Unknown after `grace` seconds."""
+    """Marks silent nodes Ready=Unknown after `grace` seconds, and declares their pods lost
+    `eviction_timeout` seconds later, so that controllers replace them elsewhere.
+
+    Only silence (Unknown) evicts: a node that reports itself NotReady (False) is
+    alive and keeps its pods, as a broken runtime is better repaired than fled.
+    """
 
     def __init__(
         self,
@@ -67,6 +74,9 @@ class NodeLifecycle:
         health: NodeHealth,
         *,
         grace: float,
+        eviction_timeout: float = 0.0,
+        pods: Informer | None = None,
+        recorder: EventRecorder | None = None,
         period: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -74,8 +84,12 @@ class NodeLifecycle:
         self._nodes = nodes
         self._health = health
         self.grace = grace
+        self.eviction_timeout = eviction_timeout
+        self._pods = pods
+        self._recorder = recorder
         self._period = period
         self._clock = clock
+        self._evicted: set[str] = set()
 
     async def check(self) -> None:
         for obj in self._nodes.items():
@@ -83,7 +97,11 @@ class NodeLifecycle:
             name = obj.metadata.name
             cond = ready_condition(obj)
             if cond is not None and cond.status == meta_pb2.CONDITION_STATUS_UNKNOWN:
+                since = cond.last_transition_time.ToNanoseconds() / 1e9
+                if name not in self._evicted and self._clock() - since >= self.eviction_timeout:
+                    await self._evict(name)
                 continue
+            self._evicted.discard(name)
             silent = self._health.silent_for(name)
             if silent < self.grace:
                 continue
@@ -107,6 +125,48 @@ class NodeLifecycle:
                 await self._registry.guaranteed_update(NODE, "", name, mark)
             except errors.AtollError as exc:
                 log.warning("cannot mark node %s NotReady: %s", name, exc)
+
+    async def _evict(self, node: str) -> None:
+        if self._pods is None:
+            return
+        self._evicted.add(node)
+        message = f"node {node} stopped posting status; the pod is considered lost"
+        lost = 0
+        for obj in self._pods.items():
+            assert isinstance(obj, pod_pb2.Pod)
+            if obj.spec.node_name != node or obj.status.phase in (
+                pod_pb2.POD_PHASE_SUCCEEDED,
+                pod_pb2.POD_PHASE_FAILED,
+            ):
+                continue
+            uid = obj.metadata.uid
+
+            def mark(o: Message, uid: str = uid) -> bool:
+                assert isinstance(o, pod_pb2.Pod)
+                if o.metadata.uid != uid or o.status.phase in (
+                    pod_pb2.POD_PHASE_SUCCEEDED,
+                    pod_pb2.POD_PHASE_FAILED,
+                ):
+                    return False
+                o.status.phase = pod_pb2.POD_PHASE_FAILED
+                o.status.reason, o.status.message = "NodeLost", message
+                for c in o.status.conditions:
+                    if c.type in ("Ready", "ContainersReady"):
+                        c.status = meta_pb2.CONDITION_STATUS_FALSE
+                return True
+
+            try:
+                pod = await self._registry.guaranteed_update(
+                    POD, obj.metadata.namespace, obj.metadata.name, mark
+                )
+            except errors.AtollError as exc:
+                log.warning("cannot mark pod %s lost: %s", obj.metadata.name, exc)
+                self._evicted.discard(node)  # try again next round
+                continue
+            lost += 1
+            if self._recorder is not None:
+                self._recorder.record(pod, "Warning", "NodeLost", message)
+        log.warning("node %s lost: %d pod(s) marked Failed (NodeLost)", node, lost)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._nodes.synced.wait()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds, labels
 from atoll.kinds import KindInfo
-from coordinator.store.base import KV, Store, StoreEvent
+from coordinator.store.base import KV, Op, Store, StoreEvent
 
 M = TypeVar("M", bound=Message)
 
@@ -112,14 +112,18 @@ class Registry:
         meta.generation = 1
         meta.resource_version = 0
 
-    async def create(self, obj: M) -> M:
+    async def create(self, obj: M, *, extra: Sequence[Op] = ()) -> M:
+        """Create `obj`; `extra` writes commit in the same transaction (e.g. an allocation key)."""
         self.prepare_new(obj)
+        key = self.key(obj)
         try:
-            kv = await self.store.create(self.key(obj), self.encode(obj))
+            kvs = await self.store.txn([Op("create", key, self.encode(obj)), *extra])
         except errors.AlreadyExists:
+            if await self.store.get(key) is None:
+                raise  # one of the extra keys was taken
             info = kinds.of(obj)
             raise errors.AlreadyExists(f'{info.plural} "{obj.metadata.name}" already exists') from None  # type: ignore[attr-defined]
-        obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
+        obj.metadata.resource_version = kvs[0].mod_revision  # type: ignore[attr-defined]
         return obj
 
     async def update(self, obj: M, *, expected_revision: int | None = None) -> M:
@@ -137,13 +141,22 @@ class Registry:
         return obj
 
     async def delete(
-        self, info: KindInfo, namespace: str, name: str, expected_revision: int | None = None
+        self,
+        info: KindInfo,
+        namespace: str,
+        name: str,
+        expected_revision: int | None = None,
+        *,
+        extra: Sequence[Op] = (),
     ) -> Message:
+        key = key_for(info, namespace, name)
         try:
-            kv = await self.store.delete(key_for(info, namespace, name), expected_revision)
+            kvs = await self.store.txn([Op("delete", key, b"", expected_revision), *extra])
         except errors.NotFound:
-            raise _not_found(info, name) from None
-        return self.decode(info, kv)
+            if await self.store.get(key) is None:
+                raise _not_found(info, name) from None
+            raise
+        return self.decode(info, kvs[0])
 
     async def guaranteed_update(
         self,

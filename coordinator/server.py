@@ -4,23 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import time
 
-from atoll import kinds, rpc
-from atoll.v1 import cluster_pb2, cluster_pb2_grpc, node_api_pb2, node_api_pb2_grpc
+from atoll import errors, kinds, rpc
+from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
+from coordinator import manifests
 from coordinator.agents import AgentClients
 from coordinator.api.cluster import ClusterServicer
 from coordinator.api.node_api import NodeServicer
+from coordinator.api.strategy import STRATEGIES, carry_system_metadata
 from coordinator.assignments import AssignmentTracker
 from coordinator.config import ServeConfig
+from coordinator.controllers.endpoints import EndpointsController
+from coordinator.controllers.replication import ReplicationManager
+from coordinator.events import EventRecorder
 from coordinator.informer import Informer
+from coordinator.leases import LeaseManager, ensure_no_orphans
+from coordinator.nodeconfig import NodeConfigTracker
 from coordinator.nodes import NodeHealth, NodeLifecycle
 from coordinator.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
+from coordinator.serviceips import ServiceIPAllocator
+from coordinator.servicestate import ServiceStateTracker
 from coordinator.store.base import Store
 from coordinator.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
+
+# Kinds the coordinator keeps informers (local caches) for.
+_WATCHED_KINDS = (
+    "Pod",
+    "Node",
+    "Network",
+    "Subnet",
+    "Registries",
+    "ReplicationController",
+    "Service",
+    "Endpoints",
+)
 
 
 class Coordinator:
@@ -34,6 +56,7 @@ class Coordinator:
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None
         self.agents: AgentClients | None = None
+        self.recorder: EventRecorder | None = None
 
     @property
     def port(self) -> int:
@@ -49,26 +72,52 @@ class Coordinator:
                 synchronous=cfg.store_sync.upper(),
             )
         registry = self.registry = Registry(self.store)
-        pods = Informer(registry, kinds.by_name("Pod"))
-        nodes = Informer(registry, kinds.by_name("Node"))
+        informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
+        pods, nodes = informers["Pod"], informers["Node"]
+        recorder = self.recorder = EventRecorder(registry)
+        node_configs = NodeConfigTracker(informers["Network"], informers["Subnet"], informers["Registries"])
+        service_state = ServiceStateTracker(informers["Service"], informers["Endpoints"])
+        leases = LeaseManager(registry, ttl=cfg.lease_ttl)
         assignments = AssignmentTracker(pods)
         health = NodeHealth()
-        self.scheduler = Scheduler(registry, pods, nodes, retry_interval=cfg.scheduler_retry_interval)
-        lifecycle = NodeLifecycle(registry, nodes, health, grace=cfg.node_grace_period)
+        self.scheduler = Scheduler(
+            registry, pods, nodes, recorder=recorder, retry_interval=cfg.scheduler_retry_interval
+        )
+        lifecycle = NodeLifecycle(
+            registry,
+            nodes,
+            health,
+            grace=cfg.node_grace_period,
+            eviction_timeout=cfg.pod_eviction_timeout,
+            pods=pods,
+            recorder=recorder,
+        )
+        replication = ReplicationManager(registry, informers["ReplicationController"], pods, recorder)
+        endpoints = EndpointsController(registry, informers["Service"], pods)
         self.agents = AgentClients(nodes)
         stop = self.stop_event
         self._tasks = [
-            asyncio.create_task(pods.run(stop), name="pod-informer"),
-            asyncio.create_task(nodes.run(stop), name="node-informer"),
+            *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
             asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
             asyncio.create_task(lifecycle.run(stop), name="node-lifecycle"),
+            asyncio.create_task(replication.run(stop), name="replication-manager"),
+            asyncio.create_task(endpoints.run(stop), name="endpoints-controller"),
+            asyncio.create_task(recorder.run_gc(stop, cfg.event_ttl), name="event-gc"),
         ]
-        await asyncio.wait_for(asyncio.gather(pods.synced.wait(), nodes.synced.wait()), 30)
-        cluster = ClusterServicer(registry, health, self.agents.stub)
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)
+        if cfg.network_config:
+            await apply_network_config(registry, cfg.network_config)
+        cluster = ClusterServicer(
+            registry, health, self.agents.stub, ServiceIPAllocator(self.store, cfg.service_cluster_ip_range)
+        )
         node_api = NodeServicer(
             registry,
-            assignments,
-            health,
+            assignments=assignments,
+            health=health,
+            leases=leases,
+            node_configs=node_configs,
+            service_state=service_state,
+            recorder=recorder,
             heartbeat_interval=cfg.heartbeat_interval,
             status_interval=cfg.node_status_interval,
             clock=time.time,
@@ -111,3 +160,31 @@ class Coordinator:
         await self.start()
         await self.stop_event.wait()
         await self.stop()
+
+
+async def apply_network_config(registry: Registry, path: str) -> None:
+    """Create or update the Network object from a flannel net-conf.json; refuse orphaning leases."""
+    try:
+        text = await asyncio.to_thread(pathlib.Path(path).read_text)
+        spec = manifests.network_from_flannel_json(text, source=path)
+    except OSError as exc:
+        raise errors.InvalidArgument(f"--network-config: cannot read {path}: {exc}") from None
+    network = network_pb2.Network(spec=spec)
+    network.metadata.name = "default"
+    strategy = STRATEGIES[network_pb2.Network]
+    info = kinds.by_name("Network")
+    try:
+        current = await registry.get(info, "", "default")
+    except errors.NotFound:
+        strategy.prepare_create(network)
+        await ensure_no_orphans(registry, network)
+        await registry.create(network)
+        log.info("overlay network %s configured from %s", spec.network, path)
+        return
+    carry_system_metadata(network, current)
+    strategy.prepare_update(network, current)
+    if network.spec == current.spec:  # type: ignore[attr-defined]
+        return
+    await ensure_no_orphans(registry, network)
+    await registry.update(network, expected_revision=current.metadata.resource_version)  # type: ignore[attr-defined]
+    log.info("overlay network config updated from %s", path)

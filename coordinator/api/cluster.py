@@ -10,10 +10,22 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds, labels, rpc, validation
 from atoll.kinds import KindInfo
-from atoll.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, node_pb2, pod_pb2
-from coordinator.api.strategy import STRATEGIES, carry_system_metadata
+from atoll.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    network_pb2,
+    node_pb2,
+    pod_pb2,
+    workloads_pb2,
+)
+from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
+from coordinator.leases import ensure_no_orphans
 from coordinator.nodes import NodeHealth
 from coordinator.registry import Registry
+from coordinator.serviceips import ServiceIPAllocator
+from coordinator.store.base import Op
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +45,26 @@ def _namespace(info: KindInfo, namespace: str) -> str:
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
-    def __init__(self, registry: Registry, health: NodeHealth, agent_stub: AgentConnector) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        health: NodeHealth,
+        agent_stub: AgentConnector,
+        service_ips: ServiceIPAllocator,
+    ) -> None:
         self._registry = registry
         self._health = health
         self._agent_stub = agent_stub
+        self._service_ips = service_ips
+
+    async def _admit(self, obj: Message) -> None:
+        """Checks that need the store, after validation and before the write."""
+        if isinstance(obj, network_pb2.Network):
+            await ensure_no_orphans(self._registry, obj)
 
     def _present(self, obj: Message) -> Message:
-        """Overlay live facts that are not written to the store on every change."""
+        """Overlay live facts that are not written to the store on every change; hide secrets."""
+        redact(obj)
         if isinstance(obj, node_pb2.Node):
             beat = self._health.last_heartbeat.get(obj.metadata.name)
             if beat is not None:
@@ -50,12 +75,28 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         info, obj = kinds.unwrap(request.object)
         obj.metadata.namespace = _namespace(info, obj.metadata.namespace)  # type: ignore[attr-defined]
         STRATEGIES[info.message].prepare_create(obj)
+        await self._admit(obj)
         if request.dry_run:
             self._registry.prepare_new(obj)
-            return cluster_pb2.CreateResponse(object=kinds.wrap(obj))
-        created = await self._registry.create(obj)
+            return cluster_pb2.CreateResponse(object=kinds.wrap(self._present(obj)))
+        if isinstance(obj, workloads_pb2.Service):
+            created = await self._create_service(obj)
+        else:
+            created = await self._registry.create(obj)
         log.info("created %s %s", info.name, obj.metadata.name)  # type: ignore[attr-defined]
-        return cluster_pb2.CreateResponse(object=kinds.wrap(created))
+        return cluster_pb2.CreateResponse(object=kinds.wrap(self._present(created)))
+
+    async def _create_service(self, svc: workloads_pb2.Service) -> Message:
+        fixed = bool(svc.spec.cluster_ip)
+        for _ in range(8):
+            claim = await self._service_ips.claim(svc, fixed=fixed)
+            try:
+                return await self._registry.create(svc, extra=[claim] if claim else [])
+            except errors.AlreadyExists as exc:
+                if fixed or "services" in str(exc):
+                    raise
+                svc.spec.cluster_ip = ""  # lost the address to a concurrent create: pick another
+        raise errors.Unavailable("could not allocate a cluster IP: too much contention, retry")
 
     async def Get(self, request: cluster_pb2.GetRequest, context: Any) -> cluster_pb2.GetResponse:
         info = kinds.by_kind(request.kind)
@@ -86,23 +127,84 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 f"you sent {expected}); read it again and retry"
             )
         carry_system_metadata(obj, old)
+        if isinstance(obj, workloads_pb2.Service) and isinstance(old, workloads_pb2.Service):
+            if not obj.spec.cluster_ip:
+                obj.spec.cluster_ip = old.spec.cluster_ip
+            elif obj.spec.cluster_ip != old.spec.cluster_ip:
+                raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
         STRATEGIES[info.message].prepare_update(obj, old)
+        await self._admit(obj)
         if request.dry_run:
-            return cluster_pb2.UpdateResponse(object=kinds.wrap(obj))
+            return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
         updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]
-        return cluster_pb2.UpdateResponse(object=kinds.wrap(updated))
+        return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(updated)))
 
     async def Delete(self, request: cluster_pb2.DeleteRequest, context: Any) -> cluster_pb2.DeleteResponse:
         info = kinds.by_kind(request.kind)
         if not request.name:
             raise errors.InvalidArgument("name is required", field="name")
+        if info.message is network_pb2.Network:
+            leases, _ = await self._registry.list(kinds.by_name("Subnet"))
+            if leases:
+                raise errors.FailedPrecondition(
+                    f"{len(leases)} node(s) hold leases on this network; delete their subnets first"
+                )
+        namespace = _namespace(info, request.namespace)
+        extra: list[Op] = []
+        if info.message is workloads_pb2.Service:
+            current = await self._registry.get(info, namespace, request.name)
+            assert isinstance(current, workloads_pb2.Service)
+            extra = ServiceIPAllocator.release(current)
         deleted = await self._registry.delete(
-            info, _namespace(info, request.namespace), request.name, request.resource_version or None
+            info, namespace, request.name, request.resource_version or None, extra=extra
         )
+        # Dependents are handled after their owner is gone, so that it cannot adopt them back.
+        if isinstance(deleted, workloads_pb2.ReplicationController):
+            if request.orphan_dependents:
+                await self._orphan_pods(deleted)
+            else:
+                await self._delete_dependents(deleted)
         if isinstance(deleted, node_pb2.Node):
             self._health.forget(deleted.metadata.name)
         log.info("deleted %s %s", info.name, request.name)
-        return cluster_pb2.DeleteResponse(object=kinds.wrap(deleted))
+        return cluster_pb2.DeleteResponse(object=kinds.wrap(self._present(deleted)))
+
+    async def _owned_pods(self, namespace: str, uid: str) -> list[pod_pb2.Pod]:
+        pods, _ = await self._registry.list(kinds.by_name("Pod"), namespace)
+        return [
+            p
+            for p in pods
+            if isinstance(p, pod_pb2.Pod)
+            and any(r.uid == uid and r.controller for r in p.metadata.owner_references)
+        ]
+
+    async def _delete_dependents(self, owner: workloads_pb2.ReplicationController) -> None:
+        pod_kind = kinds.by_name("Pod")
+        for pod in await self._owned_pods(owner.metadata.namespace, owner.metadata.uid):
+            try:
+                await self._registry.delete(pod_kind, pod.metadata.namespace, pod.metadata.name)
+            except errors.NotFound:
+                pass
+
+    async def _orphan_pods(self, owner: workloads_pb2.ReplicationController) -> None:
+        uid = owner.metadata.uid
+
+        def release(obj: Message) -> bool:
+            assert isinstance(obj, pod_pb2.Pod)
+            keep = [r for r in obj.metadata.owner_references if r.uid != uid]
+            if len(keep) == len(obj.metadata.owner_references):
+                return False
+            del obj.metadata.owner_references[:]
+            obj.metadata.owner_references.extend(keep)
+            return True
+
+        for pod in await self._owned_pods(owner.metadata.namespace, uid):
+            try:
+                await self._registry.guaranteed_update(
+                    kinds.by_name("Pod"), pod.metadata.namespace, pod.metadata.name, release
+                )
+            except errors.NotFound:
+                pass
 
     async def Watch(
         self, request: cluster_pb2.WatchRequest, context: Any

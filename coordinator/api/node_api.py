@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,10 +14,25 @@ from google.protobuf.message import Message
 from atoll import errors, kinds, validation
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 from coordinator.assignments import AssignmentTracker
+from coordinator.events import EventRecorder
+from coordinator.leases import LeaseManager
+from coordinator.nodeconfig import NodeConfigTracker
 from coordinator.nodes import NodeHealth
 from coordinator.registry import Registry
+from coordinator.servicestate import ServiceStateTracker
 
 log = logging.getLogger(__name__)
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
 
 NODE = kinds.by_name("Node")
 POD = kinds.by_name("Pod")
@@ -75,9 +92,13 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
         registry: Registry,
+        *,
         assignments: AssignmentTracker,
         health: NodeHealth,
-        *,
+        leases: LeaseManager,
+        node_configs: NodeConfigTracker,
+        service_state: ServiceStateTracker,
+        recorder: EventRecorder,
         heartbeat_interval: float,
         status_interval: float,
         clock: Callable[[], float],
@@ -85,6 +106,10 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._registry = registry
         self._assignments = assignments
         self._health = health
+        self._leases = leases
+        self._node_configs = node_configs
+        self._service_state = service_state
+        self._recorder = recorder
         self._heartbeat_ms = int(heartbeat_interval * 1000)
         self._status_interval = status_interval
         self._clock = clock
@@ -208,3 +233,55 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
         results = await asyncio.gather(*(apply(r) for r in request.reports))
         return node_api_pb2.ReportPodStatusResponse(ignored=sum(1 for ok in results if not ok))
+
+    async def AcquireLease(
+        self, request: node_api_pb2.AcquireLeaseRequest, context: Any
+    ) -> node_api_pb2.AcquireLeaseResponse:
+        self._check_name(request.node_name)
+        if not _is_ip(request.public_ip):
+            raise errors.InvalidArgument(
+                f"public_ip: {request.public_ip!r} is not an IP address", field="public_ip"
+            )
+        if not _MAC.match(request.vtep_mac):
+            raise errors.InvalidArgument(
+                f"vtep_mac: {request.vtep_mac!r} is not a MAC address", field="vtep_mac"
+            )
+        lease = await self._leases.acquire(request.node_name, request.public_ip, request.vtep_mac.lower())
+        return node_api_pb2.AcquireLeaseResponse(lease=lease, network=await self._leases.network())
+
+    async def WatchNodeConfig(
+        self, request: node_api_pb2.WatchNodeConfigRequest, context: Any
+    ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse]:
+        self._check_name(request.node_name)
+        sent = -1
+        while True:
+            await self._node_configs.wait_change(sent)
+            config = self._node_configs.config()
+            sent = config.generation
+            yield node_api_pb2.WatchNodeConfigResponse(config=config)
+
+    async def WatchServices(
+        self, request: node_api_pb2.WatchServicesRequest, context: Any
+    ) -> AsyncIterator[node_api_pb2.WatchServicesResponse]:
+        self._check_name(request.node_name)
+        sent = -1
+        while True:
+            await self._service_state.wait_change(sent)
+            state = self._service_state.state()
+            sent = state.generation
+            yield node_api_pb2.WatchServicesResponse(state=state)
+
+    async def ReportEvents(
+        self, request: node_api_pb2.ReportEventsRequest, context: Any
+    ) -> node_api_pb2.ReportEventsResponse:
+        self._check_name(request.node_name)
+        for event in request.events[:1000]:
+            self._recorder.record_ref(
+                event.involved_object,
+                event.type or "Normal",
+                event.reason,
+                event.message[:1024],
+                component="agent",
+                host=request.node_name,
+            )
+        return node_api_pb2.ReportEventsResponse()

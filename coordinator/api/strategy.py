@@ -13,13 +13,68 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors, validation
-from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from atoll.v1 import meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 
 
 @dataclass(frozen=True)
 class Strategy:
     prepare_create: Callable[[Message], None]
     prepare_update: Callable[[Message, Message], None]
+
+
+def _simple(
+    default: Callable[[Message], None] | None, validate: Callable[[Message], validation.Problems]
+) -> Strategy:
+    """Default and validate on create; on update also keep status and bump generation on spec changes."""
+
+    def create(obj: Message) -> None:
+        if default is not None:
+            default(obj)
+        validate(obj).raise_first()
+        if obj.DESCRIPTOR.fields_by_name.get("status") is not None:
+            obj.ClearField("status")
+
+    def update(new: Message, old: Message) -> None:
+        if default is not None:
+            default(new)
+        validate(new).raise_first()
+        if new.DESCRIPTOR.fields_by_name.get("status") is not None:
+            new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
+        spec_changed = getattr(new, "spec", None) != getattr(old, "spec", None)
+        new.metadata.generation = old.metadata.generation + (1 if spec_changed else 0)  # type: ignore[attr-defined]
+
+    return Strategy(create, update)
+
+
+def _default_network(obj: Message) -> None:
+    assert isinstance(obj, network_pb2.Network)
+    validation.default_network(obj.spec)
+
+
+def _validate_network(obj: Message) -> validation.Problems:
+    assert isinstance(obj, network_pb2.Network)
+    return validation.validate_network_object(obj)
+
+
+def _registries_update(new: Message, old: Message) -> None:
+    """Passwords are write-only: an auth sent back without one keeps the stored password."""
+    assert isinstance(new, network_pb2.Registries) and isinstance(old, network_pb2.Registries)
+    stored = {(a.registry, a.username): a.password for a in old.spec.auths}
+    for auth in new.spec.auths:
+        if not auth.password and auth.password_set:
+            auth.password = stored.get((auth.registry, auth.username), "")
+        auth.password_set = False
+    REGISTRIES_BASE.prepare_update(new, old)
+
+
+def _registries_create(obj: Message) -> None:
+    assert isinstance(obj, network_pb2.Registries)
+    for auth in obj.spec.auths:
+        auth.password_set = False
+    REGISTRIES_BASE.prepare_create(obj)
+
+
+REGISTRIES_BASE = _simple(None, validation.validate_registries)  # type: ignore[arg-type]
 
 
 def _pod_create(obj: Message) -> None:
@@ -71,7 +126,26 @@ def _node_update(new: Message, old: Message) -> None:
 STRATEGIES: dict[type[Message], Strategy] = {
     pod_pb2.Pod: Strategy(_pod_create, _pod_update),
     node_pb2.Node: Strategy(_node_create, _node_update),
+    network_pb2.Network: _simple(_default_network, _validate_network),
+    network_pb2.Subnet: _simple(None, validation.validate_subnet),  # type: ignore[arg-type]
+    network_pb2.Registries: Strategy(_registries_create, _registries_update),
+    workloads_pb2.ReplicationController: _simple(
+        validation.default_replication_controller,  # type: ignore[arg-type]
+        validation.validate_replication_controller,  # type: ignore[arg-type]
+    ),
+    workloads_pb2.Service: _simple(validation.default_service, validation.validate_service),  # type: ignore[arg-type]
+    workloads_pb2.Endpoints: _simple(None, validation.validate_endpoints),  # type: ignore[arg-type]
+    workloads_pb2.Event: _simple(None, validation.validate_event),  # type: ignore[arg-type]
 }
+
+
+def redact(obj: Message) -> Message:
+    """What the cluster API shows of an object: never a registry password."""
+    if isinstance(obj, network_pb2.Registries):
+        for auth in obj.spec.auths:
+            auth.password_set = bool(auth.password)
+            auth.password = ""
+    return obj
 
 
 def carry_system_metadata(new: Message, old: Message) -> None:

@@ -62,10 +62,12 @@ class Client:
         )
         return [kinds.unwrap(o)[1] for o in resp.items], resp.resource_version
 
-    async def delete(self, info: KindInfo, namespace: str, name: str) -> Message:
+    async def delete(self, info: KindInfo, namespace: str, name: str, *, orphan: bool = False) -> Message:
         resp = await rpc.unary(
             self.stub.Delete(
-                cluster_pb2.DeleteRequest(kind=info.kind, namespace=namespace, name=name),
+                cluster_pb2.DeleteRequest(
+                    kind=info.kind, namespace=namespace, name=name, orphan_dependents=orphan
+                ),
                 timeout=DEFAULT_TIMEOUT,
             )
         )

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds
 from atoll.kinds import KindInfo
-from atoll.v1 import cluster_pb2, node_pb2, pod_pb2
+from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import config, manifests
 from coordinator.cli import printers
 from coordinator.cli.client import Client
@@ -88,6 +88,29 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("names", nargs="*")
     delete.add_argument("--filename", "-f", action="append", help="delete what these manifests name")
     namespaced(delete)
+
+    delete.add_argument(
+        "--cascade",
+        default="true",
+        choices=["true", "false", "orphan"],
+        help="delete a controller's pods too (default), or leave them running (false/orphan)",
+    )
+
+    scale = sub.add_parser("scale", help="set a replication controller's replica count")
+    scale.add_argument("kind", help="rc (replicationcontroller)")
+    scale.add_argument("name")
+    scale.add_argument("--replicas", type=int, required=True)
+    namespaced(scale)
+
+    for verb, text in (
+        ("cordon", "mark a node unschedulable"),
+        ("uncordon", "mark a node schedulable again"),
+        ("drain", "cordon a node and delete its pods (controllers recreate them elsewhere)"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("node")
+        if verb == "drain":
+            p.add_argument("--force", action="store_true", help="also delete pods that no controller manages")
 
     logs = sub.add_parser("logs", help="print a container's logs")
     logs.add_argument("pod")
@@ -167,15 +190,33 @@ async def cmd_get(client: Client, args: argparse.Namespace) -> int:
 async def cmd_describe(client: Client, args: argparse.Namespace) -> int:
     info, name = _split_kind(args.kind, args.name)
     assert name is not None
-    obj = await client.get(info, _namespace(args, info) or ("default" if info.namespaced else ""), name)
-    if isinstance(obj, pod_pb2.Pod):
-        print(printers.describe_pod(obj))
-    elif isinstance(obj, node_pb2.Node):
-        pods, _ = await client.list(kinds.by_name("Pod"))
-        on_node = [p for p in pods if isinstance(p, pod_pb2.Pod) and p.spec.node_name == name]
-        print(printers.describe_node(obj, on_node))
-    else:
-        print(_dump([obj], "yaml", True))
+    namespace = _namespace(args, info) or ("default" if info.namespaced else "")
+    obj = await client.get(info, namespace, name)
+    uid = obj.metadata.uid  # type: ignore[attr-defined]
+    events_all, _ = await client.list(kinds.by_name("Event"), namespace if info.namespaced else "")
+    events = sorted(
+        (e for e in events_all if isinstance(e, workloads_pb2.Event) and e.involved_object.uid == uid),
+        key=lambda e: e.last_timestamp.ToNanoseconds(),
+    )
+    pods: list[pod_pb2.Pod] | None = None
+    endpoints: workloads_pb2.Endpoints | None = None
+    if isinstance(obj, node_pb2.Node):
+        listed, _ = await client.list(kinds.by_name("Pod"))
+        pods = [p for p in listed if isinstance(p, pod_pb2.Pod) and p.spec.node_name == name]
+    elif isinstance(obj, workloads_pb2.ReplicationController):
+        listed, _ = await client.list(kinds.by_name("Pod"), namespace)
+        pods = [
+            p
+            for p in listed
+            if isinstance(p, pod_pb2.Pod) and any(r.uid == uid for r in p.metadata.owner_references)
+        ]
+    elif isinstance(obj, workloads_pb2.Service):
+        try:
+            found = await client.get(kinds.by_name("Endpoints"), namespace, name)
+            endpoints = found if isinstance(found, workloads_pb2.Endpoints) else None
+        except errors.NotFound:
+            endpoints = None
+    print(printers.describe(obj, pods=pods, endpoints=endpoints, events=events))
     return 0
 
 
@@ -270,8 +311,75 @@ async def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     else:
         raise UsageError("delete needs a kind and at least one name, or -f FILE")
     for info, namespace, name in targets:
-        await client.delete(info, namespace if info.namespaced else "", name)
+        await client.delete(info, namespace if info.namespaced else "", name, orphan=args.cascade != "true")
         print(f'{info.field} "{name}" deleted')
+    return 0
+
+
+async def cmd_scale(client: Client, args: argparse.Namespace) -> int:
+    info = kinds.by_cli_name(args.kind)
+    if info.message is not workloads_pb2.ReplicationController:
+        raise UsageError(f"cannot scale {info.plural}; scale a replication controller (rc)")
+    if args.replicas < 0:
+        raise UsageError("--replicas must not be negative")
+    for _ in range(10):
+        rc = await client.get(info, args.namespace or "default", args.name)
+        assert isinstance(rc, workloads_pb2.ReplicationController)
+        rc.spec.replicas = args.replicas
+        try:
+            await client.update(rc)
+        except errors.Conflict:
+            continue
+        print(f"replicationcontroller/{args.name} scaled")
+        return 0
+    raise errors.Conflict(f"replicationcontroller {args.name} kept changing; try again")
+
+
+async def _set_unschedulable(client: Client, name: str, value: bool) -> bool:
+    node_kind = kinds.by_name("Node")
+    for _ in range(10):
+        node = await client.get(node_kind, "", name)
+        assert isinstance(node, node_pb2.Node)
+        if node.spec.unschedulable == value:
+            return False
+        node.spec.unschedulable = value
+        try:
+            await client.update(node)
+        except errors.Conflict:
+            continue
+        return True
+    raise errors.Conflict(f"node {name} kept changing; try again")
+
+
+async def cmd_cordon(client: Client, args: argparse.Namespace) -> int:
+    changed = await _set_unschedulable(client, args.node, True)
+    print(f"node/{args.node} {'cordoned' if changed else 'already cordoned'}")
+    return 0
+
+
+async def cmd_uncordon(client: Client, args: argparse.Namespace) -> int:
+    changed = await _set_unschedulable(client, args.node, False)
+    print(f"node/{args.node} {'uncordoned' if changed else 'already uncordoned'}")
+    return 0
+
+
+async def cmd_drain(client: Client, args: argparse.Namespace) -> int:
+    pod_kind = kinds.by_name("Pod")
+    pods, _ = await client.list(pod_kind)
+    on_node = [p for p in pods if isinstance(p, pod_pb2.Pod) and p.spec.node_name == args.node]
+    unmanaged = [p for p in on_node if not any(r.controller for r in p.metadata.owner_references)]
+    if unmanaged and not args.force:
+        names = ", ".join(f"{p.metadata.namespace}/{p.metadata.name}" for p in unmanaged)
+        raise UsageError(f"cannot delete pods not managed by a ReplicationController (use --force): {names}")
+    await _set_unschedulable(client, args.node, True)
+    print(f"node/{args.node} cordoned")
+    for pod in on_node:
+        try:
+            await client.delete(pod_kind, pod.metadata.namespace, pod.metadata.name)
+        except errors.NotFound:
+            continue
+        print(f'pod "{pod.metadata.name}" deleted')
+    print(f"node/{args.node} drained")
     return 0
 
 
@@ -298,6 +406,10 @@ COMMANDS = {
     "create": cmd_create,
     "apply": cmd_apply,
     "delete": cmd_delete,
+    "scale": cmd_scale,
+    "cordon": cmd_cordon,
+    "uncordon": cmd_uncordon,
+    "drain": cmd_drain,
     "logs": cmd_logs,
 }
 

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from coordinator.events import EventRecorder
 from coordinator.informer import Informer
 from coordinator.registry import Registry
 from coordinator.scheduler import plugins
@@ -72,6 +73,7 @@ class Scheduler:
         pods: Informer,
         nodes: Informer,
         *,
+        recorder: EventRecorder | None = None,
         clock: Callable[[], float] = time.time,
         retry_interval: float = 10.0,
         filters: tuple[plugins.Filter, ...] = plugins.FILTERS,
@@ -81,6 +83,7 @@ class Scheduler:
         self._pods = pods
         self._nodes = nodes
         self._clock = clock
+        self._recorder = recorder
         self._retry_interval = retry_interval
         self._filters = filters
         self._scores = scores
@@ -236,10 +239,14 @@ class Scheduler:
             return True
 
         try:
-            await self._registry.guaranteed_update(
+            bound = await self._registry.guaranteed_update(
                 POD, assumed.metadata.namespace, assumed.metadata.name, bind
             )
             self.bound += 1
+            if self._recorder is not None:
+                self._recorder.record(
+                    bound, "Normal", "Scheduled", f"Successfully assigned {pod_key(assumed)} to {node}"
+                )
             log.debug("bound pod %s to %s", pod_key(assumed), node)
         except errors.AtollError as exc:
             log.info("binding pod %s to %s failed: %s", pod_key(assumed), node, exc)
@@ -269,6 +276,8 @@ class Scheduler:
         try:
             await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, mark)
             log.info("pod %s unschedulable: %s", pod_key(pod), message)
+            if self._recorder is not None:
+                self._recorder.record(pod, "Warning", "FailedScheduling", message)
         except errors.AtollError as exc:
             log.debug("marking pod %s unschedulable failed: %s", pod_key(pod), exc)
 

@@ -1,0 +1,285 @@
+"""The replication manager: keep `replicas` pods matching each controller's selector.
+
+Level-triggered per controller, like Kubernetes' ReplicationManager: count the
+active pods (not Succeeded/Failed) in the controller's namespace that match its
+selector, adopt matching pods that no controller owns, create pods from the
+template or delete the surplus, and report the counts in the status.
+
+Expectations: after creating or deleting pods, the controller waits until the
+pod informer has seen those changes before it counts again, so a slow cache
+never makes it create twice. They expire after `expectation_timeout` in case a
+watch event is lost.
+
+Pods the node controller marked lost (Failed, reason NodeLost) are deleted
+here once they no longer count, so that `get pods` shows the replicas that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from atoll import errors, kinds, labels
+from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator.controllers.queue import WorkQueue
+from coordinator.events import EventRecorder
+from coordinator.informer import Informer
+from coordinator.registry import Registry
+
+log = logging.getLogger(__name__)
+
+RC = kinds.by_name("ReplicationController")
+POD = kinds.by_name("Pod")
+TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
+_SUFFIX_CHARS = string.ascii_lowercase + string.digits
+
+
+def random_suffix(n: int = 5) -> str:
+    return "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(n))
+
+
+def selector_of(rc: workloads_pb2.ReplicationController) -> dict[str, str]:
+    return dict(rc.spec.selector) or dict(rc.spec.template.metadata.labels)
+
+
+def controller_uid(pod: pod_pb2.Pod) -> str:
+    return next((ref.uid for ref in pod.metadata.owner_references if ref.controller), "")
+
+
+def is_active(pod: pod_pb2.Pod) -> bool:
+    return pod.status.phase not in TERMINAL
+
+
+def is_ready(pod: pod_pb2.Pod) -> bool:
+    return any(c.type == "Ready" and c.status == 1 for c in pod.status.conditions)
+
+
+def deletion_rank(pod: pod_pb2.Pod) -> tuple[int, int, int, int]:
+    """Pods to delete first sort first: unbound, then pending, then not ready, then the newest."""
+    return (
+        0 if not pod.spec.node_name else 1,
+        0 if pod.status.phase == pod_pb2.POD_PHASE_PENDING else 1,
+        0 if not is_ready(pod) else 1,
+        -pod.metadata.creation_timestamp.ToNanoseconds(),
+    )
+
+
+@dataclass
+class _Expectations:
+    adds: set[str] = field(default_factory=set)  # pod names
+    deletes: set[str] = field(default_factory=set)
+    deadline: float = 0.0
+
+    def satisfied(self, now: float) -> bool:
+        return (not self.adds and not self.deletes) or now > self.deadline
+
+
+class ReplicationManager:
+    def __init__(
+        self,
+        registry: Registry,
+        rcs: Informer,
+        pods: Informer,
+        recorder: EventRecorder,
+        *,
+        clock: Callable[[], float] = time.time,
+        burst: int = 500,
+        expectation_timeout: float = 30.0,
+    ) -> None:
+        self._registry = registry
+        self._rcs = rcs
+        self._pods = pods
+        self._recorder = recorder
+        self._clock = clock
+        self._burst = burst
+        self._expectation_timeout = expectation_timeout
+        self._expect: dict[str, _Expectations] = {}
+        self.queue = WorkQueue("replication", self.sync)
+        rcs.add_handler(self._on_rc)
+        pods.add_handler(self._on_pod)
+
+    # -- handlers ----------------------------------------------------------------------------------
+
+    def _on_rc(self, type_: str, obj: Message, old: Message | None) -> None:
+        key = f"{obj.metadata.namespace}/{obj.metadata.name}"  # type: ignore[attr-defined]
+        if type_ == "DELETED":
+            self._expect.pop(key, None)
+        self.queue.add(key)
+
+    def _owners_of(self, pod: pod_pb2.Pod) -> list[str]:
+        uid = controller_uid(pod)
+        keys = []
+        for rc in self._rcs.items():
+            assert isinstance(rc, workloads_pb2.ReplicationController)
+            if rc.metadata.namespace != pod.metadata.namespace:
+                continue
+            owns = uid and rc.metadata.uid == uid
+            matches = not uid and labels.Selector.from_map(selector_of(rc)).matches(pod.metadata.labels)
+            if owns or matches:
+                keys.append(f"{rc.metadata.namespace}/{rc.metadata.name}")
+        return keys
+
+    def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
+        assert isinstance(obj, pod_pb2.Pod)
+        for key in set(self._owners_of(obj)) | (
+            set(self._owners_of(old)) if isinstance(old, pod_pb2.Pod) else set()
+        ):
+            exp = self._expect.get(key)
+            if exp is not None:
+                if type_ == "ADDED":
+                    exp.adds.discard(obj.metadata.name)
+                elif type_ == "DELETED":
+                    exp.deletes.discard(obj.metadata.name)
+            self.queue.add(key)
+
+    # -- sync ------------------------------------------------------------------------------------------
+
+    async def sync(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        rc = self._rcs.get(namespace, name)
+        if not isinstance(rc, workloads_pb2.ReplicationController):
+            return
+        exp = self._expect.get(key)
+        if exp is not None and not exp.satisfied(self._clock()):
+            return  # the informer has not caught up with our last writes yet
+        selector = labels.Selector.from_map(selector_of(rc))
+        mine: list[pod_pb2.Pod] = []
+        orphans: list[pod_pb2.Pod] = []
+        lost: list[pod_pb2.Pod] = []
+        for obj in self._pods.items():
+            assert isinstance(obj, pod_pb2.Pod)
+            if obj.metadata.namespace != namespace:
+                continue
+            owner = controller_uid(obj)
+            if owner == rc.metadata.uid:
+                mine.append(obj)
+            elif not owner and selector.matches(obj.metadata.labels):
+                orphans.append(obj)
+        for pod in orphans:
+            if await self._adopt(rc, pod):
+                mine.append(pod)
+        active = [p for p in mine if is_active(p) and selector.matches(p.metadata.labels)]
+        lost = [
+            p for p in mine if p.status.phase == pod_pb2.POD_PHASE_FAILED and p.status.reason == "NodeLost"
+        ]
+        want = rc.spec.replicas if rc.spec.HasField("replicas") else 1
+        diff = want - len(active)
+        if diff > 0:
+            await self._create(key, rc, min(diff, self._burst))
+        elif diff < 0:
+            surplus = sorted(active, key=deletion_rank)[: min(-diff, self._burst)]
+            await self._delete(key, rc, surplus, "SuccessfulDelete")
+        if lost and diff <= 0:
+            await self._delete(key, rc, lost, "DeletedLostPod")
+        await self._update_status(rc, len(active), sum(1 for p in active if is_ready(p)))
+
+    async def _adopt(self, rc: workloads_pb2.ReplicationController, pod: pod_pb2.Pod) -> bool:
+        def adopt(obj: Message) -> bool:
+            assert isinstance(obj, pod_pb2.Pod)
+            if controller_uid(obj):
+                raise errors.Conflict("pod is owned meanwhile")
+            obj.metadata.owner_references.add(
+                kind="ReplicationController", name=rc.metadata.name, uid=rc.metadata.uid, controller=True
+            )
+            return True
+
+        try:
+            await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, adopt)
+        except errors.AtollError as exc:
+            log.info("rc %s could not adopt pod %s: %s", rc.metadata.name, pod.metadata.name, exc)
+            return False
+        log.info("rc %s adopted pod %s", rc.metadata.name, pod.metadata.name)
+        return True
+
+    def _expect_now(self, key: str) -> _Expectations:
+        exp = self._expect.setdefault(key, _Expectations())
+        exp.deadline = self._clock() + self._expectation_timeout
+        return exp
+
+    def _new_pod(self, rc: workloads_pb2.ReplicationController) -> pod_pb2.Pod:
+        pod = pod_pb2.Pod()
+        pod.metadata.CopyFrom(rc.spec.template.metadata)
+        pod.metadata.ClearField("resource_version")
+        pod.metadata.name = f"{rc.metadata.name}-{random_suffix()}"
+        pod.metadata.namespace = rc.metadata.namespace
+        pod.metadata.uid = ""
+        pod.metadata.owner_references.add(
+            kind="ReplicationController", name=rc.metadata.name, uid=rc.metadata.uid, controller=True
+        )
+        pod.spec.CopyFrom(rc.spec.template.spec)
+        pod.status.phase = pod_pb2.POD_PHASE_PENDING
+        return pod
+
+    async def _create(self, key: str, rc: workloads_pb2.ReplicationController, count: int) -> None:
+        exp = self._expect_now(key)
+        pods = [self._new_pod(rc) for _ in range(count)]
+        exp.adds.update(p.metadata.name for p in pods)
+        results = await asyncio.gather(*(self._registry.create(p) for p in pods), return_exceptions=True)
+        for pod, result in zip(pods, results, strict=True):
+            if isinstance(result, BaseException):
+                exp.adds.discard(pod.metadata.name)
+                log.warning("rc %s: creating pod %s failed: %s", rc.metadata.name, pod.metadata.name, result)
+                self._recorder.record(rc, "Warning", "FailedCreate", f"Error creating: {result}")
+            else:
+                self._recorder.record(rc, "Normal", "SuccessfulCreate", f"Created pod: {pod.metadata.name}")
+        if len(pods) > 1:
+            log.info("rc %s/%s: created %d pods", rc.metadata.namespace, rc.metadata.name, len(pods))
+
+    async def _delete(
+        self, key: str, rc: workloads_pb2.ReplicationController, pods: list[pod_pb2.Pod], reason: str
+    ) -> None:
+        exp = self._expect_now(key)
+        exp.deletes.update(p.metadata.name for p in pods)
+
+        async def delete(pod: pod_pb2.Pod) -> None:
+            try:
+                await self._registry.delete(POD, pod.metadata.namespace, pod.metadata.name)
+                self._recorder.record(rc, "Normal", reason, f"Deleted pod: {pod.metadata.name}")
+            except errors.NotFound:
+                exp.deletes.discard(pod.metadata.name)
+
+        await asyncio.gather(*(delete(p) for p in pods))
+
+    async def _update_status(
+        self, rc: workloads_pb2.ReplicationController, replicas: int, ready: int
+    ) -> None:
+        status = rc.status
+        if (status.replicas, status.ready_replicas, status.observed_generation) == (
+            replicas,
+            ready,
+            rc.metadata.generation,
+        ):
+            return
+
+        def mutate(obj: Message) -> bool:
+            assert isinstance(obj, workloads_pb2.ReplicationController)
+            obj.status.replicas, obj.status.ready_replicas = replicas, ready
+            obj.status.observed_generation = obj.metadata.generation
+            return True
+
+        try:
+            await self._registry.guaranteed_update(RC, rc.metadata.namespace, rc.metadata.name, mutate)
+        except errors.NotFound:
+            pass
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._rcs.synced.wait()
+        await self._pods.synced.wait()
+        self.queue.add_all(f"{o.metadata.namespace}/{o.metadata.name}" for o in self._rcs.items())  # type: ignore[attr-defined]
+        resync = asyncio.create_task(self._resync(stop))
+        await self.queue.run(stop)
+        resync.cancel()
+
+    async def _resync(self, stop: asyncio.Event, period: float = 30.0) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), period)
+            except TimeoutError:
+                self.queue.add_all(f"{o.metadata.namespace}/{o.metadata.name}" for o in self._rcs.items())  # type: ignore[attr-defined]

@@ -1,0 +1,53 @@
+"""What every node needs besides its pods: the overlay and the registry settings.
+
+Fed by informers on Network, Subnet and Registries; every change bumps one
+generation and wakes the WatchNodeConfig streams, which send the whole config
+again (level-triggered, like assignments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf.message import Message
+
+from atoll import validation
+from atoll.v1 import network_pb2, node_api_pb2
+from coordinator.informer import Informer
+
+DEFAULT_NAME = "default"
+
+
+class NodeConfigTracker:
+    def __init__(self, networks: Informer, subnets: Informer, registries: Informer) -> None:
+        self._networks = networks
+        self._subnets = subnets
+        self._registries = registries
+        self.generation = 0
+        self._changed = asyncio.Event()
+        for informer in (networks, subnets, registries):
+            informer.add_handler(self._on_change)
+
+    def _on_change(self, type_: str, obj: Message, old: Message | None) -> None:
+        revision = obj.metadata.resource_version  # type: ignore[attr-defined]
+        self.generation = max(self.generation + 1, revision)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def config(self) -> node_api_pb2.NodeConfig:
+        cfg = node_api_pb2.NodeConfig(generation=self.generation)
+        network = self._networks.get("", DEFAULT_NAME)
+        if isinstance(network, network_pb2.Network):
+            cfg.network.CopyFrom(network.spec)
+            validation.default_network(cfg.network)
+        leases = [o for o in self._subnets.items() if isinstance(o, network_pb2.Subnet)]
+        cfg.leases.extend(sorted(leases, key=lambda lease: lease.metadata.name))
+        registries = self._registries.get("", DEFAULT_NAME)
+        if isinstance(registries, network_pb2.Registries):
+            cfg.registries.CopyFrom(registries.spec)
+        return cfg
+
+    async def wait_change(self, seen_generation: int) -> None:
+        if self.generation != seen_generation:
+            return
+        await self._changed.wait()
