@@ -13,20 +13,21 @@ import socket
 import time
 
 from agent.config import AgentConfig
-from agent.link import AssignmentFile, CoordinatorLink, StatusReporter
+from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
 from agent.metrics import HostMetrics, PsutilMetrics
 from agent.node_status import NodeFacts, build_status, detect_node_ip
 from agent.pods import images, plan, render
-from agent.pods.events import EventRecorder
+from agent.pods.events import EventRecorder, TeeRecorder
 from agent.pods.manager import PodManager
 from agent.pods.state import PodStateStore
 from agent.pods.syncer import PodSyncer
 from agent.runtime.base import ContainerRuntime
 from agent.runtime.docker import DockerRuntime
+from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.server import AgentServicer
 from atoll import config as layered
 from atoll import rpc
-from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2_grpc, node_pb2
+from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_api_pb2_grpc, node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class Agent:
             cfg.docker_host, call_timeout=cfg.docker_timeout, pull_timeout=cfg.pull_timeout
         )
         self.metrics: HostMetrics = metrics or PsutilMetrics(cfg.state_path)
-        self._recorder = recorder
+        self.events = EventReporter()
+        self._recorder: EventRecorder = TeeRecorder(self.events, recorder) if recorder else self.events
         self._serve_api = serve_api
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
@@ -74,6 +76,15 @@ class Agent:
             self.runtime, cfg.infra_image, images.find_static_busybox(cfg.infra_busybox)
         )
         runtime_version = await self.runtime.version()
+        engine = None
+        if cfg.docker_config and isinstance(self.runtime, DockerRuntime):
+            engine = DaemonJsonConfigurator(
+                cfg.docker_config, cfg.docker_pidfile, check=self.runtime.registry_config
+            )
+        self.registries = RegistryManager(
+            engine, local_file=cfg.registries_file or None, legacy_file=cfg.legacy_sysconfig or None
+        )
+        await self.registries.apply(None)
         pods_dir = cfg.state_path / "pods"
         states = PodStateStore(pods_dir)
         states.load_all()
@@ -90,6 +101,7 @@ class Agent:
             host_ip=lambda: node_ip,
             backoff=plan.BackoffPolicy(base=cfg.backoff_base, maximum=cfg.backoff_max),
             recorder=self._recorder,
+            registries=self.registries.resolver,
         )
         reporter = StatusReporter()
         self.manager = PodManager(
@@ -148,6 +160,8 @@ class Agent:
             assignments=assignments,
             heartbeat_interval=cfg.heartbeat_interval,
         )
+        self.link.events = self.events
+        self.link.on_node_config = self._on_node_config
         # A first relist before anything else, so the first heartbeat already reports Ready.
         try:
             await self.manager.relist()
@@ -165,6 +179,10 @@ class Agent:
             agent_port,
             runtime_version,
         )
+
+    async def _on_node_config(self, config: node_api_pb2.NodeConfig) -> None:
+        if await self.registries.apply(config.registries if config.HasField("registries") else None):
+            log.info("registry settings updated")
 
     async def stop(self) -> None:
         self.stop_event.set()

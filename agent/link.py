@@ -17,12 +17,13 @@ import logging
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from agent.pods.manager import PodManager
 from atoll import errors, rpc
 from atoll.backoff import Backoff, jittered
-from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
+from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,63 @@ class StatusReporter:
                     self._sent[uid] = report.status
 
 
+class EventReporter:
+    """An EventRecorder that ships pod events to the coordinator in batches; never blocks the caller."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._pending: list[workloads_pb2.Event] = []
+        self._limit = limit
+        self._wakeup = asyncio.Event()
+        self.dropped = 0
+
+    def record(self, pod: pod_pb2.Pod, type_: str, reason: str, message: str) -> None:
+        log.log(
+            logging.WARNING if type_ == "Warning" else logging.INFO,
+            "pod %s/%s: %s: %s",
+            pod.metadata.namespace,
+            pod.metadata.name,
+            reason,
+            message,
+        )
+        if len(self._pending) >= self._limit:
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append(
+            workloads_pb2.Event(
+                involved_object=workloads_pb2.ObjectReference(
+                    kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid
+                ),
+                type=type_,
+                reason=reason,
+                message=message,
+            )
+        )
+        self._wakeup.set()
+
+    async def run(self, stub: node_api_pb2_grpc.NodeServiceStub, node_name: str, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            if not self._pending:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), 1.0)
+                continue
+            await asyncio.sleep(0.2)  # gather a burst
+            batch, self._pending = self._pending, []
+            try:
+                await rpc.unary(
+                    stub.ReportEvents(
+                        node_api_pb2.ReportEventsRequest(node_name=node_name, events=batch), timeout=10
+                    )
+                )
+                backoff.reset()
+            except errors.AtollError as exc:
+                self._pending = (batch + self._pending)[-self._limit :]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff.next())
+                log.debug("reporting events failed: %s", exc)
+
+
 class CoordinatorLink:
     def __init__(
         self,
@@ -143,6 +201,10 @@ class CoordinatorLink:
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
+        # Set by the agent before run(): what to do with pushed node config and services.
+        self.on_node_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]] | None = None
+        self.on_services: Callable[[node_api_pb2.ServiceState], Awaitable[None]] | None = None
+        self.events: EventReporter | None = None
 
     def apply(self, assignment: node_api_pb2.Assignment) -> None:
         if assignment.generation < self._manager.generation and self._manager.authoritative:
@@ -214,19 +276,78 @@ class CoordinatorLink:
         )
         self.apply(resp.assignment)
 
-    async def watch_loop(self, stop: asyncio.Event) -> None:
+    async def _follow(
+        self,
+        what: str,
+        open_stream: Callable[[], AsyncIterator[Any]],
+        handle: Callable[[Any], Awaitable[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """Follow a server stream for as long as the agent runs, reopening it with backoff."""
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not stop.is_set():
             try:
-                call = self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node))
-                async for resp in rpc.stream(call):
+                async for resp in rpc.stream(open_stream()):
                     backoff.reset()
-                    self.apply(resp.assignment)
+                    try:
+                        await handle(resp)
+                    except Exception:  # one bad push must not end the stream
+                        log.exception("handling %s failed", what)
             except errors.AtollError as exc:
-                log.debug("assignment stream ended: %s", exc)
-            delay = backoff.next()
+                log.debug("%s stream ended: %s", what, exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), backoff.next())
+
+    async def watch_loop(self, stop: asyncio.Event) -> None:
+        async def handle(resp: node_api_pb2.WatchAssignmentResponse) -> None:
+            self.apply(resp.assignment)
+
+        await self._follow(
+            "assignment",
+            lambda: self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node)),
+            handle,
+            stop,
+        )
+
+    async def node_config_loop(self, stop: asyncio.Event) -> None:
+        if self.on_node_config is None:
+            return
+        on_config = self.on_node_config
+
+        async def handle(resp: node_api_pb2.WatchNodeConfigResponse) -> None:
+            await on_config(resp.config)
+
+        await self._follow(
+            "node config",
+            lambda: self._stub.WatchNodeConfig(node_api_pb2.WatchNodeConfigRequest(node_name=self._node)),
+            handle,
+            stop,
+        )
+
+    async def services_loop(self, stop: asyncio.Event) -> None:
+        if self.on_services is None:
+            return
+        on_services = self.on_services
+
+        async def handle(resp: node_api_pb2.WatchServicesResponse) -> None:
+            await on_services(resp.state)
+
+        await self._follow(
+            "services",
+            lambda: self._stub.WatchServices(node_api_pb2.WatchServicesRequest(node_name=self._node)),
+            handle,
+            stop,
+        )
+
+    async def acquire_lease(self, public_ip: str, vtep_mac: str) -> node_api_pb2.AcquireLeaseResponse:
+        return await rpc.unary(
+            self._stub.AcquireLease(
+                node_api_pb2.AcquireLeaseRequest(
+                    node_name=self._node, public_ip=public_ip, vtep_mac=vtep_mac
+                ),
+                timeout=30,
+            )
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         if not await self.register(stop):
@@ -234,8 +355,14 @@ class CoordinatorLink:
         tasks = [
             asyncio.create_task(self.heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.watch_loop(stop), name="assignment-watch"),
+            asyncio.create_task(self.node_config_loop(stop), name="node-config-watch"),
+            asyncio.create_task(self.services_loop(stop), name="services-watch"),
             asyncio.create_task(self._reporter.run(self._stub, self._node, stop), name="status-reporter"),
         ]
+        if self.events is not None:
+            tasks.append(
+                asyncio.create_task(self.events.run(self._stub, self._node, stop), name="event-reporter")
+            )
         await stop.wait()
         for task in tasks:
             task.cancel()

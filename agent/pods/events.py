@@ -35,3 +35,14 @@ class RecordingRecorder:
 
     def reasons(self) -> list[str]:
         return [e[2] for e in self.events]
+
+
+class TeeRecorder:
+    """Records to several recorders (the coordinator and a test's, say)."""
+
+    def __init__(self, *recorders: EventRecorder) -> None:
+        self._recorders = recorders
+
+    def record(self, pod: pod_pb2.Pod, type_: str, reason: str, message: str) -> None:
+        for recorder in self._recorders:
+            recorder.record(pod, type_, reason, message)

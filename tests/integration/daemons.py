@@ -94,6 +94,8 @@ class AgentProcess:
             "--node-ip", self.host.ip,
             "--docker-host", self.host.docker_host,
             "--state-dir", str(self.state_dir),
+            "--docker-config", str(self.host.dir / "daemon.json"),
+            "--docker-pidfile", str(self.host.dir / "dockerd.pid"),
             *FAST_AGENT, *self.extra,
         ]  # fmt: skip
         self.process = self.host.spawn(argv, label=f"agent-{self.name}")
