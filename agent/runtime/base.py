@@ -94,6 +94,27 @@ class ContainerInfo:
         return self.state in ("running", "restarting", "paused")
 
 
+@dataclass(frozen=True)
+class PodNetworkSpec:
+    """The engine network that pods' infra containers attach to: a bridge on the node's lease.
+
+    `masquerade` is normally False: the overlay masquerades only traffic that
+    leaves it (agent.network.firewall), so pods see each other's real address.
+    """
+
+    name: str
+    subnet: str  # the node's lease, e.g. "10.100.50.0/24"
+    gateway: str  # "<subnet>.1", the bridge's address
+    mtu: int
+    bridge_name: str = "atoll0"
+    masquerade: bool = False
+
+
+#: What ensure_network did: made it, found it right, remade it, or found it wrong
+#: but in use (kept as it is, logged; retried on the next call).
+NetworkResult = Literal["created", "unchanged", "recreated", "in-use-mismatch"]
+
+
 class ContainerRuntime(Protocol):
     async def version(self) -> str: ...
 
@@ -124,5 +145,16 @@ class ContainerRuntime(Protocol):
     def logs(
         self, container_id: str, *, follow: bool, tail: int, timestamps: bool
     ) -> AsyncIterator[bytes]: ...
+
+    async def ensure_network(self, spec: PodNetworkSpec) -> NetworkResult:
+        """Make the engine network `spec.name` look like `spec`; idempotent.
+
+        A network that differs is recreated only while no container uses it.
+        """
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Remove a network; one that does not exist is not an error, one in use is."""
+        ...
 
     async def close(self) -> None: ...

@@ -26,6 +26,8 @@ from agent.runtime.base import (
     ContainerInfo,
     ContainerSpec,
     ImagePullError,
+    NetworkResult,
+    PodNetworkSpec,
     RuntimeError_,
     RuntimeTimeout,
     State,
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+
+_OPT_MTU = "com.docker.network.driver.mtu"
+_OPT_BRIDGE = "com.docker.network.bridge.name"
+_OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 
 
 def parse_docker_time(value: str | None) -> dt.datetime | None:
@@ -343,6 +349,82 @@ class DockerRuntime:
             while not queue.empty():
                 queue.get_nowait()
             task.cancel()
+
+    # -- pod network ------------------------------------------------------------------------
+
+    @staticmethod
+    def network_mismatch(data: Mapping[str, Any], spec: PodNetworkSpec) -> list[str]:
+        """How an inspected network differs from `spec` (empty: it matches)."""
+        options = data.get("Options") or {}
+        configs = (data.get("IPAM") or {}).get("Config") or []
+        have = [(c.get("Subnet", ""), c.get("Gateway", "")) for c in configs]
+        checks = (
+            ("driver", data.get("Driver"), "bridge"),
+            ("subnet/gateway", have, [(spec.subnet, spec.gateway)]),
+            ("mtu", options.get(_OPT_MTU), str(spec.mtu)),
+            ("bridge name", options.get(_OPT_BRIDGE), spec.bridge_name),
+            ("ip masquerade", options.get(_OPT_MASQ, "true"), str(spec.masquerade).lower()),
+        )
+        return [f"{what} {got!r} (want {want!r})" for what, got, want in checks if got != want]
+
+    def _ensure_network_sync(self, spec: PodNetworkSpec) -> NetworkResult:
+        found = [n for n in self._api.networks(names=[spec.name]) if n.get("Name") == spec.name]
+        result: NetworkResult = "created"
+        if found:
+            data = self._api.inspect_network(found[0]["Id"])
+            wrong = self.network_mismatch(data, spec)
+            if not wrong:
+                return "unchanged"
+            users = set(data.get("Containers") or {})
+            users |= {c["Id"] for c in self._api.containers(all=True, filters={"network": spec.name})}
+            if users:
+                log.error(
+                    "docker network %s differs from this node's lease (%s) but %d container(s) use it: "
+                    "keeping it; new pods get addresses outside the lease until they are gone",
+                    spec.name,
+                    "; ".join(wrong),
+                    len(users),
+                )
+                return "in-use-mismatch"
+            log.warning("recreating docker network %s: %s", spec.name, "; ".join(wrong))
+            self._api.remove_network(data["Id"])
+            result = "recreated"
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)]
+        )
+        self._api.create_network(
+            spec.name,
+            driver="bridge",
+            ipam=ipam,
+            options={
+                _OPT_MTU: str(spec.mtu),
+                _OPT_BRIDGE: spec.bridge_name,
+                _OPT_MASQ: str(spec.masquerade).lower(),
+            },
+            labels={"io.atoll.managed": "true"},
+            check_duplicate=True,
+        )
+        log.info(
+            "docker network %s %s: %s via %s, mtu %d", spec.name, result, spec.subnet, spec.gateway, spec.mtu
+        )
+        return result
+
+    async def ensure_network(self, spec: PodNetworkSpec) -> NetworkResult:
+        try:
+            return await self._call(self._ensure_network_sync, spec)
+        except docker.errors.NotFound as exc:  # removed or created concurrently; the next call settles it
+            raise RuntimeError_(f"docker network {spec.name}: {_explain(exc)}") from None
+
+    def _remove_network_sync(self, name: str) -> None:
+        for net in self._api.networks(names=[name]):
+            if net.get("Name") == name:
+                self._api.remove_network(net["Id"])
+
+    async def remove_network(self, name: str) -> None:
+        try:
+            await self._call(self._remove_network_sync, name)
+        except docker.errors.NotFound:
+            return
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
-from agent.runtime.base import ContainerInfo, ContainerSpec, ImagePullError, RuntimeError_
+from agent.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ImagePullError,
+    NetworkResult,
+    PodNetworkSpec,
+    RuntimeError_,
+)
 
 
 class FakeRuntime:
@@ -27,6 +35,9 @@ class FakeRuntime:
         self.calls: list[tuple[str, str]] = []
         self.logs_by_id: dict[str, bytes] = {}
         self.hang: set[str] = set()  # call names that never return
+        # Networks made by ensure_network; containers on one get addresses from its subnet.
+        self.networks: dict[str, PodNetworkSpec] = {}
+        self._net_hosts: dict[str, itertools.count[int]] = {}
         self._record = record
         self._ids = itertools.count(1)
         self._ips = itertools.count(2)
@@ -94,7 +105,10 @@ class FakeRuntime:
             raise RuntimeError_(f'Conflict. The container name "/{spec.name}" is already in use')
         cid = f"{next(self._ids):064x}"
         ip = ""
-        if spec.network:
+        if spec.network in self.networks:
+            subnet = ipaddress.IPv4Network(self.networks[spec.network].subnet)
+            ip = str(subnet.network_address + next(self._net_hosts[spec.network]))
+        elif spec.network:
             ip = f"172.30.{(n := next(self._ips)) // 250}.{n % 250 + 2}"
         self.containers[cid] = ContainerInfo(
             id=cid,
@@ -150,6 +164,27 @@ class FakeRuntime:
             yield data
         if follow:
             await asyncio.Event().wait()
+
+    def network_users(self, name: str) -> list[str]:
+        return [cid for cid, spec in self.specs.items() if spec.network == name and cid in self.containers]
+
+    async def ensure_network(self, spec: PodNetworkSpec) -> NetworkResult:
+        await self._note("ensure_network", spec.name)
+        existing = self.networks.get(spec.name)
+        if existing == spec:
+            return "unchanged"
+        if existing is not None and self.network_users(spec.name):
+            return "in-use-mismatch"
+        self.networks[spec.name] = spec
+        self._net_hosts[spec.name] = itertools.count(2)  # .1 is the gateway
+        return "created" if existing is None else "recreated"
+
+    async def remove_network(self, name: str) -> None:
+        await self._note("remove_network", name)
+        if name in self.networks and self.network_users(name):
+            raise RuntimeError_(f"error while removing network: network {name} has active endpoints")
+        self.networks.pop(name, None)
+        self._net_hosts.pop(name, None)
 
     async def close(self) -> None:
         return None
