@@ -33,7 +33,15 @@ class AgentConfig:
         "", "the node's InternalIP (default: the source address towards the coordinator)"
     )
     labels: dict[str, str] = layered.option({}, "node labels, k=v,k2=v2", parse=layered.parse_labels)
-    pod_network: str = layered.option("bridge", "Docker network that pod infra containers attach to")
+    pod_network: str = layered.option(
+        "bridge", "Docker network that pod infra containers attach to when the cluster has no overlay"
+    )
+    overlay: str = layered.option(
+        "auto", "auto: join the overlay when the coordinator configures one; off: never"
+    )
+    iface: str = layered.option("", "underlay interface for VXLAN (default: the route to the coordinator)")
+    public_ip: str = layered.option("", "underlay address peers send VXLAN to (default: the iface's address)")
+    subnet_env: str = layered.option("/run/flannel/subnet.env", "where to write flannel's subnet.env")
     infra_image: str = layered.option(
         "atoll/pause:1.0", "image of the infra container that holds a pod's network"
     )
@@ -102,6 +110,8 @@ class AgentConfig:
                 raise errors.InvalidArgument(f"{name}: must be positive")
         if self.max_parallel_syncs < 1 or self.max_pods < 1:
             raise errors.InvalidArgument("max_parallel_syncs and max_pods must be at least 1")
+        if self.overlay not in ("auto", "off"):
+            raise errors.InvalidArgument(f"overlay: expected auto or off, got {self.overlay!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"

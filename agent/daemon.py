@@ -11,19 +11,23 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from agent.config import AgentConfig
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
 from agent.metrics import HostMetrics, PsutilMetrics
+from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
+from agent.node_network import NodeNetworking
 from agent.node_status import NodeFacts, build_status, detect_node_ip
 from agent.pods import images, plan, render
 from agent.pods.events import EventRecorder, TeeRecorder
 from agent.pods.manager import PodManager
 from agent.pods.state import PodStateStore
 from agent.pods.syncer import PodSyncer
+from agent.proxy import Netfilter, NetfilterError, NftNetfilter, ServiceProxy
+from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.runtime.base import ContainerRuntime
 from agent.runtime.docker import DockerRuntime
-from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.server import AgentServicer
 from atoll import config as layered
 from atoll import rpc
@@ -40,6 +44,9 @@ class Agent:
         runtime: ContainerRuntime | None = None,
         metrics: HostMetrics | None = None,
         recorder: EventRecorder | None = None,
+        netlink: Callable[[], NetlinkDriver] = PyrouteNetlink,
+        firewall: Callable[[], Firewall] = IptablesFirewall,
+        netfilter: Callable[[], Netfilter] = NftNetfilter,
         serve_api: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -51,6 +58,10 @@ class Agent:
         self.events = EventReporter()
         self._recorder: EventRecorder = TeeRecorder(self.events, recorder) if recorder else self.events
         self._serve_api = serve_api
+        self._netlink = netlink
+        self._firewall = firewall
+        self.proxy = ServiceProxy(netfilter(), node_name=self.node_name)
+        self.networking: NodeNetworking | None = None
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
         self.manager: PodManager | None = None
@@ -113,6 +124,22 @@ class Agent:
             resync_interval=cfg.resync_interval,
             max_parallel=cfg.max_parallel_syncs,
         )
+        self.manager.gate.clear()
+        self.networking = NodeNetworking(
+            runtime=self.runtime,
+            syncer=syncer,
+            gate=self.manager.gate,
+            state_file=cfg.state_path / "network.json",
+            default_pod_network=cfg.pod_network,
+            mode=cfg.overlay,
+            coordinator_host=coord_host,
+            netlink=self._netlink,
+            firewall=self._firewall,
+            iface=cfg.iface,
+            public_ip=cfg.public_ip,
+            subnet_env=cfg.subnet_env,
+        )
+        self.networking.restore()
         assignments = AssignmentFile(cfg.state_path / "assignment.pb")
         saved = assignments.load()
         if saved is not None:
@@ -162,6 +189,7 @@ class Agent:
         )
         self.link.events = self.events
         self.link.on_node_config = self._on_node_config
+        self.link.on_services = self._on_services
         # A first relist before anything else, so the first heartbeat already reports Ready.
         try:
             await self.manager.relist()
@@ -170,6 +198,7 @@ class Agent:
         self._tasks = [
             asyncio.create_task(self.manager.run(self.stop_event), name="pod-manager"),
             asyncio.create_task(self.link.run(self.stop_event), name="coordinator-link"),
+            asyncio.create_task(self.networking.run(self.stop_event), name="node-network"),
         ]
         log.info(
             "agent %s up: coordinator %s, node IP %s, agent API port %d, engine %s",
@@ -183,6 +212,27 @@ class Agent:
     async def _on_node_config(self, config: node_api_pb2.NodeConfig) -> None:
         if await self.registries.apply(config.registries if config.HasField("registries") else None):
             log.info("registry settings updated")
+        assert self.networking is not None and self.link is not None
+        await self.networking.on_config(config, self.link.acquire_lease)
+
+    async def _on_services(self, state: node_api_pb2.ServiceState) -> None:
+        assert self.networking is not None
+        await self.networking.ensure_service_route(state.service_cidr)
+        try:
+            report = await self.proxy.apply(state, self.metrics.addresses())
+        except NetfilterError as exc:
+            # The table is unchanged (nft transactions are atomic); read it again next time.
+            log.warning("programming services failed: %s", exc)
+            self.proxy.invalidate()
+            raise
+        if report.changed:
+            log.info(
+                "services at generation %d: %d added, %d updated, %d removed",
+                state.generation,
+                len(report.added),
+                len(report.updated),
+                len(report.removed),
+            )
 
     async def stop(self) -> None:
         self.stop_event.set()

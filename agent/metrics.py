@@ -38,6 +38,10 @@ class HostMetrics(Protocol):
 
     def system_info(self) -> SystemInfo: ...
 
+    def addresses(self) -> set[str]:
+        """The host's IPv4 addresses (the proxy answers external IPs only on their owner)."""
+        ...
+
 
 def _read(path: str) -> str:
     try:
@@ -76,6 +80,11 @@ class PsutilMetrics:
             load_average=os.getloadavg(),
         )
 
+    def addresses(self) -> set[str]:
+        return {
+            a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET
+        }
+
     def system_info(self) -> SystemInfo:
         return SystemInfo(
             machine_id=_read("/etc/machine-id"),
@@ -95,6 +104,7 @@ class FakeMetrics:
         self.memory_total = memory_total
         self.hostname = hostname
         self.calls = 0
+        self.local_addresses: set[str] = set()
 
     def snapshot(self) -> HostSnapshot:
         self.calls += 1
@@ -104,3 +114,6 @@ class FakeMetrics:
 
     def system_info(self) -> SystemInfo:
         return SystemInfo("fake-machine", "fake-boot", "6.0.0-fake", "FakeOS", "x86_64", self.hostname)
+
+    def addresses(self) -> set[str]:
+        return set(self.local_addresses)

@@ -76,7 +76,9 @@ class Coordinator:
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
         node_configs = NodeConfigTracker(informers["Network"], informers["Subnet"], informers["Registries"])
-        service_state = ServiceStateTracker(informers["Service"], informers["Endpoints"])
+        service_state = ServiceStateTracker(
+            informers["Service"], informers["Endpoints"], cfg.service_cluster_ip_range
+        )
         leases = LeaseManager(registry, ttl=cfg.lease_ttl)
         assignments = AssignmentTracker(pods)
         health = NodeHealth()

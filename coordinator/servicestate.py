@@ -11,7 +11,8 @@ from coordinator.informer import Informer
 
 
 class ServiceStateTracker:
-    def __init__(self, services: Informer, endpoints: Informer) -> None:
+    def __init__(self, services: Informer, endpoints: Informer, service_cidr: str = "") -> None:
+        self._service_cidr = service_cidr
         self._services = services
         self._endpoints = endpoints
         self.generation = 0
@@ -30,7 +31,12 @@ class ServiceStateTracker:
 
         services.sort(key=lambda s: (s.metadata.namespace, s.metadata.name))
         endpoints.sort(key=lambda e: (e.metadata.namespace, e.metadata.name))
-        return node_api_pb2.ServiceState(generation=self.generation, services=services, endpoints=endpoints)
+        return node_api_pb2.ServiceState(
+            generation=self.generation,
+            services=services,
+            endpoints=endpoints,
+            service_cidr=self._service_cidr,
+        )
 
     async def wait_change(self, seen_generation: int) -> None:
         if self.generation != seen_generation:

@@ -62,6 +62,7 @@ class FakeNetlink:
         self.serial: dict[object, int] = {}  # object key -> write that made it
         self.calls: list[str] = []  # every write, as an ip/bridge/sysctl command
         self.dumps = 0
+        self.hairpin_bridges: list[str] = []
         self.fail: dict[str, str] = {}  # command prefix -> error message
         self._serials = itertools.count(1)
         self._indexes = itertools.count(100)
@@ -128,6 +129,10 @@ class FakeNetlink:
     async def write_sysctl(self, name: str, value: str) -> None:
         self.calls.append(f"sysctl -w {name}={value}")
         self.sysctls[name] = value
+
+    async def set_hairpin(self, bridge: str) -> int:
+        self.hairpin_bridges.append(bridge)
+        return 0
 
     async def close(self) -> None:
         return None

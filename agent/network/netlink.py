@@ -29,6 +29,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import pathlib
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -105,6 +106,12 @@ class NetlinkDriver(Protocol):
     async def read_sysctl(self, name: str) -> str: ...
 
     async def write_sysctl(self, name: str, value: str) -> None: ...
+
+    async def set_hairpin(self, bridge: str) -> int:
+        """Hairpin mode on every port of `bridge`, so a pod can reach itself through a service.
+
+        Returns how many ports were switched on; a missing bridge is not an error."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -362,6 +369,28 @@ class PyrouteNetlink:
         with open(_sysctl_path(name), "w") as f:
             f.write(value)
 
+    async def set_hairpin(self, bridge: str) -> int:
+        return await self._call(self._set_hairpin_sync, bridge)
+
+    @staticmethod
+    def _set_hairpin_sync(bridge: str) -> int:
+        # sysfs here is the agent's own network namespace's (it runs inside it).
+        ports = pathlib.Path("/sys/class/net") / bridge / "brif"
+        changed = 0
+        try:
+            entries = list(ports.iterdir())
+        except FileNotFoundError:
+            return 0
+        for port in entries:
+            flag = port / "hairpin_mode"
+            try:
+                if flag.read_text().strip() != "1":
+                    flag.write_text("1")
+                    changed += 1
+            except OSError:
+                continue  # the port went away meanwhile
+        return changed
+
     async def execute(self, ops: Sequence[Op]) -> list[OpError]:
         if not ops:
             return []
@@ -427,7 +456,7 @@ class PyrouteNetlink:
                 ipr.route(
                     "replace",
                     dst=r.dst,
-                    gateway=r.gateway,
+                    **({"gateway": r.gateway} if r.gateway else {}),
                     oif=index(r.dev),
                     table=MAIN_TABLE,
                     flags=RTNH_F_ONLINK if r.onlink else 0,

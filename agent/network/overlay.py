@@ -178,6 +178,11 @@ class Overlay:
         self._extras_at = 0.0
 
     @property
+    def bridge_name(self) -> str:
+        """The Linux bridge of the pod network (Docker creates it for the network)."""
+        return self._bridge
+
+    @property
     def pod_network_name(self) -> str:
         """The engine network pods' infra containers attach to."""
         return self._pod_network

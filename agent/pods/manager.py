@@ -90,6 +90,9 @@ class PodManager:
         self.last_relist: float = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Desired pods start only once this is set; removals never wait.
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -133,6 +136,8 @@ class PodManager:
         try:
             while True:
                 self._dirty.discard(uid)
+                if uid in self.desired:
+                    await self.gate.wait()  # the pod network is decided (agent.node_network)
                 async with self._sem:
                     await self._sync_one(uid)
                 if uid not in self._dirty:

@@ -12,7 +12,9 @@ from typing import TypeVar
 from agent.config import AgentConfig
 from agent.daemon import Agent
 from agent.metrics import FakeMetrics
+from agent.network import FakeFirewall, FakeNetlink
 from agent.pods.events import RecordingRecorder
+from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from coordinator.cli.client import Client
 from coordinator.config import ServeConfig
@@ -87,9 +89,11 @@ class FakeNode:
         self.runtime = FakeRuntime(images=(INFRA_IMAGE, *images))
         self.recorder = RecordingRecorder()
         self.config = agent_config(tmp, name, coordinator_port, **cfg)
-        self.agent = Agent(
-            self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=name), recorder=self.recorder
-        )
+        # The kernel is faked too: functional tests never touch the machine's network.
+        self.netlink = FakeNetlink()
+        self.firewall = FakeFirewall()
+        self.netfilter = FakeNetfilter()
+        self.agent = self._new_agent()
 
     async def start(self) -> FakeNode:
         await self.agent.start()
@@ -102,10 +106,19 @@ class FakeNode:
         """A new agent process on the same state dir and the same (fake) engine."""
         await self.agent.stop()
         self.runtime_calls_before_restart = list(self.runtime.calls)
-        self.agent = Agent(
-            self.config, runtime=self.runtime, metrics=FakeMetrics(hostname=self.name), recorder=self.recorder
-        )
+        self.agent = self._new_agent()
         await self.agent.start()
+
+    def _new_agent(self) -> Agent:
+        return Agent(
+            self.config,
+            runtime=self.runtime,
+            metrics=FakeMetrics(hostname=self.name),
+            recorder=self.recorder,
+            netlink=lambda: self.netlink,
+            firewall=lambda: self.firewall,
+            netfilter=lambda: self.netfilter,
+        )
 
 
 class Cluster:
