@@ -8,6 +8,7 @@ every read and never stored, so it can never disagree with the store.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +43,14 @@ def prefix_for(info: KindInfo, namespace: str = "") -> str:
     return f"/{info.plural}/"
 
 
+_uid_random = random.Random()
+
+
+def _random_uid() -> str:
+    """A version-4 UUID. UIDs must be unique, not secret, so a seeded PRNG (no syscall) does."""
+    return str(uuid.UUID(int=_uid_random.getrandbits(128), version=4))
+
+
 def _meta(obj: Message) -> object:
     return obj.metadata  # type: ignore[attr-defined]
 
@@ -56,11 +65,11 @@ class Registry:
         store: Store,
         *,
         clock: Callable[[], float] = time.time,
-        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_uid: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
-        self._new_uid = new_uid
+        self._new_uid = new_uid or _random_uid
 
     # -- codec --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class WorkQueue:
         self._queued: set[str] = set()
         self._active: set[str] = set()
         self._dirty: set[str] = set()
+        self._later: set[str] = set()
         self._wakeup = asyncio.Event()
 
     def add(self, key: str) -> None:
@@ -47,6 +48,18 @@ class WorkQueue:
 
     def add_after(self, key: str, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    def add_later(self, key: str, delay: float) -> None:
+        """Add `key` after `delay`, unless it is queued or already scheduled: coalesces bursts."""
+        if key in self._queued or key in self._later:
+            return
+        self._later.add(key)
+
+        def fire() -> None:
+            self._later.discard(key)
+            self.add(key)
+
+        asyncio.get_running_loop().call_later(delay, fire)
 
     def __len__(self) -> int:
         return len(self._queue)

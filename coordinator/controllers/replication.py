@@ -92,6 +92,7 @@ class ReplicationManager:
         clock: Callable[[], float] = time.time,
         burst: int = 500,
         expectation_timeout: float = 30.0,
+        status_delay: float = 0.5,
     ) -> None:
         self._registry = registry
         self._rcs = rcs
@@ -101,6 +102,9 @@ class ReplicationManager:
         self._burst = burst
         self._expectation_timeout = expectation_timeout
         self._expect: dict[str, _Expectations] = {}
+        self._by_owner: dict[str, dict[str, pod_pb2.Pod]] = {}
+        self._unowned: dict[str, dict[str, pod_pb2.Pod]] = {}
+        self._status_delay = status_delay
         self.queue = WorkQueue("replication", self.sync)
         rcs.add_handler(self._on_rc)
         pods.add_handler(self._on_pod)
@@ -126,18 +130,47 @@ class ReplicationManager:
                 keys.append(f"{rc.metadata.namespace}/{rc.metadata.name}")
         return keys
 
+    def _index(self, type_: str, pod: pod_pb2.Pod, old: pod_pb2.Pod | None) -> None:
+        """Keep pods grouped by controller uid, and the unowned ones by namespace."""
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        if old is not None:
+            self._by_owner.get(controller_uid(old), {}).pop(key, None)
+            self._unowned.get(old.metadata.namespace, {}).pop(key, None)
+        if type_ == "DELETED":
+            return
+        owner = controller_uid(pod)
+        if owner:
+            self._by_owner.setdefault(owner, {})[key] = pod
+        else:
+            self._unowned.setdefault(pod.metadata.namespace, {})[key] = pod
+
     def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
         assert isinstance(obj, pod_pb2.Pod)
-        for key in set(self._owners_of(obj)) | (
-            set(self._owners_of(old)) if isinstance(old, pod_pb2.Pod) else set()
-        ):
+        previous = old if isinstance(old, pod_pb2.Pod) else None
+        self._index(type_, obj, previous)
+        owners = set(self._owners_of(obj)) | (
+            set(self._owners_of(previous)) if previous is not None else set()
+        )
+        counted_change = (
+            type_ != "MODIFIED"
+            or previous is None
+            or is_active(obj) != is_active(previous)
+            or obj.metadata.labels != previous.metadata.labels
+            or controller_uid(obj) != controller_uid(previous)
+        )
+        for key in owners:
             exp = self._expect.get(key)
             if exp is not None:
                 if type_ == "ADDED":
                     exp.adds.discard(obj.metadata.name)
                 elif type_ == "DELETED":
                     exp.deletes.discard(obj.metadata.name)
-            self.queue.add(key)
+            if counted_change:
+                self.queue.add(key)
+            else:
+                # Only readiness or status changed: the status can wait a moment, and many such
+                # changes then cost one sync instead of one each.
+                self.queue.add_later(key, self._status_delay)
 
     # -- sync ------------------------------------------------------------------------------------------
 
@@ -153,15 +186,10 @@ class ReplicationManager:
         mine: list[pod_pb2.Pod] = []
         orphans: list[pod_pb2.Pod] = []
         lost: list[pod_pb2.Pod] = []
-        for obj in self._pods.items():
-            assert isinstance(obj, pod_pb2.Pod)
-            if obj.metadata.namespace != namespace:
-                continue
-            owner = controller_uid(obj)
-            if owner == rc.metadata.uid:
-                mine.append(obj)
-            elif not owner and selector.matches(obj.metadata.labels):
-                orphans.append(obj)
+        mine.extend(self._by_owner.get(rc.metadata.uid, {}).values())
+        orphans.extend(
+            p for p in self._unowned.get(namespace, {}).values() if selector.matches(p.metadata.labels)
+        )
         for pod in orphans:
             if await self._adopt(rc, pod):
                 mine.append(pod)

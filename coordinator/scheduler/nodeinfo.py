@@ -1,7 +1,15 @@
-"""What the scheduler knows about each node: the node, and what its pods already hold."""
+"""What the scheduler knows: each node, what its pods already hold, and facts about a pod.
+
+Everything a filter or score needs is precomputed, here, once: a pod's
+requests, host ports, owners and labels when it is decided (`PodFacts`), and
+per node the sums and counters that change as pods come and go (`NodeInfo`).
+A decision then costs a few attribute reads per node, which is what lets one
+scheduler place thousands of pods a second over a thousand nodes.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
@@ -50,6 +58,40 @@ def host_ports_of(pod: pod_pb2.Pod) -> list[HostPort]:
     ]
 
 
+def controller_of(pod: pod_pb2.Pod) -> str:
+    return next((ref.uid for ref in pod.metadata.owner_references if ref.controller), "")
+
+
+def label_key(pod: pod_pb2.Pod) -> frozenset[tuple[str, str]]:
+    return frozenset(pod.metadata.labels.items())
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """A pod as the scheduler sees it, computed once per decision."""
+
+    pod: pod_pb2.Pod
+    cpu: int
+    memory: int
+    host_ports: tuple[HostPort, ...]
+    controller: str
+    labels: frozenset[tuple[str, str]]
+    node_selector: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, pod: pod_pb2.Pod) -> PodFacts:
+        cpu, mem = requests_of(pod)
+        return cls(
+            pod=pod,
+            cpu=cpu,
+            memory=mem,
+            host_ports=tuple(host_ports_of(pod)),
+            controller=controller_of(pod),
+            labels=label_key(pod),
+            node_selector=tuple(pod.spec.node_selector.items()),
+        )
+
+
 @dataclass
 class NodeInfo:
     node: node_pb2.Node
@@ -57,6 +99,27 @@ class NodeInfo:
     requested_cpu: int = 0
     requested_memory: int = 0
     host_ports: list[HostPort] = field(default_factory=list)
+    by_controller: Counter[str] = field(default_factory=Counter)
+    by_labels: Counter[frozenset[tuple[str, str]]] = field(default_factory=Counter)
+    ready: bool = False
+    allocatable_cpu: int = 0
+    allocatable_memory: int = 0
+    allocatable_pods: int = 0
+
+    def __post_init__(self) -> None:
+        self.set_node(self.node)
+
+    def set_node(self, node: node_pb2.Node) -> None:
+        self.node = node
+        self.ready = any(
+            c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_TRUE for c in node.status.conditions
+        )
+        alloc = node.status.allocatable
+        self.allocatable_cpu, self.allocatable_memory, self.allocatable_pods = (
+            alloc.cpu_millis,
+            alloc.memory_bytes,
+            alloc.pods,
+        )
 
     @property
     def name(self) -> str:
@@ -67,20 +130,26 @@ class NodeInfo:
         if key in self.pods:
             self.remove(self.pods[key])
         self.pods[key] = pod
-        cpu, mem = requests_of(pod)
-        self.requested_cpu += cpu
-        self.requested_memory += mem
-        self.host_ports.extend(host_ports_of(pod))
+        facts = PodFacts.of(pod)
+        self.requested_cpu += facts.cpu
+        self.requested_memory += facts.memory
+        self.host_ports.extend(facts.host_ports)
+        if facts.controller:
+            self.by_controller[facts.controller] += 1
+        self.by_labels[facts.labels] += 1
 
     def remove(self, pod: pod_pb2.Pod) -> None:
         old = self.pods.pop(pod_key(pod), None)
         if old is None:
             return
-        cpu, mem = requests_of(old)
-        self.requested_cpu -= cpu
-        self.requested_memory -= mem
-        for hp in host_ports_of(old):
+        facts = PodFacts.of(old)
+        self.requested_cpu -= facts.cpu
+        self.requested_memory -= facts.memory
+        for hp in facts.host_ports:
             self.host_ports.remove(hp)
+        if facts.controller:
+            self.by_controller[facts.controller] -= 1
+        self.by_labels[facts.labels] -= 1
 
 
 def holds_resources(pod: pod_pb2.Pod) -> bool:

@@ -1,80 +1,77 @@
 """Scheduler plugins. A filter returns None when the node fits, else a short reason that
-reads well after a count ("3 hostPort 80/TCP in use"); a score returns 0..100."""
+reads well after a count ("3 hostPort 80/TCP in use"); a score returns 0..100.
+
+Both take PodFacts (computed once per decision) and a NodeInfo (kept current
+as pods come and go), so each call is a handful of attribute reads.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from atoll.v1 import meta_pb2, pod_pb2
-from coordinator.scheduler.nodeinfo import NodeInfo, host_ports_of, requests_of
+from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts
 
-Filter = Callable[[pod_pb2.Pod, NodeInfo], str | None]
-Score = Callable[[pod_pb2.Pod, NodeInfo], float]
-
-
-def node_ready(pod: pod_pb2.Pod, info: NodeInfo) -> str | None:
-    for cond in info.node.status.conditions:
-        if cond.type == "Ready":
-            return None if cond.status == meta_pb2.CONDITION_STATUS_TRUE else "node(s) not ready"
-    return "node(s) not ready"
+Filter = Callable[[PodFacts, NodeInfo], str | None]
+Score = Callable[[PodFacts, NodeInfo], float]
 
 
-def node_schedulable(pod: pod_pb2.Pod, info: NodeInfo) -> str | None:
+def node_ready(pod: PodFacts, info: NodeInfo) -> str | None:
+    return None if info.ready else "node(s) not ready"
+
+
+def node_schedulable(pod: PodFacts, info: NodeInfo) -> str | None:
     return "node(s) cordoned" if info.node.spec.unschedulable else None
 
 
-def node_selector(pod: pod_pb2.Pod, info: NodeInfo) -> str | None:
+def node_selector(pod: PodFacts, info: NodeInfo) -> str | None:
+    if not pod.node_selector:
+        return None
     labels = info.node.metadata.labels
-    for key, value in pod.spec.node_selector.items():
+    for key, value in pod.node_selector:
         if labels.get(key) != value:
             return "node(s) didn't match the node selector"
     return None
 
 
-def resources_fit(pod: pod_pb2.Pod, info: NodeInfo) -> str | None:
-    alloc = info.node.status.allocatable
-    if alloc.pods and len(info.pods) + 1 > alloc.pods:
+def resources_fit(pod: PodFacts, info: NodeInfo) -> str | None:
+    if info.allocatable_pods and len(info.pods) + 1 > info.allocatable_pods:
         return "too many pods"
-    cpu, mem = requests_of(pod)
-    if cpu and info.requested_cpu + cpu > alloc.cpu_millis:
+    if pod.cpu and info.requested_cpu + pod.cpu > info.allocatable_cpu:
         return "insufficient cpu"
-    if mem and info.requested_memory + mem > alloc.memory_bytes:
+    if pod.memory and info.requested_memory + pod.memory > info.allocatable_memory:
         return "insufficient memory"
     return None
 
 
-def host_ports_free(pod: pod_pb2.Pod, info: NodeInfo) -> str | None:
-    for wanted in host_ports_of(pod):
+def host_ports_free(pod: PodFacts, info: NodeInfo) -> str | None:
+    for wanted in pod.host_ports:
         if any(wanted.conflicts(used) for used in info.host_ports):
             return f"hostPort {wanted} in use"
     return None
 
 
-def least_allocated(pod: pod_pb2.Pod, info: NodeInfo) -> float:
-    alloc = info.node.status.allocatable
-    cpu, mem = requests_of(pod)
-    scores = []
-    if alloc.cpu_millis:
-        scores.append(1 - min(1.0, (info.requested_cpu + cpu) / alloc.cpu_millis))
-    if alloc.memory_bytes:
-        scores.append(1 - min(1.0, (info.requested_memory + mem) / alloc.memory_bytes))
-    if alloc.pods:
-        scores.append(1 - min(1.0, (len(info.pods) + 1) / alloc.pods))
-    return 100 * sum(scores) / len(scores) if scores else 0.0
+def least_allocated(pod: PodFacts, info: NodeInfo) -> float:
+    total, parts = 0.0, 0
+    if info.allocatable_cpu:
+        total += 1 - min(1.0, (info.requested_cpu + pod.cpu) / info.allocatable_cpu)
+        parts += 1
+    if info.allocatable_memory:
+        total += 1 - min(1.0, (info.requested_memory + pod.memory) / info.allocatable_memory)
+        parts += 1
+    if info.allocatable_pods:
+        total += 1 - min(1.0, (len(info.pods) + 1) / info.allocatable_pods)
+        parts += 1
+    return 100 * total / parts if parts else 0.0
 
 
-def selector_spread(pod: pod_pb2.Pod, info: NodeInfo) -> float:
-    """Fewer pods of the same owner (or with the same labels) on a node score higher."""
-    owners = {ref.uid for ref in pod.metadata.owner_references if ref.controller}
-    labels = dict(pod.metadata.labels)
-    if not owners and not labels:
+def selector_spread(pod: PodFacts, info: NodeInfo) -> float:
+    """Fewer pods of the same controller (or, without one, with the same labels) on a node score higher."""
+    if pod.controller:
+        same = info.by_controller[pod.controller]
+    elif pod.labels:
+        same = info.by_labels[pod.labels]
+    else:
         return 100.0
-    same = 0
-    for other in info.pods.values():
-        if (owners and any(ref.uid in owners for ref in other.metadata.owner_references)) or (
-            not owners and labels and dict(other.metadata.labels) == labels
-        ):
-            same += 1
     return 100.0 / (1 + same)
 
 

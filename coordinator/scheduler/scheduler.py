@@ -29,7 +29,7 @@ from coordinator.events import EventRecorder
 from coordinator.informer import Informer
 from coordinator.registry import Registry
 from coordinator.scheduler import plugins
-from coordinator.scheduler.nodeinfo import NodeInfo, holds_resources, pod_key
+from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts, holds_resources, pod_key
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Scheduler:
                     info.add(pod)
             self._retry_unschedulable()
             return
-        info.node = obj
+        info.set_node(obj)
         if old is None or _schedulable_view(obj) != _schedulable_view(old):  # type: ignore[arg-type]
             self._retry_unschedulable()
 
@@ -156,6 +156,7 @@ class Scheduler:
     # -- deciding -------------------------------------------------------------------------------
 
     def decide(self, pod: pod_pb2.Pod) -> Decision:
+        facts = PodFacts.of(pod)
         infos = list(self.nodes.values())
         total = len(infos)
         want = nodes_to_find(total)
@@ -165,7 +166,7 @@ class Scheduler:
         for i in range(total):
             info = infos[(self._start + i) % total]
             examined += 1
-            reason = next((r for f in self._filters if (r := f(pod, info)) is not None), None)
+            reason = next((r for f in self._filters if (r := f(facts, info)) is not None), None)
             if reason is None:
                 feasible.append(info)
                 if len(feasible) >= want:
@@ -176,7 +177,7 @@ class Scheduler:
             self._start = (self._start + examined) % total
         if not feasible:
             return Decision(None, unschedulable_message(total, reasons))
-        best = max(feasible, key=lambda info: sum(w * score(pod, info) for score, w in self._scores))
+        best = max(feasible, key=lambda info: sum(w * score(facts, info) for score, w in self._scores))
         return Decision(best.name)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -185,6 +186,8 @@ class Scheduler:
         await self._pods.synced.wait()
         await self._nodes.synced.wait()
         next_retry = self._clock() + self._retry_interval
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
         while not stop.is_set():
             while self._queue:
                 key = self._queue.popleft()
@@ -193,8 +196,9 @@ class Scheduler:
                 pod = self._pods.get(namespace, name)
                 if isinstance(pod, pod_pb2.Pod) and is_pending_unbound(pod):
                     await self._schedule(pod)
-                if len(self._queue) % 64 == 0:
-                    await asyncio.sleep(0)  # let informers and the API breathe
+                if loop.time() - last_yield > 0.005:
+                    await asyncio.sleep(0)  # let informers and the API breathe every 5 ms
+                    last_yield = loop.time()
             if self._clock() >= next_retry:
                 self._retry_unschedulable()
                 next_retry = self._clock() + self._retry_interval
