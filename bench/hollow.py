@@ -1,0 +1,324 @@
+"""Hollow nodes: the real agent on in-memory fakes, many per process, against a real coordinator.
+
+    .venv/bin/python bench/hollow.py [--nodes 1000] [--replicas 10000] [--max-agents 5000] [--step 500]
+
+Each hollow agent is `agent.daemon.Agent` with FakeRuntime and FakeMetrics
+(no engine, no host reads) speaking real gRPC to a coordinator that runs as
+its own process (`coordinator serve`, SQLite store with synchronous=FULL on
+disk). Agents keep their state dirs on /dev/shm. Two phases:
+
+  1. Load: --nodes agents register; a replication controller of --replicas
+     pods is created. Reported: pods bound per second (scheduler), time until
+     every agent has its pods pushed, time until all pods are reported
+     Running, the coordinator's CPU and RSS, and p50/p99 of Get and List calls
+     made during the run.
+  2. Capacity: agents are added --step at a time (default heartbeat
+     interval) up to --max-agents; at each plateau the API p99 is measured. The
+     figure is the last count with p99 <= 1 s.
+
+Everything runs on this machine's cores, the agents included, so the figures
+are a floor for a coordinator with the machine to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import pathlib
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+from common import summary  # type: ignore[import-not-found]
+
+from agent.config import AgentConfig
+from agent.daemon import Agent
+from agent.metrics import FakeMetrics
+from agent.network import FakeFirewall, FakeNetlink
+from agent.proxy import FakeNetfilter
+from agent.runtime.fake import FakeRuntime
+from atoll import errors, kinds
+from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator.cli.client import Client
+
+POD = kinds.by_name("Pod")
+NODE = kinds.by_name("Node")
+RC = kinds.by_name("ReplicationController")
+IMAGE = "hollow/app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HollowFleet:
+    def __init__(self, coordinator: str, base: pathlib.Path) -> None:
+        self.coordinator = coordinator
+        self.base = base
+        self.agents: list[Agent] = []
+
+    async def add(self, count: int) -> None:
+        start = len(self.agents)
+        new = []
+        for i in range(start, start + count):
+            name = f"hollow-{i:05d}"
+            cfg = AgentConfig(
+                coordinator=self.coordinator,
+                node_name=name,
+                state_dir=str(self.base / name),
+                node_ip=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                relist_interval=5.0,
+                resync_interval=120.0,
+                docker_config="",
+                registries_file="",
+                legacy_sysconfig="",
+            )
+            runtime = FakeRuntime(images=("atoll/pause:1.0", IMAGE), record=False)
+            agent = Agent(
+                cfg,
+                runtime=runtime,
+                metrics=FakeMetrics(cpu_count=16, memory_total=64 << 30),
+                netlink=FakeNetlink,
+                firewall=FakeFirewall,
+                netfilter=FakeNetfilter,
+                serve_api=False,
+            )
+            new.append(agent)
+        for chunk in range(0, len(new), 100):
+            await asyncio.gather(*(a.start() for a in new[chunk : chunk + 100]))
+        self.agents.extend(new)
+
+    def pushed(self) -> int:
+        return sum(len(a.manager.desired) for a in self.agents if a.manager is not None)
+
+    def reported_running(self) -> int:
+        """Pods whose Running status the agents have delivered to the coordinator."""
+        total = 0
+        for a in self.agents:
+            if a.link is not None:
+                sent = a.link._reporter._sent  # a benchmark may look inside
+                total += sum(1 for s in sent.values() if s.phase == pod_pb2.POD_PHASE_RUNNING)
+        return total
+
+    async def stop(self) -> None:
+        for chunk in range(0, len(self.agents), 200):
+            await asyncio.gather(
+                *(a.stop() for a in self.agents[chunk : chunk + 200]), return_exceptions=True
+            )
+
+
+class Prober:
+    """Get and List calls in a loop, timed."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.get: list[float] = []
+        self.list: list[float] = []
+
+    def reset(self) -> None:
+        self.get, self.list = [], []
+
+    async def run(self, stop: asyncio.Event, pod_name: str | None = None) -> None:
+        while not stop.is_set():
+            t = time.perf_counter()
+            with contextlib.suppress(errors.AtollError):
+                if pod_name:
+                    await self.client.get(POD, "default", pod_name)
+                else:
+                    await self.client.get(NODE, "", "hollow-00000")
+            self.get.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with contextlib.suppress(errors.AtollError):
+                await self.client.list(NODE)
+            self.list.append(time.perf_counter() - t)
+            await asyncio.sleep(0.1)
+
+
+def rc(replicas: int) -> workloads_pb2.ReplicationController:
+    r = workloads_pb2.ReplicationController()
+    r.metadata.name = "hollow"
+    r.spec.replicas = replicas
+    r.spec.selector["app"] = "hollow"
+    r.spec.template.metadata.labels["app"] = "hollow"
+    c = r.spec.template.spec.containers.add(name="app", image=IMAGE)
+    c.resources.requests.cpu_millis = 10
+    c.resources.requests.memory_bytes = 16 << 20
+    return r
+
+
+async def count_pods(client: Client) -> tuple[int, int, int]:
+    items, _ = await client.list(POD, "default", "app=hollow")
+    bound = sum(1 for p in items if p.spec.node_name)  # type: ignore[attr-defined]
+    running = sum(1 for p in items if p.status.phase == pod_pb2.POD_PHASE_RUNNING)  # type: ignore[attr-defined]
+    return len(items), bound, running
+
+
+async def load_phase(
+    args: argparse.Namespace, server: str, fleet: HollowFleet, coord: psutil.Process
+) -> None:
+    async with Client(server) as client:
+        t0 = time.perf_counter()
+        await fleet.add(args.nodes)
+
+        async def all_ready() -> bool:
+            nodes, _ = await client.list(NODE)
+            return len(nodes) >= args.nodes
+
+        while not await all_ready():
+            await asyncio.sleep(0.5)
+        print(f"{args.nodes} hollow agents registered in {time.perf_counter() - t0:.1f}s")
+
+        prober = Prober(client)
+        stop = asyncio.Event()
+        probe = asyncio.create_task(prober.run(stop))
+        coord.cpu_percent(None)
+        cpu0 = coord.cpu_times()
+        start = time.perf_counter()
+        await client.create(rc(args.replicas))
+        pushed_at = running_at = None
+        peak_rss = 0
+        # Progress is read from the hollow agents (no API calls), so measuring does not load the coordinator.
+        while running_at is None and time.perf_counter() - start < args.timeout:
+            await asyncio.sleep(args.poll)
+            pushed, running = fleet.pushed(), fleet.reported_running()
+            now = time.perf_counter() - start
+            peak_rss = max(peak_rss, coord.memory_info().rss)
+            if pushed_at is None and pushed >= args.replicas:
+                pushed_at = now
+            if running >= args.replicas:
+                running_at = now
+            print(f"  t={now:6.1f}s pushed={pushed} reported-running={running}", flush=True)
+        total, bound, running = await count_pods(client)
+        print(f"  the API lists {total} pods, {bound} bound, {running} Running")
+        stop.set()
+        await probe
+        cpu1 = coord.cpu_times()
+        elapsed = time.perf_counter() - start
+        cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        g, lst = summary(prober.get), summary(prober.list)
+        print()
+        print(f"load: {args.nodes} hollow nodes, rc of {args.replicas} replicas")
+        if pushed_at:
+            print(f"  all bound and pushed   {pushed_at:7.1f}s  ({args.replicas / pushed_at:7.0f} pods/s)")
+        print(f"  all Running after      {running_at if running_at else float('nan'):7.1f}s")
+        print(
+            f"  coordinator CPU        {cpu:7.1f}s over {elapsed:.1f}s ({100 * cpu / elapsed:.0f}% of one core)"
+        )
+        print(f"  coordinator peak RSS   {peak_rss / 2**20:7.0f} MiB")
+        print(
+            f"  API Get  p50/p99       {g['p50'] * 1000:7.1f} / {g['p99'] * 1000:.1f} ms  ({len(prober.get)} calls)"
+        )
+        print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
+        await client.delete(RC, "default", "hollow")
+
+
+async def capacity_phase(args: argparse.Namespace, server: str, fleet: HollowFleet) -> None:
+    print()
+    print(f"capacity: API p99 while agents heartbeat at the default interval (step {args.step})")
+    held = 0
+    async with Client(server) as client:
+        while len(fleet.agents) < args.max_agents:
+            await fleet.add(min(args.step, args.max_agents - len(fleet.agents)))
+            await asyncio.sleep(args.settle)
+            prober = Prober(client)
+            stop = asyncio.Event()
+            probe = asyncio.create_task(prober.run(stop))
+            await asyncio.sleep(args.measure)
+            stop.set()
+            await probe
+            g, lst = summary(prober.get), summary(prober.list)
+            worst = max(g["p99"], lst["p99"])
+            print(
+                f"  {len(fleet.agents):5d} agents: Get p99 {g['p99'] * 1000:7.1f} ms, "
+                f"List(nodes) p99 {lst['p99'] * 1000:7.1f} ms",
+                flush=True,
+            )
+            if worst > 1.0:
+                break
+            held = len(fleet.agents)
+    print(f"  held {held} agents with API p99 <= 1 s")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    port = free_port()
+    server = f"127.0.0.1:{port}"
+    data = pathlib.Path(tempfile.mkdtemp(prefix="atoll-hollow-"))
+    shm = pathlib.Path(
+        tempfile.mkdtemp(prefix="atoll-hollow-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    )
+    log = open(data / "coordinator.log", "w")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", server, "--data-dir", str(data / "store"),
+         "--log-level", "warning"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    fleet = HollowFleet(server, shm)
+    profiler = None
+    if args.profile:
+        profiler = subprocess.Popen(
+            ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-p", str(proc.pid), "-r", "50"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        async with Client(server) as client:
+            for _ in range(100):
+                try:
+                    await client.list(NODE)
+                    break
+                except errors.AtollError:
+                    await asyncio.sleep(0.2)
+        coord = psutil.Process(proc.pid)
+        if not args.skip_load:
+            await load_phase(args, server, fleet, coord)
+        if not args.skip_capacity:
+            await capacity_phase(args, server, fleet)
+    finally:
+        await fleet.stop()
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(60)
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        shutil.rmtree(shm, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--replicas", type=int, default=10000)
+    parser.add_argument("--max-agents", type=int, default=5000)
+    parser.add_argument("--step", type=int, default=500)
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds after adding agents before measuring"
+    )
+    parser.add_argument("--measure", type=float, default=10.0, help="seconds of probing per plateau")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress samples")
+    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-capacity", action="store_true")
+    parser.add_argument(
+        "--profile", help="record the coordinator with py-spy into this file (speedscope JSON)"
+    )
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
