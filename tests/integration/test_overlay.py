@@ -73,7 +73,8 @@ async def test_pods_reach_each_other_across_hosts(three: Cluster) -> None:
     # The server saw the client's own pod IP: no masquerade inside the overlay.
     for j, target in enumerate(pods):
         cid = target.status.container_statuses[0].container_id.removeprefix("docker://")
-        logs = await asyncio.to_thread(lambda: three.workers[j].docker().containers.get(cid).logs().decode())
+        container = await asyncio.to_thread(three.workers[j].docker().containers.get, cid)
+        logs = (await asyncio.to_thread(container.logs)).decode()
         for i, source in enumerate(pods):
             if i != j:
                 assert re.search(rf"\b{re.escape(source.status.pod_ip)}\b", logs), (
