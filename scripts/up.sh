@@ -74,10 +74,10 @@ fi
 node_ready() { "${CLI[@]}" get nodes "$NODE_NAME" --no-headers | grep -qw Ready; }
 wait_for 60 "node $NODE_NAME to be Ready" node_ready
 
-# 4. The examples.
+# 4. The examples: pods first, then the controllers that adopt them, then services.
 say "applying examples/"
-for manifest in "$ROOT"/examples/*.json "$ROOT"/examples/*.yaml; do
-  [[ -e "$manifest" ]] && "${CLI[@]}" apply -f "$manifest"
+for manifest in apache-pod.json apache-pod-v1.yaml apache-controller.json apache-v1.yaml frontend-service.json; do
+  "${CLI[@]}" apply -f "$ROOT/examples/$manifest"
 done
 pods_running() { ! "${CLI[@]}" get pods --no-headers | grep -vq Running; }
 wait_for 120 "the example pods to run" pods_running || true
