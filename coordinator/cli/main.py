@@ -145,7 +145,7 @@ def _dump(items: Sequence[Message], fmt: str, single: bool) -> str:
 
 
 def _name_of(obj: Message) -> str:
-    return f"{kinds.of(obj).field}/{obj.metadata.name}"  # type: ignore[attr-defined]
+    return f"{kinds.of(obj).name.lower()}/{obj.metadata.name}"  # type: ignore[attr-defined]
 
 
 def _print_objects(
