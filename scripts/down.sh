@@ -31,6 +31,12 @@ if docker version >/dev/null 2>&1; then
   fi
 fi
 stop dockerd
+# The agent leaves its kernel state in place when it stops (so a restart changes
+# nothing); taking the all-in-one down removes its service rules too.
+if command -v nft >/dev/null && nft list table ip atoll >/dev/null 2>&1; then
+  echo "==> removing the atoll nftables table"
+  nft delete table ip atoll
+fi
 if [[ ${PURGE:-0} == 1 ]]; then
   echo "==> removing $RUN_DIR"
   rm -rf "$RUN_DIR"
