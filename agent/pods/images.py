@@ -133,11 +133,14 @@ def find_static_busybox(configured: str) -> pathlib.Path:
 
 
 async def ensure_infra_image(runtime: ContainerRuntime, ref: str, busybox: pathlib.Path) -> None:
+    """The infra image: present, else built offline from a static busybox, else pulled."""
     if await runtime.image_present(ref):
         return
     try:
+        rootfs = infra_rootfs(busybox)
+    except ImageError as exc:
+        log.info("cannot build infra image %s (%s); pulling it", ref, exc.message)
         await runtime.pull_image(ref)
         return
-    except ImagePullError as exc:
-        log.info("cannot pull infra image %s (%s); building it from %s", ref, exc.message, busybox)
-    await runtime.import_image(infra_rootfs(busybox), ref, ('CMD ["/bin/busybox", "sleep", "2147483647"]',))
+    await runtime.import_image(rootfs, ref, ('CMD ["/bin/busybox", "sleep", "2147483647"]',))
+    log.info("built infra image %s from %s", ref, busybox)

@@ -56,6 +56,8 @@ def group(containers: Iterable[ContainerInfo]) -> Observed:
     infra: list[ContainerInfo] = []
     apps: dict[str, list[ContainerInfo]] = {}
     for c in containers:
+        if c.state == "removing":
+            continue  # on its way out (e.g. `docker rm -f`): plan as if it were gone
         name = c.labels.get(render.LABEL_CONTAINER, "")
         if name == render.INFRA:
             infra.append(c)

@@ -113,6 +113,7 @@ class _Execution:
         self.record = record
         self.sandbox_id = obs.infra[0].id if obs.infra else ""
         self.containers = {c.name: c for c in pod.spec.containers}
+        self.previous = {name: instances[0] for name, instances in obs.apps.items() if instances}
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.s.recorder.record(self.pod, type_, reason, message)
@@ -210,6 +211,9 @@ class _Execution:
             return
         if action.reason == "missing":
             crec.last_termination = Termination(137, "ContainerMissing", "removed outside Atoll")
+        elif self.previous.get(action.name) is not None:
+            # Remember how the last instance ended, in case it is removed later.
+            crec.last_termination = status.termination_of(self.previous[action.name])
         crec.attempt = action.attempt
         self.s.states.save(self.record)
         spec = render.render_container(self.pod, container, self.s.ctx, self.sandbox_id, action.attempt)

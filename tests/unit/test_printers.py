@@ -15,6 +15,12 @@ from coordinator.cli import printers
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ages are relative to NOW, whenever the test runs (collection may be minutes earlier)."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+
+
 def ago(seconds: float) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=int(NOW - seconds))
 
