@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors
-from atoll.v1 import cluster_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import auth_pb2, cluster_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(
         cluster_pb2.KIND_SUBNET, "Subnet", "subnet", network_pb2.Subnet, False, "subnets", ("lease", "leases")
     ),
+    KindInfo(cluster_pb2.KIND_TOKEN, "Token", "token", auth_pb2.Token, False, "tokens", ()),
+    KindInfo(cluster_pb2.KIND_MACHINE, "Machine", "machine", machines_pb2.Machine, False, "machines", ()),
     KindInfo(
         cluster_pb2.KIND_REGISTRIES,
         "Registries",
