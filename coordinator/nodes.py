@@ -61,7 +61,8 @@ def is_ready(node: node_pb2.Node) -> bool:
 
 class NodeLifecycle:
     """Marks silent nodes Ready=Unknown after `grace` seconds, and declares their pods lost
-    `eviction_timeout` seconds later, so that controllers replace them elsewhere.
+    `eviction_timeout` seconds later: controllers' pods Failed (NodeLost), so that they are
+    replaced elsewhere; other pods Unknown, still assigned to the node.
 
     Only silence (Unknown) evicts: a node that reports itself NotReady (False) is
     alive and keeps its pods, as a broken runtime is better repaired than fled.
@@ -140,15 +141,19 @@ class NodeLifecycle:
             ):
                 continue
             uid = obj.metadata.uid
+            # A controller's pod is declared lost (Failed) so that it is replaced elsewhere.
+            # A pod nobody would replace stays assigned, Unknown: if the node was only cut
+            # off, it keeps running there and reports Running again when the link returns.
+            replaceable = any(ref.controller for ref in obj.metadata.owner_references)
 
-            def mark(o: Message, uid: str = uid) -> bool:
+            def mark(o: Message, uid: str = uid, replaceable: bool = replaceable) -> bool:
                 assert isinstance(o, pod_pb2.Pod)
                 if o.metadata.uid != uid or o.status.phase in (
                     pod_pb2.POD_PHASE_SUCCEEDED,
                     pod_pb2.POD_PHASE_FAILED,
                 ):
                     return False
-                o.status.phase = pod_pb2.POD_PHASE_FAILED
+                o.status.phase = pod_pb2.POD_PHASE_FAILED if replaceable else pod_pb2.POD_PHASE_UNKNOWN
                 o.status.reason, o.status.message = "NodeLost", message
                 for c in o.status.conditions:
                     if c.type in ("Ready", "ContainersReady"):
@@ -166,7 +171,7 @@ class NodeLifecycle:
             lost += 1
             if self._recorder is not None:
                 self._recorder.record(pod, "Warning", "NodeLost", message)
-        log.warning("node %s lost: %d pod(s) marked Failed (NodeLost)", node, lost)
+        log.warning("node %s lost: %d pod(s) marked lost (NodeLost)", node, lost)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._nodes.synced.wait()

@@ -46,10 +46,13 @@ FAST_COORDINATOR = (
 
 
 class CoordinatorProcess:
-    def __init__(self, host: Host, data_dir: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, host: Host, data_dir: Path, extra: Sequence[str] = (), *, socket: Path | None = None
+    ) -> None:
         self.host = host
         self.data_dir = data_dir
-        self.socket = data_dir.parent / f"{data_dir.name}.sock"
+        # The test process reaches the socket through the shared filesystem.
+        self.socket = socket or data_dir.parent / f"{data_dir.name}.sock"
         self.address = f"{host.ip}:6443"
         self.extra = tuple(extra)
         self.process: Process | None = None
