@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from atoll import config as layered
 from atoll import errors, labels, validation
@@ -20,6 +22,32 @@ from atoll import errors, labels, validation
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
 DEFAULT_AGENT_PORT = 10250
+
+
+_IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+MAX_VFS = 256
+
+
+def parse_sriov_pfs(value: Any) -> list[str]:
+    """``ens1f0:8,ens1f1:4`` (flags, environment), a list of such strings or of
+    ``{iface, num_vfs}`` mappings (config file); normalised to ``IFACE:NUM_VFS`` strings."""
+    items: list[Any] = value if isinstance(value, list) else str(value).split(",")
+    result = []
+    for item in items:
+        if isinstance(item, Mapping):
+            iface, count = str(item.get("iface", "")), item.get("num_vfs", "")
+        else:
+            if not str(item).strip():
+                continue
+            iface, _, count = str(item).strip().rpartition(":")
+        try:
+            number = int(count)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected IFACE:NUM_VFS, got {item!r}") from None
+        if not _IFACE.match(iface) or not 0 <= number <= MAX_VFS:
+            raise ValueError(f"expected IFACE:NUM_VFS with 0..{MAX_VFS} VFs, got {item!r}")
+        result.append(f"{iface}:{number}")
+    return result
 
 
 @dataclass
@@ -81,6 +109,12 @@ class AgentConfig:
     max_pods: int = layered.option(110, "pods this node accepts")
     reserved_cpu_millis: int = layered.option(0, "CPU (millicores) held back from pods")
     reserved_memory_bytes: int = layered.option(0, "memory (bytes) held back from pods")
+    sriov_pfs: list[str] = layered.option(
+        [],
+        "SR-IOV physical functions of this host and the virtual functions each should expose, "
+        "IFACE:NUM_VFS,... (written by `coordinator enroll --sriov-pf`)",
+        parse=parse_sriov_pfs,
+    )
     log_level: str = layered.option("info", "debug, info, warning or error")
 
     def validate(self) -> None:
