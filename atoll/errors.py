@@ -101,7 +101,8 @@ _BY_CODE: dict[grpc.StatusCode, type[AtollError]] = {
 }
 
 # Trailing metadata key that carries AtollError.field across the wire.
-FIELD_METADATA_KEY = "atoll-field"
+# Binary metadata ("-bin"): field paths may hold any character a client sent (a label key, say).
+FIELD_METADATA_KEY = "atoll-field-bin"
 
 
 def from_status(code: grpc.StatusCode, details: str, field: str = "") -> AtollError:

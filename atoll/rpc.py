@@ -7,11 +7,23 @@ Errors: servicers raise `atoll.errors.AtollError`; `ErrorInterceptor` turns
 them into statuses (field path in trailing metadata) and turns any other
 exception into INTERNAL without leaking a traceback to the client. Clients
 wrap calls in `unary()` / `stream()` to get AtollError back.
+
+The interceptor chain of a server, outermost first: the caller's
+interceptors in the order given (the coordinator puts authentication and
+authorization first, so that what follows, such as a per-client rate limiter,
+knows who calls: `caller_name()`), then `ErrorInterceptor`. `CallInterceptor`
+is the base for a link of the chain that looks at each call before the
+servicer runs and learns its outcome afterwards.
+
+Transport: every TCP listener is TLS (`Listener.credentials`) unless it is on
+loopback; plain text anywhere else is refused here, whatever the caller
+asked. Unix sockets use gRPC's local credentials and are created mode 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -22,7 +34,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from atoll import errors
+from atoll import errors, tls
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +75,30 @@ _CHANNEL_OPTIONS = [
 _OWN_SERVICE_PREFIX = "/atoll."
 
 
-def _abort_args(err: errors.AtollError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
-    trailing = ((errors.FIELD_METADATA_KEY, err.field),) if err.field else ()
+def _abort_args(err: errors.AtollError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    trailing = ((errors.FIELD_METADATA_KEY, err.field.encode("utf-8", "replace")),) if err.field else ()
     return err.code, str(err), trailing
 
 
-def _wrap_unary(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+Deserializer = Callable[[bytes], Any] | None
+
+
+def _decode(deserialize: Deserializer, raw: Any, method: str) -> Any:
+    """Requests arrive as bytes and are parsed here, so that garbage is INVALID_ARGUMENT, not INTERNAL."""
+    if deserialize is None:
+        return raw
+    try:
+        return deserialize(raw)
+    except Exception as exc:  # protobuf raises DecodeError, and others for some corruptions
+        raise errors.InvalidArgument(f"cannot parse the {method.rsplit('/', 1)[-1]} request: {exc}") from None
+
+
+def _wrap_unary(
+    fn: Callable[..., Awaitable[Any]], method: str, deserialize: Deserializer = None
+) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await fn(request, context)
+            return await fn(_decode(deserialize, request, method), context)
         except errors.AtollError as err:
             await context.abort(*_abort_args(err))
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -83,10 +110,12 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[...,
     return wrapper
 
 
-def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    fn: Callable[..., AsyncIterator[Any]], method: str, deserialize: Deserializer = None
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for item in fn(request, context):
+            async for item in fn(_decode(deserialize, request, method), context):
                 yield item
         except errors.AtollError as err:
             await context.abort(*_abort_args(err))
@@ -97,6 +126,109 @@ def _wrap_stream(fn: Callable[..., AsyncIterator[Any]], method: str) -> Callable
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 
     return wrapper
+
+
+# Who the current call is from, as the authenticating interceptor established it.
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_caller", default="")
+
+
+def caller_name(context: grpc.aio.ServicerContext) -> str:
+    """The authenticated caller of the current call, else its peer address without the port."""
+    who = CALLER.get()
+    if who:
+        return who
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A link of the chain that sees every call to an Atoll service.
+
+    `admit` runs before the servicer, with the decoded request; raising
+    AtollError refuses the call with that status. `finish` runs after the call
+    with its status code and what `admit` returned.
+    """
+
+    async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return None
+
+    def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
+        return None
+
+    async def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await self.admit(method, request, context)
+        except errors.AtollError as err:
+            await context.abort(*_abort_args(err))
+
+    def _finish(
+        self, method: str, ticket: Any, context: grpc.aio.ServicerContext, exc: BaseException | None
+    ) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
+        elif exc is not None:
+            code = _code_of(context) or grpc.StatusCode.INTERNAL
+        else:
+            code = _code_of(context) or grpc.StatusCode.OK
+        try:
+            self.finish(method, ticket, code)
+        except Exception:
+            log.exception("interceptor %s failed after %s", type(self).__name__, method)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(_OWN_SERVICE_PREFIX):
+            return handler
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                ticket = await self._admit(method, request, context)
+                try:
+                    result = await inner(request, context)
+                except BaseException as exc:
+                    self._finish(method, ticket, context, exc)
+                    raise
+                self._finish(method, ticket, context, None)
+                return result
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                ticket = await self._admit(method, request, context)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    self._finish(method, ticket, context, exc)
+                    raise
+                self._finish(method, ticket, context, None)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = context.code()
+    except Exception:  # not every grpc version keeps it readable
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -113,14 +245,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, method, handler.request_deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.unary_stream, method, handler.request_deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -141,6 +273,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
 
     async def stop(self, grace: float = 1.0) -> None:
         for name in self.service_names:
@@ -153,17 +286,50 @@ def split_listen(listen: str) -> list[str]:
     return [part.strip() for part in listen.split(",") if part.strip()]
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One address a server listens on. `credentials` None is plain text (loopback only);
+    unix sockets always get local credentials."""
+
+    address: str
+    credentials: grpc.ServerCredentials | None = None
+
+
+def listeners(listen: str, credentials: grpc.ServerCredentials | None) -> list[Listener]:
+    return [Listener(address, credentials) for address in split_listen(listen)]
+
+
+def _bind(server: grpc.aio.Server, listener: Listener) -> int:
+    address = listener.address
+    if address.startswith("unix:"):
+        # Only the owner may connect: the socket's mode is its access control.
+        undo = tls.restrict_umask()
+        try:
+            return int(server.add_secure_port(address, tls.local_server_credentials()))
+        finally:
+            undo()
+    if listener.credentials is None:
+        tls.check_plaintext(address)
+        return int(server.add_insecure_port(address))
+    return int(server.add_secure_port(address, listener.credentials))
+
+
 async def start_server(
-    listen: str,
+    listen: str | Sequence[Listener],
     bindings: Sequence[ServiceBinding],
     *,
-    credentials: grpc.ServerCredentials | None = None,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
-    The returned port is the first TCP address's; unix sockets report none.
+    `listen` is a list of listeners, or addresses served in plain text (which
+    must be loopback). The returned port is the first TCP listener's; `ports`
+    has every TCP listener's, in order; unix sockets report none.
     """
+    targets = listeners(listen, None) if isinstance(listen, str) else list(listen)
+    for target in targets:
+        if target.credentials is None and not target.address.startswith("unix:"):
+            tls.check_plaintext(target.address)
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorInterceptor()],
         options=_SERVER_OPTIONS,
@@ -175,34 +341,46 @@ async def start_server(
         binding.add_to_server(binding.servicer, server)
         names.append(binding.full_name)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = 0
-    for address in split_listen(listen):
-        if credentials is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, credentials)
+    ports = []
+    for target in targets:
+        bound = _bind(server, target)
         if bound == 0:
-            raise errors.Unavailable(f"cannot listen on {address}")
-        if not address.startswith("unix:"):
-            port = port or bound
+            raise errors.Unavailable(f"cannot listen on {target.address}")
+        if not target.address.startswith("unix:"):
+            ports.append(bound)
     await server.start()
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    return RunningServer(
+        server=server, port=ports[0] if ports else 0, health=health_servicer, service_names=names, ports=ports
+    )
 
 
-def open_channel(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
-    """An asyncio channel to `target` (HOST:PORT)."""
+def open_channel(
+    target: str, *, credentials: grpc.ChannelCredentials | None = None, server_name: str = ""
+) -> grpc.aio.Channel:
+    """An asyncio channel to `target` (HOST:PORT or unix:///path.sock).
+
+    Without credentials a TCP channel is plain text (for --insecure servers on
+    loopback) and a unix socket channel uses local credentials. `server_name`
+    is the name the server's certificate must carry when it differs from the
+    target's host (agents are reached by IP and named by node name).
+    """
+    options: list[tuple[str, str | int]] = list(_CHANNEL_OPTIONS)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    if credentials is None and target.startswith("unix:"):
+        credentials = tls.local_channel_credentials()
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def error_from_rpc(err: grpc.aio.AioRpcError) -> errors.AtollError:
     field_path = ""
     for key, value in err.trailing_metadata() or ():
         if key == errors.FIELD_METADATA_KEY:
-            field_path = str(value)
+            field_path = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return errors.from_status(err.code(), err.details() or "", field_path)
 
 
