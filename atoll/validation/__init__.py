@@ -23,6 +23,7 @@ from atoll.validation.core import (
     require,
     validate_meta,
 )
+from atoll.validation.machines import validate_machine
 from atoll.validation.network import (
     DEFAULT_NETWORK_NAME,
     VNI_MAX,
@@ -74,6 +75,7 @@ __all__ = [
     "valid_image",
     "validate_endpoints",
     "validate_event",
+    "validate_machine",
     "validate_meta",
     "validate_network",
     "validate_network_object",

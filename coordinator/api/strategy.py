@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors, validation
-from atoll.v1 import meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import machines_pb2, meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,21 @@ def _node_update(new: Message, old: Message) -> None:
     new.metadata.generation = old.metadata.generation + (1 if new.spec != old.spec else 0)
 
 
+def _machine_create(obj: Message) -> None:
+    """A machine's status is the provider's state as its provisioner last saw it (enroll and
+    provision run in the operator's CLI, which holds the cloud credentials), so clients write it."""
+    assert isinstance(obj, machines_pb2.Machine)
+    validation.validate_machine(obj).raise_first()
+
+
+def _machine_update(new: Message, old: Message) -> None:
+    assert isinstance(new, machines_pb2.Machine) and isinstance(old, machines_pb2.Machine)
+    validation.validate_machine(new).raise_first()
+    if old.spec.provider and new.spec.provider != old.spec.provider:
+        raise errors.InvalidArgument("spec.provider is immutable", field="spec.provider")
+    new.metadata.generation = old.metadata.generation + (1 if new.spec != old.spec else 0)
+
+
 STRATEGIES: dict[type[Message], Strategy] = {
     pod_pb2.Pod: Strategy(_pod_create, _pod_update),
     node_pb2.Node: Strategy(_node_create, _node_update),
@@ -136,6 +151,7 @@ STRATEGIES: dict[type[Message], Strategy] = {
     workloads_pb2.Service: _simple(validation.default_service, validation.validate_service),  # type: ignore[arg-type]
     workloads_pb2.Endpoints: _simple(None, validation.validate_endpoints),  # type: ignore[arg-type]
     workloads_pb2.Event: _simple(None, validation.validate_event),  # type: ignore[arg-type]
+    machines_pb2.Machine: Strategy(_machine_create, _machine_update),
 }
 
 

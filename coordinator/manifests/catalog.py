@@ -7,6 +7,7 @@ from google.protobuf.message import Message
 from coordinator.manifests import (
     endpoints,
     event,
+    machine,
     network,
     node,
     pod,
@@ -28,6 +29,7 @@ CODECS: tuple[Codec, ...] = (
     network.CODEC,
     subnet.CODEC,
     registries.CODEC,
+    machine.CODEC,
 )
 
 BY_KIND: dict[str, Codec] = {name: codec for codec in CODECS for name in codec.kinds}

@@ -10,14 +10,15 @@ describe functions append when given the object's events.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll.v1 import network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import manifests
-from coordinator.cli.printers import network, pods, workloads
+from coordinator.cli.printers import machines, network, pods, workloads
 from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
 from coordinator.cli.printers.pods import (
     CONDITION,
@@ -87,13 +88,22 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
         network.REGISTRIES_WIDE,
         network.registries_row,  # type: ignore[dict-item]
     ),
+    machines_pb2.Machine: (machines.MACHINE_HEADERS, machines.MACHINE_WIDE, machines.machine_row),  # type: ignore[dict-item]
 }
 
 
 def render_table(
-    message_type: type[Message], items: Sequence[Message], wide: bool, headers: bool = True
+    message_type: type[Message],
+    items: Sequence[Message],
+    wide: bool,
+    headers: bool = True,
+    *,
+    nodes: Sequence[node_pb2.Node] | None = None,
 ) -> str:
+    """``nodes``: the cluster's nodes, for kinds shown beside them (machines); others ignore it."""
     head, extra, row = ROWS[message_type]
+    if message_type is machines_pb2.Machine and nodes is not None:
+        row = functools.partial(machines.machine_row, nodes={n.metadata.name: n for n in nodes})
     rows = [row(item, wide) for item in items]
     columns = head + (extra if wide else [])
     if not headers:
