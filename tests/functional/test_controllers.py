@@ -160,3 +160,38 @@ async def test_lost_node_pods_are_replaced(tmp_path: pathlib.Path) -> None:
         assert {"Scheduled", "SuccessfulCreate", "NodeLost"} <= reasons
     finally:
         await cluster.stop()
+
+
+async def test_cordon_uncordon_and_drain(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from coordinator.cli.main import main
+
+    from tests.functional.test_pod_lifecycle import _node_ready
+
+    for i in range(2):
+        await cluster.add_node(f"node-{i}", images=("busybox",))
+        await eventually(lambda i=i: _node_ready(cluster, f"node-{i}"), what=f"node-{i} Ready")
+    c = cluster.client
+    assert c is not None
+    server = ["--server", f"127.0.0.1:{cluster.coordinator.port}"]
+    assert await asyncio.to_thread(main, [*server, "cordon", "node-1"]) == 0
+    await c.create(make_rc("drained", 2))
+    pods = await eventually(lambda: running(cluster, "name=drained", 2), what="2 replicas")
+    assert {p.spec.node_name for p in pods} == {"node-0"}  # node-1 is cordoned
+    nodes = await asyncio.to_thread(main, [*server, "get", "nodes"])
+    assert nodes == 0 and "Ready,SchedulingDisabled" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, [*server, "uncordon", "node-1"]) == 0
+    loner = make_pod("loner")
+    loner.spec.node_name = "node-0"
+    await c.create(loner)
+    assert await asyncio.to_thread(main, [*server, "drain", "node-0"]) == 2  # an unmanaged pod: refused
+    assert "use --force" in capsys.readouterr().err
+    await c.delete(POD, "default", "loner")
+    assert await asyncio.to_thread(main, [*server, "drain", "node-0"]) == 0
+
+    async def moved() -> bool:
+        ok = await running(cluster, "name=drained", 2)
+        return ok is not None and all(p.spec.node_name == "node-1" for p in ok)
+
+    await eventually(moved, what="replicas moved off the drained node")
