@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -45,6 +46,31 @@ def parse_bool(value: Any) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected a boolean, got {value!r}")
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365 * 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdy])")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `90s`, `10m`, `1h30m`, `7d` or `10y` (a year is 365 days)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"expected a duration such as 90s, 10m, 1h30m, 7d or 10y, got {value!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def parse_list(value: Any) -> list[str]:
+    """`a,b,c` (flags, environment) or a YAML list (config file)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
 
 
 def parse_labels(value: Any) -> dict[str, str]:

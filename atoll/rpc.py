@@ -8,12 +8,12 @@ them into statuses (field path in trailing metadata) and turns any other
 exception into INTERNAL without leaking a traceback to the client. Clients
 wrap calls in `unary()` / `stream()` to get AtollError back.
 
-The interceptor chain of a server, outermost first: the caller's
-interceptors in the order given (the coordinator puts authentication and
-authorization first, so that what follows, such as a per-client rate limiter,
-knows who calls: `caller_name()`), then `ErrorInterceptor`. `CallInterceptor`
-is the base for a link of the chain that looks at each call before the
-servicer runs and learns its outcome afterwards.
+The chain of a server, outermost first: the caller's grpc interceptors (which
+see raw requests), then `ErrorInterceptor`, which parses each request and runs
+the call links (`CallInterceptor`) in order before the servicer, all inside
+its error mapping. The coordinator's first link authenticates and authorizes
+(coordinator.auth); a per-client rate limiter belongs right after it, where
+`caller_name()` says who calls.
 
 Transport: every TCP listener is TLS (`Listener.credentials`) unless it is on
 loopback; plain text anywhere else is refused here, whatever the caller
@@ -93,60 +93,13 @@ def _decode(deserialize: Deserializer, raw: Any, method: str) -> Any:
         raise errors.InvalidArgument(f"cannot parse the {method.rsplit('/', 1)[-1]} request: {exc}") from None
 
 
-def _wrap_unary(
-    fn: Callable[..., Awaitable[Any]], method: str, deserialize: Deserializer = None
-) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await fn(_decode(deserialize, request, method), context)
-        except errors.AtollError as err:
-            await context.abort(*_abort_args(err))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+class CallInterceptor:
+    """A link of the chain inside the error layer: it sees every call to an Atoll service once
+    its request is parsed, before the servicer runs, and learns the call's outcome.
 
-    return wrapper
-
-
-def _wrap_stream(
-    fn: Callable[..., AsyncIterator[Any]], method: str, deserialize: Deserializer = None
-) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for item in fn(_decode(deserialize, request, method), context):
-                yield item
-        except errors.AtollError as err:
-            await context.abort(*_abort_args(err))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
-
-    return wrapper
-
-
-# Who the current call is from, as the authenticating interceptor established it.
-CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_caller", default="")
-
-
-def caller_name(context: grpc.aio.ServicerContext) -> str:
-    """The authenticated caller of the current call, else its peer address without the port."""
-    who = CALLER.get()
-    if who:
-        return who
-    peer = context.peer() or "unknown"
-    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
-
-
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A link of the chain that sees every call to an Atoll service.
-
-    `admit` runs before the servicer, with the decoded request; raising
-    AtollError refuses the call with that status. `finish` runs after the call
-    with its status code and what `admit` returned.
+    `admit` raises AtollError to refuse the call with that status; what it
+    returns comes back to `finish` with the call's status code. Links run in
+    order; a refused call reaches neither the links after it nor the servicer.
     """
 
     async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -154,73 +107,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
         return None
-
-    async def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await self.admit(method, request, context)
-        except errors.AtollError as err:
-            await context.abort(*_abort_args(err))
-
-    def _finish(
-        self, method: str, ticket: Any, context: grpc.aio.ServicerContext, exc: BaseException | None
-    ) -> None:
-        if isinstance(exc, asyncio.CancelledError):
-            code = grpc.StatusCode.CANCELLED
-        elif exc is not None:
-            code = _code_of(context) or grpc.StatusCode.INTERNAL
-        else:
-            code = _code_of(context) or grpc.StatusCode.OK
-        try:
-            self.finish(method, ticket, code)
-        except Exception:
-            log.exception("interceptor %s failed after %s", type(self).__name__, method)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(_OWN_SERVICE_PREFIX):
-            return handler
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                ticket = await self._admit(method, request, context)
-                try:
-                    result = await inner(request, context)
-                except BaseException as exc:
-                    self._finish(method, ticket, context, exc)
-                    raise
-                self._finish(method, ticket, context, None)
-                return result
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                ticket = await self._admit(method, request, context)
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as exc:
-                    self._finish(method, ticket, context, exc)
-                    raise
-                self._finish(method, ticket, context, None)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
@@ -231,8 +117,113 @@ def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
     return code if isinstance(code, grpc.StatusCode) else None
 
 
+class _Call:
+    """One call's passage through the links: admitted ones are told how it ended."""
+
+    def __init__(self, method: str, links: Sequence[CallInterceptor]) -> None:
+        self.method = method
+        self.links = links
+        self.admitted: list[tuple[CallInterceptor, Any]] = []
+        self.code = grpc.StatusCode.OK
+
+    async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        for link in self.links:
+            self.admitted.append((link, await link.admit(self.method, request, context)))
+
+    def failed(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(exc, errors.AtollError):
+            self.code = exc.code
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            self.code = grpc.StatusCode.CANCELLED
+        elif isinstance(exc, grpc.aio.AbortError):
+            self.code = _code_of(context) or grpc.StatusCode.UNKNOWN
+        else:
+            self.code = grpc.StatusCode.INTERNAL
+
+    def finish(self) -> None:
+        for link, ticket in self.admitted:
+            try:
+                link.finish(self.method, ticket, self.code)
+            except Exception:
+                log.exception("%s failed after %s", type(link).__name__, self.method)
+
+
+def _wrap_unary(
+    fn: Callable[..., Awaitable[Any]],
+    method: str,
+    deserialize: Deserializer = None,
+    links: Sequence[CallInterceptor] = (),
+) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, links)
+        try:
+            parsed = _decode(deserialize, request, method)
+            await call.admit(parsed, context)
+            return await fn(parsed, context)
+        except errors.AtollError as err:
+            call.failed(err, context)
+            await context.abort(*_abort_args(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
+            call.failed(exc, context)
+            raise
+        except Exception as exc:
+            call.failed(exc, context)
+            log.exception("unexpected error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+        finally:
+            call.finish()
+
+    return wrapper
+
+
+def _wrap_stream(
+    fn: Callable[..., AsyncIterator[Any]],
+    method: str,
+    deserialize: Deserializer = None,
+    links: Sequence[CallInterceptor] = (),
+) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, links)
+        try:
+            parsed = _decode(deserialize, request, method)
+            await call.admit(parsed, context)
+            async for item in fn(parsed, context):
+                yield item
+        except errors.AtollError as err:
+            call.failed(err, context)
+            await context.abort(*_abort_args(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
+            call.failed(exc, context)
+            raise
+        except Exception as exc:
+            call.failed(exc, context)
+            log.exception("unexpected error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+        finally:
+            call.finish()
+
+    return wrapper
+
+
+# Who the current call is from, as the authenticating link established it.
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_caller", default="")
+
+
+def caller_name(context: grpc.aio.ServicerContext) -> str:
+    """The authenticated caller of the current call, else its peer address without the port.
+    (For links after authentication, such as a per-client rate limiter.)"""
+    who = CALLER.get()
+    if who:
+        return who
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps AtollError to gRPC statuses for every Atoll service."""
+    """Parses requests, runs the call links, maps AtollError to statuses for every Atoll service."""
+
+    def __init__(self, links: Sequence[CallInterceptor] = ()) -> None:
+        self.links = tuple(links)
 
     async def intercept_service(
         self,
@@ -245,13 +236,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method, handler.request_deserializer),
+                _wrap_unary(handler.unary_unary, method, handler.request_deserializer, self.links),
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method, handler.request_deserializer),
+                _wrap_stream(handler.unary_stream, method, handler.request_deserializer, self.links),
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
@@ -319,6 +310,7 @@ async def start_server(
     bindings: Sequence[ServiceBinding],
     *,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    links: Sequence[CallInterceptor] = (),
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
@@ -331,7 +323,7 @@ async def start_server(
         if target.credentials is None and not target.address.startswith("unix:"):
             tls.check_plaintext(target.address)
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=[*interceptors, ErrorInterceptor(links)],
         options=_SERVER_OPTIONS,
     )
     health_servicer = health.aio.HealthServicer()
