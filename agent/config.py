@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atoll import config as layered
-from atoll import errors, labels, validation
+from atoll import errors, labels, pki, tls, validation
 
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
@@ -116,10 +116,35 @@ class AgentConfig:
         parse=parse_sriov_pfs,
     )
     log_level: str = layered.option("info", "debug, info, warning or error")
+    # Joining and TLS (see agent.bootstrap).
+    join_token: str = layered.option(
+        "",
+        "bootstrap token <id>.<secret> (coordinator token create) to get a node certificate with, "
+        "when <state-dir>/pki has none; prefer the config file or ATOLL_AGENT_JOIN_TOKEN to a flag",
+    )
+    ca_hash: str = layered.option(
+        "", "pin of the cluster CA when joining: sha256:<hex> of its SubjectPublicKeyInfo (kubeadm's hash)"
+    )
+    ca_cert: str = layered.option("", "the cluster CA certificate file, when joining without --ca-hash")
+    join_address: str = layered.option(
+        "", "the coordinator's token port to join through (default: the coordinator's host, port 6444)"
+    )
+    insecure: bool = layered.option(
+        False,
+        "plain text to an --insecure coordinator and an agent API without TLS; loopback only, for development",
+    )
 
     def validate(self) -> None:
         layered.split_host_port(self.coordinator, "coordinator")
         layered.split_host_port(self.listen, "listen")
+        if self.insecure:
+            tls.check_plaintext(self.listen)
+        if self.ca_hash:
+            self.ca_hash = pki.parse_pin(self.ca_hash)
+        if self.join_token and not re.match(r"^[a-z0-9]{6}\.[a-z0-9]{16}$", self.join_token):
+            raise errors.InvalidArgument("join_token: expected <6 of [a-z0-9]>.<16 of [a-z0-9]>")
+        if self.join_address:
+            layered.split_host_port(self.join_address, "join_address")
         if self.node_name and not validation.DNS1123_SUBDOMAIN.match(self.node_name):
             raise errors.InvalidArgument(
                 f"node_name: {self.node_name!r} must be a DNS-1123 subdomain (lower-case letters, digits, '-', '.')"

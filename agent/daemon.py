@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from agent import bootstrap
 from agent.config import AgentConfig
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
 from agent.metrics import HostMetrics, PsutilMetrics
@@ -28,10 +29,10 @@ from agent.proxy import Netfilter, NetfilterError, NftNetfilter, ServiceProxy
 from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.runtime.base import ContainerRuntime
 from agent.runtime.docker import DockerRuntime
-from agent.server import AgentServicer
+from agent.server import AgentServicer, CoordinatorOnly
 from atoll import config as layered
-from atoll import rpc
-from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_api_pb2_grpc, node_pb2
+from atoll import rpc, tls
+from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,10 @@ class Agent:
         self.link: CoordinatorLink | None = None
         self._facts: NodeFacts | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._channel: object | None = None
+        self.connection: bootstrap.CoordinatorConnection | None = None
+        self.credentials: bootstrap.NodeCredentials | None = (
+            None if cfg.insecure else bootstrap.NodeCredentials(cfg.state_path / "pki")
+        )
 
     def _status(self) -> node_pb2.NodeStatus:
         assert self._facts is not None and self.manager is not None
@@ -82,6 +86,18 @@ class Agent:
     async def start(self) -> None:
         cfg = self.cfg
         coord_host, coord_port = layered.split_host_port(cfg.coordinator, "coordinator")
+        if self.credentials is not None:
+            # First: without an identity nothing else can work.
+            await bootstrap.ensure_joined(
+                node=self.node_name,
+                coordinator=cfg.coordinator,
+                explicit_join_address=cfg.join_address,
+                token=cfg.join_token,
+                pin=cfg.ca_hash,
+                ca_file=cfg.ca_cert,
+                credentials=self.credentials,
+                stop=self.stop_event,
+            )
         node_ip = cfg.node_ip or detect_node_ip(coord_host, coord_port)
         await images.ensure_infra_image(
             self.runtime, cfg.infra_image, images.find_static_busybox(cfg.infra_busybox)
@@ -155,8 +171,13 @@ class Agent:
                 connected=lambda: bool(self.link and self.link.connected),
                 clock=time.time,
             )
+            server_creds = None
+            if self.credentials is not None:
+                server_creds = tls.ReloadingServerCredentials(
+                    self.credentials.files, require_client_cert=True
+                ).credentials()
             self.server = await rpc.start_server(
-                cfg.listen,
+                rpc.listeners(cfg.listen, server_creds),
                 [
                     rpc.ServiceBinding(
                         servicer,
@@ -164,6 +185,7 @@ class Agent:
                         agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
                     )
                 ],
+                links=[CoordinatorOnly(insecure=cfg.insecure)],
             )
             agent_port = self.server.port
         self._facts = NodeFacts(
@@ -175,10 +197,9 @@ class Agent:
             reserved_cpu_millis=cfg.reserved_cpu_millis,
             reserved_memory_bytes=cfg.reserved_memory_bytes,
         )
-        channel = rpc.open_channel(cfg.coordinator)
-        self._channel = channel
+        connection = self.connection = bootstrap.CoordinatorConnection(cfg.coordinator, self.credentials)
         self.link = CoordinatorLink(
-            node_api_pb2_grpc.NodeServiceStub(channel),
+            connection,
             node_name=self.node_name,
             node_labels=dict(cfg.labels),
             build_status=self._status,
@@ -199,6 +220,7 @@ class Agent:
             asyncio.create_task(self.manager.run(self.stop_event), name="pod-manager"),
             asyncio.create_task(self.link.run(self.stop_event), name="coordinator-link"),
             asyncio.create_task(self.networking.run(self.stop_event), name="node-network"),
+            asyncio.create_task(connection.renew_loop(self.node_name, self.stop_event), name="cert-renewal"),
         ]
         log.info(
             "agent %s up: coordinator %s, node IP %s, agent API port %d, engine %s",
@@ -239,8 +261,8 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.stop(0.5)
-        if self._channel is not None:
-            await self._channel.close()  # type: ignore[attr-defined]
+        if self.connection is not None:
+            await self.connection.close()
         await self.runtime.close()
 
     async def run_forever(self) -> None:

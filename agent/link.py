@@ -18,7 +18,7 @@ import os
 import pathlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from agent.pods.manager import PodManager
 from atoll import errors, rpc
@@ -26,6 +26,13 @@ from atoll.backoff import Backoff, jittered
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 
 log = logging.getLogger(__name__)
+
+
+class StubSource(Protocol):
+    """Where the current stub lives: the agent re-creates its channel when it renews its
+    certificate, so every call takes `stub` afresh (agent.bootstrap.CoordinatorConnection)."""
+
+    stub: node_api_pb2_grpc.NodeServiceStub
 
 
 class AssignmentFile:
@@ -83,7 +90,7 @@ class StatusReporter:
         if self._pending:
             self._wakeup.set()
 
-    async def run(self, stub: node_api_pb2_grpc.NodeServiceStub, node_name: str, stop: asyncio.Event) -> None:
+    async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             if not self._pending:
@@ -100,7 +107,7 @@ class StatusReporter:
             self._pending.clear()
             try:
                 await rpc.unary(
-                    stub.ReportPodStatus(
+                    source.stub.ReportPodStatus(
                         node_api_pb2.ReportPodStatusRequest(
                             node_name=node_name, reports=list(batch.values())
                         ),
@@ -154,7 +161,7 @@ class EventReporter:
         )
         self._wakeup.set()
 
-    async def run(self, stub: node_api_pb2_grpc.NodeServiceStub, node_name: str, stop: asyncio.Event) -> None:
+    async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             if not self._pending:
@@ -166,7 +173,7 @@ class EventReporter:
             batch, self._pending = self._pending, []
             try:
                 await rpc.unary(
-                    stub.ReportEvents(
+                    source.stub.ReportEvents(
                         node_api_pb2.ReportEventsRequest(node_name=node_name, events=batch), timeout=10
                     )
                 )
@@ -181,7 +188,7 @@ class EventReporter:
 class CoordinatorLink:
     def __init__(
         self,
-        stub: node_api_pb2_grpc.NodeServiceStub,
+        source: StubSource,
         *,
         node_name: str,
         node_labels: dict[str, str],
@@ -191,7 +198,7 @@ class CoordinatorLink:
         assignments: AssignmentFile,
         heartbeat_interval: float = 10.0,
     ) -> None:
-        self._stub = stub
+        self._source = source
         self._node = node_name
         self._labels = node_labels
         self._build_status = build_status
@@ -205,6 +212,10 @@ class CoordinatorLink:
         self.on_node_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]] | None = None
         self.on_services: Callable[[node_api_pb2.ServiceState], Awaitable[None]] | None = None
         self.events: EventReporter | None = None
+
+    @property
+    def _stub(self) -> node_api_pb2_grpc.NodeServiceStub:
+        return self._source.stub
 
     def apply(self, assignment: node_api_pb2.Assignment) -> None:
         if assignment.generation < self._manager.generation and self._manager.authoritative:
@@ -357,11 +368,11 @@ class CoordinatorLink:
             asyncio.create_task(self.watch_loop(stop), name="assignment-watch"),
             asyncio.create_task(self.node_config_loop(stop), name="node-config-watch"),
             asyncio.create_task(self.services_loop(stop), name="services-watch"),
-            asyncio.create_task(self._reporter.run(self._stub, self._node, stop), name="status-reporter"),
+            asyncio.create_task(self._reporter.run(self._source, self._node, stop), name="status-reporter"),
         ]
         if self.events is not None:
             tasks.append(
-                asyncio.create_task(self.events.run(self._stub, self._node, stop), name="event-reporter")
+                asyncio.create_task(self.events.run(self._source, self._node, stop), name="event-reporter")
             )
         await stop.wait()
         for task in tasks:

@@ -40,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"atoll-agent: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(json.dumps(layered.dump(cfg), indent=2, sort_keys=True))
+        shown = layered.dump(cfg)
+        if shown.get("join_token"):
+            shown["join_token"] = shown["join_token"].split(".")[0] + ".<secret>"
+        print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     setup_logging(cfg.log_level)
     try:

@@ -1,15 +1,40 @@
-"""AgentService: the agent's own gRPC API (status, pods, container logs)."""
+"""AgentService: the agent's own gRPC API (status, pods, container logs).
+
+Served over mutual TLS with the node's certificate; `CoordinatorOnly` lets in
+the coordinator's client certificate (CN atoll:coordinator, O atoll:system,
+signed by the cluster CA) and nobody else, not other nodes nor users.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc
+
 from agent.pods import plan, render
 from agent.pods.manager import PodManager
 from agent.runtime.base import ContainerRuntime
-from atoll import errors
+from atoll import errors, pki, rpc, tls
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_pb2, pod_pb2
+
+
+class CoordinatorOnly(rpc.CallInterceptor):
+    def __init__(self, *, insecure: bool = False) -> None:
+        self._insecure = insecure
+
+    async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        peer = tls.peer_of(context)
+        if self._insecure and peer.transport in ("insecure", "local"):
+            return None
+        if not peer.verified_cert or peer.cert_pem is None:
+            raise errors.Unauthenticated("the agent API requires the coordinator's client certificate")
+        cn, orgs, lifetime = tls.describe_cert(peer.cert_pem)
+        if cn != pki.COORDINATOR_CLIENT_CN or pki.SYSTEM_GROUP not in orgs:
+            raise errors.PermissionDenied(f"only the coordinator may call the agent API, not {cn}")
+        if lifetime.expired():
+            raise errors.Unauthenticated("the coordinator's client certificate has expired")
+        return None
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):

@@ -5,8 +5,9 @@ Config file: --config, else $ATOLL_COORDINATOR_CONFIG, else
 /etc/atoll/coordinator.yaml when it exists. Environment variables are
 ATOLL_COORDINATOR_ plus the upper-cased option name.
 
-The CLI finds the server in --server, else $ATOLL_SERVER, else 127.0.0.1:6443;
-a unix socket (unix:///path.sock) works too.
+The CLI finds the server in --server, else $ATOLL_SERVER, else its client
+config's (see coordinator.clientconfig), else 127.0.0.1:6443; a unix socket
+(unix:///path.sock) works too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from atoll import config as layered
-from atoll import errors, rpc
+from atoll import errors, rpc, tls
 
 ENV_PREFIX = "ATOLL_COORDINATOR_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
 DEFAULT_PORT = 6443
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_TOKEN_PORT = 6444
 
 
 @dataclass
@@ -52,9 +54,52 @@ class ServeConfig:
     store_history: int = layered.option(10_000, "store revisions kept for watches to resume from")
     store_sync: str = layered.option("FULL", "SQLite synchronous mode: FULL (durable) or NORMAL")
     log_level: str = layered.option("info", "debug, info, warning or error")
+    # Security (see README "Security").
+    token_listen: str = layered.option(
+        f"0.0.0.0:{DEFAULT_TOKEN_PORT}",
+        "addresses for callers without a client certificate (nodes joining with a bootstrap token, "
+        "users with bearer tokens): TLS without client certificates; '' to serve none",
+    )
+    insecure: bool = layered.option(
+        False,
+        "serve plain text with no authentication (every caller is admin); only on loopback addresses "
+        "and unix sockets, for development",
+    )
+    advertise_address: str = layered.option(
+        "",
+        "address (HOST or HOST:PORT) agents and clients reach the coordinator at; goes into its "
+        "certificate, admin.conf and join commands (default: the listen address or this host's first IP)",
+    )
+    cert_san: list[str] = layered.option(
+        [], "extra names and IPs for the server certificate, comma-separated", parse=layered.parse_list
+    )
+    ca_cert: str = layered.option(
+        "", "the cluster CA certificate to use (PEM; default: create one in the data dir)"
+    )
+    ca_key: str = layered.option("", "the key of --ca-cert (PEM, unencrypted)")
+    cert_lifetime: float = layered.option(
+        365 * 86400.0,
+        "lifetime of the certificates the coordinator issues (s, or 90m, 12h, 30d, 1y); renewed at 2/3",
+        parse=layered.parse_duration,
+    )
+    ca_lifetime: float = layered.option(
+        10 * 365 * 86400.0, "lifetime of a CA the coordinator creates", parse=layered.parse_duration
+    )
+    audit_log: str = layered.option("", "also append the audit trail to this file (JSON lines)")
 
     def validate(self) -> None:
         check_listen(self.listen)
+        if self.token_listen:
+            check_listen(self.token_listen, "token_listen")
+        if self.insecure:
+            for address in rpc.split_listen(self.listen):
+                tls.check_plaintext(address)
+        if bool(self.ca_cert) != bool(self.ca_key):
+            raise errors.InvalidArgument("ca_cert and ca_key: give both or neither")
+        if self.cert_lifetime < 1 or self.ca_lifetime < self.cert_lifetime:
+            raise errors.InvalidArgument(
+                "cert_lifetime: must be at least 1 s, and ca_lifetime at least cert_lifetime"
+            )
         for name in (
             "heartbeat_interval",
             "node_status_interval",
@@ -91,16 +136,16 @@ class ServeConfig:
         return pathlib.Path(self.data_dir)
 
 
-def check_listen(listen: str) -> None:
+def check_listen(listen: str, what: str = "listen") -> None:
     addresses = rpc.split_listen(listen)
     if not addresses:
-        raise errors.InvalidArgument("listen: at least one address is required")
+        raise errors.InvalidArgument(f"{what}: at least one address is required")
     for address in addresses:
         if address.startswith("unix:"):
             if not address.removeprefix("unix:").lstrip("/"):
-                raise errors.InvalidArgument(f"listen: {address!r} names no socket path")
+                raise errors.InvalidArgument(f"{what}: {address!r} names no socket path")
         else:
-            layered.split_host_port(address, "listen")
+            layered.split_host_port(address, what)
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,8 +168,8 @@ def load_serve(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
     )
 
 
-def server_address(flag: str | None, environ: Mapping[str, str]) -> str:
-    address = flag or environ.get("ATOLL_SERVER") or DEFAULT_SERVER
+def server_address(flag: str | None, environ: Mapping[str, str], configured: str = "") -> str:
+    address = flag or environ.get("ATOLL_SERVER") or configured or DEFAULT_SERVER
     if address.startswith("unix:"):
         return address
     layered.split_host_port(address, "--server", DEFAULT_PORT)

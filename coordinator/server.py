@@ -15,6 +15,7 @@ from coordinator.api.cluster import ClusterServicer
 from coordinator.api.node_api import NodeServicer
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata
 from coordinator.assignments import AssignmentTracker
+from coordinator.auth import Security
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.replication import ReplicationManager
@@ -57,11 +58,18 @@ class Coordinator:
         self.scheduler: Scheduler | None = None
         self.agents: AgentClients | None = None
         self.recorder: EventRecorder | None = None
+        self.security: Security | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return self.server.port
+
+    @property
+    def token_port(self) -> int:
+        """The port of the first --token-listen address (TLS without client certificates)."""
+        assert self.server is not None and len(self.server.ports) > 1
+        return self.server.ports[-1]
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -72,6 +80,9 @@ class Coordinator:
                 synchronous=cfg.store_sync.upper(),
             )
         registry = self.registry = Registry(self.store)
+        security = self.security = Security(cfg, registry)
+        await asyncio.to_thread(security.prepare)
+        pki = security.pki
         informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
@@ -96,7 +107,11 @@ class Coordinator:
         )
         replication = ReplicationManager(registry, informers["ReplicationController"], pods, recorder)
         endpoints = EndpointsController(registry, informers["Service"], pods)
-        self.agents = AgentClients(nodes)
+        self.agents = (
+            AgentClients(nodes)
+            if pki is None
+            else AgentClients(nodes, credentials=pki.agent_credentials, version=lambda: pki.version)
+        )
         stop = self.stop_event
         self._tasks = [
             *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
@@ -105,12 +120,18 @@ class Coordinator:
             asyncio.create_task(replication.run(stop), name="replication-manager"),
             asyncio.create_task(endpoints.run(stop), name="endpoints-controller"),
             asyncio.create_task(recorder.run_gc(stop, cfg.event_ttl), name="event-gc"),
+            asyncio.create_task(security.run(stop), name="certificate-renewal"),
         ]
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)
         if cfg.network_config:
             await apply_network_config(registry, cfg.network_config)
         cluster = ClusterServicer(
-            registry, health, self.agents.stub, ServiceIPAllocator(self.store, cfg.service_cluster_ip_range)
+            registry,
+            health,
+            self.agents.stub,
+            ServiceIPAllocator(self.store, cfg.service_cluster_ip_range),
+            pki=pki,
+            cluster_info=lambda: security.info,
         )
         node_api = NodeServicer(
             registry,
@@ -123,9 +144,11 @@ class Coordinator:
             heartbeat_interval=cfg.heartbeat_interval,
             status_interval=cfg.node_status_interval,
             clock=time.time,
+            pki=pki,
+            tokens=security.tokens,
         )
         self.server = await rpc.start_server(
-            cfg.listen,
+            security.listeners(),
             [
                 rpc.ServiceBinding(
                     cluster,
@@ -138,7 +161,10 @@ class Coordinator:
                     node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                 ),
             ],
+            links=[security.interceptor],
         )
+        await asyncio.to_thread(security.bind, self.server.ports)
+        security.announce()
         log.info(
             "coordinator serving on %s (port %d), store at revision %d",
             cfg.listen,
@@ -157,6 +183,8 @@ class Coordinator:
             await self.agents.close()
         if self.store is not None and self._given_store is None:
             await self.store.close()
+        if self.security is not None:
+            self.security.close()
 
     async def run_forever(self) -> None:
         await self.start()

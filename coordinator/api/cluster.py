@@ -21,6 +21,7 @@ from atoll.v1 import (
     workloads_pb2,
 )
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
+from coordinator.auth.certs import ClusterPki
 from coordinator.leases import ensure_no_orphans
 from coordinator.nodes import NodeHealth
 from coordinator.registry import Registry
@@ -51,11 +52,16 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         health: NodeHealth,
         agent_stub: AgentConnector,
         service_ips: ServiceIPAllocator,
+        *,
+        pki: ClusterPki | None = None,
+        cluster_info: Callable[[], cluster_pb2.GetClusterInfoResponse] = cluster_pb2.GetClusterInfoResponse,
     ) -> None:
         self._registry = registry
         self._health = health
         self._agent_stub = agent_stub
         self._service_ips = service_ips
+        self._pki = pki
+        self._cluster_info = cluster_info
 
     async def _admit(self, obj: Message) -> None:
         """Checks that need the store, after validation and before the write."""
@@ -245,3 +251,19 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         )
         async for chunk in rpc.stream(call):
             yield cluster_pb2.GetLogsResponse(data=chunk.data)
+
+    async def GetClusterInfo(
+        self, request: cluster_pb2.GetClusterInfoRequest, context: Any
+    ) -> cluster_pb2.GetClusterInfoResponse:
+        return self._cluster_info()
+
+    async def SignUserCertificate(
+        self, request: cluster_pb2.SignUserCertificateRequest, context: Any
+    ) -> cluster_pb2.SignUserCertificateResponse:
+        if self._pki is None:
+            raise errors.FailedPrecondition("this coordinator runs --insecure: it issues no certificates")
+        cert = self._pki.sign_user(request.csr, request.user, request.role, float(request.ttl_seconds))
+        log.info("signed a %s certificate for user %s", request.role, request.user)
+        return cluster_pb2.SignUserCertificateResponse(
+            certificate=cert, ca_certificate=self._pki.authority.cert_pem
+        )

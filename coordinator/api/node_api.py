@@ -14,6 +14,9 @@ from google.protobuf.message import Message
 from atoll import errors, kinds, validation
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 from coordinator.assignments import AssignmentTracker
+from coordinator.auth import roles
+from coordinator.auth.certs import ClusterPki
+from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.events import EventRecorder
 from coordinator.leases import LeaseManager
 from coordinator.nodeconfig import NodeConfigTracker
@@ -102,6 +105,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         heartbeat_interval: float,
         status_interval: float,
         clock: Callable[[], float],
+        pki: ClusterPki | None = None,
+        tokens: TokenAuthenticator | None = None,
     ) -> None:
         self._registry = registry
         self._assignments = assignments
@@ -113,6 +118,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._heartbeat_ms = int(heartbeat_interval * 1000)
         self._status_interval = status_interval
         self._clock = clock
+        self._pki = pki
+        self._tokens = tokens
 
     def _check_name(self, name: str) -> None:
         if not name or not validation.DNS1123_SUBDOMAIN.match(name):
@@ -285,3 +292,36 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 host=request.node_name,
             )
         return node_api_pb2.ReportEventsResponse()
+
+    def _require_pki(self) -> ClusterPki:
+        if self._pki is None:
+            raise errors.FailedPrecondition("this coordinator runs --insecure: it issues no certificates")
+        return self._pki
+
+    async def Join(self, request: node_api_pb2.JoinRequest, context: Any) -> node_api_pb2.JoinResponse:
+        """A bootstrap token (checked by the auth interceptor) buys one node certificate."""
+        pki = self._require_pki()
+        identity = roles.current()
+        name = request.node_name
+        cert = pki.sign_node(request.csr, name)  # validates the name and the CSR before a use is spent
+        if (
+            name in self._health.last_heartbeat
+            and self._health.silent_for(name) < 3 * self._heartbeat_ms / 1000
+        ):
+            raise errors.AlreadyExists(
+                f"node {name} is registered and heartbeating: a second host cannot join under its name "
+                "(delete the node first if its host was reinstalled)"
+            )
+        assert self._tokens is not None
+        await self._tokens.consume(identity.token, name)
+        log.info("node %s joined with token %s", name, identity.token)
+        return node_api_pb2.JoinResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)
+
+    async def RenewCertificate(
+        self, request: node_api_pb2.RenewCertificateRequest, context: Any
+    ) -> node_api_pb2.RenewCertificateResponse:
+        """A node re-keys through its current certificate (the interceptor matched its name)."""
+        pki = self._require_pki()
+        cert = pki.sign_node(request.csr, request.node_name)
+        log.info("renewed the certificate of node %s", request.node_name)
+        return node_api_pb2.RenewCertificateResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors, validation
-from atoll.v1 import machines_pb2, meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import auth_pb2, machines_pb2, meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from coordinator.auth import tokens
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,18 @@ STRATEGIES: dict[type[Message], Strategy] = {
     workloads_pb2.Endpoints: _simple(None, validation.validate_endpoints),  # type: ignore[arg-type]
     workloads_pb2.Event: _simple(None, validation.validate_event),  # type: ignore[arg-type]
     machines_pb2.Machine: Strategy(_machine_create, _machine_update),
+    auth_pb2.Token: Strategy(tokens.prepare_create, tokens.prepare_update),
 }
 
 
 def redact(obj: Message) -> Message:
-    """What the cluster API shows of an object: never a registry password."""
+    """What the cluster API shows of an object: never a registry password, never a token's secret hash."""
     if isinstance(obj, network_pb2.Registries):
         for auth in obj.spec.auths:
             auth.password_set = bool(auth.password)
             auth.password = ""
+    elif isinstance(obj, auth_pb2.Token):
+        tokens.redact(obj)
     return obj
 
 

@@ -1,4 +1,9 @@
-"""The CLI's connection to the coordinator: one channel, typed helpers over ClusterService."""
+"""The CLI's connection to the coordinator: one channel, typed helpers over ClusterService.
+
+Credentials come from a client config (coordinator.clientconfig): mutual TLS
+with a certificate, or TLS with a bearer token. Without one, a unix socket
+uses local credentials and TCP is plain text (for --insecure coordinators).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,20 @@ from google.protobuf.message import Message
 from atoll import kinds, rpc
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc
+from coordinator.clientconfig import ClientConfig
 
 DEFAULT_TIMEOUT = 30.0
 
 
 class Client:
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self._channel = rpc.open_channel(server)
+    def __init__(self, server: str = "", *, config: ClientConfig | None = None) -> None:
+        self.server = server or (config.server if config else "")
+        if not self.server:
+            raise ValueError("no server address: pass one or a config that names one")
+        self.config = config
+        self._channel = rpc.open_channel(
+            self.server, credentials=config.credentials(self.server) if config else None
+        )
         self.stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)
 
     async def __aenter__(self) -> Client:
@@ -90,3 +101,18 @@ class Client:
     async def logs(self, request: cluster_pb2.GetLogsRequest) -> AsyncIterator[bytes]:
         async for chunk in rpc.stream(self.stub.GetLogs(request)):
             yield chunk.data
+
+    async def cluster_info(self) -> cluster_pb2.GetClusterInfoResponse:
+        return await rpc.unary(
+            self.stub.GetClusterInfo(cluster_pb2.GetClusterInfoRequest(), timeout=DEFAULT_TIMEOUT)
+        )
+
+    async def sign_user_certificate(
+        self, user: str, role: str, csr: bytes, ttl: float = 0
+    ) -> cluster_pb2.SignUserCertificateResponse:
+        return await rpc.unary(
+            self.stub.SignUserCertificate(
+                cluster_pb2.SignUserCertificateRequest(user=user, role=role, csr=csr, ttl_seconds=int(ttl)),
+                timeout=DEFAULT_TIMEOUT,
+            )
+        )

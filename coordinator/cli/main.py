@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 from atoll import errors, kinds
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
-from coordinator import config, manifests
-from coordinator.cli import printers
+from coordinator import clientconfig, config, manifests
+from coordinator.cli import printers, security
 from coordinator.cli.client import Client
 
 log = logging.getLogger("coordinator")
@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="coordinator", description="Atoll's control plane and operator CLI."
     )
     parser.add_argument(
-        "--server", "-s", help=f"coordinator address (default: $ATOLL_SERVER or {config.DEFAULT_SERVER})"
+        "--server",
+        "-s",
+        help=f"coordinator address (default: $ATOLL_SERVER, else the client config's, else {config.DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--config",
+        dest="client_config",
+        help=f"client config with the server's CA and your credentials (default: ${clientconfig.ENV_VAR}, "
+        f"else {clientconfig.DEFAULT_PATH} if it exists)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -123,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--timestamps", action="store_true")
     namespaced(logs)
 
+    security.add_parsers(sub)
     sub.add_parser("version", help="print the client version")
     return parser
 
@@ -411,12 +420,15 @@ COMMANDS = {
     "uncordon": cmd_uncordon,
     "drain": cmd_drain,
     "logs": cmd_logs,
+    "token": security.cmd_token,
+    "config": security.cmd_config,
 }
 
 
 async def _run_client(args: argparse.Namespace) -> int:
-    server = config.server_address(args.server, os.environ)
-    async with Client(server) as client:
+    settings = clientconfig.load(args.client_config, os.environ)
+    server = config.server_address(args.server, os.environ, settings.server if settings else "")
+    async with Client(server, config=settings) as client:
         return await COMMANDS[args.command](client, args)
 
 
@@ -451,7 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except errors.Unavailable as exc:
-        print(f"error: cannot reach the coordinator: {exc}", file=sys.stderr)
+        hint = ""
+        if args.command != "serve" and clientconfig.resolve(args.client_config, os.environ) is None:
+            hint = (
+                f" (no client config: pass --config, set ${clientconfig.ENV_VAR} or create "
+                f"{clientconfig.DEFAULT_PATH}; the coordinator writes admin.conf in its data dir)"
+            )
+        print(f"error: cannot reach the coordinator: {exc}{hint}", file=sys.stderr)
         return 1
     except errors.AtollError as exc:
         print(f"Error from server ({type(exc).__name__}): {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from coordinator.manifests import (
     replication_controller,
     service,
     subnet,
+    token,
 )
 from coordinator.manifests.registry import Codec
 
@@ -30,6 +31,7 @@ CODECS: tuple[Codec, ...] = (
     subnet.CODEC,
     registries.CODEC,
     machine.CODEC,
+    token.CODEC,
 )
 
 BY_KIND: dict[str, Codec] = {name: codec for codec in CODECS for name in codec.kinds}

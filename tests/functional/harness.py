@@ -1,5 +1,11 @@
 """In-process clusters for functional tests: a real coordinator (real gRPC on port 0,
-real SQLite) and agents with the recording fake runtime."""
+real SQLite) and agents with the recording fake runtime.
+
+Secure like a real cluster: the coordinator makes its CA, the client uses the
+admin.conf it writes, agents join with a token and the CA pin, and everything
+speaks mutual TLS. `Cluster(tmp, insecure=True)` runs plain text on loopback
+for tests that are about something else and need raw access.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ from agent.network import FakeFirewall, FakeNetlink
 from agent.pods.events import RecordingRecorder
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
+from coordinator import clientconfig
+from coordinator.auth import tokens
 from coordinator.cli.client import Client
+from coordinator.clientconfig import ClientConfig
 from coordinator.config import ServeConfig
 from coordinator.server import Coordinator
 
@@ -57,6 +66,7 @@ def serve_config(tmp: pathlib.Path, **overrides: object) -> ServeConfig:
         "node_status_interval": 1.0,
         "scheduler_retry_interval": 0.5,
         "store_sync": "NORMAL",
+        "token_listen": "127.0.0.1:0",
     }
     values.update(overrides)
     return ServeConfig(**values)  # type: ignore[arg-type]
@@ -122,19 +132,54 @@ class FakeNode:
 
 
 class Cluster:
-    def __init__(self, tmp: pathlib.Path, **serve: object) -> None:
+    def __init__(self, tmp: pathlib.Path, *, insecure: bool = False, **serve: object) -> None:
         self.tmp = tmp
+        self.insecure = insecure
+        if insecure:
+            serve = {"insecure": True, "token_listen": "", **serve}
         self.coordinator = Coordinator(serve_config(tmp, **serve))
         self.nodes: list[FakeNode] = []
         self.client: Client | None = None
+        self.admin: ClientConfig | None = None
+        self.join_token = ""
+
+    @property
+    def admin_conf(self) -> pathlib.Path:
+        return self.coordinator.cfg.data_path / "admin.conf"
 
     async def start(self) -> Cluster:
         await self.coordinator.start()
-        self.client = Client(f"127.0.0.1:{self.coordinator.port}")
+        if self.insecure:
+            self.client = Client(f"127.0.0.1:{self.coordinator.port}")
+            return self
+        self.admin = clientconfig.parse(self.admin_conf.read_text(), "admin.conf")
+        self.client = Client(config=self.admin)
+        token_id, secret = tokens.generate()
+        await self.client.create(tokens.new_token(token_id, secret, ttl=3600, description="test nodes"))
+        self.join_token = f"{token_id}.{secret}"
         return self
 
+    def cli_args(self) -> list[str]:
+        """How the `coordinator` CLI reaches this cluster: its admin.conf (a plain address if insecure)."""
+        if self.insecure:
+            return ["--server", f"127.0.0.1:{self.coordinator.port}"]
+        return ["--config", str(self.admin_conf)]
+
+    def join_settings(self) -> dict[str, object]:
+        """What an agent needs to join this cluster (nothing for an insecure one)."""
+        if self.insecure:
+            return {"insecure": True}
+        assert self.admin is not None
+        security = self.coordinator.security
+        assert security is not None
+        return {
+            "join_token": self.join_token,
+            "ca_hash": security.info.ca_hash,
+            "join_address": f"127.0.0.1:{self.coordinator.token_port}",
+        }
+
     async def add_node(self, name: str, images: tuple[str, ...] = (), **cfg: object) -> FakeNode:
-        node = FakeNode(self.tmp, name, self.coordinator.port, images, **cfg)
+        node = FakeNode(self.tmp, name, self.coordinator.port, images, **{**self.join_settings(), **cfg})
         await node.start()
         self.nodes.append(node)
         return node

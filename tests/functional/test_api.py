@@ -103,7 +103,9 @@ async def test_watch_too_old(tmp_path: pathlib.Path) -> None:
 
 
 async def test_health_and_reflection(cluster: Cluster) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{cluster.coordinator.port}") as channel:
+    assert cluster.admin is not None
+    creds = cluster.admin.credentials(cluster.admin.server)
+    async with grpc.aio.secure_channel(cluster.admin.server, creds) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         resp = await health.Check(health_pb2.HealthCheckRequest(service="atoll.v1.ClusterService"))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING

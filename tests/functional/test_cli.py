@@ -16,7 +16,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 async def cli(cluster: Cluster, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = await asyncio.to_thread(main, ["--server", f"127.0.0.1:{cluster.coordinator.port}", *argv])
+    code = await asyncio.to_thread(main, [*cluster.cli_args(), *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -166,7 +166,6 @@ async def test_cordon_uncordon_and_drain(cluster: Cluster, capsys: pytest.Captur
     import asyncio
 
     from coordinator.cli.main import main
-
     from tests.functional.test_pod_lifecycle import _node_ready
 
     for i in range(2):
@@ -174,7 +173,7 @@ async def test_cordon_uncordon_and_drain(cluster: Cluster, capsys: pytest.Captur
         await eventually(lambda i=i: _node_ready(cluster, f"node-{i}"), what=f"node-{i} Ready")
     c = cluster.client
     assert c is not None
-    server = ["--server", f"127.0.0.1:{cluster.coordinator.port}"]
+    server = cluster.cli_args()
     assert await asyncio.to_thread(main, [*server, "cordon", "node-1"]) == 0
     await c.create(make_rc("drained", 2))
     pods = await eventually(lambda: running(cluster, "name=drained", 2), what="2 replicas")

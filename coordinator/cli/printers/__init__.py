@@ -16,9 +16,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll.v1 import machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import auth_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import manifests
-from coordinator.cli.printers import machines, network, pods, workloads
+from coordinator.cli.printers import machines, network, pods, tokens, workloads
 from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
 from coordinator.cli.printers.pods import (
     CONDITION,
@@ -89,6 +89,7 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
         network.registries_row,  # type: ignore[dict-item]
     ),
     machines_pb2.Machine: (machines.MACHINE_HEADERS, machines.MACHINE_WIDE, machines.machine_row),  # type: ignore[dict-item]
+    auth_pb2.Token: (tokens.TOKEN_HEADERS, tokens.TOKEN_WIDE, tokens.token_row),  # type: ignore[dict-item]
 }
 
 

@@ -1,0 +1,266 @@
+"""The agent's identity: joining the cluster once, then re-keying before the certificate expires.
+
+Join (first start, kubeadm's token discovery): the agent does not know the
+cluster CA yet, so it fetches the chain the coordinator's TLS port presents
+without trusting it, keeps the CA whose SubjectPublicKeyInfo hashes to the
+pinned --ca-hash (or takes --ca-cert as given), checks that the server's own
+certificate is signed by it, and from then on verifies TLS against that CA.
+It generates its key locally and sends a CSR with the join token as bearer
+credential; the coordinator answers with a certificate for CN = node name.
+Key (0600), certificate and CA go to <state-dir>/pki; later starts use them
+and ignore the token.
+
+Renewal: at two thirds of the certificate's lifetime the agent sends a new
+CSR through a call authenticated by its current certificate, stores the
+result and re-creates its channel. The agent's own server re-reads the files
+at its next handshake (atoll.tls.ReloadingServerCredentials). A certificate
+that expired anyway (the agent was off for long) needs a new join token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pathlib
+
+import grpc
+
+from atoll import config as layered
+from atoll import errors, pki, rpc, tls
+from atoll.backoff import Backoff
+from atoll.v1 import node_api_pb2, node_api_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOIN_PORT = 6444
+
+
+class NodeCredentials:
+    """The node's key, its certificate and the cluster CA, under <state-dir>/pki."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.dir = directory
+        self.files = tls.KeyPairFiles(directory / "node.key", directory / "node.crt", directory / "ca.crt")
+
+    def read(self) -> tuple[bytes, bytes, bytes] | None:
+        """(key, certificate, CA) when all three exist and belong together; None otherwise."""
+        try:
+            key, cert, ca = self.files.read()
+            if not pki.key_matches(pki.load_key(key), pki.load_cert(cert)):
+                log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
+                return None
+        except FileNotFoundError:
+            return None
+        except (OSError, errors.AtollError) as exc:
+            log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
+            return None
+        return key, cert, ca
+
+    def lifetime(self) -> pki.Lifetime | None:
+        found = self.read()
+        return pki.Lifetime.of(pki.load_cert(found[1])) if found else None
+
+    def save(self, key: bytes, cert: bytes, ca: bytes) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pki.write_public(self.files.ca, ca)
+        pki.write_private(self.files.key, key)
+        pki.write_public(self.files.cert, cert)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        found = self.read()
+        if found is None:
+            raise errors.FailedPrecondition(f"no node certificate in {self.dir}")
+        key, cert, ca = found
+        return tls.channel_credentials(ca, key=key, cert=cert)
+
+
+def pick_ca(chain: list[bytes], pin: str, where: str) -> bytes:
+    """The CA in `chain` that matches `pin`, after checking that it signed the server's certificate."""
+    certs = [pki.load_cert(pem, f"certificate from {where}") for pem in chain]
+    if not certs:
+        raise errors.Unavailable(f"{where} presented no certificate")
+    for cert in certs:
+        if pki.ca_hash(cert) == pin:
+            try:
+                certs[0].verify_directly_issued_by(cert)
+            except Exception:
+                raise errors.Unauthenticated(
+                    f"{where}: the CA matching {pin} did not sign the server's certificate"
+                ) from None
+            return pki.cert_pem(cert)
+    seen = ", ".join(pki.ca_hash(c) for c in certs)
+    raise errors.Unauthenticated(
+        f"{where} presented no CA matching --ca-hash {pin} (it presented {seen}); "
+        "check the hash (coordinator token create prints it) and that you reach the right coordinator"
+    )
+
+
+async def discover_ca(address: str, pin: str) -> bytes:
+    host, port = layered.split_host_port(address, "join address")
+    chain = await asyncio.to_thread(tls.fetch_server_chain, host, port)
+    return pick_ca(chain, pin, address)
+
+
+def join_address(coordinator: str, explicit: str) -> str:
+    if explicit:
+        return explicit
+    host, _ = layered.split_host_port(coordinator, "coordinator")
+    return f"[{host}]:{DEFAULT_JOIN_PORT}" if ":" in host else f"{host}:{DEFAULT_JOIN_PORT}"
+
+
+async def join(
+    *, node: str, address: str, token: str, pin: str, ca_file: str, credentials: NodeCredentials
+) -> None:
+    """Exchange the join token for a node certificate (see the module docstring)."""
+    if ca_file:
+        ca = await asyncio.to_thread(pathlib.Path(ca_file).read_bytes)
+        if pin and pki.ca_hash(ca) != pin:
+            raise errors.Unauthenticated(f"{ca_file} does not match --ca-hash {pin}")
+    else:
+        ca = await discover_ca(address, pin)
+    key = pki.new_key()
+    channel = rpc.open_channel(address, credentials=tls.channel_credentials(ca, token=token))
+    try:
+        resp = await rpc.unary(
+            node_api_pb2_grpc.NodeServiceStub(channel).Join(
+                node_api_pb2.JoinRequest(node_name=node, csr=pki.build_csr(key, node)), timeout=30
+            )
+        )
+    finally:
+        await channel.close()
+    cert = pki.load_cert(resp.certificate, "the node certificate")
+    if pki.subject_cn(cert) != node or not pki.key_matches(key, cert):
+        raise errors.Internal("the coordinator answered with a certificate for someone else")
+    credentials.save(pki.key_pem(key), resp.certificate, resp.ca_certificate or ca)
+    log.info("joined the cluster as node %s; certificate valid until %s", node, cert.not_valid_after_utc)
+
+
+async def ensure_joined(
+    *,
+    node: str,
+    coordinator: str,
+    explicit_join_address: str,
+    token: str,
+    pin: str,
+    ca_file: str,
+    credentials: NodeCredentials,
+    stop: asyncio.Event,
+) -> None:
+    """Use the stored certificate, or join with the token; retries while the coordinator is away."""
+    lifetime = credentials.lifetime()
+    if lifetime is not None and not lifetime.expired():
+        return
+    if not token:
+        what = "has expired" if lifetime else "is missing"
+        raise errors.FailedPrecondition(
+            f"the node certificate in {credentials.dir} {what}: join with --join-token and --ca-hash "
+            "(coordinator token create prints the command)"
+        )
+    if not pin and not ca_file:
+        raise errors.InvalidArgument(
+            "joining needs --ca-hash (or --ca-cert) to know the coordinator is the right one"
+        )
+    if lifetime is not None:
+        log.warning(
+            "the node certificate expired at %s; joining again with the join token", lifetime.not_after
+        )
+    address = join_address(coordinator, explicit_join_address)
+    backoff = Backoff(initial=0.5, maximum=10.0)
+    while True:
+        try:
+            await join(
+                node=node, address=address, token=token, pin=pin, ca_file=ca_file, credentials=credentials
+            )
+            return
+        except (errors.Unavailable, errors.DeadlineExceeded) as exc:
+            delay = backoff.next()
+            log.warning("joining through %s failed: %s; retrying in %.1fs", address, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                raise errors.Unavailable(f"stopped before joining through {address}") from None
+
+
+class CoordinatorConnection:
+    """The agent's channel to the coordinator; `stub` always names the current one.
+
+    Without credentials (an --insecure coordinator) the channel is plain text.
+    """
+
+    def __init__(self, target: str, credentials: NodeCredentials | None) -> None:
+        self.target = target
+        self.credentials = credentials
+        self._channel = self._open()
+        self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
+        self.renewals = 0
+        self._old: list[grpc.aio.Channel] = []
+
+    def _open(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return rpc.open_channel(self.target)
+        return rpc.open_channel(self.target, credentials=self.credentials.channel_credentials())
+
+    def reopen(self) -> None:
+        """A new channel with the current files; calls in flight finish on the old one."""
+        self._old.append(self._channel)
+        self._channel = self._open()
+        self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
+
+    async def renew(self, node: str) -> pki.Lifetime:
+        assert self.credentials is not None
+        key = pki.new_key()
+        resp = await rpc.unary(
+            self.stub.RenewCertificate(
+                node_api_pb2.RenewCertificateRequest(node_name=node, csr=pki.build_csr(key, node)), timeout=30
+            )
+        )
+        cert = pki.load_cert(resp.certificate, "the renewed certificate")
+        if not pki.key_matches(key, cert):
+            raise errors.Internal("the coordinator renewed the certificate for another key")
+        found = self.credentials.read()
+        self.credentials.save(
+            pki.key_pem(key), resp.certificate, resp.ca_certificate or (found[2] if found else b"")
+        )
+        self.renewals += 1
+        self.reopen()
+        lifetime = pki.Lifetime.of(cert)
+        log.info("renewed the node certificate; valid until %s", lifetime.not_after)
+        return lifetime
+
+    async def renew_loop(self, node: str, stop: asyncio.Event) -> None:
+        """Re-key at two thirds of the lifetime; on failure retry with backoff until it works."""
+        if self.credentials is None:
+            return
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while not stop.is_set():
+            lifetime = self.credentials.lifetime()
+            if lifetime is None:
+                return
+            wait = (lifetime.renew_at - pki.now()).total_seconds()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(wait, 3600.0))
+                continue
+            try:
+                await self.renew(node)
+                backoff.reset()
+                # Streams on the old channel (authenticated by the old certificate) move over.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+                await self._close_old()
+            except errors.AtollError as exc:
+                delay = backoff.next()
+                log.warning("renewing the node certificate failed: %s; retrying in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _close_old(self) -> None:
+        old, self._old = self._old, []
+        for channel in old:
+            await channel.close()
+
+    async def close(self) -> None:
+        for channel in [*self._old, self._channel]:
+            await channel.close()
+        self._old = []

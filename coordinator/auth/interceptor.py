@@ -1,0 +1,117 @@
+"""Authentication and authorization of every coordinator call, in one link of atoll.rpc's chain.
+
+Who calls, first match wins:
+  1. a client certificate the TLS handshake verified against the cluster CA
+     (gRPC checked the chain; its expiry is checked again at every call,
+     since a connection outlives the handshake): the CN is the user and the
+     organisation the role (roles.GROUP_ROLES), nodes are "atoll:nodes";
+  2. a bearer token ("authorization: Bearer <id>.<secret>"): a user's token
+     with its role, or a join token that may only call Join;
+  3. a unix socket peer: admin. The socket is created mode 0600, so only the
+     coordinator's own user (root) can connect, as with Docker's socket;
+  4. with --insecure (plain text, loopback only): anonymous admin.
+Nothing matched: UNAUTHENTICATED. Then roles.authorize() decides, or
+PERMISSION_DENIED. Refusals and accepted state changes go to the audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from atoll import errors, rpc, tls
+from coordinator.auth import roles
+from coordinator.auth.audit import AuditLog
+from coordinator.auth.roles import Identity, Permission
+from coordinator.auth.tokens import TokenAuthenticator
+
+_BEARER = "bearer "
+
+
+class AuthInterceptor(rpc.CallInterceptor):
+    def __init__(self, tokens: TokenAuthenticator, audit: AuditLog, *, insecure: bool = False) -> None:
+        self._tokens = tokens
+        self._audit = audit
+        self._insecure = insecure
+
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
+        peer = tls.peer_of(context)
+        if peer.verified_cert:
+            assert peer.cert_pem is not None
+            cn, orgs, lifetime = tls.describe_cert(peer.cert_pem)
+            if lifetime.expired():
+                raise errors.Unauthenticated(
+                    f"client certificate of {cn} expired at {lifetime.not_after:%Y-%m-%dT%H:%M:%SZ}"
+                )
+            role = next((roles.GROUP_ROLES[o] for o in orgs if o in roles.GROUP_ROLES), "")
+            return Identity(user=cn, role=role, via="certificate", node=cn if role == "node" else "")
+        bearer = _bearer(context)
+        if bearer:
+            return await self._tokens.authenticate(bearer)
+        if peer.transport == "local":
+            return Identity(user="unix-socket", role="admin", via="unix socket")
+        if peer.transport == "insecure" and self._insecure:
+            return Identity(user="anonymous", role="admin", via="insecure")
+        raise errors.Unauthenticated(
+            "no credentials: present a client certificate signed by the cluster CA (mutual TLS) "
+            "or a bearer token (coordinator config create-user)"
+        )
+
+    async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.monotonic()
+        identity: Identity | None = None
+        permission: Permission | None = None
+        try:
+            permission = roles.required(method, request)
+            identity = await self.authenticate(context)
+            roles.authorize(identity, permission)
+        except errors.AtollError as err:
+            self._record(method, (identity, permission, context.peer() or ""), err.code, str(err))
+            raise
+        roles.CURRENT.set(identity)
+        rpc.CALLER.set(identity.user)
+        return (identity, permission, context.peer() or "", started)
+
+    def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
+        if method not in roles.MUTATING or ticket is None:
+            return
+        identity, permission, peer, started = ticket
+        self._record(method, (identity, permission, peer), code, took=time.monotonic() - started)
+
+    def _record(
+        self,
+        method: str,
+        ticket: tuple[Identity | None, Permission | None, str],
+        code: grpc.StatusCode,
+        reason: str = "",
+        took: float | None = None,
+    ) -> None:
+        identity, permission, peer = ticket
+        entry: dict[str, Any] = {
+            "user": identity.user if identity else "",
+            "role": identity.role if identity else "",
+            "auth": identity.via if identity else "",
+            "peer": peer,
+            "method": method,
+        }
+        if permission is not None:
+            entry.update(verb=permission.verb, resource=permission.resource)
+            if permission.namespace:
+                entry["namespace"] = permission.namespace
+            if permission.name:
+                entry["name"] = permission.name
+        entry["result"] = code.name
+        if reason:
+            entry["reason"] = reason
+        if took is not None:
+            entry["seconds"] = round(took, 4)
+        self._audit.record(**entry)
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value[: len(_BEARER)].lower() == _BEARER:
+            return value[len(_BEARER) :].strip()
+    return ""
