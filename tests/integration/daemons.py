@@ -3,14 +3,24 @@
 Each daemon runs inside its host's namespaces, started with the venv's Python
 so that a test exercises exactly what `atoll-agent` and `coordinator serve`
 run. The test process reaches the coordinator through a unix socket it also
-listens on (the hosts have no link to the root namespace).
+listens on (the hosts have no link to the root namespace): the socket is mode
+0600 and its peers are admin, which the test process (root, like the
+coordinator) is.
+
+Agents join like an operator's would: the first one to start creates a join
+token with `coordinator token create` over that socket, and every agent gets
+`--join-token` and `--ca-hash` (ignored once its state dir holds a node
+certificate, so restarted agents keep their identity).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +55,21 @@ FAST_COORDINATOR = (
 )
 
 
+# Running coordinators by the IP of their host, for agents to find the one they join.
+_RUNNING: dict[str, CoordinatorProcess] = {}
+
+
+def cli(server: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The real `coordinator` CLI, run from the test process against `server`."""
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli.main", "--server", server, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class CoordinatorProcess:
     def __init__(
         self, host: Host, data_dir: Path, extra: Sequence[str] = (), *, socket: Path | None = None
@@ -56,10 +81,29 @@ class CoordinatorProcess:
         self.address = f"{host.ip}:6443"
         self.extra = tuple(extra)
         self.process: Process | None = None
+        self._join: tuple[str, ...] | None = None
 
     @property
     def server(self) -> str:
         return f"unix://{self.socket}"
+
+    def create_token(self, *args: str, timeout: float = 60) -> dict[str, str]:
+        """`coordinator token create -o json ARGS` once the coordinator answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = cli(self.server, "token", "create", "-o", "json", *args)
+            if res.returncode == 0:
+                return dict(json.loads(res.stdout))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"coordinator token create kept failing: {res.stderr.strip()}")
+            time.sleep(0.3)
+
+    def join_args(self) -> tuple[str, ...]:
+        """--join-token and --ca-hash for this coordinator's agents (one token for the test)."""
+        if self._join is None:
+            made = self.create_token("--ttl", "2h", "--description", "test bed")
+            self._join = ("--join-token", made["token"], "--ca-hash", made["caHash"])
+        return self._join
 
     def start(self) -> CoordinatorProcess:
         self.socket.unlink(missing_ok=True)
@@ -70,6 +114,7 @@ class CoordinatorProcess:
             *FAST_COORDINATOR, *self.extra,
         ]  # fmt: skip
         self.process = self.host.spawn(argv, label="coordinator")
+        _RUNNING[self.host.ip] = self
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -89,6 +134,13 @@ class AgentProcess:
         self.extra = tuple(extra)
         self.process: Process | None = None
 
+    def join_args(self) -> tuple[str, ...]:
+        if "--join-token" in self.extra or "--insecure" in self.extra:
+            return ()
+        host = self.coordinator.rpartition(":")[0]
+        coordinator = _RUNNING.get(self.host.ip if host.startswith("127.") else host)
+        return coordinator.join_args() if coordinator is not None else ()
+
     def start(self) -> AgentProcess:
         argv = [
             sys.executable, "-m", "agent.main",
@@ -99,7 +151,7 @@ class AgentProcess:
             "--state-dir", str(self.state_dir),
             "--docker-config", str(self.host.dir / "daemon.json"),
             "--docker-pidfile", str(self.host.dir / "dockerd.pid"),
-            *FAST_AGENT, *self.extra,
+            *FAST_AGENT, *self.join_args(), *self.extra,
         ]  # fmt: skip
         self.process = self.host.spawn(argv, label=f"agent-{self.name}")
         return self
