@@ -46,12 +46,17 @@ from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator import clientconfig
+from coordinator.auth import tokens
 from coordinator.cli.client import Client
+from coordinator.clientconfig import ClientConfig
 
 POD = kinds.by_name("Pod")
 NODE = kinds.by_name("Node")
 RC = kinds.by_name("ReplicationController")
 IMAGE = "hollow/app"
+# The admin client config the coordinator writes, once it has (the agents join with a token).
+ADMIN: list[ClientConfig | None] = [None]
 
 
 def free_port() -> int:
@@ -65,6 +70,8 @@ class HollowFleet:
         self.coordinator = coordinator
         self.base = base
         self.agents: list[Agent] = []
+        # Join settings (token, CA hash, token port): every agent joins and speaks mutual TLS.
+        self.join: dict[str, str] = {}
 
     async def add(self, count: int) -> None:
         start = len(self.agents)
@@ -81,6 +88,7 @@ class HollowFleet:
                 docker_config="",
                 registries_file="",
                 legacy_sysconfig="",
+                **self.join,  # type: ignore[arg-type]
             )
             runtime = FakeRuntime(images=("atoll/pause:1.0", IMAGE), record=False)
             agent = Agent(
@@ -165,7 +173,7 @@ async def count_pods(client: Client) -> tuple[int, int, int]:
 async def load_phase(
     args: argparse.Namespace, server: str, fleet: HollowFleet, coord: psutil.Process
 ) -> None:
-    async with Client(server) as client:
+    async with Client(server, config=ADMIN[0]) as client:
         t0 = time.perf_counter()
         await fleet.add(args.nodes)
 
@@ -225,7 +233,7 @@ async def capacity_phase(args: argparse.Namespace, server: str, fleet: HollowFle
     print()
     print(f"capacity: API p99 while agents heartbeat at the default interval (step {args.step})")
     held = 0
-    async with Client(server) as client:
+    async with Client(server, config=ADMIN[0]) as client:
         while len(fleet.agents) < args.max_agents:
             await fleet.add(min(args.step, args.max_agents - len(fleet.agents)))
             await asyncio.sleep(args.settle)
@@ -248,8 +256,21 @@ async def capacity_phase(args: argparse.Namespace, server: str, fleet: HollowFle
     print(f"  held {held} agents with API p99 <= 1 s")
 
 
+async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:
+    """A join token for the whole fleet, made with the admin config the coordinator wrote."""
+    async with Client(config=admin) as client:
+        token_id, secret = tokens.generate()
+        await client.create(tokens.new_token(token_id, secret, ttl=4 * 3600, description="hollow fleet"))
+        info = await client.cluster_info()
+    return {
+        "join_token": f"{token_id}.{secret}",
+        "ca_hash": info.ca_hash,
+        "join_address": f"127.0.0.1:{token_port}",
+    }
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    port = free_port()
+    port, token_port = free_port(), free_port()
     server = f"127.0.0.1:{port}"
     data = pathlib.Path(tempfile.mkdtemp(prefix="atoll-hollow-"))
     shm = pathlib.Path(
@@ -258,10 +279,11 @@ async def main_async(args: argparse.Namespace) -> None:
     log = open(data / "coordinator.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", server, "--data-dir", str(data / "store"),
-         "--log-level", "warning"],
+         "--token-listen", f"127.0.0.1:{token_port}", "--log-level", "warning"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
+    admin_conf = data / "store" / "admin.conf"
     fleet = HollowFleet(server, shm)
     profiler = None
     if args.profile:
@@ -271,13 +293,19 @@ async def main_async(args: argparse.Namespace) -> None:
             stderr=subprocess.DEVNULL,
         )
     try:
-        async with Client(server) as client:
+        for _ in range(150):
+            if admin_conf.exists():
+                break
+            await asyncio.sleep(0.2)
+        admin = ADMIN[0] = clientconfig.parse(admin_conf.read_text(), str(admin_conf))
+        async with Client(config=admin) as client:
             for _ in range(100):
                 try:
                     await client.list(NODE)
                     break
                 except errors.AtollError:
                     await asyncio.sleep(0.2)
+        fleet.join = await join_settings(admin, token_port)
         coord = psutil.Process(proc.pid)
         if not args.skip_load:
             await load_phase(args, server, fleet, coord)
