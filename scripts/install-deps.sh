@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
   python3 python3-venv python3-dev gcc make git curl ca-certificates procps psmisc
   iproute2 iptables nftables kmod
-  docker.io busybox-static
+  docker.io busybox-static iperf3
   etcd-server docker-registry
   rpm rpmlint systemd
 )

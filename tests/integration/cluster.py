@@ -88,7 +88,29 @@ async def start_cluster(
     coordinator_args: Sequence[str] = (),
     agent_args: Sequence[str] = (),
 ) -> Cluster:
-    bed = testbed_factory(workers)
+    """A cluster on a bed made by the pytest fixture `testbed_factory` (torn down with the test)."""
+    return await start_cluster_on(
+        testbed_factory(workers),
+        workers,
+        overlay=overlay,
+        coordinator_args=coordinator_args,
+        agent_args=agent_args,
+    )
+
+
+async def start_cluster_on(
+    bed: TestBed,
+    workers: int,
+    *,
+    overlay: bool = True,
+    coordinator_args: Sequence[str] = (),
+    agent_args: Sequence[str] = (),
+) -> Cluster:
+    """A cluster on a started bed of your own (benchmarks): its first `workers` hosts run agents,
+    one host without an engine is added as the master. The bed's teardown stops everything;
+    `Cluster.close()` only closes the client."""
+    if len(bed.hosts) < workers:
+        raise ValueError(f"{bed!r} has {len(bed.hosts)} hosts, {workers} workers wanted")
     master = bed.add_host(docker=False)
     args = list(coordinator_args)
     if overlay:
@@ -97,7 +119,11 @@ async def start_cluster(
         args += ["--network-config", str(conf)]
     coordinator = CoordinatorProcess(master, master.dir / "coordinator", args).start()
     cluster = Cluster(bed, master, list(bed.hosts[:workers]), coordinator, Client(coordinator.server))
-    await asyncio.gather(*(cluster.start_agent(i, agent_args) for i in range(workers)))
+    try:
+        await asyncio.gather(*(cluster.start_agent(i, agent_args) for i in range(workers)))
+    except BaseException:
+        await cluster.close()
+        raise
     return cluster
 
 
