@@ -37,6 +37,9 @@ class Client:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
         await self._channel.close()
 
     async def create(self, obj: Message, *, dry_run: bool = False) -> Message:
