@@ -37,7 +37,9 @@ async def net_cluster(tmp_path: pathlib.Path) -> Cluster:
 def node_stub(cluster: Cluster) -> node_api_pb2_grpc.NodeServiceStub:
     """As admin, who may act as any node (a node's own certificate may act only as itself)."""
     assert cluster.admin is not None
-    channel = rpc.open_channel(cluster.admin.server, credentials=cluster.admin.credentials(cluster.admin.server))
+    channel = rpc.open_channel(
+        cluster.admin.server, credentials=cluster.admin.credentials(cluster.admin.server)
+    )
     return node_api_pb2_grpc.NodeServiceStub(channel)
 
 
