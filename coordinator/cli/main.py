@@ -435,7 +435,11 @@ async def _run_client(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from coordinator.server import Coordinator
 
-    cfg = config.load_serve(args)
+    try:
+        cfg = config.load_serve(args)
+    except errors.AtollError as exc:  # a bad option, not an answer from a server
+        print(f"coordinator serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, cfg.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
