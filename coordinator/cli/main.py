@@ -18,6 +18,7 @@ from atoll import errors, kinds
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import clientconfig, config, manifests
+from coordinator.cli import enroll as enroll_cli
 from coordinator.cli import printers, security
 from coordinator.cli.client import Client
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     namespaced(logs)
 
     security.add_parsers(sub)
+    enroll_cli.add_parsers(sub)
     sub.add_parser("version", help="print the client version")
     return parser
 
@@ -158,7 +160,13 @@ def _name_of(obj: Message) -> str:
 
 
 def _print_objects(
-    items: Sequence[Message], fmt: str | None, info: KindInfo, single: bool, headers: bool
+    items: Sequence[Message],
+    fmt: str | None,
+    info: KindInfo,
+    single: bool,
+    headers: bool,
+    *,
+    nodes: Sequence[node_pb2.Node] | None = None,
 ) -> None:
     if fmt in ("json", "yaml"):
         print(_dump(items, fmt, single))
@@ -166,11 +174,19 @@ def _print_objects(
         for obj in items:
             print(_name_of(obj))
     elif items or not headers:
-        text = printers.render_table(info.message, items, fmt == "wide", headers)
+        text = printers.render_table(info.message, items, fmt == "wide", headers, nodes=nodes)
         if text:
             print(text)
     else:
         print("No resources found.", file=sys.stderr)
+
+
+async def _beside(client: Client, info: KindInfo, args: argparse.Namespace) -> list[node_pb2.Node] | None:
+    """Machines are shown beside the nodes their agents registered as: those nodes, for the table."""
+    if info.name != "Machine" or args.output not in (None, "wide"):
+        return None
+    nodes, _ = await client.list(kinds.by_name("Node"))
+    return [n for n in nodes if isinstance(n, node_pb2.Node)]
 
 
 async def cmd_get(client: Client, args: argparse.Namespace) -> int:
@@ -181,7 +197,9 @@ async def cmd_get(client: Client, args: argparse.Namespace) -> int:
         revision = items[0].metadata.resource_version  # type: ignore[attr-defined]
     else:
         items, revision = await client.list(info, namespace, args.selector)
-    _print_objects(items, args.output, info, bool(name), not args.no_headers)
+    _print_objects(
+        items, args.output, info, bool(name), not args.no_headers, nodes=await _beside(client, info, args)
+    )
     if not args.watch:
         return 0
     async for type_, obj in client.watch(info, namespace, args.selector, revision):
@@ -191,7 +209,7 @@ async def cmd_get(client: Client, args: argparse.Namespace) -> int:
             doc = {"type": EVENT_NAMES.get(type_, "UNKNOWN"), "object": manifests.to_dict(obj)}
             print(json.dumps(doc) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False) + "---")
         else:
-            _print_objects([obj], args.output, info, True, False)
+            _print_objects([obj], args.output, info, True, False, nodes=await _beside(client, info, args))
         sys.stdout.flush()
     return 0
 
@@ -422,6 +440,7 @@ COMMANDS = {
     "logs": cmd_logs,
     "token": security.cmd_token,
     "config": security.cmd_config,
+    **enroll_cli.COMMANDS,
 }
 
 

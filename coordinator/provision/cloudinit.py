@@ -5,8 +5,8 @@ One renderer for both provisioners (`coordinator provision` for VMs,
 same way:
 
 * the agent's config file goes to /etc/atoll/agent.yaml: coordinator address,
-  join token, CA pin, node name and labels, SR-IOV PF settings and any other
-  agent option. It is readable by root only since it carries the token;
+  join token, CA pin (and the token port to join through), node name and
+  labels, SR-IOV PF settings and any other agent option. It is readable by root only since it carries the token;
 * ``/etc/hosts`` entries, for sites without DNS (the agent must resolve the
   coordinator, and bare-metal networks often have no resolver at first boot);
 * the agent's systemd unit is enabled and started (``runcmd``, which runs once
@@ -31,7 +31,6 @@ boots and never joins.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -45,11 +44,6 @@ from atoll import errors
 AGENT_CONFIG_PATH = "/etc/atoll/agent.yaml"
 AGENT_UNIT = "atoll-agent.service"
 HEADER = "#cloud-config"
-
-# Options the join-token work adds to the agent (`--join-token`, `--ca-hash`).
-# Until an agent that declares them is on main, `check_agent_config` checks
-# the rest of the mapping and leaves these to that work's own tests.
-PENDING_AGENT_KEYS = ("join_token", "ca_hash")
 
 _IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -104,6 +98,9 @@ class HostConfig:
     node_name: str = ""
     sriov_pfs: Sequence[SriovPF] = ()
     ssh_authorized_keys: Sequence[str] = ()
+    # The coordinator's token port to join through (GetClusterInfo's token_server), when it is
+    # not the agent's default (the coordinator's host, port 6444).
+    join_address: str = ""
 
 
 def agent_config(host: HostConfig) -> dict[str, object]:
@@ -114,6 +111,8 @@ def agent_config(host: HostConfig) -> dict[str, object]:
         "join_token": host.join_token,
         "ca_hash": host.ca_hash,
     }
+    if host.join_address:
+        values["join_address"] = host.join_address
     if host.labels:
         values["labels"] = dict(sorted(host.labels.items()))
     if host.sriov_pfs:
@@ -144,9 +143,7 @@ def check_agent_config(values: Mapping[str, object]) -> Any:
     """Parse `values` with the agent's own loader; returns its AgentConfig or raises InvalidArgument."""
     from agent import config as agent_config_module
 
-    known = {f.name for f in dataclasses.fields(agent_config_module.AgentConfig)}
-    checked = {k: v for k, v in values.items() if k in known or k not in PENDING_AGENT_KEYS}
-    return agent_config_module.from_mapping(checked)
+    return agent_config_module.from_mapping(values)
 
 
 def render(host: HostConfig) -> str:

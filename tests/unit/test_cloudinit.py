@@ -3,8 +3,6 @@ the agent's own loader accepts (one schema: agent.config)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import yaml
 
@@ -26,6 +24,7 @@ def host(**overrides: object) -> HostConfig:
         "labels": {"rack": "r1", "atoll.io/provider": "ironic"},
         "hosts_entries": (("10.0.0.2", "coordinator coordinator.example"),),
         "sriov_pfs": (SriovPF("ens1f0", 8), SriovPF("ens1f1", 4)),
+        "join_address": "10.0.0.2:6444",
     }
     values.update(overrides)
     return HostConfig(**values)  # type: ignore[arg-type]
@@ -49,17 +48,13 @@ def test_rendered_document_is_cloud_config_yaml() -> None:
 def test_agent_config_parses_back_with_the_agents_loader() -> None:
     text = cloudinit.render(host())
     values = cloudinit.agent_config_of(text)
-    assert values["join_token"] == TOKEN and values["ca_hash"] == PIN
-    known = {f.name for f in dataclasses.fields(agent_config.AgentConfig)}
-    checked = {k: v for k, v in values.items() if k in known or k not in cloudinit.PENDING_AGENT_KEYS}
-    cfg = agent_config.from_mapping(checked)
+    cfg = agent_config.from_mapping(values)
+    assert cfg.join_token == TOKEN and cfg.ca_hash == PIN
+    assert cfg.join_address == "10.0.0.2:6444"
     assert cfg.coordinator == "10.0.0.2:6443"
     assert cfg.node_name == "bm-01"
     assert cfg.labels == {"rack": "r1", "atoll.io/provider": "ironic"}
     assert cfg.sriov_pfs == ["ens1f0:8", "ens1f1:4"]
-    for key in cloudinit.PENDING_AGENT_KEYS:
-        if key in known:  # once the agent declares the join options, they must round-trip too
-            assert getattr(cfg, key) == values[key]
 
 
 def test_rendering_is_deterministic_and_keeps_the_token_out_of_repr() -> None:
@@ -85,6 +80,8 @@ def test_node_name_and_extra_agent_options() -> None:
         ({"labels": {"bad key!": "v"}}, "labels"),
         ({"agent_options": {"no_such_option": 1}}, "unknown option"),
         ({"coordinator": "no-port"}, "HOST:PORT"),
+        ({"join_token": "not-a-token"}, "join_token"),
+        ({"ca_hash": "md5:abc"}, "ca_hash|pin|sha256"),
     ],
 )
 def test_render_refuses_what_the_agent_would_refuse(overrides: dict[str, object], message: str) -> None:
