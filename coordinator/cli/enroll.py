@@ -90,7 +90,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--output", "-o", choices=["json"], help="print the results as JSON (no progress lines)")
     add_ironic_flags(p)
 
-    u = sub.add_parser("unenroll", help="undeploy and delete a bare-metal host, revoke its join token")
+    u = sub.add_parser(
+        "unenroll", help="undeploy and delete a bare-metal host, revoke its join token, remove its node"
+    )
     u.add_argument("names", nargs="+", help="host names")
     u.add_argument("--timeout", type=float, default=3600.0, help="seconds the tear-down may take per host")
     u.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)

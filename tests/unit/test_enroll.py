@@ -6,6 +6,7 @@ tests/functional/ironic; here are the pure parts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pathlib
@@ -226,3 +227,22 @@ def test_ironic_auth_needs_an_endpoint() -> None:
         ironic.IronicAuth().validate()
     with pytest.raises(errors.InvalidArgument, match="http_basic needs"):
         ironic.IronicAuth(url="http://x", auth="http_basic").validate()
+
+
+async def test_inventory_concurrency_is_bounded() -> None:
+    running, peak = 0, 0
+
+    def job(i: int) -> object:
+        async def go() -> enroll.Result:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            return enroll.Result(f"h{i}", ok=True)
+
+        return go
+
+    results = await enroll_cli._bounded(3, [job(i) for i in range(10)])
+    assert [r.name for r in results] == [f"h{i}" for i in range(10)]
+    assert peak == 3
