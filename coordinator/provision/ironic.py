@@ -231,6 +231,8 @@ class Baremetal:
         except exceptions.BadRequestException as exc:
             raise errors.InvalidArgument(f"{what}: {_message(exc)}") from None
         except exceptions.HttpException as exc:
+            if getattr(exc, "status_code", None) in (401, 403):
+                raise errors.PermissionDenied(f"Ironic refused the credentials: {_message(exc)}") from None
             raise errors.Unavailable(f"{what}: {_message(exc)}") from None
         except exceptions.SDKException as exc:
             raise errors.Unavailable(f"{what}: {exc}") from None

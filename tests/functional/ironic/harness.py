@@ -19,6 +19,7 @@ in its own process group and is stopped through it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -43,7 +44,8 @@ START_TIMEOUT = 90.0
 
 CONF = """\
 [DEFAULT]
-auth_strategy = noauth
+auth_strategy = {auth}
+http_basic_auth_user_file = {htpasswd}
 rpc_transport = none
 host = atoll-test
 state_path = {state}
@@ -152,10 +154,20 @@ def _build_schema(venv: pathlib.Path) -> None:
     )
 
 
-def _conf(state: pathlib.Path, db: pathlib.Path, *, port: int, deploy_delay: int) -> str:
+def _conf(
+    state: pathlib.Path, db: pathlib.Path, *, port: int, deploy_delay: int, auth: str = "noauth"
+) -> str:
     (state / "tmp").mkdir(parents=True, exist_ok=True)
     (state / "locks").mkdir(parents=True, exist_ok=True)
-    return CONF.format(state=state, log=state / "ironic.log", port=port, db=db, deploy_delay=deploy_delay)
+    return CONF.format(
+        state=state,
+        log=state / "ironic.log",
+        port=port,
+        db=db,
+        deploy_delay=deploy_delay,
+        auth=auth,
+        htpasswd=state / "htpasswd",
+    )
 
 
 def free_port() -> int:
@@ -167,7 +179,15 @@ def free_port() -> int:
 class Ironic:
     """One running Ironic (API + conductor). ``url`` is its endpoint; ``db`` its SQLite file."""
 
-    def __init__(self, venv: pathlib.Path, state: pathlib.Path, *, deploy_delay: int = 1) -> None:
+    def __init__(
+        self,
+        venv: pathlib.Path,
+        state: pathlib.Path,
+        *,
+        deploy_delay: int = 1,
+        basic_auth: tuple[str, str] | None = None,
+    ) -> None:
+        """``basic_auth``: (user, password) to run with auth_strategy = http_basic instead of noauth."""
         self.venv = venv
         self.state = state
         self.port = free_port()
@@ -175,6 +195,7 @@ class Ironic:
         self.db = state / "ironic.sqlite"
         self.log = state / "ironic.log"
         self.deploy_delay = deploy_delay
+        self.basic_auth = basic_auth
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0
 
@@ -183,7 +204,11 @@ class Ironic:
         self.state.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.venv / "schema.sqlite", self.db)
         conf = self.state / "ironic.conf"
-        conf.write_text(_conf(self.state, self.db, port=self.port, deploy_delay=self.deploy_delay))
+        auth = "noauth"
+        if self.basic_auth is not None:
+            auth = "http_basic"
+            self._write_htpasswd(*self.basic_auth)
+        conf.write_text(_conf(self.state, self.db, port=self.port, deploy_delay=self.deploy_delay, auth=auth))
         console = open(self.state / "ironic.console", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [str(self.venv / "bin" / "ironic"), "--config-file", str(conf)],
@@ -201,6 +226,21 @@ class Ironic:
         self.startup_seconds = time.monotonic() - started
         return self
 
+    def _write_htpasswd(self, user: str, password: str) -> None:
+        """Ironic reads bcrypt entries; bcrypt is in its venv, so its Python writes the file."""
+        script = (
+            "import bcrypt, sys; "
+            "print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())"
+        )
+        line = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", script, user, password],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        (self.state / "htpasswd").write_text(line)
+
     def _wait_ready(self) -> None:
         """Until the API answers and the conductor has registered fake-hardware (nodes need both)."""
         deadline = time.monotonic() + START_TIMEOUT
@@ -216,9 +256,12 @@ class Ironic:
         raise RuntimeError(f"ironic did not come up in {START_TIMEOUT:.0f}s:\n{self.tail()}")
 
     def get(self, path: str) -> Any:
-        request = urllib.request.Request(
-            self.url + path, headers={"X-OpenStack-Ironic-API-Version": "latest"}
-        )
+        headers = {"X-OpenStack-Ironic-API-Version": "latest"}
+        if self.basic_auth is not None:
+            headers["Authorization"] = (
+                "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            )
+        request = urllib.request.Request(self.url + path, headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 

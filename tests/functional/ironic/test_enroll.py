@@ -15,6 +15,7 @@ import logging
 import os
 import pathlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -446,3 +447,43 @@ async def test_a_mac_another_node_owns_is_refused_before_anything_is_created(
     assert f"MAC {mac('mac-a', 1)} is already registered to Ironic node {owner}" in err
     with pytest.raises(KeyError):
         ironic.node_row("mac-b")
+
+
+@pytest.fixture(scope="module")
+def basic_ironic(ironic: Ironic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ironic]:
+    """A second Ironic behind http_basic (the first one is noauth), for the credentials path."""
+    server = Ironic(
+        ironic.venv, tmp_path_factory.mktemp("ironic-basic"), basic_auth=("atoll", "ironic-Secret-1")
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_http_basic_credentials_from_a_file(
+    basic_ironic: Ironic,
+    cluster: Cluster,
+    password_file: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: pathlib.Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = tmp_path / "ironic.pass"
+    secret.write_text("ironic-Secret-1\n")
+    argv = enroll_argv(basic_ironic, cluster, "basic-1", password_file, "--interface", "inspect=no-inspect")
+    argv += ["--ironic-auth", "http_basic", "--ironic-user", "atoll", "--ironic-password-file", str(secret)]
+    code, out, err = await run(cluster, argv, capsys)
+    assert code == 0, err
+    assert states(out, "basic-1")[-1] == "available"
+
+    secret.write_text("wrong\n")
+    code, out, err = await run(cluster, [*argv[:1], "basic-2", *argv[2:]], capsys)
+    assert code == 1
+    assert (
+        "basic-2: FAILED after" in err
+        and "Ironic refused the credentials: Incorrect username or password" in err
+    )
+    assert "ironic-Secret-1" not in caplog.text + out + err and PASSWORD not in caplog.text
