@@ -106,7 +106,10 @@ class FakeNode:
         self.agent = self._new_agent()
 
     async def start(self) -> FakeNode:
+        """Start the agent and wait until it has registered (joining first takes a few round trips)."""
         await self.agent.start()
+        assert self.agent.link is not None
+        await asyncio.wait_for(self.agent.link.registered.wait(), 10)
         return self
 
     async def stop(self) -> None:
