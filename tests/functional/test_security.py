@@ -311,7 +311,9 @@ async def test_insecure_refuses_non_loopback_addresses(
             main, ["serve", "--insecure", "--listen", listen, "--data-dir", str(tmp_path)]
         )
         err = capsys.readouterr().err
-        assert code == 2 and err.startswith("coordinator serve: ") and "refusing to listen in plain text" in err, err
+        assert (
+            code == 2 and err.startswith("coordinator serve: ") and "refusing to listen in plain text" in err
+        ), err
     with pytest.raises(errors.InvalidArgument, match=r"refusing to listen in plain text on 0\.0\.0\.0:10250"):
         from agent.config import load
 
