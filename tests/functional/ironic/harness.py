@@ -98,8 +98,20 @@ def cache_root() -> pathlib.Path:
 
 
 def venv_dir() -> pathlib.Path:
-    digest = hashlib.sha256(LOCK_FILE.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    """Named by the lock file and the interpreter the venv is built from: either changing installs afresh."""
+    base = os.path.realpath(_base_python())
+    digest = hashlib.sha256(LOCK_FILE.read_bytes() + base.encode()).hexdigest()[:12]
     return cache_root() / f"ironic-{digest}"
+
+
+def _usable(venv: pathlib.Path) -> bool:
+    """A finished install whose interpreter still runs (a base Python upgraded in place breaks venvs)."""
+    if not (venv / ".atoll-complete").exists() or not (venv / "bin" / "ironic").exists():
+        return False
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import ironic"], check=False, capture_output=True, timeout=60
+    )
+    return probe.returncode == 0
 
 
 def _base_python() -> str:
@@ -111,12 +123,12 @@ def ensure_venv(log: Any = print) -> tuple[pathlib.Path, float]:
     """The installed venv and the seconds spent installing (0.0 when cached)."""
     venv = venv_dir()
     done = venv / ".atoll-complete"
-    if done.exists():
+    if _usable(venv):
         return venv, 0.0
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
+        if _usable(venv):
             return venv, 0.0
         started = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)
