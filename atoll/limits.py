@@ -12,15 +12,14 @@ small bursts.
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-_OWN_SERVICE_PREFIX = "/atoll."
+from atoll import errors, rpc
 
 
 @dataclass(frozen=True)
@@ -51,28 +50,27 @@ class TokenBucket:
         return False
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> str:
-    """Without authentication, the peer's address (without its port) names the client."""
-    peer = context.peer() or "unknown"
-    if peer.startswith(("ipv4:", "ipv6:")):
-        return peer.rsplit(":", 1)[0]
-    return peer
+# Server-streaming methods: they hold a stream open, and count against the stream caps.
+STREAMING_METHODS = frozenset(
+    {
+        "/atoll.v1.ClusterService/Watch",
+        "/atoll.v1.ClusterService/GetLogs",
+        "/atoll.v1.NodeService/WatchAssignment",
+        "/atoll.v1.NodeService/WatchNodeConfig",
+        "/atoll.v1.NodeService/WatchServices",
+    }
+)
 
 
-class Limits:
-    def __init__(
-        self,
-        config: LimitConfig,
-        *,
-        identity: Callable[[grpc.aio.ServicerContext], str] = peer_identity,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+class Limits(rpc.CallInterceptor):
+    """A link of the server's call chain, after authentication (it keys on `rpc.caller_name`)."""
+
+    def __init__(self, config: LimitConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self._identity = identity
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
-        self._watches: dict[str, int] = {}
-        self.total_watches = 0
+        self._streams: dict[str, int] = {}
+        self.total_streams = 0
 
     def _bucket(self, who: str) -> TokenBucket:
         bucket = self._buckets.get(who)
@@ -82,80 +80,32 @@ class Limits:
             bucket = self._buckets[who] = TokenBucket(self.config.rate, self.config.burst, self._clock)
         return bucket
 
-    async def admit_call(self, context: grpc.aio.ServicerContext, method: str) -> str:
-        who = self._identity(context)
+    async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        who = rpc.caller_name(context)
         if not self._bucket(who).take():
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"rate limit: {who} exceeds {self.config.rate:g} calls/s (burst {self.config.burst}); slow down",
+            raise errors.ResourceExhausted(
+                f"rate limit: {who} exceeds {self.config.rate:g} calls/s (burst {self.config.burst}); slow down"
             )
+        if method not in STREAMING_METHODS:
+            return None
+        if self.total_streams >= self.config.max_total_watches:
+            raise errors.ResourceExhausted(
+                f"the server holds {self.total_streams} open streams, its limit; try again later"
+            )
+        if self._streams.get(who, 0) >= self.config.max_watches:
+            raise errors.ResourceExhausted(
+                f"{who} holds {self.config.max_watches} open streams, the limit per client; close some first"
+            )
+        self._streams[who] = self._streams.get(who, 0) + 1
+        self.total_streams += 1
         return who
 
-    async def open_stream(self, context: grpc.aio.ServicerContext, method: str) -> str:
-        who = await self.admit_call(context, method)
-        if self.total_watches >= self.config.max_total_watches:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server has {self.total_watches} open streams, its limit; try again later",
-            )
-        if self._watches.get(who, 0) >= self.config.max_watches:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{who} has {self.config.max_watches} open streams, the limit per client; close some first",
-            )
-        self._watches[who] = self._watches.get(who, 0) + 1
-        self.total_watches += 1
-        return who
-
-    def close_stream(self, who: str) -> None:
-        left = self._watches.get(who, 0) - 1
+    def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
+        if ticket is None:
+            return
+        left = self._streams.get(ticket, 0) - 1
         if left > 0:
-            self._watches[who] = left
+            self._streams[ticket] = left
         else:
-            self._watches.pop(who, None)
-        self.total_watches -= 1
-
-
-class LimitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or not method.startswith(_OWN_SERVICE_PREFIX):
-            return handler
-        limits = self.limits
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await limits.admit_call(context, method)
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                who = await limits.open_stream(context, method)
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                finally:
-                    limits.close_stream(who)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            self._streams.pop(ticket, None)
+        self.total_streams -= 1

@@ -43,6 +43,10 @@ class ServeConfig:
         2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
     )
     service_cluster_ip_range: str = layered.option("10.254.0.0/16", "range services' cluster IPs come from")
+    api_rate: float = layered.option(200.0, "API calls per second allowed per client (token bucket)")
+    api_burst: int = layered.option(400, "API calls a client may make in one burst")
+    max_watches_per_client: int = layered.option(100, "open watch/log streams per client")
+    max_watches: int = layered.option(10_000, "open watch/log streams in all")
     event_ttl: float = layered.option(3600.0, "events older than this are deleted (s)")
     scheduler_retry_interval: float = layered.option(10.0, "retry unschedulable pods at least this often (s)")
     network_config: str = layered.option(
@@ -118,6 +122,13 @@ class ServeConfig:
             raise errors.InvalidArgument("service_cluster_ip_range: use a /28 or larger range")
         if self.pod_eviction_timeout < 0:
             raise errors.InvalidArgument("pod_eviction_timeout: must not be negative")
+        if (
+            self.api_rate <= 0
+            or self.api_burst < 1
+            or self.max_watches_per_client < 1
+            or self.max_watches < 1
+        ):
+            raise errors.InvalidArgument("api_rate, api_burst and the stream caps must be positive")
         if self.lease_ttl < 60:
             raise errors.InvalidArgument("lease_ttl: must be at least 60 seconds")
         if self.store_history < 100:

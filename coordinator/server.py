@@ -8,6 +8,7 @@ import pathlib
 import time
 
 from atoll import errors, kinds, rpc
+from atoll.limits import LimitConfig, Limits
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
 from coordinator.agents import AgentClients
@@ -161,7 +162,17 @@ class Coordinator:
                     node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                 ),
             ],
-            links=[security.interceptor],
+            links=[
+                security.interceptor,
+                Limits(
+                    LimitConfig(
+                        rate=cfg.api_rate,
+                        burst=cfg.api_burst,
+                        max_watches=cfg.max_watches_per_client,
+                        max_total_watches=cfg.max_watches,
+                    )
+                ),
+            ],
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
