@@ -10,6 +10,7 @@ PACKAGES=(
   docker.io busybox-static iperf3
   etcd-server docker-registry
   rpm rpmlint systemd
+  mariadb-server rabbitmq-server
 )
 
 missing=()
@@ -26,8 +27,9 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  # Debian's docker.io and etcd-server try to start their services on install;
-  # Atoll starts its own engines and etcd, so keep the packaged ones down.
+  # Debian's docker.io, etcd-server, mariadb-server and rabbitmq-server try to start
+  # their services on install; Atoll (and its OpenStack test harness) starts its own,
+  # with their own data dirs and ports, so keep the packaged ones down.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -20,6 +20,7 @@ from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import clientconfig, config, manifests
 from coordinator.cli import enroll as enroll_cli
 from coordinator.cli import printers, security
+from coordinator.cli import provision as provision_cli
 from coordinator.cli.client import Client
 
 log = logging.getLogger("coordinator")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     security.add_parsers(sub)
     enroll_cli.add_parsers(sub)
+    provision_cli.add_parsers(sub)
     sub.add_parser("version", help="print the client version")
     return parser
 
@@ -441,6 +443,7 @@ COMMANDS = {
     "token": security.cmd_token,
     "config": security.cmd_config,
     **enroll_cli.COMMANDS,
+    **provision_cli.COMMANDS,
 }
 
 

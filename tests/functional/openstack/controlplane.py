@@ -35,8 +35,8 @@ import openstack
 import openstack.connection
 import yaml
 
-from tests.openstack import configs, procs, venv
-from tests.openstack.configs import PASSWORD, Ports
+from tests.functional.openstack import configs, procs, venv
+from tests.functional.openstack.configs import PASSWORD, Ports
 
 log = logging.getLogger("openstack.controlplane")
 

@@ -2,7 +2,8 @@
 
 The services (keystone, glance, placement, nova, neutron) pull in some 170
 packages that Atoll must never depend on, so they live in a venv of their own
-under the user's cache (``$ATOLL_TEST_CACHE`` or ``~/.cache/atoll-test``),
+under the test cache Ironic's venv uses too (``$ATOLL_TEST_CACHE``, default
+``~/.cache/atoll-test``),
 keyed by a hash of the lock file, the test ML2 driver and the Python version.
 A ``.complete`` marker is written last, so an interrupted install is redone;
 a file lock keeps two test runs from building the same venv at once. Venvs
@@ -14,23 +15,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import time
 
+from tests.functional.ironic.harness import cache_root
+
 log = logging.getLogger("openstack.venv")
 
 HERE = pathlib.Path(__file__).resolve().parent
 LOCK_FILE = HERE / "requirements.lock"
 DRIVER_DIR = HERE / "ml2_noagent"
-
-
-def cache_root() -> pathlib.Path:
-    base = os.environ.get("ATOLL_TEST_CACHE") or os.path.expanduser("~/.cache/atoll-test")
-    return pathlib.Path(base)
 
 
 def _key() -> str:
