@@ -241,9 +241,19 @@ class Provisioner:
         waiting = [r for r in results.values() if not r.error]
         await self._wait_active(req, waiting)
         for result in waiting:
-            if result.error:
-                continue
-            await self._finish(req, result, external_id)
+            if not result.error:
+                await self._finish(req, result, external_id)
+            elif result.id:
+                # Recorded too, so `get machines` shows why; the next run replaces it.
+                await self.recorder.record(
+                    result.name,
+                    provider_id=result.id,
+                    host_name=result.name,
+                    token_id=result.token_id,
+                    details=_details(req),
+                    state=result.status,
+                    last_error=result.error,
+                )
         outcome.servers = sorted(results.values(), key=lambda r: int(r.name.rsplit("-", 1)[1]))
         return outcome
 
@@ -344,14 +354,7 @@ class Provisioner:
             floating_ip=result.floating_ip,
             addresses=result.addresses,
             labels=dict(req.labels),
-            details={
-                "cloud": req.cloud,
-                "prefix": req.prefix,
-                "flavor": req.flavor,
-                "image": req.image,
-                "network": req.network,
-                "securityGroup": req.security_group,
-            },
+            details=_details(req),
             state=server.status,
             last_error="",
         )
@@ -429,6 +432,17 @@ class Provisioner:
                     result.error = f"still there after {wait_limit:.0f}s"
                 return
             await asyncio.sleep(0.5)
+
+
+def _details(req: Request) -> dict[str, str]:
+    return {
+        "cloud": req.cloud,
+        "prefix": req.prefix,
+        "flavor": req.flavor,
+        "image": req.image,
+        "network": req.network,
+        "securityGroup": req.security_group,
+    }
 
 
 def _split(address: str) -> tuple[str, int]:

@@ -51,6 +51,7 @@ SERVICES = {
 ADMIN_CLOUD = "atoll-admin"
 MEMBER_CLOUD = "atoll-member"
 FLAVOR = "m1.atoll"
+HUGE_FLAVOR = "m1.atoll-huge"
 IMAGE = "atoll-atomic"
 NETWORK = "private"
 EXTERNAL_NETWORK = "public"
@@ -405,6 +406,8 @@ class ControlPlane:
     def _create_resources(self) -> None:
         admin = self.connect()
         admin.compute.create_flavor(name=FLAVOR, ram=512, vcpus=1, disk=1)
+        # More disk than the fake hypervisor claims (600 TB; Nova has no disk quota): "No valid host".
+        admin.compute.create_flavor(name=HUGE_FLAVOR, ram=512, vcpus=1, disk=1_000_000)
         image_file = self.run_dir / "atomic.img"
         image_file.write_bytes(b"\0" * 4096)
         admin.image.create_image(
@@ -453,6 +456,8 @@ class ControlPlane:
         def fresh_heartbeat() -> bool:
             self.check_alive()
             for svc in admin.compute.services(binary="nova-compute"):
+                if not svc.updated_at:  # registered, not yet reported
+                    continue
                 updated = datetime.datetime.fromisoformat(str(svc.updated_at).rstrip("Z").split(".")[0])
                 if svc.state == "up" and updated >= started_at:
                     return True

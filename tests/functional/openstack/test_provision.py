@@ -237,6 +237,15 @@ async def test_provision_boots_records_and_a_rerun_creates_nothing(
             return token if list(token.status.joined_nodes) == ["t1-1"] else None
 
         await eventually(joined, timeout=30, what="t1-1's agent joins with its token")
+
+        # `get machines`: the server beside the node its agent registered.
+        async def listed() -> list[str]:
+            code, out, _ = await run(cluster, ["get", "machines"], capsys)
+            rows = {line.split()[0]: line.split() for line in out.strip().splitlines()[1:]}
+            return rows["t1-1"] if code == 0 and rows["t1-1"][4] == "Ready" else []
+
+        row = await eventually(listed, timeout=30, what="t1-1 Ready in get machines")
+        assert row[:5] == ["t1-1", "openstack", "ACTIVE", "t1-1", "Ready"]
     finally:
         await host.stop()
 
@@ -316,3 +325,32 @@ async def test_deprovision_deletes_servers_floating_ips_and_revokes_tokens(
     assert code == 0 and out.strip() == "", out + err
     code, out, err = await run(cluster, [*deprovision, "t3-1"], capsys)
     assert code == 0 and "t3-1: already gone" in out, out + err
+
+
+async def test_a_failed_boot_is_reported_recorded_and_replaced_by_the_next_run(
+    openstack_cloud: ControlPlane, cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plane = openstack_cloud
+    argv = provision_argv("t4", "--count", "1")
+    argv[argv.index(controlplane.FLAVOR)] = controlplane.HUGE_FLAVOR
+    code, out, err = await run(cluster, argv, capsys)
+    assert code == 1
+    assert "t4-1: FAILED: boot failed:" in err and "No valid host" in err
+    assert "ERROR" in progress(out, "t4-1")
+    failed = (await asyncio.to_thread(servers, plane, "t4"))["t4-1"]
+    recorded = (await machines(cluster, "t4"))["t4-1"]
+    assert recorded.status.state == "ERROR" and "No valid host" in recorded.status.last_error
+    bad_token = failed.metadata["atoll-token-id"]
+
+    code, out, err = await run(cluster, provision_argv("t4", "--count", "1"), capsys)
+    assert code == 0, err
+    assert any(line.startswith("ERROR (") and line.endswith("replacing it") for line in progress(out, "t4-1"))
+    assert "t4-1: replaced DELETED" in out and "t4-1: created ACTIVE" in out
+    now = (await asyncio.to_thread(servers, plane, "t4"))["t4-1"]
+    assert now.id != failed.id and now.status == "ACTIVE"
+    assert (await tokens(cluster))[bad_token].spec.revoked
+    assert (await machines(cluster, "t4"))["t4-1"].status.state == "ACTIVE"
+    code, _, err = await run(
+        cluster, ["deprovision", "--os-cloud", controlplane.MEMBER_CLOUD, "t4-1"], capsys
+    )
+    assert code == 0, err
