@@ -10,7 +10,8 @@ bring-up steps are console scripts. Nothing listens beyond loopback.
 
 Bring-up, in order, with what runs concurrently grouped:
   1. MariaDB (fresh datadir) | epmd + RabbitMQ node
-  2. every service's schema sync, keystone's fernet keys and bootstrap
+  2. the databases: loaded from the venv's cached dump (ports rewritten), or on the
+     first run migrated, bootstrapped (keystone admin, nova cells) and dumped
   3. keystone API; then service users, services and endpoints through openstacksdk
   4. glance, placement, neutron and nova APIs | nova conductor, scheduler, compute
   5. flavor, image, the external network and a tenant network behind a router
@@ -20,6 +21,7 @@ Stop ends every process group (procs.Daemons) and removes the run dir.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime
 import logging
@@ -109,10 +111,9 @@ class ControlPlane:
         started_at = datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
         etc = self._write_configs()
         self._parallel(self._start_mariadb, self._start_rabbitmq)
-        self._schemas(etc)
+        self._write_keys()
+        self._databases(etc)
         self.timings["schemas"] = time.monotonic() - t0
-        self._parallel(lambda: self._keystone_setup(etc), lambda: self._nova_cells(etc))
-        self.timings["bootstrap"] = time.monotonic() - t0
         # Start every API at once: importing them is most of the bring-up, and
         # they reach keystone only on the first request. nova-compute waits for
         # the catalog and placement: it reports its resources once at start,
@@ -151,26 +152,28 @@ class ControlPlane:
         self._wait_compute(etc, started_at)
         self.timings["compute"] = time.monotonic() - t0
 
-    def _schemas(self, etc: pathlib.Path) -> None:
-        """Every service's database schema: synced once per venv, then loaded from a dump.
+    def _databases(self, etc: pathlib.Path) -> None:
+        """Every service's database: migrated and bootstrapped once per venv, then loaded from a dump.
 
-        Schema migrations are the slowest step of a fresh bring-up (a minute
-        here); their result depends only on the pinned releases, so it is
-        cached beside the venv as a mariadb-dump of the synced databases.
+        Migrations, keystone's bootstrap and nova's cell mappings are most of
+        a fresh bring-up (a minute here), and their result depends only on
+        the pinned releases, so it is cached beside the venv as a mariadb-dump.
+        The only rows that name this run's ports (keystone's own endpoints,
+        nova's cell mappings) are rewritten after loading it.
         """
-        socket = f"--socket={self.run_dir / 'mysql' / 'mysqld.sock'}"
-        client = ["mariadb", "--no-defaults", "-uroot", socket]
+        client = [*self._sql_client()]
         grant = f"CREATE USER 'openstack'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
         grant += "GRANT ALL PRIVILEGES ON *.* TO 'openstack'@'127.0.0.1';"
         subprocess.run([*client, "-e", grant], check=True)
-        dump = self.venv / "schemas.sql"
+        dump = self.venv / "databases.sql"
         if dump.exists():
             with open(dump, "rb") as sql:
                 subprocess.run(client, stdin=sql, check=True)
+            self._rebind()
             return
         subprocess.run([*client, "-e", "".join(f"CREATE DATABASE {name};" for name in DATABASES)], check=True)
         self._parallel(
-            lambda: self._manage("keystone-manage", "--config-file", etc / "keystone.conf", "db_sync"),
+            lambda: self._keystone_schema(etc),
             lambda: self._manage(
                 "glance-manage", "--config-file", etc / "glance" / "glance-api.conf", "db_sync"
             ),
@@ -186,11 +189,35 @@ class ControlPlane:
         partial = dump.with_suffix(".partial")
         with open(partial, "wb") as out:
             subprocess.run(
-                ["mariadb-dump", "--no-defaults", "-uroot", socket, "--databases", *DATABASES],
-                stdout=out,
-                check=True,
+                ["mariadb-dump", *self._sql_client()[1:], "--databases", *DATABASES], stdout=out, check=True
             )
         partial.rename(dump)
+
+    def _sql_client(self) -> list[str]:
+        return ["mariadb", "--no-defaults", "-uroot", f"--socket={self.run_dir / 'mysql' / 'mysqld.sock'}"]
+
+    def _rebind(self) -> None:
+        """Point the cached rows that hold addresses at this run's ports."""
+        cell0 = "00000000-0000-0000-0000-000000000000"
+        sql = (
+            f"UPDATE keystone.endpoint SET url = '{configs.keystone_url(self.ports)}';"
+            f"UPDATE nova_api.cell_mappings SET database_connection = "
+            f"'{configs.db(self.ports, 'nova_cell0')}' WHERE uuid = '{cell0}';"
+            f"UPDATE nova_api.cell_mappings SET database_connection = '{configs.db(self.ports, 'nova')}', "
+            f"transport_url = '{configs.transport(self.ports)}' WHERE uuid <> '{cell0}';"
+        )
+        subprocess.run([*self._sql_client(), "-e", sql], check=True)
+
+    def _write_keys(self) -> None:
+        """Fernet token and credential keys, as `keystone-manage fernet_setup` writes them, without
+        starting keystone-manage twice: keys 0 (staged) and 1 (primary) of 32 random bytes each."""
+        for repo in ("fernet-keys", "credential-keys"):
+            path = self.run_dir / "keystone" / repo
+            path.mkdir(parents=True, mode=0o700)
+            for index in ("0", "1"):
+                key = path / index
+                key.write_bytes(base64.urlsafe_b64encode(os.urandom(32)))
+                key.chmod(0o600)
 
     def _parallel(self, *steps: Any) -> None:
         with concurrent.futures.ThreadPoolExecutor(len(steps)) as pool:
@@ -297,11 +324,9 @@ class ControlPlane:
         self.check_alive()
         return True
 
-    def _keystone_setup(self, etc: pathlib.Path) -> None:
+    def _keystone_schema(self, etc: pathlib.Path) -> None:
         conf = ["--config-file", etc / "keystone.conf"]
-        ids = ("--keystone-user", "root", "--keystone-group", "root")
-        self._manage("keystone-manage", *conf, "fernet_setup", *ids)
-        self._manage("keystone-manage", *conf, "credential_setup", *ids)
+        self._manage("keystone-manage", *conf, "db_sync")
         url = configs.keystone_url(self.ports)
         self._manage(
             "keystone-manage",
@@ -315,23 +340,12 @@ class ControlPlane:
     def _nova_schema(self, etc: pathlib.Path) -> None:
         conf = ["--config-file", etc / "nova.conf"]
         self._manage("nova-manage", *conf, "api_db", "sync")
-        # `db sync` migrates the main database of [database] and that of cell0
-        # when cell0 is mapped, so map it here (the mapping itself is redone at
-        # every start: it names this run's database port).
-        cell0 = configs.db(self.ports, "nova_cell0")
-        self._manage("nova-manage", *conf, "cell_v2", "map_cell0", "--database_connection", cell0)
-        self._manage("nova-manage", *conf, "db", "sync")
-        self._manage("nova-manage", *conf, "db", "online_data_migrations")
-
-    def _nova_cells(self, etc: pathlib.Path) -> None:
-        """Cell mappings hold this run's database and RabbitMQ ports, so they are never cached."""
-        conf = ["--config-file", etc / "nova.conf"]
-        sql = "DELETE FROM host_mappings; DELETE FROM cell_mappings;"
-        socket = f"--socket={self.run_dir / 'mysql' / 'mysqld.sock'}"
-        subprocess.run(["mariadb", "--no-defaults", "-uroot", socket, "nova_api", "-e", sql], check=True)
+        # `db sync` migrates the databases of cell0 and of [database] (cell1's).
         cell0 = configs.db(self.ports, "nova_cell0")
         self._manage("nova-manage", *conf, "cell_v2", "map_cell0", "--database_connection", cell0)
         self._manage("nova-manage", *conf, "cell_v2", "create_cell", "--name", "cell1")
+        self._manage("nova-manage", *conf, "db", "sync")
+        self._manage("nova-manage", *conf, "db", "online_data_migrations")
 
     def _start_uwsgi(self, name: str, module: str, env: dict[str, str]) -> None:
         port = getattr(self.ports, name)
