@@ -21,6 +21,7 @@ from typing import Any
 
 import openstack.exceptions
 
+from agent.config import DEFAULT_AGENT_PORT as AGENT_PORT
 from atoll import config as layered
 from atoll import errors
 from atoll.v1 import machines_pb2
@@ -31,8 +32,6 @@ from coordinator.provision import tokens
 from coordinator.provision.machines import MACHINE, ApiRecorder
 from coordinator.provision.openstack import CloudError, OpenStackCloud
 from coordinator.provision.servers import PROVIDER, Outcome, Provisioner, Request, ServerResult
-
-AGENT_PORT = 10250  # agent.config.DEFAULT_AGENT_PORT; the coordinator does not import the agent
 
 
 def add_parsers(sub: Any) -> None:

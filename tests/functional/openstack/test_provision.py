@@ -14,8 +14,10 @@ import base64
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -38,6 +40,7 @@ pytestmark = [
 ]
 MACHINE = kinds.by_name("Machine")
 TOKEN = kinds.by_name("Token")
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def public_key() -> str:
@@ -354,3 +357,45 @@ async def test_a_failed_boot_is_reported_recorded_and_replaced_by_the_next_run(
         cluster, ["deprovision", "--os-cloud", controlplane.MEMBER_CLOUD, "t4-1"], capsys
     )
     assert code == 0, err
+
+
+async def cli_process(cluster: Cluster, *argv: str) -> tuple[int, str, str]:
+    """The `coordinator` entry point itself, as an operator runs it (its admin.conf, clouds.yaml)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "coordinator.cli.main",
+        *cluster.cli_args(),
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_installed_cli_progress_lines_and_one_line_errors(
+    openstack_cloud: ControlPlane, cluster: Cluster
+) -> None:
+    code, out, err = await cli_process(cluster, *provision_argv("t5", "--count", "1"))
+    assert code == 0, err
+    elapsed = [float(line.split()[0].rstrip("s")) for line in out.splitlines() if "  t5-1  " in line]
+    assert len(elapsed) >= 2 and elapsed == sorted(elapsed)
+    assert "t5-1: created ACTIVE" in out
+    code, out, err = await cli_process(
+        cluster, "deprovision", "--os-cloud", controlplane.MEMBER_CLOUD, "--all-from", "t5"
+    )
+    assert code == 0 and "t5-1: deleted" in out, err
+
+    # Operator mistakes: one line each, exit 1, nothing created.
+    argv = provision_argv("t5", "--count", "1")
+    argv[argv.index(controlplane.FLAVOR)] = "no-such-flavor"
+    code, out, err = await cli_process(cluster, *argv)
+    assert code == 1 and err.strip() == 'error: flavor "no-such-flavor" not found in cloud atoll-member'
+    argv = provision_argv("t5", "--count", "1")
+    argv[argv.index(controlplane.MEMBER_CLOUD)] = "no-such-cloud"
+    code, out, err = await cli_process(cluster, *argv)
+    assert code == 1 and err.startswith("error: --os-cloud no-such-cloud:") and err.count("\n") == 1
+    assert await asyncio.to_thread(servers, openstack_cloud, "t5") == {}
