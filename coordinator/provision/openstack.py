@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import pathlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,7 +206,7 @@ class OpenStackCloud:
         self.conn.compute.create_keypair(name=name, public_key=wanted)
         return True
 
-    def ensure_security_group(self, name: str, rules_for: Any) -> tuple[str, int]:
+    def ensure_security_group(self, name: str, rules_for: Callable[[str], list[Rule]]) -> tuple[str, int]:
         """(group id, rules added). `rules_for(group_id)` gives the wanted rules; extra rules stay."""
         group = self.conn.network.find_security_group(name, ignore_missing=True)
         if group is None:
@@ -315,12 +315,16 @@ class OpenStackCloud:
             for port in self.conn.network.ports(device_id=server_id):
                 for fip in self.conn.network.ips(port_id=port.id):
                     found[fip.id] = fip
-        for fip in self.conn.network.ips(description=FIP_DESCRIPTION.format(name=name)):
-            found[fip.id] = fip
+        # Checked again here: a Neutron that ignored a filter would otherwise list every floating IP.
+        tag = FIP_DESCRIPTION.format(name=name)
+        for fip in self.conn.network.ips(description=tag):
+            if fip.description == tag:
+                found[fip.id] = fip
         for address in addresses:
             if address:
                 for fip in self.conn.network.ips(floating_ip_address=address):
-                    found[fip.id] = fip
+                    if fip.floating_ip_address == address:
+                        found[fip.id] = fip
         for fip in found.values():
             self.conn.network.delete_ip(fip, ignore_missing=True)
         return sorted(str(f.floating_ip_address) for f in found.values())

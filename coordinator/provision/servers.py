@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from atoll.v1 import machines_pb2
 from coordinator.provision import cloudinit, openstack
 from coordinator.provision.openstack import CloudError, OpenStackCloud, Server
 from coordinator.provision.tokens import TokenIssuer
@@ -129,6 +130,8 @@ class Recorder(Protocol):
     async def names(self, prefix: str) -> list[str]:
         """Names of the Machines recorded for `prefix`."""
         ...
+
+    async def get(self, name: str) -> machines_pb2.Machine | None: ...
 
 
 Progress = Callable[[str, str, float], None]  # (server name, what happened, seconds since start)
@@ -296,9 +299,17 @@ class Provisioner:
         return result
 
     async def _wait_active(self, req: Request, results: list[ServerResult]) -> None:
-        """Poll the set (one list call per round) until every server is ACTIVE or failed."""
+        """Poll the set (one list call per round) until every booting server is ACTIVE or failed.
+
+        A server kept from an earlier run is waited for only while it is still
+        building: one an operator stopped (SHUTOFF, PAUSED, ...) is left as it is.
+        """
         seen: dict[str, tuple[str, str]] = {}
-        pending = {r.name: r for r in results if r.status != "ACTIVE"}
+        pending = {
+            r.name: r
+            for r in results
+            if r.status != "ACTIVE" and (r.action == "created" or r.status == "BUILD")
+        }
         deadline = self.clock() + req.timeout
         began = self.clock()
         while pending:
@@ -397,8 +408,10 @@ class Provisioner:
             results.append(result)
         await self._wait_gone(results, wait_limit)
         for name in orphans:
-            token_id = await self.recorder.token_id(name)
-            released = await self._io(self.cloud.delete_floating_ips, "", name)
+            machine = await self.recorder.get(name)
+            token_id = machine.spec.token_id if machine is not None else ""
+            recorded = [machine.spec.floating_ip] if machine is not None else []
+            released = await self._io(self.cloud.delete_floating_ips, "", name, recorded)
             results.append(
                 ServerResult(
                     name, status="DELETED", action="gone", token_id=token_id, floating_ip=", ".join(released)

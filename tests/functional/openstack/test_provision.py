@@ -399,3 +399,29 @@ async def test_installed_cli_progress_lines_and_one_line_errors(
     code, out, err = await cli_process(cluster, *argv)
     assert code == 1 and err.startswith("error: --os-cloud no-such-cloud:") and err.count("\n") == 1
     assert await asyncio.to_thread(servers, openstack_cloud, "t5") == {}
+
+
+async def test_deprovision_cleans_up_after_a_server_deleted_behind_its_back(
+    openstack_cloud: ControlPlane, cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plane = openstack_cloud
+    argv = provision_argv("t6", "--count", "1", "--floating-ip-pool", controlplane.EXTERNAL_NETWORK)
+    code, out, err = await run(cluster, argv, capsys)
+    assert code == 0, err
+    server = (await asyncio.to_thread(servers, plane, "t6"))["t6-1"]
+    address = (await machines(cluster, "t6"))["t6-1"].spec.floating_ip
+    admin = plane.connect()
+    await asyncio.to_thread(admin.compute.delete_server, server.id)
+    await asyncio.to_thread(admin.compute.wait_for_delete, server, wait=60)
+    # Nova's delete leaves the floating IP behind, unattached.
+    assert (await asyncio.to_thread(floating_ips, plane))[address] is None
+
+    code, out, err = await run(
+        cluster, ["deprovision", "--os-cloud", controlplane.MEMBER_CLOUD, "t6-1"], capsys
+    )
+    assert code == 0, err
+    token_id = server.metadata["atoll-token-id"]
+    assert f"already gone (floating IP {address} released; join token {token_id} revoked)" in out
+    assert address not in await asyncio.to_thread(floating_ips, plane)
+    assert (await tokens(cluster))[token_id].spec.revoked
+    assert await machines(cluster, "t6") == {}
