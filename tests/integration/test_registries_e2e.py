@@ -39,11 +39,15 @@ async def test_pods_pull_through_the_clusters_registry_settings(two: Cluster) ->
     await two.client.create(settings)
     for worker in two.workers:
         await eventually(
-            lambda w=worker: _insecure(w, registry), timeout=30, what=f"{worker.name} treats {registry} as insecure"
+            lambda w=worker: _insecure(w, registry),
+            timeout=30,
+            what=f"{worker.name} treats {registry} as insecure",
         )
     # The image lives only in the registry: pushed from node-0, gone from node-1's engine.
     await asyncio.to_thread(push, two.workers[0], f"{registry}/fedora/apache")
-    await asyncio.to_thread(drop_image, two.workers[1], "fedora/apache:latest", f"{registry}/fedora/apache:latest")
+    await asyncio.to_thread(
+        drop_image, two.workers[1], "fedora/apache:latest", f"{registry}/fedora/apache:latest"
+    )
 
     await two.client.create(pinned_pod("searched", two.node(1)))
     running = await wait_running(two.client, "searched", timeout=60)
