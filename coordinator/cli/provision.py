@@ -19,8 +19,6 @@ import os
 import sys
 from typing import Any
 
-import openstack.exceptions
-
 from agent.config import DEFAULT_AGENT_PORT as AGENT_PORT
 from atoll import config as layered
 from atoll import errors
@@ -30,7 +28,7 @@ from coordinator.cli import enroll as enroll_cli
 from coordinator.cli.client import Client
 from coordinator.provision import tokens
 from coordinator.provision.machines import MACHINE, ApiRecorder
-from coordinator.provision.openstack import CloudError, OpenStackCloud
+from coordinator.provision.openstack import OpenStackCloud, is_cloud_error
 from coordinator.provision.servers import PROVIDER, Outcome, Provisioner, Request, ServerResult
 
 
@@ -187,7 +185,9 @@ async def cmd_provision(client: Client, args: argparse.Namespace) -> int:
             cloud, tokens.ApiTokenIssuer(client), ServerRecorder(client), progress=printer.progress
         )
         outcome = await provisioner.provision(request)
-    except (CloudError, openstack.exceptions.SDKException) as exc:
+    except Exception as exc:
+        if not is_cloud_error(exc):
+            raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     printer.outcome(outcome)
@@ -204,7 +204,9 @@ async def cmd_deprovision(client: Client, args: argparse.Namespace) -> int:
             cloud, tokens.ApiTokenIssuer(client), ServerRecorder(client), progress=printer.progress
         )
         outcome = await provisioner.deprovision(args.names, args.all_from, args.timeout)
-    except (CloudError, openstack.exceptions.SDKException) as exc:
+    except Exception as exc:
+        if not is_cloud_error(exc):
+            raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     printer.outcome(outcome)

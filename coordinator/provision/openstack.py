@@ -22,9 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import openstack
-import openstack.exceptions
-
 log = logging.getLogger(__name__)
 
 PREFIX_KEY = "atoll-prefix"
@@ -53,6 +50,14 @@ if not any(isinstance(f, _HideUserData) for f in _REQUEST_LOG.filters):
 
 class CloudError(Exception):
     """Something the cloud refused or lacks, phrased for the operator."""
+
+
+def is_cloud_error(exc: BaseException) -> bool:
+    """Ours, or one of openstacksdk's or keystoneauth's (HTTP errors, refused connections, bad auth).
+
+    By module rather than by class, so that the CLI does not import the SDK to catch its errors.
+    """
+    return isinstance(exc, CloudError) or type(exc).__module__.startswith(("openstack.", "keystoneauth1."))
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,14 @@ class OpenStackCloud:
 
     @classmethod
     def connect(cls, cloud: str) -> OpenStackCloud:
+        try:
+            import openstack  # here: only provisioning needs the SDK (the coordinator extra)
+            import openstack.exceptions
+        except ImportError:  # pragma: no cover - depends on the install
+            raise CloudError(
+                "provision needs openstacksdk: install atoll with the coordinator extra "
+                "(pip install 'atoll[coordinator]')"
+            ) from None
         try:
             return cls(openstack.connect(cloud=cloud), cloud)
         except openstack.exceptions.ConfigException as exc:
@@ -285,11 +298,7 @@ class OpenStackCloud:
         self.conn.compute.delete_server(server_id, ignore_missing=True)
 
     def exists(self, server_id: str) -> bool:
-        try:
-            self.conn.compute.get_server(server_id)
-        except openstack.exceptions.NotFoundException:
-            return False
-        return True
+        return self.conn.compute.find_server(server_id, ignore_missing=True, details=False) is not None
 
     # -- floating IPs ----------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Choices that are not defaults, and why:
   password; the default 12 rounds costs a quarter second each on this size).
 - nova: ``fake.FakeDriverWithoutFakeNodes`` (plain ``FakeDriver`` refuses a
   second start in the same state dir), no waiting for VIF plugging (no L2
-  agent ever reports it), no periodic host discovery (the harness runs it).
+  agent ever reports it), host discovery by the scheduler every 2 s and
+  heartbeats every 2 s (the harness waits for both before the first boot).
 - neutron: ML2 with flat (the external network) and vxlan (tenant networks)
   types, the ``router`` service plugin for floating IPs, and the test-only
   ``atoll_noagent`` mechanism driver that binds ports without an agent.
@@ -188,6 +189,11 @@ def nova(run: pathlib.Path, ports: Ports, venv: pathlib.Path) -> str:
                 "instances_path": str(run / "nova" / "instances"),
                 "vif_plugging_is_fatal": False,
                 "vif_plugging_timeout": 0,
+                # Heartbeats every 2 s (default 10): the harness waits for one before booting.
+                "report_interval": 2,
+                # nova-compute reports its resources to placement every 5 s (default 60), so
+                # it can start before placement answers and still register in time.
+                "update_resources_interval": 5,
             },
             "api": {"auth_strategy": "keystone"},
             "wsgi": {"api_paste_config": str(venv / "etc" / "nova" / "api-paste.ini")},
@@ -199,7 +205,8 @@ def nova(run: pathlib.Path, ports: Ports, venv: pathlib.Path) -> str:
             # nova sends its own token beside the user's to neutron, glance and placement.
             "service_user": {**_authtoken(ports, "nova"), "send_service_user_token": True},
             "glance": {"valid_interfaces": "public", "region_name": "RegionOne"},
-            "scheduler": {"discover_hosts_in_cells_interval": -1, "workers": 1},
+            # The scheduler maps new compute hosts into cell1 itself, every 2 s.
+            "scheduler": {"discover_hosts_in_cells_interval": 2, "workers": 1},
             "conductor": {"workers": 1},
             "oslo_concurrency": {"lock_path": str(run / "nova" / "locks")},
             "oslo_messaging_notifications": {"driver": "noop"},

@@ -15,7 +15,7 @@ Bring-up, in order, with what runs concurrently grouped:
   3. keystone API; then service users, services and endpoints through openstacksdk
   4. glance, placement, neutron and nova APIs | nova conductor, scheduler, compute
   5. flavor, image, the external network and a tenant network behind a router
-  6. the compute node is discovered into cell1 and has heartbeated since start
+  6. the compute node is mapped into cell1 and has heartbeated since start
 Stop ends every process group (procs.Daemons) and removes the run dir.
 """
 
@@ -141,15 +141,13 @@ class ControlPlane:
         self._register_services()
         # The nova services log in as nova at start: after its user exists.
         nova_conf = ["--config-file", str(etc / "nova.conf")]
-        for binary in ("nova-conductor", "nova-scheduler"):
+        for binary in ("nova-conductor", "nova-scheduler", "nova-compute"):
             self._daemon(binary, [str(self.venv / "bin" / binary), *nova_conf])
-        self._wait_http(self.ports.placement, "placement")
-        self._daemon("nova-compute", [str(self.venv / "bin" / "nova-compute"), *nova_conf])
         for name in SERVICES:
             self._wait_http(getattr(self.ports, name), name)
         self.timings["apis"] = time.monotonic() - t0
         self._create_resources()
-        self._wait_compute(etc, started_at)
+        self._wait_compute(started_at)
         self.timings["compute"] = time.monotonic() - t0
 
     def _databases(self, etc: pathlib.Path) -> None:
@@ -455,17 +453,21 @@ class ControlPlane:
         router = member.network.create_router(name="router", external_gateway_info={"network_id": public.id})
         member.network.add_interface_to_router(router, subnet_id=subnet.id)
 
-    def _wait_compute(self, etc: pathlib.Path, started_at: datetime.datetime) -> None:
-        """Map the compute node into cell1 and see it heartbeat after bring-up began."""
+    def _wait_compute(self, started_at: datetime.datetime) -> None:
+        """See the compute node mapped into cell1 and heartbeating since bring-up began.
+
+        A compute node is listed by the hypervisors API once the scheduler's
+        periodic discovery (configs.nova) has mapped its host into a cell; a
+        heartbeat older than this bring-up (a stale "up") would send the first
+        boot to ERROR.
+        """
         admin = self.connect()
-        # nova-compute creates its resource provider right after its compute node row.
         procs.wait_until(
-            lambda: self._alive_or_raise() and list(admin.placement.resource_providers()),
+            lambda: self._alive_or_raise() and list(admin.compute.hypervisors()),
             120,
-            "the compute node's resource provider",
+            "the compute node mapped into cell1",
             interval=0.5,
         )
-        self._manage("nova-manage", "--config-file", etc / "nova.conf", "cell_v2", "discover_hosts")
 
         def fresh_heartbeat() -> bool:
             self.check_alive()

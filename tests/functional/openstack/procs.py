@@ -92,7 +92,7 @@ class Daemons:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM every group, then SIGKILL what is left after `timeout`."""
         for proc in self.procs.values():
             _signal_group(proc.pid, signal.SIGTERM)
