@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from atoll import errors, kinds, validation
-from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
+from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 from coordinator.assignments import AssignmentTracker
 from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
@@ -281,8 +281,19 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     async def ReportEvents(
         self, request: node_api_pb2.ReportEventsRequest, context: Any
     ) -> node_api_pb2.ReportEventsResponse:
-        self._check_name(request.node_name)
+        node = request.node_name
+        self._check_name(node)
+        bound: dict[tuple[str, str], bool] = {}
         for event in request.events[:1000]:
+            if not await self._about_own_object(node, event.involved_object, bound):
+                log.info(
+                    "node %s reported an event about %s %s/%s, which is not its own: dropped",
+                    node,
+                    event.involved_object.kind,
+                    event.involved_object.namespace,
+                    event.involved_object.name,
+                )
+                continue
             self._recorder.record_ref(
                 event.involved_object,
                 event.type or "Normal",
@@ -292,6 +303,25 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 host=request.node_name,
             )
         return node_api_pb2.ReportEventsResponse()
+
+    async def _about_own_object(
+        self, node: str, ref: workloads_pb2.ObjectReference, bound: dict[tuple[str, str], bool]
+    ) -> bool:
+        """A node speaks only of itself and of the pods bound to it (as with ReportPodStatus)."""
+        if ref.kind == "Node":
+            return ref.name == node
+        if ref.kind != "Pod":
+            return False
+        key = (ref.namespace or "default", ref.name)
+        if key not in bound:
+            try:
+                pod = await self._registry.get(POD, *key)
+            except (errors.NotFound, errors.InvalidArgument):
+                bound[key] = False
+            else:
+                assert isinstance(pod, pod_pb2.Pod)
+                bound[key] = pod.spec.node_name == node and (not ref.uid or ref.uid == pod.metadata.uid)
+        return bound[key]
 
     def _require_pki(self) -> ClusterPki:
         if self._pki is None:

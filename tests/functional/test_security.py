@@ -14,7 +14,15 @@ import grpc
 import pytest
 
 from atoll import errors, kinds, pki, rpc, tls
-from atoll.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, node_api_pb2, node_api_pb2_grpc, pod_pb2
+from atoll.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    cluster_pb2,
+    node_api_pb2,
+    node_api_pb2_grpc,
+    pod_pb2,
+    workloads_pb2,
+)
 from coordinator.auth import roles, tokens
 from coordinator.cli.client import Client
 from coordinator.cli.main import main
@@ -26,6 +34,7 @@ from tests.functional.test_agent_behaviour import app_container
 POD = kinds.by_name("Pod")
 NODE = kinds.by_name("Node")
 TOKEN = kinds.by_name("Token")
+EVENT = kinds.by_name("Event")
 SECRET_FRAGMENT_LEN = 16
 
 
@@ -235,6 +244,55 @@ async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) ->
             await call(channel, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), False)
     finally:
         await channel.close()
+
+
+async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: Cluster) -> None:
+    """Events about another node's pod (or another node) are dropped, not recorded under a false host."""
+    await secure.add_node("node-1")
+    await secure.add_node("node-2")
+    assert secure.client is not None
+    bound = {}
+    for name, node in (("mine", "node-1"), ("theirs", "node-2")):
+        p = pod(name)
+        p.spec.node_name = node
+        bound[name] = await secure.client.create(p)
+    node1 = cert_config(secure, "node-1", "atoll:nodes")
+    channel = rpc.open_channel(node1.server, credentials=node1.credentials(node1.server))
+    stub = node_api_pb2_grpc.NodeServiceStub(channel)
+
+    def about(kind: str, name: str, uid: str = "") -> workloads_pb2.Event:
+        return workloads_pb2.Event(
+            involved_object=workloads_pb2.ObjectReference(kind=kind, namespace="default", name=name, uid=uid),
+            type="Warning",
+            reason=f"Probe-{kind}-{name}-{bool(uid)}",
+        )
+
+    try:
+        request = node_api_pb2.ReportEventsRequest(node_name="node-1")
+        request.events.extend(
+            [
+                about("Pod", "mine", bound["mine"].metadata.uid),
+                about("Pod", "theirs", bound["theirs"].metadata.uid),
+                about("Pod", "mine", "not-its-uid"),
+                about("Node", "node-2"),
+                about("Node", "node-1"),
+                about("Pod", "missing"),
+            ]
+        )
+        await rpc.unary(stub.ReportEvents(request))
+    finally:
+        await channel.close()
+
+    async def probes() -> set[str] | None:
+        assert secure.client is not None
+        items, _ = await secure.client.list(EVENT, "")
+        found = {e.reason for e in items if e.reason.startswith("Probe")}  # type: ignore[attr-defined]
+        return found if len(found) >= 2 else None
+
+    assert await eventually(probes, what="the node's own events") == {
+        "Probe-Pod-mine-True",
+        "Probe-Node-node-1-False",
+    }
 
 
 async def _join(c: Cluster, token: str, node: str) -> node_api_pb2.JoinResponse:
