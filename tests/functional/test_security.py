@@ -21,7 +21,6 @@ from atoll.v1 import (
     node_api_pb2,
     node_api_pb2_grpc,
     pod_pb2,
-    workloads_pb2,
 )
 from coordinator.auth import roles, tokens
 from coordinator.cli.client import Client
@@ -34,7 +33,6 @@ from tests.functional.test_agent_behaviour import app_container
 POD = kinds.by_name("Pod")
 NODE = kinds.by_name("Node")
 TOKEN = kinds.by_name("Token")
-EVENT = kinds.by_name("Event")
 SECRET_FRAGMENT_LEN = 16
 
 
@@ -197,102 +195,6 @@ async def test_operator_manages_workloads_not_nodes_or_tokens(secure: Cluster) -
             await op.list(TOKEN)
         with pytest.raises(errors.PermissionDenied):
             await op.sign_user_certificate("eve", "admin", pki.build_csr(pki.new_key(), "eve"))
-
-
-async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) -> None:
-    await secure.add_node("node-1")
-    await secure.add_node("node-2")
-    node1 = cert_config(secure, "node-1", "atoll:nodes")
-    channel = rpc.open_channel(node1.server, credentials=node1.credentials(node1.server))
-    stub = node_api_pb2_grpc.NodeServiceStub(channel)
-    try:
-        # Itself: fine.
-        await rpc.unary(stub.GetAssignment(node_api_pb2.GetAssignmentRequest(node_name="node-1")))
-        other = "node-2"
-        attempts = [
-            stub.Heartbeat(node_api_pb2.HeartbeatRequest(node_name=other)),
-            stub.ReportPodStatus(node_api_pb2.ReportPodStatusRequest(node_name=other)),
-            stub.AcquireLease(
-                node_api_pb2.AcquireLeaseRequest(
-                    node_name=other, public_ip="10.0.0.9", vtep_mac="02:00:00:00:00:09"
-                )
-            ),
-            stub.GetAssignment(node_api_pb2.GetAssignmentRequest(node_name=other)),
-            stub.ReportEvents(node_api_pb2.ReportEventsRequest(node_name=other)),
-            stub.RenewCertificate(
-                node_api_pb2.RenewCertificateRequest(node_name=other, csr=pki.build_csr(pki.new_key(), other))
-            ),
-        ]
-        for attempt in attempts:
-            with pytest.raises(
-                errors.PermissionDenied, match="node node-1 may only act as itself, not as node node-2"
-            ):
-                await rpc.unary(attempt)
-        registration = node_api_pb2.RegisterRequest()
-        registration.node.metadata.name = other
-        with pytest.raises(errors.PermissionDenied):
-            await rpc.unary(stub.Register(registration))
-        for watch in (
-            stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=other)),
-            stub.WatchNodeConfig(node_api_pb2.WatchNodeConfigRequest(node_name=other)),
-        ):
-            with pytest.raises(errors.PermissionDenied):
-                async for _ in rpc.stream(watch):
-                    break
-        # Nor may it use the cluster API.
-        with pytest.raises(errors.PermissionDenied):
-            await call(channel, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), False)
-    finally:
-        await channel.close()
-
-
-async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: Cluster) -> None:
-    """Events about another node's pod (or another node) are dropped, not recorded under a false host."""
-    await secure.add_node("node-1")
-    await secure.add_node("node-2")
-    assert secure.client is not None
-    bound = {}
-    for name, node in (("mine", "node-1"), ("theirs", "node-2")):
-        p = pod(name)
-        p.spec.node_name = node
-        bound[name] = await secure.client.create(p)
-    node1 = cert_config(secure, "node-1", "atoll:nodes")
-    channel = rpc.open_channel(node1.server, credentials=node1.credentials(node1.server))
-    stub = node_api_pb2_grpc.NodeServiceStub(channel)
-
-    def about(kind: str, name: str, uid: str = "") -> workloads_pb2.Event:
-        return workloads_pb2.Event(
-            involved_object=workloads_pb2.ObjectReference(kind=kind, namespace="default", name=name, uid=uid),
-            type="Warning",
-            reason=f"Probe-{kind}-{name}-{bool(uid)}",
-        )
-
-    try:
-        request = node_api_pb2.ReportEventsRequest(node_name="node-1")
-        request.events.extend(
-            [
-                about("Pod", "mine", bound["mine"].metadata.uid),
-                about("Pod", "theirs", bound["theirs"].metadata.uid),
-                about("Pod", "mine", "not-its-uid"),
-                about("Node", "node-2"),
-                about("Node", "node-1"),
-                about("Pod", "missing"),
-            ]
-        )
-        await rpc.unary(stub.ReportEvents(request))
-    finally:
-        await channel.close()
-
-    async def probes() -> set[str] | None:
-        assert secure.client is not None
-        items, _ = await secure.client.list(EVENT, "")
-        found = {e.reason for e in items if e.reason.startswith("Probe")}  # type: ignore[attr-defined]
-        return found if len(found) >= 2 else None
-
-    assert await eventually(probes, what="the node's own events") == {
-        "Probe-Pod-mine-True",
-        "Probe-Node-node-1-False",
-    }
 
 
 async def _join(c: Cluster, token: str, node: str) -> node_api_pb2.JoinResponse:
