@@ -30,7 +30,18 @@ if docker version >/dev/null 2>&1; then
     docker rm -f $ids >/dev/null
   fi
 fi
+started_dockerd=0
+[[ -f $RUN_DIR/pids/dockerd ]] && started_dockerd=1
 stop dockerd
+if [[ $started_dockerd == 1 ]]; then
+  # dockerd leaves its bridges behind when it exits; the engine was ours, so are they.
+  for bridge in docker0 atoll0; do
+    if ip link show "$bridge" >/dev/null 2>&1; then
+      echo "==> removing bridge $bridge"
+      ip link delete "$bridge"
+    fi
+  done
+fi
 # The agent leaves its kernel state in place when it stops (so a restart changes
 # nothing); taking the all-in-one down removes its service rules too.
 if command -v nft >/dev/null && nft list table ip atoll >/dev/null 2>&1; then
