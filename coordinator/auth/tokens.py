@@ -14,6 +14,7 @@ secret has matched: a guesser learns nothing about tokens it does not hold.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -144,6 +145,10 @@ class TokenAuthenticator:
     def __init__(self, registry: Registry, *, clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
         self._clock = clock
+        # Spending uses is a compare-and-swap on the token; a fleet joining with one token at
+        # once would fight over it until the retries ran out. Joins are rare and each is one
+        # write, so this coordinator spends them one at a time (the CAS still guards HA peers).
+        self._consuming = asyncio.Lock()
 
     async def authenticate(self, bearer: str) -> Identity:
         token_id, secret = split(bearer)
@@ -181,6 +186,7 @@ class TokenAuthenticator:
             return True
 
         try:
-            await self._registry.guaranteed_update(TOKEN, "", token_id, use)
+            async with self._consuming:
+                await self._registry.guaranteed_update(TOKEN, "", token_id, use)
         except errors.NotFound:
             raise errors.Unauthenticated(f"token {token_id} no longer exists") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from atoll import errors, kinds, pki, rpc
@@ -12,6 +14,7 @@ from tests.functional.test_security import POD, call, cert_config, pod, secure
 __all__ = ["secure"]  # the fixture, imported for pytest
 
 EVENT = kinds.by_name("Event")
+TOKEN = kinds.by_name("Token")
 
 
 async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) -> None:
@@ -108,3 +111,21 @@ async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: 
         "Probe-Pod-mine-True",
         "Probe-Node-node-1-False",
     }
+
+
+async def test_a_fleet_joins_with_one_token_at_once(secure: Cluster) -> None:
+    """Fifty hosts booted from one image spend the same token concurrently: every join succeeds once."""
+    from coordinator.auth import tokens
+    from tests.functional.test_security import _join
+
+    token_id, secret = tokens.generate()
+    assert secure.client is not None
+    await secure.client.create(tokens.new_token(token_id, secret, ttl=3600, uses=50))
+    names = [f"host-{i}" for i in range(50)]
+    answers = await asyncio.gather(*(_join(secure, f"{token_id}.{secret}", n) for n in names))
+    assert all(a.certificate for a in answers)
+    token = await secure.client.get(TOKEN, "", token_id)
+    assert token.status.uses == 50  # type: ignore[attr-defined]
+    assert sorted(token.status.joined_nodes) == sorted(names)  # type: ignore[attr-defined]
+    with pytest.raises(errors.AtollError, match="used"):
+        await _join(secure, f"{token_id}.{secret}", "host-50")
