@@ -63,7 +63,12 @@ _SERVER_OPTIONS = [
 _CHANNEL_OPTIONS = [
     # Reconnect quickly after a coordinator restart instead of gRPC's default of up to 2 minutes.
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
+    # gRPC core also takes this as the deadline of one connection attempt (its
+    # MIN_CONNECT_TIMEOUT). At 200 ms, TLS handshakes with a busy coordinator (a
+    # fleet reconnecting after a restart) timed out before the SETTINGS frame and
+    # were retried for ever; 5 s lets them finish. A refused connect still fails at
+    # once and is retried after the initial backoff above.
+    ("grpc.min_reconnect_backoff_ms", 5_000),
     ("grpc.max_reconnect_backoff_ms", 3_000),
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
