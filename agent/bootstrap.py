@@ -173,7 +173,12 @@ async def ensure_joined(
                 node=node, address=address, token=token, pin=pin, ca_file=ca_file, credentials=credentials
             )
             return
-        except (errors.Unavailable, errors.DeadlineExceeded, errors.Conflict, errors.ResourceExhausted) as exc:
+        except (
+            errors.Unavailable,
+            errors.DeadlineExceeded,
+            errors.Conflict,
+            errors.ResourceExhausted,
+        ) as exc:
             # Transient: the coordinator is away, busy, or many nodes spend the same token at once.
             delay = backoff.next()
             log.warning("joining through %s failed: %s; retrying in %.1fs", address, exc, delay)
