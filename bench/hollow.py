@@ -341,7 +341,10 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.skip_capacity:
             await capacity_phase(args, fleet, coord, admin_conf)
     finally:
-        await fleet.stop()
+        try:
+            await fleet.stop()
+        except Exception as exc:  # the coordinator and the temp dirs go regardless
+            print(f"stopping the hollow fleet failed: {exc!r}", file=sys.stderr)
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(60)
