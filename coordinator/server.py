@@ -137,6 +137,7 @@ class Coordinator:
         node_api = NodeServicer(
             registry,
             assignments=assignments,
+            pods=pods,
             health=health,
             leases=leases,
             node_configs=node_configs,

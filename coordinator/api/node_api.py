@@ -18,6 +18,7 @@ from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.events import EventRecorder
+from coordinator.informer import Informer
 from coordinator.leases import LeaseManager
 from coordinator.nodeconfig import NodeConfigTracker
 from coordinator.nodes import NodeHealth
@@ -97,6 +98,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         registry: Registry,
         *,
         assignments: AssignmentTracker,
+        pods: Informer,
         health: NodeHealth,
         leases: LeaseManager,
         node_configs: NodeConfigTracker,
@@ -110,6 +112,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     ) -> None:
         self._registry = registry
         self._assignments = assignments
+        self._pods = pods
         self._health = health
         self._leases = leases
         self._node_configs = node_configs
@@ -283,9 +286,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     ) -> node_api_pb2.ReportEventsResponse:
         node = request.node_name
         self._check_name(node)
-        bound: dict[tuple[str, str], bool] = {}
         for event in request.events[:1000]:
-            if not await self._about_own_object(node, event.involved_object, bound):
+            if not self._about_own_object(node, event.involved_object):
                 log.info(
                     "node %s reported an event about %s %s/%s, which is not its own: dropped",
                     node,
@@ -304,24 +306,18 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             )
         return node_api_pb2.ReportEventsResponse()
 
-    async def _about_own_object(
-        self, node: str, ref: workloads_pb2.ObjectReference, bound: dict[tuple[str, str], bool]
-    ) -> bool:
+    def _about_own_object(self, node: str, ref: workloads_pb2.ObjectReference) -> bool:
         """A node speaks only of itself and of the pods bound to it (as with ReportPodStatus)."""
         if ref.kind == "Node":
             return ref.name == node
         if ref.kind != "Pod":
             return False
-        key = (ref.namespace or "default", ref.name)
-        if key not in bound:
-            try:
-                pod = await self._registry.get(POD, *key)
-            except (errors.NotFound, errors.InvalidArgument):
-                bound[key] = False
-            else:
-                assert isinstance(pod, pod_pb2.Pod)
-                bound[key] = pod.spec.node_name == node and (not ref.uid or ref.uid == pod.metadata.uid)
-        return bound[key]
+        pod = self._pods.get(ref.namespace or "default", ref.name)
+        return (
+            isinstance(pod, pod_pb2.Pod)
+            and pod.spec.node_name == node
+            and (not ref.uid or ref.uid == pod.metadata.uid)
+        )
 
     def _require_pki(self) -> ClusterPki:
         if self._pki is None:

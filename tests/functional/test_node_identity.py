@@ -8,10 +8,9 @@ import pytest
 
 from atoll import errors, kinds, pki, rpc
 from atoll.v1 import cluster_pb2, node_api_pb2, node_api_pb2_grpc, workloads_pb2
+from coordinator.auth import tokens
 from tests.functional.harness import Cluster, eventually
-from tests.functional.test_security import POD, call, cert_config, pod, secure
-
-__all__ = ["secure"]  # the fixture, imported for pytest
+from tests.functional.test_security import POD, _join, call, cert_config, pod
 
 EVENT = kinds.by_name("Event")
 TOKEN = kinds.by_name("Token")
@@ -115,9 +114,6 @@ async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: 
 
 async def test_a_fleet_joins_with_one_token_at_once(secure: Cluster) -> None:
     """Fifty hosts booted from one image spend the same token concurrently: every join succeeds once."""
-    from coordinator.auth import tokens
-    from tests.functional.test_security import _join
-
     token_id, secret = tokens.generate()
     assert secure.client is not None
     await secure.client.create(tokens.new_token(token_id, secret, ttl=3600, uses=50))

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import pathlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -34,15 +33,6 @@ POD = kinds.by_name("Pod")
 NODE = kinds.by_name("Node")
 TOKEN = kinds.by_name("Token")
 SECRET_FRAGMENT_LEN = 16
-
-
-@pytest.fixture
-async def secure(tmp_path: pathlib.Path) -> AsyncIterator[Cluster]:
-    c = await Cluster(tmp_path, audit_log=str(tmp_path / "audit.jsonl")).start()
-    try:
-        yield c
-    finally:
-        await c.stop()
 
 
 def pod(name: str) -> pod_pb2.Pod:
