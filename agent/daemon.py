@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable
 
 from agent import bootstrap
-from agent.config import AgentConfig
+from agent.host.metrics import HostMetrics, PsutilMetrics
+from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
-from agent.metrics import HostMetrics, PsutilMetrics
 from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
-from agent.node_network import NodeNetworking
-from agent.node_status import NodeFacts, build_status, detect_node_ip
+from agent.network.node import NodeNetworking
 from agent.pods import images, plan, render
 from agent.pods.events import EventRecorder, TeeRecorder
 from agent.pods.manager import PodManager
@@ -32,6 +31,7 @@ from agent.runtime.docker import DockerRuntime
 from agent.server import AgentServicer, CoordinatorOnly
 from atoll import config as layered
 from atoll import rpc, tls
+from atoll.agentconfig import AgentConfig
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2
 
 log = logging.getLogger(__name__)

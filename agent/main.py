@@ -9,8 +9,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from agent import config
 from agent.daemon import Agent
+from atoll import agentconfig as config
 from atoll import config as layered
 from atoll import errors
 

@@ -36,7 +36,7 @@ from common import ROOT  # type: ignore[import-not-found]
 sys.path.insert(0, str(ROOT))
 
 from coordinator.cli import main as cli_main
-from coordinator.provision import ironic
+from coordinator.cli.provisioning import ironic
 from tests.functional.harness import Cluster
 from tests.functional.ironic.harness import Ironic, ensure_venv
 

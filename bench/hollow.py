@@ -40,18 +40,18 @@ import time
 import psutil
 from common import summary  # type: ignore[import-not-found]
 
-from agent.config import AgentConfig
 from agent.daemon import Agent
-from agent.metrics import FakeMetrics
+from agent.host.metrics import FakeMetrics
 from agent.network import FakeFirewall, FakeNetlink
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from atoll import errors, kinds
+from atoll.agentconfig import AgentConfig
 from atoll.v1 import pod_pb2, workloads_pb2
-from coordinator import clientconfig
 from coordinator.auth import tokens
-from coordinator.cli.client import Client
-from coordinator.clientconfig import ClientConfig
+from coordinator.client import config as clientconfig
+from coordinator.client.api import Client
+from coordinator.client.config import ClientConfig
 
 POD = kinds.by_name("Pod")
 NODE = kinds.by_name("Node")
@@ -380,7 +380,7 @@ def main() -> None:
         asyncio.run(probe_main(pathlib.Path(args.probe), args.measure))
         return
     # Hollow agents have no docker0 in their fake netlink: the service route's warning is noise here.
-    logging.getLogger("agent.node_network").setLevel(logging.ERROR)
+    logging.getLogger("agent.network.node").setLevel(logging.ERROR)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(main_async(args))

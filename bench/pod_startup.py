@@ -29,7 +29,7 @@ from common import summary  # type: ignore[import-not-found]
 
 from atoll import kinds
 from atoll.v1 import pod_pb2
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
 from tests.integration.testbed import TestBed
 

@@ -18,7 +18,7 @@ import time
 
 from common import ROOT  # type: ignore[import-not-found]  # noqa: F401 - puts the repo on sys.path
 
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
 from tests.integration.test_faults import agent_kill_storm
 from tests.integration.testbed import TestBed

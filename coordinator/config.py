@@ -6,7 +6,7 @@ Config file: --config, else $ATOLL_COORDINATOR_CONFIG, else
 ATOLL_COORDINATOR_ plus the upper-cased option name.
 
 The CLI finds the server in --server, else $ATOLL_SERVER, else its client
-config's (see coordinator.clientconfig), else 127.0.0.1:6443; a unix socket
+config's (see coordinator.client.config), else 127.0.0.1:6443; a unix socket
 (unix:///path.sock) works too.
 """
 

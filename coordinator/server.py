@@ -11,24 +11,24 @@ from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
-from coordinator.agents import AgentClients
+from coordinator.api.agentchannels import AgentClients
 from coordinator.api.cluster import ClusterServicer
-from coordinator.api.node_api import NodeServicer
+from coordinator.api.node.assignments import AssignmentTracker
+from coordinator.api.node.nodeconfig import NodeConfigTracker
+from coordinator.api.node.service import NodeServicer
+from coordinator.api.node.servicestate import ServiceStateTracker
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata
-from coordinator.assignments import AssignmentTracker
 from coordinator.auth import Security
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
+from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
-from coordinator.events import EventRecorder
-from coordinator.informer import Informer
-from coordinator.leases import LeaseManager, ensure_no_orphans
-from coordinator.nodeconfig import NodeConfigTracker
-from coordinator.nodes import NodeHealth, NodeLifecycle
-from coordinator.registry import Registry
+from coordinator.network.serviceips import ServiceIPAllocator
+from coordinator.network.subnetleases import LeaseManager, ensure_no_orphans
+from coordinator.objects.events import EventRecorder
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
-from coordinator.serviceips import ServiceIPAllocator
-from coordinator.servicestate import ServiceStateTracker
 from coordinator.store.base import Store
 from coordinator.store.sqlite import SqliteStore
 

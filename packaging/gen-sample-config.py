@@ -5,7 +5,7 @@
     gen-sample-config.py coordinator    # -> /etc/atoll/coordinator.yaml
 
 The RPMs ship what this prints, made at build time from the config
-dataclasses (agent/config.py, coordinator/config.py), so the samples list
+dataclasses (atoll/agentconfig.py, coordinator/config.py), so the samples list
 exactly the options the daemons accept, with their real defaults and help
 texts, and cannot drift from the code. Uncommenting an option line (deleting
 its leading '#') gives a valid setting equal to the default.
@@ -37,7 +37,7 @@ class Daemon(NamedTuple):
 
 
 def daemons() -> dict[str, Daemon]:
-    from agent import config as agent_config
+    from atoll import agentconfig as agent_config
     from coordinator import config as coordinator_config
 
     return {

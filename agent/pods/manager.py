@@ -137,7 +137,7 @@ class PodManager:
             while True:
                 self._dirty.discard(uid)
                 if uid in self.desired:
-                    await self.gate.wait()  # the pod network is decided (agent.node_network)
+                    await self.gate.wait()  # the pod network is decided (agent.network.node)
                 async with self._sem:
                     await self._sync_one(uid)
                 if uid not in self._dirty:

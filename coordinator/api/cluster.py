@@ -22,10 +22,10 @@ from atoll.v1 import (
 )
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth.certs import ClusterPki
-from coordinator.leases import ensure_no_orphans
-from coordinator.nodes import NodeHealth
-from coordinator.registry import Registry
-from coordinator.serviceips import ServiceIPAllocator
+from coordinator.controllers.nodelifecycle import NodeHealth
+from coordinator.network.serviceips import ServiceIPAllocator
+from coordinator.network.subnetleases import ensure_no_orphans
+from coordinator.objects.registry import Registry
 from coordinator.store.base import Op
 
 log = logging.getLogger(__name__)

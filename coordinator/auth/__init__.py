@@ -20,7 +20,7 @@ from coordinator.auth.certs import ClusterPki, PkiSettings, local_ipv4_addresses
 from coordinator.auth.interceptor import AuthInterceptor
 from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.config import DEFAULT_PORT, DEFAULT_TOKEN_PORT, ServeConfig
-from coordinator.registry import Registry
+from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import grpc
 from cryptography import x509
 
 from atoll import errors, pki, tls, validation
-from coordinator import clientconfig
 from coordinator.auth.roles import ROLE_GROUPS, USER_ROLES
+from coordinator.client import config as clientconfig
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from atoll import errors, kinds
 from atoll.v1 import auth_pb2
 from coordinator.auth.roles import USER_ROLES, Identity
-from coordinator.registry import Registry
+from coordinator.objects.registry import Registry
 
 TOKEN = kinds.by_name("Token")
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")

@@ -3,7 +3,7 @@
 The CLI talks to Ironic with the operator's credentials (clouds.yaml via
 ``--os-cloud``, or ``--ironic-url`` with noauth, http_basic or keystone) and to
 the coordinator for join tokens and Machine records; see
-coordinator.provision.enroll for why the coordinator does not drive Ironic.
+coordinator.cli.provisioning.enroll for why the coordinator does not drive Ironic.
 
 Output: one progress line per node per state transition, with the time since
 that node's enrollment started, then one result line per node. Under ``-o
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from atoll import errors
-from coordinator.cli.client import Client
-from coordinator.provision import enroll, inventory, ironic, tokens
-from coordinator.provision.enroll import Enroller, EnrollSpec, Options, Result, Transition
-from coordinator.provision.machines import ApiRecorder
+from coordinator.cli.provisioning import enroll, inventory, ironic, tokens
+from coordinator.cli.provisioning.enroll import Enroller, EnrollSpec, Options, Result, Transition
+from coordinator.cli.provisioning.machines import ApiRecorder
+from coordinator.client.api import Client
 
 DEFAULT_PARALLEL = 4
 

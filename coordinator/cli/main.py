@@ -17,11 +17,12 @@ from google.protobuf.message import Message
 from atoll import errors, kinds
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
-from coordinator import clientconfig, config, manifests
+from coordinator import config, manifests
 from coordinator.cli import enroll as enroll_cli
 from coordinator.cli import printers, security
 from coordinator.cli import provision as provision_cli
-from coordinator.cli.client import Client
+from coordinator.client import config as clientconfig
+from coordinator.client.api import Client
 
 log = logging.getLogger("coordinator")
 

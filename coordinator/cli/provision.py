@@ -2,7 +2,7 @@
 
 The CLI talks to the cloud with the operator's clouds.yaml entry (``--os-cloud``)
 and to the coordinator for join tokens, the CA pin and Machine records; see
-coordinator.provision.servers for the idempotency rules.
+coordinator.cli.provisioning.servers for the idempotency rules.
 
 Output: a progress line per server per change, with the time since the
 command started (``  12.3s  atomic-2  BUILD (spawning)``), then one result
@@ -19,17 +19,17 @@ import os
 import sys
 from typing import Any
 
-from agent.config import DEFAULT_AGENT_PORT as AGENT_PORT
 from atoll import config as layered
 from atoll import errors
+from atoll.agentconfig import DEFAULT_AGENT_PORT as AGENT_PORT
 from atoll.v1 import machines_pb2
 from atoll.validation import VXLAN_PORT
 from coordinator.cli import enroll as enroll_cli
-from coordinator.cli.client import Client
-from coordinator.provision import tokens
-from coordinator.provision.machines import MACHINE, ApiRecorder
-from coordinator.provision.openstack import OpenStackCloud, is_cloud_error
-from coordinator.provision.servers import PROVIDER, Outcome, Provisioner, Request, ServerResult
+from coordinator.cli.provisioning import tokens
+from coordinator.cli.provisioning.machines import MACHINE, ApiRecorder
+from coordinator.cli.provisioning.openstack import OpenStackCloud, is_cloud_error
+from coordinator.cli.provisioning.servers import PROVIDER, Outcome, Provisioner, Request, ServerResult
+from coordinator.client.api import Client
 
 
 def add_parsers(sub: Any) -> None:

@@ -21,9 +21,9 @@ from coordinator.auth import tokens
 from coordinator.auth.certs import check_user
 from coordinator.auth.roles import USER_ROLES
 from coordinator.cli import printers
-from coordinator.cli.client import Client
 from coordinator.cli.printers.common import duration
-from coordinator.clientconfig import ClientConfig
+from coordinator.client.api import Client
+from coordinator.client.config import ClientConfig
 from coordinator.config import DEFAULT_TOKEN_PORT
 
 TOKEN = kinds.by_name("Token")

@@ -16,8 +16,8 @@ from google.protobuf.message import Message
 from atoll import errors, kinds, labels
 from atoll.v1 import meta_pb2, pod_pb2, workloads_pb2
 from coordinator.controllers.queue import WorkQueue
-from coordinator.informer import Informer
-from coordinator.registry import Registry
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 

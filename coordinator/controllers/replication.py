@@ -29,9 +29,9 @@ from google.protobuf.message import Message
 from atoll import errors, kinds, labels
 from atoll.v1 import pod_pb2, workloads_pb2
 from coordinator.controllers.queue import WorkQueue
-from coordinator.events import EventRecorder
-from coordinator.informer import Informer
-from coordinator.registry import Registry
+from coordinator.objects.events import EventRecorder
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from coordinator.manifests.decode import decode_data, decode_documents
 from coordinator.manifests.encode import dumps, to_dict, to_list_dict
 from coordinator.manifests.errors import ManifestError
 from coordinator.manifests.loader import MAX_BYTES, MAX_DEPTH, MAX_DOCUMENTS, Format
-from coordinator.manifests.network import network_from_flannel_json
+from coordinator.manifests.netconf import network_from_flannel_json
 
 __all__ = [
     "MAX_BYTES",

@@ -19,7 +19,7 @@ matched exactly, with a "did you mean" for other spellings (flannel's Go
 decoder ignores case; Atoll does not guess). ``MTU`` and ``IPMasq`` are Atoll
 additions: flannel takes those as flags.
 
-`network_from_flannel_json` is what ``coordinator serve --network-config`` reads.
+`netconf.network_from_flannel_json` is what ``coordinator serve --network-config`` reads.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from typing import Any
 
 from atoll import validation
 from atoll.v1 import network_pb2
-from coordinator.manifests import loader, meta
-from coordinator.manifests.errors import ManifestError
+from coordinator.manifests import meta
 from coordinator.manifests.reader import INT32, Fields, Schema, Value
 from coordinator.manifests.registry import Codec, Shape, Sniff, rules, translator
 
@@ -193,26 +192,3 @@ CODEC = Codec(
     validate=_validate,
     sniffs=(Sniff(_is_flannel, Shape(decode_flannel, v1_to_flannel)),),
 )
-
-
-def network_from_flannel_json(
-    data: str | Mapping[str, object], source: str = "<network config>"
-) -> network_pb2.NetworkSpec:
-    """The overlay's spec from flannel's net-conf.json (text, or the parsed dict), validated and
-    defaulted as the coordinator stores it.
-
-    A ``kind: Network`` manifest is accepted too. Problems raise ManifestError
-    naming ``source`` and the file's own keys: ``net-conf.json: Backend.VNI: must be ...``.
-    """
-    from coordinator.manifests.decode import decode_documents  # decode -> catalog -> this module
-
-    docs = loader.parse(data, source) if isinstance(data, str) else [loader.Document(source, dict(data))]
-    objects = decode_documents(docs)
-    if len(objects) != 1 or not isinstance(objects[0], network_pb2.Network):
-        raise ManifestError(
-            source, "", "expected one overlay network: flannel's net-conf.json or a kind: Network manifest"
-        )
-    spec = network_pb2.NetworkSpec()
-    spec.CopyFrom(objects[0].spec)
-    validation.default_network(spec)
-    return spec

@@ -25,9 +25,9 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
-from coordinator.events import EventRecorder
-from coordinator.informer import Informer
-from coordinator.registry import Registry
+from coordinator.objects.events import EventRecorder
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 from coordinator.scheduler import plugins
 from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts, holds_resources, pod_key
 

@@ -15,17 +15,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from agent.config import AgentConfig
 from agent.daemon import Agent
-from agent.metrics import FakeMetrics
+from agent.host.metrics import FakeMetrics
 from agent.network import FakeFirewall, FakeNetlink
 from agent.pods.events import RecordingRecorder
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
-from coordinator import clientconfig
+from atoll.agentconfig import AgentConfig
 from coordinator.auth import tokens
-from coordinator.cli.client import Client
-from coordinator.clientconfig import ClientConfig
+from coordinator.client import config as clientconfig
+from coordinator.client.api import Client
+from coordinator.client.config import ClientConfig
 from coordinator.config import ServeConfig
 from coordinator.server import Coordinator
 

@@ -11,8 +11,8 @@ import pytest
 
 from atoll import errors, kinds, rpc
 from atoll.v1 import network_pb2, node_api_pb2, node_api_pb2_grpc
-from coordinator.leases import OWNER_PREFIX, LeaseManager
-from coordinator.registry import Registry
+from coordinator.network.subnetleases import OWNER_PREFIX, LeaseManager
+from coordinator.objects.registry import Registry
 from coordinator.store.sqlite import SqliteStore
 from tests.functional.harness import Cluster, eventually
 

@@ -22,9 +22,9 @@ from atoll.v1 import (
     pod_pb2,
 )
 from coordinator.auth import roles, tokens
-from coordinator.cli.client import Client
 from coordinator.cli.main import main
-from coordinator.clientconfig import ClientConfig
+from coordinator.client.api import Client
+from coordinator.client.config import ClientConfig
 from coordinator.server import Coordinator
 from tests.functional.harness import Cluster, FakeNode, eventually, serve_config
 from tests.functional.test_agent_behaviour import app_container
@@ -265,7 +265,7 @@ async def test_insecure_refuses_non_loopback_addresses(
             code == 2 and err.startswith("coordinator serve: ") and "refusing to listen in plain text" in err
         ), err
     with pytest.raises(errors.InvalidArgument, match=r"refusing to listen in plain text on 0\.0\.0\.0:10250"):
-        from agent.config import load
+        from atoll.agentconfig import load
 
         load(["--insecure"], environ={})
 
@@ -329,7 +329,7 @@ def fresh(tmp_path: pathlib.Path) -> Client:
 
 
 def _read_conf(path: pathlib.Path) -> dict[str, Any]:
-    from coordinator import clientconfig
+    from coordinator.client import config as clientconfig
 
     parsed = clientconfig.parse(path.read_text(), str(path))
     return {"server": parsed.server, "ca": parsed.ca, "cert": parsed.cert, "key": parsed.key}

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from atoll import errors, kinds, rpc
 from atoll.v1 import cluster_pb2, network_pb2, pod_pb2, workloads_pb2
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.functional.harness import Cluster
 
 T = TypeVar("T")
@@ -180,7 +180,7 @@ async def snapshot(server: Server, target: Target | None) -> bytes | None:
     if target is None:
         return None
     info, namespace, name = target
-    registry = server.cluster.coordinator.registry
+    registry = server.cluster.coordinator.objects.registry
     assert registry is not None
     try:
         obj = await registry.get(info, (namespace or "default") if info.namespaced else "", name)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from atoll.v1 import pod_pb2
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
 from tests.integration.testbed import Host, TestBed
 

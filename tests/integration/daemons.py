@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from atoll import errors, kinds
 from atoll.v1 import node_pb2, pod_pb2
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.testbed import Host, Process
 
 T = TypeVar("T")

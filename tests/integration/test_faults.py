@@ -15,7 +15,7 @@ import pytest
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2, workloads_pb2
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.cluster import pinned_pod, start_cluster
 from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready, wait_running
 from tests.integration.testbed import Host, TestBed

@@ -15,7 +15,7 @@ import pytest
 
 from atoll.v1 import cluster_pb2, pod_pb2
 from coordinator import manifests
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 from tests.integration.daemons import (
     POD,
     AgentProcess,

@@ -1,15 +1,15 @@
 """Cloud-init user-data: real YAML with the header cloud-init needs, and an agent config
-the agent's own loader accepts (one schema: agent.config)."""
+the agent's own loader accepts (one schema: atoll.agentconfig)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from agent import config as agent_config
+from atoll import agentconfig as agent_config
 from atoll import errors
-from coordinator.provision import cloudinit
-from coordinator.provision.cloudinit import HostConfig, SriovPF
+from coordinator.cli.provisioning import cloudinit
+from coordinator.cli.provisioning.cloudinit import HostConfig, SriovPF
 
 TOKEN = "abcdef.0123456789abcdef"
 PIN = "sha256:" + "ab" * 32

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from agent import config
+from atoll import agentconfig as config
 from atoll import errors
 
 

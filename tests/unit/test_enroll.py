@@ -16,9 +16,9 @@ import pytest
 from atoll import errors
 from coordinator.cli import enroll as enroll_cli
 from coordinator.cli import main as cli_main
-from coordinator.provision import enroll, ironic
-from coordinator.provision.cloudinit import SriovPF
-from coordinator.provision.ironic import Secret
+from coordinator.cli.provisioning import enroll, ironic
+from coordinator.cli.provisioning.cloudinit import SriovPF
+from coordinator.cli.provisioning.ironic import Secret
 
 PASSWORD = "s3cret-bmc"
 

@@ -13,10 +13,10 @@ from agent.bootstrap import NodeCredentials, join_address, pick_ca
 from atoll import config as layered
 from atoll import errors, pki, tls
 from atoll.v1 import auth_pb2, cluster_pb2, node_api_pb2
-from coordinator import clientconfig
 from coordinator.auth import roles, tokens
 from coordinator.auth.certs import ClusterPki, PkiSettings, check_user
 from coordinator.auth.roles import Identity, Permission
+from coordinator.client import config as clientconfig
 
 
 def test_ca_hash_is_kubeadms_spki_digest() -> None:

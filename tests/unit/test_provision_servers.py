@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from coordinator.provision import openstack
-from coordinator.provision.servers import plan
+from coordinator.cli.provisioning import openstack
+from coordinator.cli.provisioning.servers import plan
 
 
 def test_plan_fills_the_lowest_free_indices() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent import config as agent_config
+from atoll import agentconfig as agent_config
 from coordinator import config as coordinator_config
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "packaging" / "gen-sample-config.py"

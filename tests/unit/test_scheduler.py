@@ -6,8 +6,8 @@ import asyncio
 
 from atoll import kinds
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
-from coordinator.informer import Informer
-from coordinator.registry import Registry
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 from coordinator.scheduler.nodeinfo import NodeInfo
 from coordinator.scheduler.scheduler import Scheduler, nodes_to_find, unschedulable_message
 from coordinator.store.memory import MemoryStore

@@ -26,7 +26,7 @@ from atoll.v1 import auth_pb2, machines_pb2
 from coordinator import manifests
 from coordinator.cli import main as cli_main
 from coordinator.cli import printers
-from coordinator.provision import cloudinit
+from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
 from tests.functional.ironic.harness import INSTALL_TIMEOUT, Ironic, venv_dir
 
@@ -181,7 +181,7 @@ async def test_enroll_from_nothing_to_active_and_the_agent_joins(
     assert values["ca_hash"] == info.ca_hash and values["join_address"] == info.token_server
     issued = await token(cluster, token_id)
     assert issued.spec.max_uses == 1 and issued.spec.HasField("expiration")  # single use, expires
-    cfg = cloudinit.check_agent_config(values)  # agent.config.from_mapping: the agent's own loader
+    cfg = cloudinit.check_agent_config(values)  # atoll.agentconfig.from_mapping: the agent's own loader
     assert cfg.coordinator == info.server
     assert cfg.sriov_pfs == ["ens1f0:8"]
     assert cfg.labels == {"rack": "r1", "atoll.io/provider": "ironic"}

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from atoll import kinds
 from atoll.v1 import auth_pb2, machines_pb2
 from coordinator.cli import main as cli_main
-from coordinator.provision import cloudinit
+from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
 from tests.functional.openstack import controlplane
 from tests.functional.openstack.controlplane import ControlPlane
@@ -171,7 +171,7 @@ async def test_provision_boots_records_and_a_rerun_creates_nothing(
             )
         )
         assert cloudinit.parse(text)["hostname"] == name
-        cfg = cloudinit.check_agent_config(values)  # agent.config.from_mapping
+        cfg = cloudinit.check_agent_config(values)  # atoll.agentconfig.from_mapping
         assert cfg.node_name == name and cfg.labels == {"zone": "az1", "atoll.io/pool": "t1"}
         assert cfg.coordinator == info.server and cfg.ca_hash == info.ca_hash
         token = issued[token_id]

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from atoll import errors
 from atoll.kinds import KindInfo
-from coordinator.registry import Registry, key_for
+from coordinator.objects.registry import Registry, key_for
 
 log = logging.getLogger(__name__)
 

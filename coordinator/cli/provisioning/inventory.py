@@ -31,10 +31,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from atoll import errors
+from coordinator.cli.provisioning.cloudinit import SriovPF
+from coordinator.cli.provisioning.enroll import EnrollSpec
+from coordinator.cli.provisioning.ironic import Secret
 from coordinator.manifests import loader
-from coordinator.provision.cloudinit import SriovPF
-from coordinator.provision.enroll import EnrollSpec
-from coordinator.provision.ironic import Secret
 
 KEYS = (
     "name",

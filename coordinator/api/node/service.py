@@ -13,17 +13,17 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds, validation
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
-from coordinator.assignments import AssignmentTracker
+from coordinator.api.node.assignments import AssignmentTracker
+from coordinator.api.node.nodeconfig import NodeConfigTracker
+from coordinator.api.node.servicestate import ServiceStateTracker
 from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.auth.tokens import TokenAuthenticator
-from coordinator.events import EventRecorder
-from coordinator.informer import Informer
-from coordinator.leases import LeaseManager
-from coordinator.nodeconfig import NodeConfigTracker
-from coordinator.nodes import NodeHealth
-from coordinator.registry import Registry
-from coordinator.servicestate import ServiceStateTracker
+from coordinator.controllers.nodelifecycle import NodeHealth
+from coordinator.network.subnetleases import LeaseManager
+from coordinator.objects.events import EventRecorder
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Protocol
 from atoll import errors, kinds
 from atoll.v1 import auth_pb2
 from coordinator.auth import tokens as auth_tokens
-from coordinator.cli.client import Client
+from coordinator.client.api import Client
 
 
 @dataclass(frozen=True)

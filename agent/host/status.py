@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from agent.metrics import HostMetrics
+from agent.host.metrics import HostMetrics
 from atoll import version
 from atoll.v1 import meta_pb2, node_pb2
 

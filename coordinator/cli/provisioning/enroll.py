@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from atoll import errors
-from coordinator.provision import cloudinit, ironic
-from coordinator.provision.cloudinit import HostConfig, SriovPF
-from coordinator.provision.ironic import Baremetal, NodeView, Secret
-from coordinator.provision.tokens import TokenIssuer
+from coordinator.cli.provisioning import cloudinit, ironic
+from coordinator.cli.provisioning.cloudinit import HostConfig, SriovPF
+from coordinator.cli.provisioning.ironic import Baremetal, NodeView, Secret
+from coordinator.cli.provisioning.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from atoll import errors, kinds, validation
 from atoll.v1 import network_pb2, node_pb2
-from coordinator.registry import Registry, key_for
+from coordinator.objects.registry import Registry, key_for
 from coordinator.store.base import KV, Op
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ API (stable, imported by both provisioners)::
     check_agent_config(agent_config(host))  # the agent's own loader accepts it
 
 `agent_config` is the only place that knows the file's keys; the agent's own
-loader (`agent.config.from_mapping`) is the schema, so `render` refuses a
+loader (`atoll.agentconfig.from_mapping`) is the schema, so `render` refuses a
 mapping the agent would refuse at start, instead of shipping a host that
 boots and never joins.
 """
@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from atoll import errors
+from atoll import agentconfig, errors
 
 AGENT_CONFIG_PATH = "/etc/atoll/agent.yaml"
 AGENT_UNIT = "atoll-agent.service"
@@ -104,7 +104,7 @@ class HostConfig:
 
 
 def agent_config(host: HostConfig) -> dict[str, object]:
-    """The agent.yaml mapping: what `agent.config.from_mapping` must accept."""
+    """The agent.yaml mapping: what `atoll.agentconfig.from_mapping` must accept."""
     values: dict[str, object] = {
         "coordinator": host.coordinator,
         "node_name": host.node_name or host.hostname.lower(),
@@ -141,9 +141,7 @@ def validate(host: HostConfig) -> None:
 
 def check_agent_config(values: Mapping[str, object]) -> Any:
     """Parse `values` with the agent's own loader; returns its AgentConfig or raises InvalidArgument."""
-    from agent import config as agent_config_module
-
-    return agent_config_module.from_mapping(values)
+    return agentconfig.from_mapping(values)
 
 
 def render(host: HostConfig) -> str:

@@ -16,7 +16,7 @@ import grpc
 
 from atoll import errors, rpc
 from atoll.v1 import agent_pb2_grpc, node_pb2
-from coordinator.informer import Informer
+from coordinator.objects.informer import Informer
 
 
 class AgentClients:

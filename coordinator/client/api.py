@@ -1,6 +1,6 @@
 """The CLI's connection to the coordinator: one channel, typed helpers over ClusterService.
 
-Credentials come from a client config (coordinator.clientconfig): mutual TLS
+Credentials come from a client config (coordinator.client.config): mutual TLS
 with a certificate, or TLS with a bearer token. Without one, a unix socket
 uses local credentials and TCP is plain text (for --insecure coordinators).
 """
@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from atoll import kinds, rpc
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc
-from coordinator.clientconfig import ClientConfig
+from coordinator.client.config import ClientConfig
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds
 from atoll.v1 import workloads_pb2
-from coordinator.registry import Registry
+from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 

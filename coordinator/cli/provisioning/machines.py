@@ -13,8 +13,8 @@ from typing import Any
 
 from atoll import errors, kinds
 from atoll.v1 import machines_pb2, node_pb2
-from coordinator.cli.client import Client
 from coordinator.cli.printers.pods import node_status_text
+from coordinator.client.api import Client
 
 MACHINE = kinds.by_name("Machine")
 NODE = kinds.by_name("Node")

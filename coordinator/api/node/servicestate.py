@@ -7,7 +7,7 @@ import asyncio
 from google.protobuf.message import Message
 
 from atoll.v1 import node_api_pb2, workloads_pb2
-from coordinator.informer import Informer
+from coordinator.objects.informer import Informer
 
 
 class ServiceStateTracker:

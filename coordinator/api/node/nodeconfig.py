@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from atoll import validation
 from atoll.v1 import network_pb2, node_api_pb2
-from coordinator.informer import Informer
+from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
 

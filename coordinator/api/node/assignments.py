@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from atoll.v1 import node_api_pb2, pod_pb2
-from coordinator.informer import Informer
+from coordinator.objects.informer import Informer
 
 
 @dataclass

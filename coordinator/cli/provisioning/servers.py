@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from atoll.v1 import machines_pb2
-from coordinator.provision import cloudinit, openstack
-from coordinator.provision.openstack import CloudError, OpenStackCloud, Server
-from coordinator.provision.tokens import TokenIssuer
+from coordinator.cli.provisioning import cloudinit, openstack
+from coordinator.cli.provisioning.openstack import CloudError, OpenStackCloud, Server
+from coordinator.cli.provisioning.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,7 +119,7 @@ class _Boot:
 
 
 class Recorder(Protocol):
-    """Machine records (coordinator.provision.machines.ApiRecorder)."""
+    """Machine records (coordinator.cli.provisioning.machines.ApiRecorder)."""
 
     async def record(self, name: str, **changes: Any) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The node API: what agents call (register, heartbeat, assignments, node config, services)."""

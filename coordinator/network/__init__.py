@@ -1,0 +1,1 @@
+"""Cluster address allocation: flannel subnet leases for nodes, cluster IPs for services."""
