@@ -28,12 +28,11 @@ import grpc
 
 from atoll import config as layered
 from atoll import errors, pki, rpc, tls
+from atoll.agentconfig import DEFAULT_JOIN_PORT
 from atoll.backoff import Backoff
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-DEFAULT_JOIN_PORT = 6444
 
 
 class NodeCredentials:

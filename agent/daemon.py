@@ -61,7 +61,7 @@ class Agent:
         self._serve_api = serve_api
         self._netlink = netlink
         self._firewall = firewall
-        self.proxy = ServiceProxy(netfilter(), node_name=self.node_name)
+        self.proxy = ServiceProxy(netfilter(), node_name=self.node_name, reserved_ports=cfg.daemon_ports())
         self.networking: NodeNetworking | None = None
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None

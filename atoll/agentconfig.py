@@ -22,6 +22,8 @@ from atoll import errors, labels, pki, tls, validation
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
 DEFAULT_AGENT_PORT = 10250
+SSH_PORT = 22
+DEFAULT_JOIN_PORT = 6444  # the coordinator's, where joins go by default
 
 
 _IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
@@ -175,6 +177,15 @@ class AgentConfig:
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
+
+    def daemon_ports(self) -> frozenset[int]:
+        """Ports the service proxy never captures on external IPs: sshd, this agent, the coordinator."""
+        join = (
+            self.join_address
+            or f"{layered.split_host_port(self.coordinator, 'coordinator')[0]}:{DEFAULT_JOIN_PORT}"
+        )
+        addresses = (self.listen, self.coordinator, join)
+        return frozenset({SSH_PORT, *(layered.split_host_port(a, "address")[1] for a in addresses)})
 
     @property
     def state_path(self) -> pathlib.Path:

@@ -90,6 +90,12 @@ class ServeConfig:
         10 * 365 * 86400.0, "lifetime of a CA the coordinator creates", parse=layered.parse_duration
     )
     audit_log: str = layered.option("", "also append the audit trail to this file (JSON lines)")
+    service_external_ip_cidrs: list[str] = layered.option(
+        [],
+        "ranges (CIDRs, comma-separated) inside which non-admins may give services external IPs; "
+        "empty: only admins may set external IPs",
+        parse=layered.parse_list,
+    )
 
     def validate(self) -> None:
         check_listen(self.listen)
@@ -137,6 +143,11 @@ class ServeConfig:
             raise errors.InvalidArgument(
                 f"store_sync: expected FULL, NORMAL or EXTRA, got {self.store_sync!r}"
             )
+        for i, cidr in enumerate(self.service_external_ip_cidrs):
+            try:
+                ipaddress.IPv4Network(cidr)
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"service_external_ip_cidrs[{i}]: {exc}") from None
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
@@ -145,6 +156,13 @@ class ServeConfig:
     @property
     def data_path(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir)
+
+    def listen_ports(self) -> set[int]:
+        """TCP ports the coordinator's own listeners take (API and token port)."""
+        addresses = rpc.split_listen(self.listen) + (
+            rpc.split_listen(self.token_listen) if self.token_listen else []
+        )
+        return {layered.split_host_port(a, "listen")[1] for a in addresses if not a.startswith("unix:")}
 
 
 def check_listen(listen: str, what: str = "listen") -> None:

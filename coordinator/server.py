@@ -13,6 +13,7 @@ from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, n
 from coordinator import manifests
 from coordinator.api.agentchannels import AgentClients
 from coordinator.api.cluster import ClusterServicer
+from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.service import NodeServicer
@@ -60,6 +61,7 @@ class Coordinator:
         self.agents: AgentClients | None = None
         self.recorder: EventRecorder | None = None
         self.security: Security | None = None
+        self.informers: dict[str, Informer] = {}
 
     @property
     def port(self) -> int:
@@ -84,7 +86,7 @@ class Coordinator:
         security = self.security = Security(cfg, registry)
         await asyncio.to_thread(security.prepare)
         pki = security.pki
-        informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
+        informers = self.informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
         node_configs = NodeConfigTracker(informers["Network"], informers["Subnet"], informers["Registries"])
@@ -132,6 +134,7 @@ class Coordinator:
             self.agents.stub,
             ServiceIPAllocator(self.store, cfg.service_cluster_ip_range),
             pki=pki,
+            external_ips=ExternalIPPolicy.from_config(cfg.service_external_ip_cidrs, self._daemon_ports),
             cluster_info=lambda: security.info,
         )
         node_api = NodeServicer(
@@ -183,6 +186,13 @@ class Coordinator:
             self.port,
             self.store.revision,
         )
+
+    def _daemon_ports(self) -> set[int]:
+        """Ports no service may take on an external IP: ours (as bound) and every node's agent's."""
+        ports = set(self.server.ports) if self.server is not None else set()
+        ports |= self.cfg.listen_ports() - {0}
+        nodes = self.informers["Node"].cache.values() if "Node" in self.informers else ()
+        return ports | {n.status.agent_port for n in nodes if n.status.agent_port}  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         self.stop_event.set()

@@ -112,7 +112,10 @@ def _ready_endpoints(
 
 
 def resolve(
-    state: node_api_pb2.ServiceState, local_addresses: Iterable[str], node_name: str = ""
+    state: node_api_pb2.ServiceState,
+    local_addresses: Iterable[str],
+    node_name: str = "",
+    reserved_ports: frozenset[int] = frozenset(),
 ) -> Resolved:
     """Every service port the proxy serves, in a stable order.
 
@@ -149,6 +152,15 @@ def resolve(
             if not 0 < port.port < 65536 or bad_name:
                 warnings.append(f"{owner}: port {port.name or port.port!r} is invalid; skipped")
                 continue
+            exposed = externals
+            if externals and port.port in reserved_ports:
+                # The coordinator refuses these already; a service that got past it (an older
+                # coordinator, a bug) still never captures sshd's or an Atoll daemon's port.
+                warnings.append(
+                    f"{owner}: port {port.port} on external IPs {','.join(externals)} is reserved for "
+                    "Atoll's daemons and sshd; served on the cluster IP only"
+                )
+                exposed = ()
             ports.append(
                 ServicePort(
                     namespace=ns,
@@ -157,7 +169,7 @@ def resolve(
                     protocol=PROTOCOLS.get(port.protocol, "tcp"),
                     cluster_ip=spec.cluster_ip,
                     port=port.port,
-                    external_ips=externals,
+                    external_ips=exposed,
                     endpoints=_ready_endpoints(eps, port, node_name),
                 )
             )

@@ -60,13 +60,21 @@ class ProxyReport:
 
 class ServiceProxy:
     def __init__(
-        self, netfilter: Netfilter, *, node_name: str = "", noop: bool = False, mark: int = MASQ_MARK
+        self,
+        netfilter: Netfilter,
+        *,
+        node_name: str = "",
+        noop: bool = False,
+        mark: int = MASQ_MARK,
+        reserved_ports: frozenset[int] = frozenset(),
     ) -> None:
         """`node_name` tells local endpoints from remote ones (EndpointAddress.node_name).
 
         Without it every endpoint counts as remote, which only means that
-        traffic to external IPs is always masqueraded.
+        traffic to external IPs is always masqueraded. `reserved_ports` are
+        never programmed on external IPs (sshd's, the agent's, the coordinator's).
         """
+        self._reserved_ports = reserved_ports
         self._nf = netfilter
         self._node_name = node_name
         self._noop = noop
@@ -160,7 +168,7 @@ class ServiceProxy:
     def _render(
         self, state: node_api_pb2.ServiceState, addresses: frozenset[str]
     ) -> tuple[Resolved, Ruleset]:
-        resolved = resolve(state, addresses, self._node_name)
+        resolved = resolve(state, addresses, self._node_name, self._reserved_ports)
         return resolved, render(resolved.ports, mark=self._mark, cache=self._render_cache)
 
     async def reset(self) -> None:

@@ -20,7 +20,9 @@ from atoll.v1 import (
     pod_pb2,
     workloads_pb2,
 )
+from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
+from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers.nodelifecycle import NodeHealth
 from coordinator.network.serviceips import ServiceIPAllocator
@@ -39,6 +41,11 @@ _EVENT_TYPES = {
 AgentConnector = Callable[[str], agent_pb2_grpc.AgentServiceStub]
 
 
+def _is_admin() -> bool:
+    identity = roles.CURRENT.get()  # set by the auth interceptor on every call
+    return identity is not None and identity.role == "admin"
+
+
 def _namespace(info: KindInfo, namespace: str) -> str:
     if not info.namespaced:
         return ""
@@ -55,6 +62,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         *,
         pki: ClusterPki | None = None,
         cluster_info: Callable[[], cluster_pb2.GetClusterInfoResponse] = cluster_pb2.GetClusterInfoResponse,
+        external_ips: ExternalIPPolicy | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
@@ -62,11 +70,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._service_ips = service_ips
         self._pki = pki
         self._cluster_info = cluster_info
+        self._external_ips = external_ips or ExternalIPPolicy()
 
-    async def _admit(self, obj: Message) -> None:
-        """Checks that need the store, after validation and before the write."""
+    async def _admit(self, obj: Message, old: Message | None = None) -> None:
+        """Checks that need the store or the caller, after validation and before the write."""
         if isinstance(obj, network_pb2.Network):
             await ensure_no_orphans(self._registry, obj)
+        if isinstance(obj, workloads_pb2.Service):
+            previous = old if isinstance(old, workloads_pb2.Service) else None
+            self._external_ips.check(obj, admin=_is_admin(), old=previous)
 
     def _present(self, obj: Message) -> Message:
         """Overlay live facts that are not written to the store on every change; hide secrets."""
@@ -139,7 +151,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             elif obj.spec.cluster_ip != old.spec.cluster_ip:
                 raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
         STRATEGIES[info.message].prepare_update(obj, old)
-        await self._admit(obj)
+        await self._admit(obj, old)
         if request.dry_run:
             return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
         updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]

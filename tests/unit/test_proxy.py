@@ -138,6 +138,34 @@ def test_external_ips_only_on_the_nodes_that_own_them() -> None:
     assert port.external_ips == ()
 
 
+def test_reserved_ports_are_never_captured_on_external_ips() -> None:
+    """CVE-2020-8554 on the node's side: sshd's and the daemons' ports stay theirs."""
+    svc = service(
+        "grab",
+        "10.254.0.10",
+        [("ssh", "tcp", 22, 2222), ("web", "tcp", 8080, 80)],
+        external=["198.51.100.10"],
+    )
+    resolved = resolve(state(svc), HERE, reserved_ports=frozenset({22, 10250}))
+    by_port = {p.port: p for p in resolved.ports}
+    assert by_port[22].external_ips == () and by_port[8080].external_ips == ("198.51.100.10",)
+    assert resolved.warnings == (
+        "default/grab: port 22 on external IPs 198.51.100.10 is reserved for Atoll's daemons and sshd; "
+        "served on the cluster IP only",
+    )
+
+
+async def test_the_proxy_writes_no_rule_for_a_reserved_port_on_an_external_ip() -> None:
+    svc = service("grab", "10.254.0.10", [("ssh", "tcp", 22, 2222)], external=["198.51.100.10"])
+    nf = FakeNetfilter()
+    report = await ServiceProxy(nf, node_name="h0", reserved_ports=frozenset({22})).apply(state(svc), HERE)
+    assert report.applied and "198.51.100.10" not in nf.scripts[-1]
+    assert "10.254.0.10" in nf.scripts[-1]
+    unguarded = FakeNetfilter()
+    await ServiceProxy(unguarded, node_name="h0").apply(state(svc), HERE)
+    assert "198.51.100.10" in unguarded.scripts[-1]  # what the guard prevents
+
+
 def test_headless_unallocated_and_odd_services_are_skipped() -> None:
     objs = [
         service("headless", "None"),
