@@ -311,3 +311,54 @@ async def test_cluster_and_external_ips_by_traffic(testbed_factory: Factory) -> 
     finally:
         await proxy.reset()
     assert h0.run(["nft", "list", "table", "ip", "atoll"]).returncode != 0
+
+
+_BANNER = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    conn, _ = s.accept()
+    conn.sendall(b"SSH-2.0-stand-in\r\n")
+    conn.close()
+"""
+
+
+async def test_a_service_cannot_capture_sshd_on_a_node_address(testbed_factory: Factory) -> None:
+    """CVE-2020-8554 on the node: an external IP on the node's own address, port 22, no endpoints.
+
+    Unguarded, the proxy would reset every connection to the node's sshd; the
+    agent's reserved ports keep it out of the ruleset (the coordinator refuses
+    such a service first; this is the agent's own line of defence).
+    """
+    bed = testbed_factory(2, docker=False)
+    h0, h1 = bed.hosts
+    sshd = h0.spawn([sys.executable, "-I", "-c", _BANNER, "22"], label="sshd")
+    wait_for(lambda: "listening" in sshd.log_tail(), timeout=10, message="sshd stand-in")
+
+    def banner() -> str:
+        try:
+            with h1.connect((h0.ip, 22), timeout=3) as conn:
+                return conn.recv(64).decode()
+        except OSError as exc:
+            return f"error: {exc}"
+
+    assert banner().startswith("SSH-2.0"), banner()
+    capture = services_state(1, [service("grab", CLUSTER_IP, 22, 2222, external=[h0.ip])])
+    nft = NftNetfilter(command_prefix=["nsenter", f"--net={h0.netns_path}", "--"])
+    guarded = ServiceProxy(nft, node_name=h0.name, reserved_ports=frozenset({22}))
+    try:
+        report = await guarded.apply(capture, {h0.ip})
+        assert report.applied and any("reserved" in w for w in report.warnings), report.warnings
+        assert banner().startswith("SSH-2.0"), banner()
+        # The same state without the guard takes sshd's port: what the guard prevents.
+        unguarded = ServiceProxy(nft, node_name=h0.name)
+        await unguarded.apply(
+            services_state(2, [service("grab", CLUSTER_IP, 22, 2222, external=[h0.ip])]), {h0.ip}
+        )
+        assert not banner().startswith("SSH-2.0"), "the unguarded proxy did not capture the port"
+    finally:
+        await guarded.reset()
