@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors
-from atoll.v1 import auth_pb2, cluster_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import (
+    auth_pb2,
+    cluster_pb2,
+    machines_pb2,
+    network_pb2,
+    node_pb2,
+    pod_pb2,
+    sriov_pb2,
+    workloads_pb2,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,15 @@ KINDS: tuple[KindInfo, ...] = (
         False,
         "registries",
         ("registry",),
+    ),
+    KindInfo(
+        cluster_pb2.KIND_SRIOV_NETWORK,
+        "SriovNetwork",
+        "sriov_network",
+        sriov_pb2.SriovNetwork,
+        False,
+        "sriovnetworks",
+        ("sriovnetwork", "sriovnet"),
     ),
 )
 

@@ -43,6 +43,7 @@ from atoll.validation.pods import (
     validate_pod,
     validate_pod_spec,
 )
+from atoll.validation.sriov import validate_sriov_network
 from atoll.validation.workloads import (
     default_endpoints,
     default_event,
@@ -85,5 +86,6 @@ __all__ = [
     "validate_registries",
     "validate_replication_controller",
     "validate_service",
+    "validate_sriov_network",
     "validate_subnet",
 ]

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from atoll import errors, validation
-from atoll.v1 import auth_pb2, machines_pb2, meta_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import (
+    auth_pb2,
+    machines_pb2,
+    meta_pb2,
+    network_pb2,
+    node_pb2,
+    pod_pb2,
+    sriov_pb2,
+    workloads_pb2,
+)
 from coordinator.auth import tokens
 
 
@@ -154,6 +163,7 @@ STRATEGIES: dict[type[Message], Strategy] = {
     workloads_pb2.Event: _simple(None, validation.validate_event),  # type: ignore[arg-type]
     machines_pb2.Machine: Strategy(_machine_create, _machine_update),
     auth_pb2.Token: Strategy(tokens.prepare_create, tokens.prepare_update),
+    sriov_pb2.SriovNetwork: _simple(None, validation.validate_sriov_network),  # type: ignore[arg-type]
 }
 
 

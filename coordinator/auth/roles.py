@@ -10,7 +10,8 @@ Roles:
   admin     everything;
   operator  workloads (pods, replicationcontrollers, services, endpoints,
             events, pod logs) read and write; every other kind but tokens
-            read-only: nodes, networks, subnets, registries, machines are
+            read-only: nodes, networks, subnets, registries, machines,
+            sriovnetworks are
             managed by admins;
   viewer    get, list and watch on every kind but tokens, and pod logs;
             registry passwords and token secrets are never returned to anyone;

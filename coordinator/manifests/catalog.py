@@ -14,6 +14,7 @@ from coordinator.manifests import (
     registries,
     replication_controller,
     service,
+    sriovnetwork,
     subnet,
     token,
 )
@@ -32,6 +33,7 @@ CODECS: tuple[Codec, ...] = (
     registries.CODEC,
     machine.CODEC,
     token.CODEC,
+    sriovnetwork.CODEC,
 )
 
 BY_KIND: dict[str, Codec] = {name: codec for codec in CODECS for name in codec.kinds}

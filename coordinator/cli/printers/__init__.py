@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll.v1 import auth_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import auth_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, sriov_pb2, workloads_pb2
 from coordinator import manifests
 from coordinator.cli.printers import machines, network, pods, tokens, workloads
 from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
@@ -90,6 +90,11 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
     ),
     machines_pb2.Machine: (machines.MACHINE_HEADERS, machines.MACHINE_WIDE, machines.machine_row),  # type: ignore[dict-item]
     auth_pb2.Token: (tokens.TOKEN_HEADERS, tokens.TOKEN_WIDE, tokens.token_row),  # type: ignore[dict-item]
+    sriov_pb2.SriovNetwork: (
+        network.SRIOV_NETWORK_HEADERS,
+        network.SRIOV_NETWORK_WIDE,
+        network.sriov_network_row,  # type: ignore[dict-item]
+    ),
 }
 
 

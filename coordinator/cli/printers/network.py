@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from atoll import validation
-from atoll.v1 import network_pb2
+from atoll.v1 import network_pb2, sriov_pb2
 from coordinator.cli.printers.common import age, duration, list_text
 
 
@@ -80,3 +80,29 @@ def registries_row(reg: network_pb2.Registries, wide: bool) -> list[str]:
 
 REGISTRIES_HEADERS = ["NAME", "SEARCH", "INSECURE", "BLOCKED", "MIRRORS", "AUTHS"]
 REGISTRIES_WIDE = ["AGE"]
+
+
+def sriov_network_row(net: sriov_pb2.SriovNetwork, wide: bool) -> list[str]:
+    s = net.spec
+    row = [
+        net.metadata.name,
+        s.resource_name,
+        str(s.vlan) if s.vlan else "-",
+        s.ipam.type or "-",
+        s.ipam.subnet or list_text([a.address for a in s.ipam.addresses]),
+        age(net.metadata.creation_timestamp),
+    ]
+    if wide:
+        switches = {sriov_pb2.SRIOV_SWITCH_ON: "on", sriov_pb2.SRIOV_SWITCH_OFF: "off"}
+        row += [
+            str(s.vlan_qos),
+            switches.get(s.spoof_chk, "on"),
+            switches.get(s.trust, "off"),
+            s.link_state or "auto",
+            f"{s.min_tx_rate}-{s.max_tx_rate}" if s.min_tx_rate or s.max_tx_rate else "-",
+        ]
+    return row
+
+
+SRIOV_NETWORK_HEADERS = ["NAME", "RESOURCE", "VLAN", "IPAM", "ADDRESSES", "AGE"]
+SRIOV_NETWORK_WIDE = ["QOS", "SPOOFCHK", "TRUST", "LINK STATE", "TX RATE"]
