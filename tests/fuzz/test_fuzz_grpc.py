@@ -180,7 +180,7 @@ async def snapshot(server: Server, target: Target | None) -> bytes | None:
     if target is None:
         return None
     info, namespace, name = target
-    registry = server.cluster.coordinator.objects.registry
+    registry = server.cluster.coordinator.registry
     assert registry is not None
     try:
         obj = await registry.get(info, (namespace or "default") if info.namespaced else "", name)

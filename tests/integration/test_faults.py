@@ -120,6 +120,12 @@ async def test_coordinator_kill_9_keeps_every_acknowledged_write(tmp_path: Path)
                 f"unix://{socket}",
                 "--data-dir",
                 str(data),
+                # The test measures durability, not admission: lift the per-client rate limit so
+                # the 1,000 writes and the checks after the restart never meet RESOURCE_EXHAUSTED.
+                "--api-rate",
+                "100000",
+                "--api-burst",
+                "100000",
             ],
             stdout=subprocess.DEVNULL,
             stderr=(tmp_path / "coordinator.log").open("ab"),
