@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from atoll.validation.core import (
@@ -95,6 +96,42 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str],
     _resources(p, f"{field}.resources", c.resources)
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+RESERVED_IFNAMES = ("lo", "eth0")  # the loopback and the overlay interface
+MAX_NETWORKS = 16
+
+
+def validate_networks(p: Problems, networks: Sequence[pod_pb2.NetworkAttachment], prefix: str) -> None:
+    """A pod's extra networks: known names, interface names the kernel takes, unicast MACs, CIDRs."""
+    if len(networks) > MAX_NETWORKS:
+        p.add(prefix, f"at most {MAX_NETWORKS} networks")
+    seen: set[str] = set()
+    for i, net in enumerate(networks):
+        nf = f"{prefix}[{i}]"
+        check_name(p, f"{nf}.name", net.name)
+        if net.interface:
+            if not _IFNAME.fullmatch(net.interface) or net.interface in RESERVED_IFNAMES:
+                p.add(
+                    f"{nf}.interface",
+                    f"{net.interface!r} is not a usable interface name (1-15 of A-Za-z0-9_.-, not lo or eth0)",
+                )
+            elif net.interface in seen:
+                p.add(f"{nf}.interface", f"interface {net.interface!r} is used twice")
+            seen.add(net.interface)
+        if net.mac and (
+            not _MAC.fullmatch(net.mac) or net.mac == "00:00:00:00:00:00" or int(net.mac[:2], 16) & 1
+        ):
+            p.add(f"{nf}.mac", f"must be a lower-case unicast MAC like 02:00:00:00:00:01, got {net.mac!r}")
+        for j, ip in enumerate(net.ips):
+            try:
+                if "/" not in ip:
+                    raise ValueError("no prefix length")
+                ipaddress.IPv4Interface(ip)
+            except ValueError:
+                p.add(f"{nf}.ips[{j}]", f"must be an IPv4 CIDR like 10.56.217.10/24, got {ip!r}")
+
+
 def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") -> None:
     volumes: set[str] = set()
     for i, vol in enumerate(spec.volumes):
@@ -117,6 +154,7 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
                 p.add(f"{vf}.emptyDir.medium", f"must be empty or 'Memory', got {vol.empty_dir.medium!r}")
             if vol.empty_dir.size_limit_bytes < 0:
                 p.add(f"{vf}.emptyDir.sizeLimit", "must not be negative")
+    validate_networks(p, spec.networks, f"{prefix}.networks")
     if not spec.containers:
         p.add(f"{prefix}.containers", "must have at least one container")
     names: set[str] = set()

@@ -20,6 +20,7 @@ from atoll.v1 import (
     pod_pb2,
     workloads_pb2,
 )
+from coordinator.api import podnetworks
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth import roles
@@ -80,6 +81,16 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             previous = old if isinstance(old, workloads_pb2.Service) else None
             self._external_ips.check(obj, admin=_is_admin(), old=previous)
 
+    async def _attach_networks(self, obj: Message) -> None:
+        """Before validation and the immutability check: a pod's VF requests follow from its networks."""
+        if isinstance(obj, pod_pb2.Pod):
+            await podnetworks.admit(self._registry, obj.spec, obj.metadata.annotations)
+        elif isinstance(obj, workloads_pb2.ReplicationController) and obj.spec.HasField("template"):
+            template = obj.spec.template
+            await podnetworks.admit(
+                self._registry, template.spec, template.metadata.annotations, "spec.template.spec"
+            )
+
     def _present(self, obj: Message) -> Message:
         """Overlay live facts that are not written to the store on every change; hide secrets."""
         redact(obj)
@@ -92,6 +103,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def Create(self, request: cluster_pb2.CreateRequest, context: Any) -> cluster_pb2.CreateResponse:
         info, obj = kinds.unwrap(request.object)
         obj.metadata.namespace = _namespace(info, obj.metadata.namespace)  # type: ignore[attr-defined]
+        await self._attach_networks(obj)
         STRATEGIES[info.message].prepare_create(obj)
         await self._admit(obj)
         if request.dry_run:
@@ -150,6 +162,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 obj.spec.cluster_ip = old.spec.cluster_ip
             elif obj.spec.cluster_ip != old.spec.cluster_ip:
                 raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
+        await self._attach_networks(obj)
         STRATEGIES[info.message].prepare_update(obj, old)
         await self._admit(obj, old)
         if request.dry_run:

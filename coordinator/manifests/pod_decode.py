@@ -11,9 +11,11 @@ would run, but not as its author meant.
 
 from __future__ import annotations
 
+import re
+
 from atoll.v1 import meta_pb2, pod_pb2
 from coordinator.manifests import meta, words
-from coordinator.manifests.errors import Key
+from coordinator.manifests.errors import Key, describe
 from coordinator.manifests.reader import INT32, Schema, Value
 
 _NOT_YET = ""
@@ -30,6 +32,7 @@ POD_SPEC = Schema.of(
         "nodeSelector",
         "terminationGracePeriodSeconds",
         "hostname",
+        "networks",
     ),
     unsupported={
         "initContainers": _NOT_YET,
@@ -157,6 +160,8 @@ HOST_PATH = Schema.of(("path", "type"))
 
 # The resources a container may request or be limited to.
 _RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+_EXTENDED = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_MAX_EXTENDED = 1024
 
 
 def decode_v1(root: Value) -> pod_pb2.Pod:
@@ -189,7 +194,27 @@ def decode_pod_spec(value: Value | None, *, schema: Schema = POD_SPEC) -> pod_pb
         spec.termination_grace_period_seconds = v.integer()
     if v := f.get("hostname"):
         spec.hostname = v.string()
+    for item in v.elements() if (v := f.get("networks")) else []:
+        spec.networks.append(decode_network_attachment(item))
     return spec
+
+
+NETWORK_ATTACHMENT = Schema.of(known=("name", "interface", "mac", "ips"), ignored=("namespace",))
+
+
+def decode_network_attachment(value: Value) -> pod_pb2.NetworkAttachment:
+    """``{name: sriov-a, interface: net1, mac: ..., ips: [10.56.0.10/24]}``."""
+    f = value.fields(NETWORK_ATTACHMENT)
+    net = pod_pb2.NetworkAttachment()
+    if v := f.get("name"):
+        net.name = v.string()
+    if v := f.get("interface"):
+        net.interface = v.string()
+    if v := f.get("mac"):
+        net.mac = v.string()
+    if v := f.get("ips"):
+        net.ips.extend(v.strings())
+    return net
 
 
 def decode_container(value: Value) -> pod_pb2.Container:
@@ -255,10 +280,23 @@ def decode_resource_list(value: Value | None, out: meta_pb2.ResourceList) -> Non
     for name, raw in value.mapping().items():
         if raw is None:
             continue
+        q = value.child(raw, name)
+        if "/" in name:  # an extended resource (atoll.io/sriov_ens1f0): whole units
+            q = value.child(raw, Key(name))
+            if not _EXTENDED.fullmatch(name):
+                value.child(raw, Key(name)).fail("expected an extended resource name DOMAIN/NAME")
+            count = q.raw if isinstance(q.raw, int) and not isinstance(q.raw, bool) else None
+            if isinstance(q.raw, str) and q.raw.isascii() and q.raw.isdigit() and len(q.raw) < 10:
+                count = int(q.raw)
+            if count is None or not 0 <= count <= _MAX_EXTENDED:
+                q.fail(f"expected a whole number of units (0..{_MAX_EXTENDED}), got {describe(q.raw)}")
+            out.extended[name] = count
+            continue
         if name not in _RESOURCE_NAMES:
             where = value.child(raw, Key(name))
-            where.fail("unknown resource; Atoll knows cpu, memory and ephemeral-storage")
-        q = value.child(raw, name)
+            where.fail(
+                "unknown resource; Atoll knows cpu, memory, ephemeral-storage and DOMAIN/NAME extended resources"
+            )
         if name == "cpu":
             out.cpu_millis = q.cpu()
         elif name == "memory":

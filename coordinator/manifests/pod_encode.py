@@ -40,6 +40,19 @@ def encode_pod_spec(spec: pod_pb2.PodSpec) -> dict[str, Any]:
         out["terminationGracePeriodSeconds"] = spec.termination_grace_period_seconds
     if spec.hostname:
         out["hostname"] = spec.hostname
+    if spec.networks:
+        out["networks"] = [encode_network_attachment(n) for n in spec.networks]
+    return out
+
+
+def encode_network_attachment(net: pod_pb2.NetworkAttachment) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": net.name}
+    if net.interface:
+        out["interface"] = net.interface
+    if net.mac:
+        out["mac"] = net.mac
+    if net.ips:
+        out["ips"] = list(net.ips)
     return out
 
 
@@ -96,6 +109,8 @@ def encode_resource_list(rl: meta_pb2.ResourceList, *, pods: bool = False) -> di
         out["ephemeral-storage"] = quantity.format_bytes(rl.ephemeral_storage_bytes)
     if pods and rl.pods:
         out["pods"] = str(rl.pods)
+    for name, count in sorted(rl.extended.items()):
+        out[name] = str(count)
     return out
 
 

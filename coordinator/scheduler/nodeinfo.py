@@ -33,6 +33,14 @@ def requests_of(pod: pod_pb2.Pod) -> tuple[int, int]:
     return cpu, mem
 
 
+def extended_of(pod: pod_pb2.Pod) -> tuple[tuple[str, int], ...]:
+    """Extended resources (SR-IOV VFs, ...) the pod's containers request, summed by name."""
+    total: Counter[str] = Counter()
+    for c in pod.spec.containers:
+        total.update(c.resources.requests.extended)
+    return tuple(sorted((name, n) for name, n in total.items() if n))
+
+
 @dataclass(frozen=True)
 class HostPort:
     port: int
@@ -77,6 +85,7 @@ class PodFacts:
     controller: str
     labels: frozenset[tuple[str, str]]
     node_selector: tuple[tuple[str, str], ...]
+    extended: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(cls, pod: pod_pb2.Pod) -> PodFacts:
@@ -89,6 +98,7 @@ class PodFacts:
             controller=controller_of(pod),
             labels=label_key(pod),
             node_selector=tuple(pod.spec.node_selector.items()),
+            extended=extended_of(pod),
         )
 
 
@@ -105,6 +115,8 @@ class NodeInfo:
     allocatable_cpu: int = 0
     allocatable_memory: int = 0
     allocatable_pods: int = 0
+    requested_extended: Counter[str] = field(default_factory=Counter)
+    allocatable_extended: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.set_node(self.node)
@@ -120,6 +132,7 @@ class NodeInfo:
             alloc.memory_bytes,
             alloc.pods,
         )
+        self.allocatable_extended = dict(alloc.extended)
 
     @property
     def name(self) -> str:
@@ -133,6 +146,7 @@ class NodeInfo:
         facts = PodFacts.of(pod)
         self.requested_cpu += facts.cpu
         self.requested_memory += facts.memory
+        self.requested_extended.update(dict(facts.extended))
         self.host_ports.extend(facts.host_ports)
         if facts.controller:
             self.by_controller[facts.controller] += 1
@@ -145,6 +159,7 @@ class NodeInfo:
         facts = PodFacts.of(old)
         self.requested_cpu -= facts.cpu
         self.requested_memory -= facts.memory
+        self.requested_extended.subtract(dict(facts.extended))
         for hp in facts.host_ports:
             self.host_ports.remove(hp)
         if facts.controller:

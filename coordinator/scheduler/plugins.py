@@ -40,6 +40,9 @@ def resources_fit(pod: PodFacts, info: NodeInfo) -> str | None:
         return "insufficient cpu"
     if pod.memory and info.requested_memory + pod.memory > info.allocatable_memory:
         return "insufficient memory"
+    for name, count in pod.extended:
+        if info.requested_extended[name] + count > info.allocatable_extended.get(name, 0):
+            return f"insufficient {name}"
     return None
 
 

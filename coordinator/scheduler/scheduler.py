@@ -309,4 +309,5 @@ def _schedulable_view(node: node_pb2.Node) -> tuple[object, ...]:
         alloc.cpu_millis,
         alloc.memory_bytes,
         alloc.pods,
+        tuple(sorted(alloc.extended.items())),
     )

@@ -376,9 +376,21 @@ def test_kubernetes_fields_atoll_lacks_are_named_as_such() -> None:
         "bad.json: spec.volumes[0].configMap: Atoll does not support this Kubernetes field; "
         "Atoll volumes are emptyDir or hostPath"
     )
-    assert error(v1_pod(resources={"limits": {"nvidia.com/gpu": 1}})) == (
-        "bad.json: spec.containers[0].resources.limits[nvidia.com/gpu]: "
-        "unknown resource; Atoll knows cpu, memory and ephemeral-storage"
+    assert error(v1_pod(resources={"limits": {"gpu": 1}})) == (
+        "bad.json: spec.containers[0].resources.limits[gpu]: "
+        "unknown resource; Atoll knows cpu, memory, ephemeral-storage and DOMAIN/NAME extended resources"
+    )
+
+
+def test_extended_resources_are_whole_units_by_domain_name() -> None:
+    (pod,) = manifests.load_data(v1_pod(resources={"requests": {"atoll.io/sriov_ens1f0": "2"}}), "ok.json")
+    assert dict(pod.spec.containers[0].resources.requests.extended) == {"atoll.io/sriov_ens1f0": 2}  # type: ignore[attr-defined]
+    assert manifests.to_dict(pod)["spec"]["containers"][0]["resources"]["requests"] == {
+        "atoll.io/sriov_ens1f0": "2"
+    }
+    assert error(v1_pod(resources={"limits": {"example.com/vf": "1.5"}})) == (
+        "bad.json: spec.containers[0].resources.limits[example.com/vf]: expected a whole number of units (0..1024), "
+        'got "1.5"'
     )
 
 
