@@ -26,29 +26,45 @@ SSH_PORT = 22
 DEFAULT_JOIN_PORT = 6444  # the coordinator's, where joins go by default
 
 
-_IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_PF = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+_RESOURCE = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 MAX_VFS = 256
 
 
+def parse_sriov_pf(item: Any) -> tuple[str, int, str]:
+    """One PF: ``NAME:NUM_VFS[:RESOURCE]`` or a mapping ``{name, numVfs, resourceName, deviceType}``
+    (``iface``/``num_vfs`` also read); returns (name, number of VFs, resource or "")."""
+    if isinstance(item, Mapping):
+        name = str(item.get("name", item.get("iface", "")))
+        count: Any = item.get("numVfs", item.get("num_vfs", ""))
+        resource = str(item.get("resourceName", item.get("resource_name", "")) or "")
+        device_type = str(item.get("deviceType", "netdevice"))
+        if device_type != "netdevice":
+            raise ValueError(f"PF {name}: deviceType {device_type!r} is not supported (netdevice)")
+    else:
+        name, _, rest = str(item).strip().partition(":")
+        count, _, resource = rest.partition(":")
+    try:
+        number = int(count)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected NAME:NUM_VFS[:RESOURCE], got {item!r}") from None
+    if not _PF.fullmatch(name) or not 0 <= number <= MAX_VFS:
+        raise ValueError(f"expected NAME:NUM_VFS[:RESOURCE] with 0..{MAX_VFS} VFs, got {item!r}")
+    if resource and not _RESOURCE.fullmatch(resource):
+        raise ValueError(f"PF {name}: resource {resource!r} is not NAME or DOMAIN/NAME")
+    return name, number, resource
+
+
 def parse_sriov_pfs(value: Any) -> list[str]:
-    """``ens1f0:8,ens1f1:4`` (flags, environment), a list of such strings or of
-    ``{iface, num_vfs}`` mappings (config file); normalised to ``IFACE:NUM_VFS`` strings."""
+    """``ens1f0:8,ens1f1:4:example.com/fast`` (flags, environment), or a list of such strings or of
+    mappings (config file); normalised to ``NAME:NUM_VFS[:RESOURCE]`` strings."""
     items: list[Any] = value if isinstance(value, list) else str(value).split(",")
     result = []
     for item in items:
-        if isinstance(item, Mapping):
-            iface, count = str(item.get("iface", "")), item.get("num_vfs", "")
-        else:
-            if not str(item).strip():
-                continue
-            iface, _, count = str(item).strip().rpartition(":")
-        try:
-            number = int(count)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected IFACE:NUM_VFS, got {item!r}") from None
-        if not _IFACE.match(iface) or not 0 <= number <= MAX_VFS:
-            raise ValueError(f"expected IFACE:NUM_VFS with 0..{MAX_VFS} VFs, got {item!r}")
-        result.append(f"{iface}:{number}")
+        if not isinstance(item, Mapping) and not str(item).strip():
+            continue
+        name, number, resource = parse_sriov_pf(item)
+        result.append(f"{name}:{number}" + (f":{resource}" if resource else ""))
     return result
 
 
@@ -114,9 +130,15 @@ class AgentConfig:
     sriov_pfs: list[str] = layered.option(
         [],
         "SR-IOV physical functions of this host and the virtual functions each should expose, "
-        "IFACE:NUM_VFS,... (written by `coordinator enroll --sriov-pf`)",
+        "NAME:NUM_VFS[:RESOURCE],... (written by `coordinator enroll --sriov-pf`); the VFs count as "
+        "the resource RESOURCE (default atoll.io/sriov_NAME)",
         parse=parse_sriov_pfs,
     )
+    sriov_driver: str = layered.option(
+        "sysfs",
+        "sysfs (the host's PFs) or fake (a fake NIC under --sysfs-root, to try SR-IOV without one)",
+    )
+    sysfs_root: str = layered.option("/sys", "where sysfs is (the fake SR-IOV driver builds its tree there)")
     log_level: str = layered.option("info", "debug, info, warning or error")
     # Joining and TLS (see agent.bootstrap).
     join_token: str = layered.option(
@@ -137,6 +159,8 @@ class AgentConfig:
     )
 
     def validate(self) -> None:
+        if self.sriov_driver not in ("sysfs", "fake"):
+            raise errors.InvalidArgument(f"sriov_driver: expected sysfs or fake, got {self.sriov_driver!r}")
         layered.split_host_port(self.coordinator, "coordinator")
         layered.split_host_port(self.listen, "listen")
         if self.insecure:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from atoll import agentconfig
+
 RESOURCE_PREFIX = "atoll.io/sriov_"
-MAX_VFS = 256
 LINK_STATES = {"auto": 0, "enable": 1, "disable": 2}  # IFLA_VF_LINK_STATE_*
 
-_IFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
-_RESOURCE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9_.-]{1,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
@@ -31,32 +30,15 @@ class PfSpec:
 
     @property
     def resource_name(self) -> str:
-        return self.resource or f"{RESOURCE_PREFIX}{self.name}"
+        if not self.resource:
+            return f"{RESOURCE_PREFIX}{self.name}"
+        return self.resource if "/" in self.resource else f"atoll.io/{self.resource}"
 
     @classmethod
     def parse(cls, text: str) -> PfSpec:
-        """``NAME:N`` or ``NAME:N:RESOURCE`` (``ens1f0:8:example.com/fast``), as flags write it."""
-        name, sep, rest = text.strip().partition(":")
-        count, _, resource = rest.partition(":")
-        if not sep:
-            raise ValueError(f"expected NAME:NUM_VFS[:RESOURCE], got {text!r}")
-        try:
-            number = int(count)
-        except ValueError:
-            raise ValueError(f"expected NAME:NUM_VFS[:RESOURCE], got {text!r}") from None
-        spec = cls(name, number, resource)
-        spec.validate()
-        return spec
-
-    def validate(self) -> None:
-        if not _IFACE.fullmatch(self.name):
-            raise ValueError(f"PF name {self.name!r} is not an interface name")
-        if not 0 <= self.num_vfs <= MAX_VFS:
-            raise ValueError(f"PF {self.name}: numVfs must be within 0..{MAX_VFS}, got {self.num_vfs}")
-        if self.resource and not _RESOURCE.fullmatch(self.resource):
-            raise ValueError(f"PF {self.name}: resourceName {self.resource!r} is not DOMAIN/NAME")
-        if self.device_type != "netdevice":
-            raise ValueError(f"PF {self.name}: deviceType {self.device_type!r} is not supported (netdevice)")
+        """``NAME:N`` or ``NAME:N:RESOURCE`` (``ens1f0:8:example.com/fast``), as flags and the config write it."""
+        name, count, resource = agentconfig.parse_sriov_pf(text)
+        return cls(name, count, resource)
 
     def __str__(self) -> str:
         return f"{self.name}:{self.num_vfs}" + (f":{self.resource}" if self.resource else "")

@@ -65,7 +65,8 @@ def test_pf_specs_parse_and_validate() -> None:
     assert PfSpec.parse("ens1f0:8") == PfSpec("ens1f0", 8)
     assert PfSpec.parse("ens1f0:8:example.com/fast").resource_name == "example.com/fast"
     assert PfSpec("ens1f0", 8).resource_name == RESOURCE
-    for bad in ("ens1f0", "ens1f0:x", "ens1f0:300", "bad name:1", "ens1f0:1:nodomain", "ens1f0\n:1"):
+    assert PfSpec.parse("ens1f0:2:intelnics").resource_name == "atoll.io/intelnics"
+    for bad in ("ens1f0", "ens1f0:x", "ens1f0:300", "bad name:1", "ens1f0:1:bad name", "ens1f0\n:1"):
         with pytest.raises(ValueError):
             PfSpec.parse(bad)
 
