@@ -29,6 +29,8 @@ from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.runtime.base import ContainerRuntime
 from agent.runtime.docker import DockerRuntime
 from agent.server import AgentServicer, CoordinatorOnly
+from agent.sriov import setup as sriov_setup
+from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
 from atoll import rpc, tls
 from atoll.agentconfig import AgentConfig
@@ -48,6 +50,7 @@ class Agent:
         netlink: Callable[[], NetlinkDriver] = PyrouteNetlink,
         firewall: Callable[[], Firewall] = IptablesFirewall,
         netfilter: Callable[[], Netfilter] = NftNetfilter,
+        sriov: Callable[[AgentConfig], SriovPodNetworks | None] = sriov_setup.from_config,
         serve_api: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -63,6 +66,8 @@ class Agent:
         self._firewall = firewall
         self.proxy = ServiceProxy(netfilter(), node_name=self.node_name, reserved_ports=cfg.daemon_ports())
         self.networking: NodeNetworking | None = None
+        self._sriov_factory = sriov
+        self.sriov: SriovPodNetworks | None = None
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
         self.manager: PodManager | None = None
@@ -81,7 +86,15 @@ class Agent:
         message = (
             "agent is posting ready status" if healthy else "container runtime relist is failing or stale"
         )
-        return build_status(self._facts, self.metrics, ready=healthy, ready_message=message)
+        extended, conditions = sriov_setup.status_parts(self.sriov)
+        return build_status(
+            self._facts,
+            self.metrics,
+            ready=healthy,
+            ready_message=message,
+            extended=extended,
+            conditions=conditions,
+        )
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -115,6 +128,15 @@ class Agent:
         pods_dir = cfg.state_path / "pods"
         states = PodStateStore(pods_dir)
         states.load_all()
+        self.sriov = self._sriov_factory(cfg)
+        if self.sriov is not None:
+            # Before any pod sync: size the PFs, then finish what a crash interrupted and give back
+            # the VFs of pods this node no longer runs (kept: those of pods it still has records of).
+            await self.sriov.manager.setup()
+            known = states.known()
+            released = await self.sriov.manager.recover(lambda uid: uid in known)
+            if released:
+                log.info("SR-IOV: %d VFs released on start (interrupted steps, pods gone)", len(released))
         ctx = render.RenderContext(
             node_name=self.node_name,
             infra_image=cfg.infra_image,
@@ -129,6 +151,7 @@ class Agent:
             backoff=plan.BackoffPolicy(base=cfg.backoff_base, maximum=cfg.backoff_max),
             recorder=self._recorder,
             registries=self.registries.resolver,
+            networks=self.sriov,
         )
         reporter = StatusReporter()
         self.manager = PodManager(
@@ -232,6 +255,8 @@ class Agent:
         )
 
     async def _on_node_config(self, config: node_api_pb2.NodeConfig) -> None:
+        if self.sriov is not None:
+            self.sriov.set_networks(config.sriov_networks)
         if await self.registries.apply(config.registries if config.HasField("registries") else None):
             log.info("registry settings updated")
         assert self.networking is not None and self.link is not None

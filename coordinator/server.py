@@ -45,6 +45,7 @@ _WATCHED_KINDS = (
     "ReplicationController",
     "Service",
     "Endpoints",
+    "SriovNetwork",
 )
 
 
@@ -89,7 +90,9 @@ class Coordinator:
         informers = self.informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
-        node_configs = NodeConfigTracker(informers["Network"], informers["Subnet"], informers["Registries"])
+        node_configs = NodeConfigTracker(
+            informers["Network"], informers["Subnet"], informers["Registries"], informers["SriovNetwork"]
+        )
         service_state = ServiceStateTracker(
             informers["Service"], informers["Endpoints"], cfg.service_cluster_ip_range
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.host.metrics import HostMetrics
@@ -35,8 +36,16 @@ def detect_node_ip(coordinator_host: str, coordinator_port: int) -> str:
 
 
 def build_status(
-    facts: NodeFacts, metrics: HostMetrics, *, ready: bool, ready_message: str
+    facts: NodeFacts,
+    metrics: HostMetrics,
+    *,
+    ready: bool,
+    ready_message: str,
+    extended: Mapping[str, int] | None = None,
+    conditions: Sequence[node_pb2.NodeCondition] = (),
 ) -> node_pb2.NodeStatus:
+    """`extended`: extended resources (SR-IOV VFs by resource name), all allocatable;
+    `conditions`: more conditions after Ready (SriovReady)."""
     snap = metrics.snapshot()
     info = metrics.system_info()
     capacity = meta_pb2.ResourceList(
@@ -44,12 +53,14 @@ def build_status(
         memory_bytes=snap.memory_total,
         pods=facts.max_pods,
         ephemeral_storage_bytes=snap.disk_total,
+        extended=extended or {},
     )
     allocatable = meta_pb2.ResourceList(
         cpu_millis=max(0, capacity.cpu_millis - facts.reserved_cpu_millis),
         memory_bytes=max(0, capacity.memory_bytes - facts.reserved_memory_bytes),
         pods=facts.max_pods,
         ephemeral_storage_bytes=snap.disk_total,
+        extended=extended or {},
     )
     status = node_pb2.NodeStatus(
         addresses=[
@@ -84,4 +95,5 @@ def build_status(
             message=ready_message,
         )
     )
+    status.conditions.extend(conditions)
     return status

@@ -57,6 +57,9 @@ class PodRecord:
     # When the agent first worked on the pod (epoch seconds): the pod's start time.
     start_time: float = 0.0
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
+    # Extra networks (SR-IOV): whether VFs are attached, and the retry backoff of a failed attach.
+    networks_attached: bool = False
+    networks_backoff_s: float = 0.0
 
     def container(self, name: str) -> ContainerRecord:
         return self.containers.setdefault(name, ContainerRecord())

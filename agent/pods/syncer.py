@@ -13,17 +13,28 @@ import logging
 import pathlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from agent.pods import images, plan, render, status
 from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
 from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
 from agent.runtime.base import ContainerRuntime, RuntimeError_
+from atoll import errors
 from atoll.v1 import pod_pb2
 
 log = logging.getLogger(__name__)
+
+
+class PodNetworkHook(Protocol):
+    """Extra networks of a pod (SR-IOV VFs, agent.sriov.pods): attached in the running sandbox's
+    network namespace, released when the pod goes. Both idempotent."""
+
+    async def ensure(self, pod: pod_pb2.Pod, netns: str) -> Sequence[object]: ...
+
+    async def removed(self, pod_uid: str) -> None: ...
 
 
 @dataclass
@@ -45,6 +56,7 @@ class PodSyncer:
         clock: Callable[[], float] = time.time,
         recorder: EventRecorder | None = None,
         registries: Callable[[], ImageResolver] | None = None,
+        networks: PodNetworkHook | None = None,
     ) -> None:
         self.runtime = runtime
         self.states = states
@@ -55,6 +67,7 @@ class PodSyncer:
         self.recorder = recorder or LogRecorder()
         # The registry settings in force (RegistryManager.resolver); read per image, as they change.
         self.registries: Callable[[], ImageResolver] = registries or (lambda: DEFAULT_RESOLVER)
+        self.networks = networks
 
     async def observe(self, uid: str) -> plan.Observed:
         return plan.group(await self.runtime.list_containers({render.LABEL_POD_UID: uid}))
@@ -78,17 +91,37 @@ class PodSyncer:
         if the_plan.actions:
             await _Execution(self, pod, record, obs).run(the_plan.actions)
             obs = await self.observe(uid)
+        requeue_networks = await self._ensure_networks(pod, obs, record)
         self.states.save(record)
         pod_status = status.pod_status(pod, obs, record, host_ip=self.host_ip(), now=self.clock())
         requeue = the_plan.requeue_at
         for crec in record.containers.values():
             if crec.not_before > now:
                 requeue = crec.not_before if requeue is None else min(requeue, crec.not_before)
+        if requeue_networks is not None:
+            requeue = requeue_networks if requeue is None else min(requeue, requeue_networks)
         if record.sandbox_not_before > now:
             requeue = (
                 record.sandbox_not_before if requeue is None else min(requeue, record.sandbox_not_before)
             )
         return SyncResult(pod_status, requeue, the_plan.terminal)
+
+    async def _ensure_networks(self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord) -> float | None:
+        """Attach the pod's extra networks in its running sandbox; on failure, an event and a retry time."""
+        if self.networks is None or not (pod.spec.networks or record.networks_attached):
+            return None
+        sandbox = next((c for c in obs.infra if c.running and c.pid), None)
+        if sandbox is None:
+            return None
+        try:
+            attached = await self.networks.ensure(pod, f"/proc/{sandbox.pid}/ns/net")
+        except errors.AtollError as exc:
+            record.networks_backoff_s = self.backoff.next_delay(record.networks_backoff_s, None)
+            self.recorder.record(pod, "Warning", "FailedAttachNetwork", str(exc))
+            return self.clock() + record.networks_backoff_s
+        record.networks_backoff_s = 0.0
+        record.networks_attached = bool(attached)
+        return None
 
     async def remove(self, uid: str) -> None:
         """Stop and remove every container of a pod that is no longer wanted, then its files."""
@@ -97,6 +130,8 @@ class PodSyncer:
             assert isinstance(action, plan.KillContainer)
             await self.runtime.stop_container(action.container.id, None)
             await self.runtime.remove_container(action.container.id)
+        if self.networks is not None:
+            await self.networks.removed(uid)  # after the sandbox: its VFs are home (or on their way)
         self.states.forget(uid)
         directory = render.pod_dir(self.ctx, uid)
         if directory.exists():

@@ -88,6 +88,7 @@ class ContainerInfo:
     created_at: dt.datetime | None = None
     ip: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    pid: int = 0  # the main process while running (its /proc/PID/ns/net is the pod's network)
 
     @property
     def running(self) -> bool:

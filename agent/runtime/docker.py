@@ -160,6 +160,7 @@ class DockerRuntime:
             finished_at=parse_docker_time(state.get("FinishedAt")),
             created_at=parse_docker_time(data.get("Created")),
             ip=ip,
+            pid=int(state.get("Pid") or 0),
         )
 
     async def image_present(self, ref: str) -> bool:

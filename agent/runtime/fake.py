@@ -41,6 +41,7 @@ class FakeRuntime:
         self._record = record
         self._ids = itertools.count(1)
         self._ips = itertools.count(2)
+        self._pids = itertools.count(1)
 
     async def _note(self, call: str, arg: str = "") -> None:
         if self._record:
@@ -134,7 +135,12 @@ class FakeRuntime:
                 raise RuntimeError_(f"cannot join network of a non running container: {spec_join}")
             info = replace(info, ip=owner.ip)
         self.containers[container_id] = replace(
-            info, state="running", started_at=dt.datetime.now(dt.UTC), finished_at=None, exit_code=0
+            info,
+            state="running",
+            started_at=dt.datetime.now(dt.UTC),
+            finished_at=None,
+            exit_code=0,
+            pid=100_000 + next(self._pids),  # a stand-in: no process runs
         )
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
@@ -144,6 +150,7 @@ class FakeRuntime:
             self.containers[container_id] = replace(
                 info,
                 state="exited",
+                pid=0,
                 exit_code=137 if grace_seconds == 0 else 0,
                 finished_at=dt.datetime.now(dt.UTC),
             )

@@ -12,14 +12,16 @@ where each VF netdev is and under which name.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from agent.sriov.model import CLEAN, VfSettings
 from agent.sriov.sysfs import SysfsDevices
+from atoll import files
 
 
 class FakeSriovHardware(SysfsDevices):
@@ -72,14 +74,28 @@ class FakeSriovHardware(SysfsDevices):
 
 @dataclass
 class RecordingVfConfigurator:
-    """A PF's VF table, as the NIC keeps it. Fake: no SR-IOV hardware exists here."""
+    """A PF's VF table, as the NIC keeps it. Fake: no SR-IOV hardware exists here.
+
+    With `state_file` the table outlives the agent, as a NIC's does (``--sriov-driver fake``).
+    """
 
     settings: dict[tuple[str, int], VfSettings] = field(default_factory=dict)
     calls: list[tuple[str, int, VfSettings]] = field(default_factory=list)
+    state_file: pathlib.Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.state_file is not None and self.state_file.exists():
+            for item in json.loads(self.state_file.read_text()):
+                self.settings[(item["pf"], item["index"])] = VfSettings(**item["settings"])
 
     def configure(self, pf: str, index: int, settings: VfSettings) -> None:
         self.calls.append((pf, index, settings))
         self.settings[(pf, index)] = settings
+        if self.state_file is not None:
+            items = [
+                {"pf": k[0], "index": k[1], "settings": asdict(v)} for k, v in sorted(self.settings.items())
+            ]
+            files.write_atomic(self.state_file, json.dumps(items).encode())
 
     def read(self, pf: str, index: int) -> VfSettings:
         return self.settings.get((pf, index), CLEAN)
@@ -103,20 +119,35 @@ class FakeVfLinks:
 
     places: dict[str, LinkPlace] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
+    state_file: pathlib.Path | None = None  # placements outlive the agent, as the kernel's do
+
+    def __post_init__(self) -> None:
+        if self.state_file is not None and self.state_file.exists():
+            for pci, place in json.loads(self.state_file.read_text()).items():
+                self.places[pci] = LinkPlace(
+                    place["netns"], place["name"], tuple(place["addresses"]), place["up"]
+                )
+
+    def _save(self) -> None:
+        if self.state_file is not None:
+            data = {pci: asdict(place) for pci, place in sorted(self.places.items())}
+            files.write_atomic(self.state_file, json.dumps(data).encode())
 
     def plug(self, pci: str, netdev: str) -> None:
         self.places.setdefault(pci, LinkPlace("", netdev))
 
     def to_pod(self, pci: str, netdev: str, netns: str, ifname: str, addresses: Sequence[str]) -> None:
-        place = self.places[pci]
+        place = self.places.setdefault(pci, LinkPlace("", netdev))  # never seen: at home, as created
         if place.netns == "" and place.name != netdev:
             raise OSError(19, f"no VF netdev {netdev} on the host")  # ENODEV
         self.calls.append(("to_pod", pci, netns, ifname))
         self.places[pci] = LinkPlace(netns, ifname, tuple(addresses), up=True)
+        self._save()
 
     def to_host(self, pci: str, netdev: str) -> None:
         self.calls.append(("to_host", pci, netdev))
         self.places[pci] = LinkPlace("", netdev)
+        self._save()
 
     def where(self, pci: str) -> LinkPlace:
         return self.places[pci]
@@ -125,3 +156,4 @@ class FakeVfLinks:
         for pci, place in self.places.items():
             if place.netns == netns:
                 self.places[pci] = LinkPlace("", place.name)
+        self._save()

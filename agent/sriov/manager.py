@@ -137,13 +137,14 @@ class SriovManager:
     async def attach(
         self, pod_uid: str, pod: str, netns: str, requests: Sequence[VfRequest]
     ) -> list[Allocation]:
-        """Attach one VF per request; all or none (a failure releases what this call attached)."""
+        """Attach one VF per request not attached yet (by interface); all or none: a failure releases
+        what this call attached."""
         done: list[Allocation] = []
         async with self._lock:
-            held = {a.network for a in self.pool.of_pod(pod_uid) if a.phase == "attached"}
+            held = {a.ifname for a in self.pool.of_pod(pod_uid) if a.phase == "attached"}
             try:
                 for request in requests:
-                    if request.network in held:
+                    if request.ifname in held:
                         continue
                     allocation = self.pool.allocate(
                         request.resource,
@@ -172,10 +173,12 @@ class SriovManager:
                 raise
         return done
 
-    async def release_pod(self, pod_uid: str) -> None:
+    async def release_pod(self, pod_uid: str, *, keep_netns: str = "") -> None:
+        """Release the pod's VFs; with `keep_netns`, only those held for another (older) sandbox."""
         async with self._lock:
             for allocation in self.pool.of_pod(pod_uid):
-                await self._release(allocation)
+                if not keep_netns or allocation.netns != keep_netns:
+                    await self._release(allocation)
 
     async def _release(self, allocation: Allocation) -> None:
         allocation = self.pool.mark(allocation.pci, "releasing")

@@ -1,6 +1,6 @@
-"""What every node needs besides its pods: the overlay and the registry settings.
+"""What every node needs besides its pods: the overlay, the registry settings, the SR-IOV networks.
 
-Fed by informers on Network, Subnet and Registries; every change bumps one
+Fed by informers on Network, Subnet, Registries and SriovNetwork; every change bumps one
 generation and wakes the WatchNodeConfig streams, which send the whole config
 again (level-triggered, like assignments).
 """
@@ -12,21 +12,29 @@ import asyncio
 from google.protobuf.message import Message
 
 from atoll import validation
-from atoll.v1 import network_pb2, node_api_pb2
+from atoll.v1 import network_pb2, node_api_pb2, sriov_pb2
 from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
 
 
 class NodeConfigTracker:
-    def __init__(self, networks: Informer, subnets: Informer, registries: Informer) -> None:
+    def __init__(
+        self,
+        networks: Informer,
+        subnets: Informer,
+        registries: Informer,
+        sriov_networks: Informer | None = None,
+    ) -> None:
         self._networks = networks
         self._subnets = subnets
         self._registries = registries
+        self._sriov_networks = sriov_networks
         self.generation = 0
         self._changed = asyncio.Event()
-        for informer in (networks, subnets, registries):
-            informer.add_handler(self._on_change)
+        for informer in (networks, subnets, registries, sriov_networks):
+            if informer is not None:
+                informer.add_handler(self._on_change)
 
     def _on_change(self, type_: str, obj: Message, old: Message | None) -> None:
         revision = obj.metadata.resource_version  # type: ignore[attr-defined]
@@ -45,6 +53,9 @@ class NodeConfigTracker:
         registries = self._registries.get("", DEFAULT_NAME)
         if isinstance(registries, network_pb2.Registries):
             cfg.registries.CopyFrom(registries.spec)
+        if self._sriov_networks is not None:
+            nets = [o for o in self._sriov_networks.items() if isinstance(o, sriov_pb2.SriovNetwork)]
+            cfg.sriov_networks.extend(sorted(nets, key=lambda n: n.metadata.name))
         return cfg
 
     async def wait_change(self, seen_generation: int) -> None:
