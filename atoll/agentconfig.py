@@ -139,6 +139,12 @@ class AgentConfig:
         "sysfs (the host's PFs) or fake (a fake NIC under --sysfs-root, to try SR-IOV without one)",
     )
     sysfs_root: str = layered.option("/sys", "where sysfs is (the fake SR-IOV driver builds its tree there)")
+    sriov_fake_netdevs: bool = layered.option(
+        False, "fake SR-IOV driver: give each VF a veth stand-in that carries traffic (test beds)"
+    )
+    sriov_fake_fabric: str = layered.option(
+        "", "fake SR-IOV driver with stand-ins: the underlay interface that joins each VLAN across hosts"
+    )
     log_level: str = layered.option("info", "debug, info, warning or error")
     # Joining and TLS (see agent.bootstrap).
     join_token: str = layered.option(

@@ -116,7 +116,7 @@ class NetlinkDriver(Protocol):
     async def close(self) -> None: ...
 
 
-def _setns(path: str) -> None:
+def enter_netns(path: str) -> None:
     """Move the calling thread (only it) into the network namespace at `path`, and check it did."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -130,7 +130,7 @@ def _setns(path: str) -> None:
         raise OSError(errno.EINVAL, f"thread did not enter network namespace {path}")
 
 
-class _Errno:
+class ErrnoIPRoute:
     """An IPRoute whose NetlinkError comes out as OSError(errno)."""
 
     def __init__(self, ipr: Any, error: type[Exception]) -> None:
@@ -164,7 +164,7 @@ class PyrouteNetlink:
             netns = self._netns
 
             def init() -> None:
-                _setns(netns)
+                enter_netns(netns)
 
         # If setns fails the pool is broken and every call fails: never a silent fallback
         # to the namespace the agent runs in.
@@ -183,7 +183,7 @@ class PyrouteNetlink:
             from pyroute2 import IPRoute
             from pyroute2.netlink.exceptions import NetlinkError
 
-            ipr = _Errno(IPRoute(), NetlinkError)
+            ipr = ErrnoIPRoute(IPRoute(), NetlinkError)
             self._local.ipr = ipr
         return ipr
 

@@ -144,7 +144,7 @@ class FakeVfLinks:
         self.places[pci] = LinkPlace(netns, ifname, tuple(addresses), up=True)
         self._save()
 
-    def to_host(self, pci: str, netdev: str) -> None:
+    def to_host(self, pci: str, netdev: str, netns: str = "") -> None:
         self.calls.append(("to_host", pci, netdev))
         self.places[pci] = LinkPlace("", netdev)
         self._save()

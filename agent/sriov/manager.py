@@ -44,9 +44,9 @@ class VfLinks(Protocol):
         """Move the host netdev `netdev` into `netns`, rename it `ifname`, add `addresses`, set it up."""
         ...
 
-    def to_host(self, pci: str, netdev: str) -> None:
-        """Wherever the VF is (a pod, or home under another name), bring it home as `netdev`, down,
-        without addresses. Idempotent."""
+    def to_host(self, pci: str, netdev: str, netns: str) -> None:
+        """Wherever the VF is (in the pod's `netns`, or already home under another name), bring it
+        home as `netdev`, down, without addresses. Idempotent."""
         ...
 
 
@@ -184,7 +184,7 @@ class SriovManager:
         allocation = self.pool.mark(allocation.pci, "releasing")
         try:
             await self._call(self._configurator.configure, allocation.pf, allocation.index, CLEAN)
-            await self._call(self._links.to_host, allocation.pci, allocation.netdev)
+            await self._call(self._links.to_host, allocation.pci, allocation.netdev, allocation.netns)
         except (OSError, TimeoutError) as exc:
             # The record stays "releasing": the VF is not handed out until a later recover finishes.
             log.error("SR-IOV: releasing VF %s of pod %s failed: %s", allocation.pci, allocation.pod, exc)

@@ -37,10 +37,9 @@ def settings_for(net: sriov_pb2.SriovNetworkSpec, mac: str) -> VfSettings:
 
 
 class SriovPodNetworks:
-    def __init__(self, manager: SriovManager, ipam: HostLocalIpam, *, attach_ready: bool = True) -> None:
+    def __init__(self, manager: SriovManager, ipam: HostLocalIpam) -> None:
         self.manager = manager
         self.ipam = ipam
-        self.attach_ready = attach_ready  # False: the drivers cannot attach, VFs are not offered
         self._networks: dict[str, sriov_pb2.SriovNetwork] = {}
 
     def set_networks(self, networks: Iterable[sriov_pb2.SriovNetwork]) -> None:
