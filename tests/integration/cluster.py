@@ -41,7 +41,9 @@ class Cluster:
         return f"node-{i}"
 
     def agent_for(self, i: int, extra: Sequence[str] = ()) -> AgentProcess:
+        """`extra` may say {host_dir}: the worker's own directory (per-host files, like a fake sysfs)."""
         host = self.workers[i]
+        extra = [arg.replace("{host_dir}", str(host.dir)) for arg in extra]
         return AgentProcess(
             host,
             f"{self.master.ip}:6443",

@@ -1,0 +1,100 @@
+"""SR-IOV on the multi-host test bed: real agents on the fake NIC, VFs that carry traffic by VLAN.
+
+Each worker's agent runs with ``--sriov-driver fake --sriov-fake-netdevs``: 4 VFs on a fake
+PF, each a veth stand-in moved into pods by the real link driver, its switch port in one
+bridge per VLAN, VLANs joined across hosts by a VXLAN fabric on the underlay. Pods find each
+other on their VLAN over `net1` and not across VLANs, beside a working overlay.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from atoll import kinds
+from atoll.v1 import pod_pb2, sriov_pb2
+from tests.integration.cluster import Cluster, pinned_pod, start_cluster
+from tests.integration.daemons import eventually, wait_running
+from tests.integration.testbed import TestBed
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+NODE = kinds.by_name("Node")
+POD = kinds.by_name("Pod")
+
+SRIOV_ARGS = (
+    "--sriov-pfs", "ens1f0:4",
+    "--sriov-driver", "fake",
+    "--sysfs-root", "{host_dir}/sys",
+    "--sriov-fake-netdevs",
+    "--sriov-fake-fabric", "eth0",
+)  # fmt: skip
+
+
+@pytest.fixture
+async def two(testbed_factory: Callable[..., TestBed]) -> AsyncIterator[Cluster]:
+    cluster = await start_cluster(testbed_factory, 2, agent_args=SRIOV_ARGS)
+    try:
+        yield cluster
+    finally:
+        await cluster.close()
+
+
+def network(name: str, vlan: int) -> sriov_pb2.SriovNetwork:
+    net = sriov_pb2.SriovNetwork()
+    net.metadata.name = name
+    net.spec.resource_name = "atoll.io/sriov_ens1f0"
+    net.spec.vlan = vlan
+    net.spec.ipam.type = "static"
+    return net
+
+
+def vf_pod(name: str, node: str, net: str, ip: str) -> pod_pb2.Pod:
+    pod = pinned_pod(name, node)
+    pod.spec.networks.add(name=net, interface="net1", ips=[f"{ip}/24"])
+    return pod
+
+
+async def vf_links(cluster: Cluster, i: int) -> dict[str, dict[str, object]]:
+    out = await cluster.sh(i, "ip", "-j", "-d", "addr", "show")
+    return {link["ifname"]: link for link in json.loads(out) if link["ifname"].startswith("ens1f0")}
+
+
+async def test_pods_on_one_vlan_reach_each_other_and_no_one_else(two: Cluster) -> None:
+    c = two.client
+    for i in range(2):
+        node = await c.get(NODE, "", two.node(i))
+        assert dict(node.status.allocatable.extended) == {"atoll.io/sriov_ens1f0": 4}  # type: ignore[attr-defined]
+    await c.create(network("vlan100", 100))
+    await c.create(network("vlan200", 200))
+    await c.create(vf_pod("a", two.node(0), "vlan100", "10.56.0.1"))
+    await c.create(vf_pod("b", two.node(1), "vlan100", "10.56.0.2"))
+    await c.create(vf_pod("c", two.node(1), "vlan200", "10.56.0.3"))
+    a, b, _ = [await wait_running(c, name) for name in ("a", "b", "c")]
+
+    async def ping(target: str) -> int:
+        code, _ = await two.pod_exec(0, a, "ping", "-c", "2", "-W", "2", target)
+        return code
+
+    async def reaches_b() -> bool:
+        return await ping("10.56.0.2") == 0
+
+    assert await eventually(reaches_b, timeout=30, what="a -> b over net1 on VLAN 100")
+    assert await ping("10.56.0.3") != 0, "a reached c across VLANs"
+    assert await ping(b.status.pod_ip) == 0, "the overlay beside net1 stopped working"
+
+    # Deleting a returns its VF home: its own name, no address, down, the port back on VLAN 0.
+    assert len([n for n in await vf_links(two, 0) if n.startswith("ens1f0v")]) == 3  # one is in pod a
+    await c.delete(POD, "default", "a")
+
+    async def home() -> bool:
+        links = await vf_links(two, 0)
+        vfs = [link for name, link in links.items() if name.startswith("ens1f0v")]
+        return len(vfs) == 4 and all(not link["addr_info"] for link in vfs)
+
+    await eventually(home, timeout=60, what="a's VF home and clean")
+    ports = [
+        link["ifname"] for link in json.loads(await two.sh(0, "ip", "-j", "link", "show", "master", "svl100"))
+    ]
+    assert ports == ["svx100"], f"a's switch port is still on VLAN 100: {ports}"  # only the fabric is left
