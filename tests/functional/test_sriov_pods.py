@@ -15,6 +15,7 @@ from agent.sriov.model import CLEAN, VfSettings
 from atoll import kinds
 from atoll.v1 import pod_pb2
 from coordinator import manifests
+from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
 from tests.functional.test_cli import EXAMPLES
 
@@ -119,3 +120,29 @@ async def test_a_restarted_agent_keeps_pods_vfs_and_frees_the_rest(
 
 async def _running(cluster: Cluster, name: str) -> bool:
     return await phase(cluster, name) == pod_pb2.POD_PHASE_RUNNING
+
+
+async def test_an_enrolled_hosts_agent_reports_the_vfs_enroll_asked_for(
+    cluster: Cluster, tmp_path: pathlib.Path
+) -> None:
+    """`coordinator enroll --sriov-pf ens1f0:8`: the user-data it renders makes an agent that reports
+    8 VFs. Ironic's fake-hardware boots nothing, so the agent here starts from that user-data's
+    agent.yaml itself, on the fake NIC."""
+    host = cloudinit.HostConfig(
+        hostname="bm-01",
+        coordinator="127.0.0.1:6443",
+        join_token="abcdef.0123456789abcdef",
+        ca_hash="sha256:" + "0" * 64,
+        sriov_pfs=(cloudinit.SriovPF("ens1f0", 8),),
+    )
+    agent_yaml = cloudinit.agent_config_of(cloudinit.render(host))
+    assert agent_yaml["sriov_pfs"] == ["ens1f0:8"]
+    await cluster.add_node(
+        "bm-01", sriov_pfs=agent_yaml["sriov_pfs"], sriov_driver="fake", sysfs_root=str(tmp_path / "sys")
+    )
+
+    async def capacity() -> dict[str, int]:
+        got = await cluster.client.get(NODE, "", "bm-01")  # type: ignore[union-attr]
+        return dict(got.status.allocatable.extended)  # type: ignore[attr-defined]
+
+    assert await eventually(capacity, what="8 VFs on bm-01") == {VF: 8}
