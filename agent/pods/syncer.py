@@ -36,6 +36,8 @@ class PodNetworkHook(Protocol):
 
     async def removed(self, pod_uid: str) -> None: ...
 
+    def status(self, pod_uid: str) -> Sequence[pod_pb2.NetworkStatus]: ...
+
 
 @dataclass
 class SyncResult:
@@ -94,6 +96,8 @@ class PodSyncer:
         requeue_networks = await self._ensure_networks(pod, obs, record)
         self.states.save(record)
         pod_status = status.pod_status(pod, obs, record, host_ip=self.host_ip(), now=self.clock())
+        if self.networks is not None:
+            pod_status.networks.extend(self.networks.status(uid))
         requeue = the_plan.requeue_at
         for crec in record.containers.values():
             if crec.not_before > now:

@@ -153,6 +153,8 @@ class SriovManager:
                         network=request.network,
                         ifname=request.ifname,
                         netns=netns,
+                        addresses=request.addresses,
+                        mac=request.settings.mac,
                     )
                     await self._call(
                         self._configurator.configure, allocation.pf, allocation.index, request.settings

@@ -87,6 +87,16 @@ class SriovPodNetworks:
         await self.manager.attach(uid, pod_name, netns, self.requests(pod))
         return self.manager.pool.of_pod(uid)
 
+    def status(self, pod_uid: str) -> list[pod_pb2.NetworkStatus]:
+        """The pod's attached networks, for its status (Multus's network-status)."""
+        return [
+            pod_pb2.NetworkStatus(
+                name=a.network, interface=a.ifname, ips=a.addresses, mac=a.mac, device_pci=a.pci
+            )
+            for a in sorted(self.manager.pool.of_pod(pod_uid), key=lambda a: a.ifname)
+            if a.phase == "attached"
+        ]
+
     async def removed(self, pod_uid: str) -> None:
         await self.manager.release_pod(pod_uid)
         self.ipam.release_pod(pod_uid)

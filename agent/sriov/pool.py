@@ -42,6 +42,8 @@ class Allocation:
     ifname: str  # its name in the pod (net1, ...)
     netns: str  # the pod's network namespace (a path), "" before it is known
     phase: str = "attaching"
+    addresses: tuple[str, ...] = ()  # CIDRs given to it in the pod
+    mac: str = ""  # the MAC the network or the pod chose ("" leaves the VF's own)
 
 
 class VfPool:
@@ -64,7 +66,7 @@ class VfPool:
             log.error("SR-IOV allocations unreadable (%s); kept as %s, starting from none", exc, aside)
             return
         for item in raw.get("allocations", []):
-            allocation = Allocation(**item)
+            allocation = Allocation(**{**item, "addresses": tuple(item.get("addresses", ()))})
             self._allocations[allocation.pci] = allocation
 
     def _save(self) -> None:
@@ -90,7 +92,16 @@ class VfPool:
         return [a for a in self.allocations() if a.pod_uid == pod_uid]
 
     def allocate(
-        self, resource: str, *, pod_uid: str, pod: str, network: str, ifname: str, netns: str
+        self,
+        resource: str,
+        *,
+        pod_uid: str,
+        pod: str,
+        network: str,
+        ifname: str,
+        netns: str,
+        addresses: tuple[str, ...] = (),
+        mac: str = "",
     ) -> Allocation:
         """Claim the first free VF of `resource`, recorded as attaching before anything is touched."""
         free = self.free(resource)
@@ -108,6 +119,8 @@ class VfPool:
             network=network,
             ifname=ifname,
             netns=netns,
+            addresses=addresses,
+            mac=mac,
         )
         self._allocations[vf.pci] = allocation
         self._save()

@@ -151,6 +151,17 @@ def encode_pod_status(status: pod_pb2.PodStatus) -> dict[str, Any]:
         out["containerStatuses"] = [_container_status(cs) for cs in status.container_statuses]
     if status.observed_generation:
         out["observedGeneration"] = status.observed_generation
+    if status.networks:
+        out["networkStatus"] = [
+            {
+                "name": n.name,
+                "interface": n.interface,
+                **({"ips": list(n.ips)} if n.ips else {}),
+                **({"mac": n.mac} if n.mac else {}),
+                "device": {"pci": n.device_pci},
+            }
+            for n in status.networks
+        ]
     return out
 
 

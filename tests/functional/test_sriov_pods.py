@@ -85,6 +85,18 @@ async def test_vfs_are_node_resources_and_pods_get_them_clean(
         settings = sriov.manager._configurator.read(allocation.pf, allocation.index)
         assert settings == VfSettings(vlan=100, spoofchk=True, trust=False)
 
+    # The pods' status shows each attachment, as Multus's network-status does.
+    two = await cluster.client.get(POD, "default", "two")  # type: ignore[union-attr]
+    (status,) = two.status.networks  # type: ignore[attr-defined]
+    mine = next(a for a in held if a.ifname == "fast1")
+    assert (status.name, status.interface, list(status.ips), status.device_pci) == (
+        "sriov-a",
+        "fast1",
+        list(mine.addresses),
+        mine.pci,
+    )
+    assert manifests.to_dict(two)["status"]["networkStatus"][0]["device"] == {"pci": mine.pci}
+
     # A third pod finds the node full and says which resource.
     await cluster.client.create(vf_pod("three"))  # type: ignore[union-attr]
 

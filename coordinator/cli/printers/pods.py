@@ -127,6 +127,11 @@ def describe_pod(pod: pod_pb2.Pod, events: Sequence[workloads_pb2.Event] | None 
         lines.append(f"Message:       {s.message}")
     lines += [
         f"IP:            {s.pod_ip or '<none>'}",
+    ]
+    for n in s.networks:
+        ips = ",".join(n.ips) or "<none>"
+        lines.append(f"Network:       {n.name} as {n.interface} ({ips}) on VF {n.device_pci}")
+    lines += [
         f"Restart Policy: {_restart_policy(pod.spec.restart_policy)}",
         "Containers:",
     ]
