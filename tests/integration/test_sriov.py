@@ -149,3 +149,24 @@ async def test_kill_9_during_attach_and_release_leaves_the_pool_as_it_started(tw
 async def _gone(cluster: Cluster) -> bool:
     items, _ = await cluster.client.list(POD)
     return not items
+
+
+async def test_a_pod_that_finds_every_vf_taken_waits_and_names_the_resource(two: Cluster) -> None:
+    c = two.client
+    await c.create(network("vlan100", 100))
+    for i in range(5):
+        pod = vf_pod(f"q{i}", "", "vlan100", f"10.56.2.{i + 1}")
+        pod.spec.node_name = ""
+        pod.spec.node_selector["kubernetes.io/hostname"] = two.node(0)
+        await c.create(pod)
+
+    async def four_running_one_waiting() -> str:
+        pods = [await c.get(POD, "default", f"q{i}") for i in range(5)]
+        phases = sorted(p.status.phase for p in pods)  # type: ignore[attr-defined]
+        waiting = [p for p in pods if p.status.phase == pod_pb2.POD_PHASE_PENDING and not p.spec.node_name]  # type: ignore[attr-defined]
+        if phases.count(pod_pb2.POD_PHASE_RUNNING) != 4 or len(waiting) != 1:
+            return ""
+        return next((x.message for x in waiting[0].status.conditions if x.type == "PodScheduled"), "")  # type: ignore[attr-defined]
+
+    message = await eventually(four_running_one_waiting, timeout=90, what="four Running, one Pending")
+    assert "1 insufficient atoll.io/sriov_ens1f0" in message, message
