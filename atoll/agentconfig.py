@@ -173,11 +173,11 @@ class AgentConfig:
             tls.check_plaintext(self.listen)
         if self.ca_hash:
             self.ca_hash = pki.parse_pin(self.ca_hash)
-        if self.join_token and not re.match(r"^[a-z0-9]{6}\.[a-z0-9]{16}$", self.join_token):
+        if self.join_token and not re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", self.join_token):
             raise errors.InvalidArgument("join_token: expected <6 of [a-z0-9]>.<16 of [a-z0-9]>")
         if self.join_address:
             layered.split_host_port(self.join_address, "join_address")
-        if self.node_name and not validation.DNS1123_SUBDOMAIN.match(self.node_name):
+        if self.node_name and not validation.DNS1123_SUBDOMAIN.fullmatch(self.node_name):
             raise errors.InvalidArgument(
                 f"node_name: {self.node_name!r} must be a DNS-1123 subdomain (lower-case letters, digits, '-', '.')"
             )
@@ -229,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--print-config", action="store_true", help="print the merged configuration and exit")
     layered.add_flags(parser, AgentConfig)
+    parser.add_argument(
+        "--sriov-pf",
+        action="append",
+        dest="sriov_pf",
+        metavar="NAME:NUM_VFS[:RESOURCE]",
+        help="one SR-IOV PF; repeat the flag for more (they add to --sriov-pfs)",
+    )
     return parser
 
 
@@ -236,6 +243,8 @@ def load(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[AgentConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
+    if args.sriov_pf:  # --sriov-pf A --sriov-pf B is --sriov-pfs A,B (with any --sriov-pfs given too)
+        args.sriov_pfs = ",".join(filter(None, [args.sriov_pfs, *args.sriov_pf]))
     path = layered.resolve_file(args.config, f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE, environ)
     file_values = layered.read_file(path) if path else {}
     cfg = layered.load(

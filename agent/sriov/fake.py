@@ -107,6 +107,7 @@ class LinkPlace:
     name: str
     addresses: tuple[str, ...] = ()
     up: bool = False
+    routes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -124,8 +125,9 @@ class FakeVfLinks:
     def __post_init__(self) -> None:
         if self.state_file is not None and self.state_file.exists():
             for pci, place in json.loads(self.state_file.read_text()).items():
+                routes = tuple((str(d), str(g)) for d, g in place.get("routes", ()))
                 self.places[pci] = LinkPlace(
-                    place["netns"], place["name"], tuple(place["addresses"]), place["up"]
+                    place["netns"], place["name"], tuple(place["addresses"]), place["up"], routes
                 )
 
     def _save(self) -> None:
@@ -136,12 +138,21 @@ class FakeVfLinks:
     def plug(self, pci: str, netdev: str) -> None:
         self.places.setdefault(pci, LinkPlace("", netdev))
 
-    def to_pod(self, pci: str, netdev: str, netns: str, ifname: str, addresses: Sequence[str]) -> None:
+    def to_pod(
+        self,
+        pci: str,
+        netdev: str,
+        netns: str,
+        ifname: str,
+        *,
+        addresses: Sequence[str] = (),
+        routes: Sequence[tuple[str, str]] = (),
+    ) -> None:
         place = self.places.setdefault(pci, LinkPlace("", netdev))  # never seen: at home, as created
         if place.netns == "" and place.name != netdev:
             raise OSError(19, f"no VF netdev {netdev} on the host")  # ENODEV
         self.calls.append(("to_pod", pci, netns, ifname))
-        self.places[pci] = LinkPlace(netns, ifname, tuple(addresses), up=True)
+        self.places[pci] = LinkPlace(netns, ifname, tuple(addresses), up=True, routes=tuple(routes))
         self._save()
 
     def to_host(self, pci: str, netdev: str, netns: str = "") -> None:

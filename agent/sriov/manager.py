@@ -18,6 +18,7 @@ whatever a crash interrupted, and releases the VFs of pods that are gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import pathlib
 from collections.abc import Callable, Sequence
@@ -40,8 +41,18 @@ class VfConfigurator(Protocol):
 
 
 class VfLinks(Protocol):
-    def to_pod(self, pci: str, netdev: str, netns: str, ifname: str, addresses: Sequence[str]) -> None:
-        """Move the host netdev `netdev` into `netns`, rename it `ifname`, add `addresses`, set it up."""
+    def to_pod(
+        self,
+        pci: str,
+        netdev: str,
+        netns: str,
+        ifname: str,
+        *,
+        addresses: Sequence[str] = (),
+        routes: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Move the host netdev `netdev` into `netns`, rename it `ifname`, add `addresses`, set it up,
+        add `routes` (destination, gateway) through it."""
         ...
 
     def to_host(self, pci: str, netdev: str, netns: str) -> None:
@@ -57,6 +68,7 @@ class VfRequest:
     settings: VfSettings
     ifname: str
     addresses: tuple[str, ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()  # (destination CIDR, gateway or "") through the VF
 
 
 @dataclass(frozen=True)
@@ -159,14 +171,10 @@ class SriovManager:
                     await self._call(
                         self._configurator.configure, allocation.pf, allocation.index, request.settings
                     )
-                    await self._call(
-                        self._links.to_pod,
-                        allocation.pci,
-                        allocation.netdev,
-                        netns,
-                        request.ifname,
-                        request.addresses,
+                    move = functools.partial(
+                        self._links.to_pod, addresses=request.addresses, routes=request.routes
                     )
+                    await self._call(move, allocation.pci, allocation.netdev, netns, request.ifname)
                     done.append(self.pool.mark(allocation.pci, "attached"))
             except BaseException:
                 for allocation in self.pool.of_pod(pod_uid):

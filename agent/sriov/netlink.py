@@ -143,7 +143,16 @@ def _is_default(name: str, settings: VfSettings) -> bool:
 
 
 class NetlinkVfLinks:
-    def to_pod(self, pci: str, netdev: str, netns: str, ifname: str, addresses: Sequence[str]) -> None:
+    def to_pod(
+        self,
+        pci: str,
+        netdev: str,
+        netns: str,
+        ifname: str,
+        *,
+        addresses: Sequence[str] = (),
+        routes: Sequence[tuple[str, str]] = (),
+    ) -> None:
         alias = ALIAS_PREFIX + pci
 
         def leave_home(ipr: Any) -> None:
@@ -167,6 +176,8 @@ class NetlinkVfLinks:
                     address, _, prefix = cidr.partition("/")
                     ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
             ipr.link("set", index=index, state="up")
+            for dst, gateway in routes:
+                ipr.route("replace", dst=dst, oif=index, **({"gateway": gateway} if gateway else {}))
 
         run_in(None, leave_home)
         run_in(netns, settle_in)

@@ -36,6 +36,11 @@ def settings_for(net: sriov_pb2.SriovNetworkSpec, mac: str) -> VfSettings:
     )
 
 
+def routes_of(ipam: sriov_pb2.SriovIpam) -> tuple[tuple[str, str], ...]:
+    """The IPAM config's routes; one without a gateway goes through the network's gateway, if any."""
+    return tuple((r.dst, r.gw or ipam.gateway) for r in ipam.routes)
+
+
 class SriovPodNetworks:
     def __init__(self, manager: SriovManager, ipam: HostLocalIpam) -> None:
         self.manager = manager
@@ -59,8 +64,11 @@ class SriovPodNetworks:
             interface = attachment.interface or f"net{i + 1}"
             owner = f"{pod.metadata.uid}/{interface}"
             addresses = self.ipam.addresses(attachment.name, net.spec.ipam, owner, list(attachment.ips))
+            routes = routes_of(net.spec.ipam)
             out.append(
-                VfRequest(attachment.name, net.spec.resource_name, settings, interface, tuple(addresses))
+                VfRequest(
+                    attachment.name, net.spec.resource_name, settings, interface, tuple(addresses), routes
+                )
             )
         return out
 

@@ -24,8 +24,9 @@ from agent.sriov.netlink import NetlinkVfLinks
 op, netns = sys.argv[1], sys.argv[2]
 links = NetlinkVfLinks()
 if op == "to_pod":
-    links.to_pod("0000:03:10.0", "ens1f0v0", netns, "net1", ["10.56.0.10/24"])
-    links.to_pod("0000:03:10.0", "ens1f0v0", netns, "net1", ["10.56.0.10/24"])  # a retried attach
+    routes = [("10.57.0.0/16", "10.56.0.1")]
+    links.to_pod("0000:03:10.0", "ens1f0v0", netns, "net1", addresses=["10.56.0.10/24"], routes=routes)
+    links.to_pod("0000:03:10.0", "ens1f0v0", netns, "net1", addresses=["10.56.0.10/24"], routes=routes)
 else:
     links.to_host("0000:03:10.0", "ens1f0v0", netns)
     links.to_host("0000:03:10.0", "ens1f0v0", netns)  # a retried release
@@ -60,6 +61,10 @@ def test_a_vf_moves_into_the_pod_renamed_and_addressed_and_comes_home_clean(test
     inside = links(host, pid)["net1"]
     assert "UP" in inside["flags"]  # type: ignore[operator]
     assert [(a["local"], a["prefixlen"]) for a in inside["addr_info"]] == [("10.56.0.10", 24)]  # type: ignore[index,union-attr]
+    route = host.run(
+        ["nsenter", f"--net={netns}", "--", "ip", "route", "show", "10.57.0.0/16"], check=True
+    ).stdout
+    assert route.split()[:5] == ["10.57.0.0/16", "via", "10.56.0.1", "dev", "net1"], route
 
     drive(host, "to_host", netns)
     assert "net1" not in links(host, pid)

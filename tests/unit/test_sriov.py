@@ -158,12 +158,12 @@ async def test_a_failed_attach_leaves_nothing_held(tmp_path: pathlib.Path) -> No
     calls = 0
     original = rig.links.to_pod
 
-    def flaky(*args: object) -> None:
+    def flaky(*args: object, **kwargs: object) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(16, "device busy")
-        original(*args)  # type: ignore[arg-type]
+        original(*args, **kwargs)  # type: ignore[arg-type]
 
     rig.links.to_pod = flaky  # type: ignore[method-assign]
     with pytest.raises(OSError, match="busy"):
@@ -179,7 +179,7 @@ async def test_a_crash_during_attach_is_undone_on_restart(tmp_path: pathlib.Path
     await rig.setup()
     manager = rig.manager
 
-    def crash(*args: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise Crash
 
     if crash_at == "configure":
@@ -277,3 +277,69 @@ def test_concurrent_allocation_is_serialised(tmp_path: pathlib.Path) -> None:
         return {a.pci for (a,) in results}
 
     assert len(asyncio.run(main())) == 4
+
+
+def test_pf_flags_repeat_and_add_up() -> None:
+    from atoll import agentconfig
+
+    cfg, _ = agentconfig.load(
+        ["--sriov-pfs", "ens1f0:4", "--sriov-pf", "ens1f1:2:example.com/fast", "--sriov-pf", "ens2f0:1"],
+        environ={},
+    )
+    assert cfg.sriov_pfs == ["ens1f0:4", "ens1f1:2:example.com/fast", "ens2f0:1"]
+    mapping = agentconfig.from_mapping(
+        {
+            "sriov_pfs": [
+                {"name": "ens1f0", "numVfs": 8, "resourceName": "intelnics", "deviceType": "netdevice"}
+            ]
+        }
+    )
+    assert mapping.sriov_pfs == ["ens1f0:8:intelnics"]
+    with pytest.raises(Exception, match="deviceType 'vfio-pci' is not supported"):
+        agentconfig.from_mapping({"sriov_pfs": [{"name": "ens1f0", "numVfs": 8, "deviceType": "vfio-pci"}]})
+
+
+async def test_status_names_every_pf_that_could_not_be_set_up(tmp_path: pathlib.Path) -> None:
+    from agent.sriov.ipam import HostLocalIpam
+    from agent.sriov.pods import SriovPodNetworks
+    from agent.sriov.setup import status_parts
+
+    hw = hardware(tmp_path, total=2)
+    manager = SriovManager(
+        [PfSpec("ens1f0", 2), PfSpec("ens9", 2)], hw, RecordingVfConfigurator(), FakeVfLinks(), tmp_path / "s"
+    )
+    await manager.setup()
+    capacity, (condition,) = status_parts(SriovPodNetworks(manager, HostLocalIpam(tmp_path / "s")))
+    assert capacity == {RESOURCE: 2, "atoll.io/sriov_ens9": 0}
+    assert (condition.type, condition.reason) == ("SriovReady", "PFNotFound")
+    assert "no SR-IOV PF ens9" in condition.message
+
+
+def test_requests_carry_the_networks_settings_addresses_and_routes(tmp_path: pathlib.Path) -> None:
+    from agent.sriov.ipam import HostLocalIpam
+    from agent.sriov.pods import SriovPodNetworks
+    from atoll.v1 import pod_pb2, sriov_pb2
+
+    rig = Rig(tmp_path)
+    pods = SriovPodNetworks(rig.manager, HostLocalIpam(tmp_path / "state"))
+    net = sriov_pb2.SriovNetwork()
+    net.metadata.name = "sriov-a"
+    net.spec.resource_name, net.spec.vlan, net.spec.trust = RESOURCE, 100, sriov_pb2.SRIOV_SWITCH_ON
+    net.spec.ipam.type, net.spec.ipam.subnet, net.spec.ipam.gateway = (
+        "host-local",
+        "10.56.0.0/24",
+        "10.56.0.1",
+    )
+    net.spec.ipam.routes.add(dst="10.57.0.0/16")
+    pods.set_networks([net])
+    pod = pod_pb2.Pod()
+    pod.metadata.uid = "u1"
+    pod.spec.networks.add(name="sriov-a", mac="02:00:00:00:00:07")
+    (req,) = pods.requests(pod)
+    assert req.settings == VfSettings(vlan=100, mac="02:00:00:00:00:07", trust=True)
+    assert (req.ifname, req.addresses, req.routes) == (
+        "net1",
+        ("10.56.0.2/24",),
+        (("10.57.0.0/16", "10.56.0.1"),),
+    )
+    assert pods.requests(pod)[0].addresses == ("10.56.0.2/24",)  # the same address again for the same pod
