@@ -22,10 +22,20 @@ from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
 from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
 from agent.runtime.base import ContainerRuntime, RuntimeError_
-from atoll import errors
+from atoll import errors, validation
 from atoll.v1 import pod_pb2
 
 log = logging.getLogger(__name__)
+
+
+def refusal(pod: pod_pb2.Pod) -> str:
+    """Why the agent will not run `pod` ("" when it will): the coordinator's own validation, run
+    again on what arrived (names, images, every string field), as "field: problem"."""
+    problems = validation.validate_pod(pod).items
+    if not problems:
+        return ""
+    field, message = problems[0]
+    return f"{field}: {message}"
 
 
 class PodNetworkHook(Protocol):
@@ -70,12 +80,32 @@ class PodSyncer:
         # The registry settings in force (RegistryManager.resolver); read per image, as they change.
         self.registries: Callable[[], ImageResolver] = registries or (lambda: DEFAULT_RESOLVER)
         self.networks = networks
+        self._refused: dict[str, str] = {}  # pod uid -> why it was refused (one event per reason)
+
+    def _refuse(self, pod: pod_pb2.Pod, problem: str) -> SyncResult:
+        """Defence in depth: a pod the coordinator should never have sent gets no container, an
+        event (once per reason) and a Pending status saying why; nothing is retried until it changes."""
+        uid = pod.metadata.uid
+        if self._refused.get(uid) != problem:
+            self._refused[uid] = problem
+            self.recorder.record(pod, "Warning", "FailedValidation", f"refused by the agent: {problem}")
+        pod_status = pod_pb2.PodStatus(
+            phase=pod_pb2.POD_PHASE_PENDING,
+            reason="FailedValidation",
+            message=problem,
+            host_ip=self.host_ip(),
+            observed_generation=pod.metadata.generation,
+        )
+        return SyncResult(pod_status, None, False)
 
     async def observe(self, uid: str) -> plan.Observed:
         return plan.group(await self.runtime.list_containers({render.LABEL_POD_UID: uid}))
 
     async def sync(self, pod: pod_pb2.Pod) -> SyncResult:
         uid = pod.metadata.uid
+        if problem := refusal(pod):
+            return self._refuse(pod, problem)
+        self._refused.pop(uid, None)
         record = self.states.get(uid)
         now = self.clock()
         if not record.start_time:
@@ -93,7 +123,7 @@ class PodSyncer:
         if the_plan.actions:
             await _Execution(self, pod, record, obs).run(the_plan.actions)
             obs = await self.observe(uid)
-        requeue_networks = await self._ensure_networks(pod, obs, record)
+        requeue_networks = await self._ensure_networks(pod, obs, record, terminal=the_plan.terminal)
         self.states.save(record)
         pod_status = status.pod_status(pod, obs, record, host_ip=self.host_ip(), now=self.clock())
         if self.networks is not None:
@@ -110,9 +140,17 @@ class PodSyncer:
             )
         return SyncResult(pod_status, requeue, the_plan.terminal)
 
-    async def _ensure_networks(self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord) -> float | None:
-        """Attach the pod's extra networks in its running sandbox; on failure, an event and a retry time."""
+    async def _ensure_networks(
+        self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord, *, terminal: bool
+    ) -> float | None:
+        """Attach the pod's extra networks in its running sandbox; on failure, an event and a retry time.
+        A pod that has finished (succeeded or failed) gives its networks back at once."""
         if self.networks is None or not (pod.spec.networks or record.networks_attached):
+            return None
+        if terminal:
+            if record.networks_attached:
+                await self.networks.removed(pod.metadata.uid)
+                record.networks_attached = False
             return None
         sandbox = next((c for c in obs.infra if c.running and c.pid), None)
         if sandbox is None:
@@ -255,6 +293,15 @@ class _Execution:
             crec.last_termination = status.termination_of(self.previous[action.name])
         crec.attempt = action.attempt
         self.s.states.save(self.record)
+        sec = render.security(self.pod, container)
+        try:
+            image_user = await self.s.runtime.image_user(got.ref) if sec.needs_image_user else ""
+        except RuntimeError_ as exc:
+            self._fail(action.name, "CreateContainerConfigError", f"cannot read the image's user: {exc}")
+            return
+        if problem := render.security_problem(sec, image_user):
+            self._fail(action.name, "CreateContainerConfigError", problem)
+            return
         spec = render.render_container(self.pod, container, self.s.ctx, self.sandbox_id, action.attempt)
         if spec.image != got.ref:
             spec = replace(spec, image=got.ref)  # the registry-qualified name that was found or pulled

@@ -17,6 +17,7 @@ from atoll.v1 import pod_pb2
 from coordinator import manifests
 from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
+from tests.functional.test_agent_behaviour import app_container
 from tests.functional.test_cli import EXAMPLES
 
 POD = kinds.by_name("Pod")
@@ -158,3 +159,24 @@ async def test_an_enrolled_hosts_agent_reports_the_vfs_enroll_asked_for(
         return dict(got.status.allocatable.extended)  # type: ignore[attr-defined]
 
     assert await eventually(capacity, what="8 VFs on bm-01") == {VF: 8}
+
+
+async def test_a_pod_that_finished_gives_its_vf_back(with_network: Cluster, tmp_path: pathlib.Path) -> None:
+    cluster = with_network
+    node = await sriov_node(cluster, "node-a", tmp_path, vfs=1)
+    job = vf_pod("job")
+    job.spec.restart_policy = pod_pb2.RESTART_POLICY_NEVER
+    await cluster.client.create(job)  # type: ignore[union-attr]
+    await eventually(lambda: _running(cluster, "job"), what="job Running with its VF")
+    assert node.agent.sriov is not None and node.agent.sriov.manager.pool.free(VF) == []
+    node.runtime.exit(app_container(node, "job"), 3)
+
+    async def released() -> bool:
+        return node.agent.sriov is not None and len(node.agent.sriov.manager.pool.free(VF)) == 1
+
+    await eventually(released, what="the failed pod's VF free again")
+
+    async def failed() -> bool:
+        return await phase(cluster, "job") == pod_pb2.POD_PHASE_FAILED
+
+    await eventually(failed, what="job Failed")
