@@ -9,12 +9,16 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv proto check-proto lint typecheck test unit functional integration up down bench buf-lint clean
+.PHONY: help deps venv proto check-proto lint typecheck test unit functional integration harness up down bench buf-lint clean
 
 help:
 	@echo "make up        all-in-one cluster (coordinator + local agent) with the examples"
 	@echo "make down      stop what make up started"
-	@echo "make test      lint, type-check and run every test (unit, functional, integration)"
+	@echo "make test      lint, type-check and run every test (unit, functional, integration, harness, fuzz)"
+	@echo "make unit      tests/unit: no root, no daemons (seconds)"
+	@echo "make functional  tests/functional: in-process coordinator and fake agents (about a minute)"
+	@echo "make integration tests/integration on test beds: root, dockerd, namespaces (minutes)"
+	@echo "make harness   tests/integration/{ironic,openstack}: a real Ironic and OpenStack (minutes)"
 	@echo "make proto     regenerate atoll/v1 from protos/"
 	@echo "make bench     run the benchmarks in bench/"
 
@@ -57,8 +61,13 @@ unit: venv
 functional: venv
 	$(VENV)/bin/pytest -q tests/functional $(PYTEST_ARGS)
 
+# The test beds of tests/integration; the OpenStack and Ironic harnesses below it are `make harness`.
 integration: deps venv
-	$(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not harness" tests/integration $(PYTEST_ARGS)
+
+# Whole services booted once per run (session fixtures): a real Ironic, a minimal real OpenStack.
+harness: deps venv
+	$(VENV)/bin/pytest -q tests/integration/ironic tests/integration/openstack $(PYTEST_ARGS)
 
 test: deps venv check-proto lint typecheck buf-lint
 	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)

@@ -20,7 +20,6 @@ that expired anyway (the agent was off for long) needs a new join token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import pathlib
 
@@ -29,6 +28,7 @@ import grpc
 from atoll import config as layered
 from atoll import errors, pki, rpc, tls
 from atoll.agentconfig import DEFAULT_JOIN_PORT
+from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 
@@ -181,9 +181,7 @@ async def ensure_joined(
             # Transient: the coordinator is away, busy, or many nodes spend the same token at once.
             delay = backoff.next()
             log.warning("joining through %s failed: %s; retrying in %.1fs", address, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
+            if await wait_or_stop(stop, delay):
                 raise errors.Unavailable(f"stopped before joining through {address}") from None
 
 
@@ -244,21 +242,18 @@ class CoordinatorConnection:
                 return
             wait = (lifetime.renew_at - pki.now()).total_seconds()
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(wait, 3600.0))
+                await wait_or_stop(stop, min(wait, 3600.0))
                 continue
             try:
                 await self.renew(node)
                 backoff.reset()
                 # Streams on the old channel (authenticated by the old certificate) move over.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
+                await wait_or_stop(stop, 2.0)
                 await self._close_old()
             except errors.AtollError as exc:
                 delay = backoff.next()
                 log.warning("renewing the node certificate failed: %s; retrying in %.1fs", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await wait_or_stop(stop, delay)
 
     async def _close_old(self) -> None:
         old, self._old = self._old, []

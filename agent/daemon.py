@@ -1,8 +1,9 @@
 """The agent's composition root: build every part from config and run them.
 
-Side effects come in through the runtime and metrics arguments, so the same
-Agent runs on a real host (DockerRuntime, PsutilMetrics) or hollow in a
-benchmark (FakeRuntime, FakeMetrics) with real gRPC on both sides.
+Side effects come in through the runtime, metrics, runner (host commands),
+netlink, firewall and netfilter arguments, so the same Agent runs on a real
+host (DockerRuntime, PsutilMetrics, AsyncioRunner) or hollow in a benchmark
+(FakeRuntime, FakeMetrics, the kernel fakes) with real gRPC on both sides.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from agent import bootstrap
+from agent.execute import AsyncioRunner, CommandRunner
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
@@ -34,7 +36,7 @@ from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
 from atoll import rpc, tls
 from atoll.agentconfig import AgentConfig
-from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2
+from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2, workloads_pb2
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,10 @@ class Agent:
         runtime: ContainerRuntime | None = None,
         metrics: HostMetrics | None = None,
         recorder: EventRecorder | None = None,
+        runner: CommandRunner | None = None,
         netlink: Callable[[], NetlinkDriver] = PyrouteNetlink,
-        firewall: Callable[[], Firewall] = IptablesFirewall,
-        netfilter: Callable[[], Netfilter] = NftNetfilter,
+        firewall: Callable[[], Firewall] | None = None,
+        netfilter: Callable[[], Netfilter] | None = None,
         sriov: Callable[[AgentConfig], SriovPodNetworks | None] = sriov_setup.from_config,
         serve_api: bool = True,
     ) -> None:
@@ -63,8 +66,16 @@ class Agent:
         self._recorder: EventRecorder = TeeRecorder(self.events, recorder) if recorder else self.events
         self._serve_api = serve_api
         self._netlink = netlink
-        self._firewall = firewall
-        self.proxy = ServiceProxy(netfilter(), node_name=self.node_name, reserved_ports=cfg.daemon_ports())
+        # The one runner of host commands (iptables, nft), unless the kernel is faked altogether.
+        self.runner: CommandRunner = runner or AsyncioRunner()
+        self._firewall: Callable[[], Firewall] = firewall or (lambda: IptablesFirewall(self.runner))
+        nf = netfilter() if netfilter is not None else NftNetfilter(self.runner)
+        self.proxy = ServiceProxy(
+            nf,
+            node_name=self.node_name,
+            reserved_ports=cfg.daemon_ports(),
+            on_failure=self._service_not_served,
+        )
         self.networking: NodeNetworking | None = None
         self._sriov_factory = sriov
         self.sriov: SriovPodNetworks | None = None
@@ -280,6 +291,16 @@ class Agent:
                 len(report.updated),
                 len(report.removed),
             )
+
+    def _service_not_served(self, service: str, why: str) -> None:
+        """A Warning event on this node naming the service: a node may only speak of itself and its
+        pods, and a service whose name is bad would make a bad event of its own."""
+        self.events.record_ref(
+            workloads_pb2.ObjectReference(kind="Node", name=self.node_name),
+            "Warning",
+            "FailedProgramService",
+            f"service {service!r} is not served on this node: {why}",
+        )
 
     async def stop(self) -> None:
         self.stop_event.set()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from agent.pods.manager import PodManager
 from atoll import errors, rpc
+from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff, jittered
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 
@@ -119,8 +120,7 @@ class StatusReporter:
                     self._pending.setdefault(uid, report)
                 delay = backoff.next()
                 log.warning("reporting %d pod statuses failed: %s; retrying in %.1fs", len(batch), exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await wait_or_stop(stop, delay)
                 continue
             backoff.reset()
             for uid, report in batch.items():
@@ -146,18 +146,18 @@ class EventReporter:
             reason,
             message,
         )
+        ref = workloads_pb2.ObjectReference(
+            kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid
+        )
+        self.record_ref(ref, type_, reason, message)
+
+    def record_ref(self, ref: workloads_pb2.ObjectReference, type_: str, reason: str, message: str) -> None:
+        """An event about any object the coordinator lets a node speak of (its pods, itself)."""
         if len(self._pending) >= self._limit:
             self._pending.pop(0)
             self.dropped += 1
         self._pending.append(
-            workloads_pb2.Event(
-                involved_object=workloads_pb2.ObjectReference(
-                    kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid
-                ),
-                type=type_,
-                reason=reason,
-                message=message,
-            )
+            workloads_pb2.Event(involved_object=ref, type=type_, reason=reason, message=message)
         )
         self._wakeup.set()
 
@@ -180,8 +180,7 @@ class EventReporter:
                 backoff.reset()
             except errors.AtollError as exc:
                 self._pending = (batch + self._pending)[-self._limit :]
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff.next())
+                await wait_or_stop(stop, backoff.next())
                 log.debug("reporting events failed: %s", exc)
 
 
@@ -236,8 +235,7 @@ class CoordinatorLink:
             except errors.AtollError as exc:
                 delay = backoff.next()
                 log.warning("registering node %s failed: %s; retrying in %.1fs", self._node, exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await wait_or_stop(stop, delay)
                 continue
             if resp.heartbeat_interval_ms:
                 self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
@@ -278,8 +276,7 @@ class CoordinatorLink:
                     log.warning("heartbeat failed: %s", exc)
                 self.connected = False
                 delay = backoff.next()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_or_stop(stop, delay)
 
     async def fetch_assignment(self) -> None:
         resp = await rpc.unary(
@@ -306,8 +303,7 @@ class CoordinatorLink:
                         log.exception("handling %s failed", what)
             except errors.AtollError as exc:
                 log.debug("%s stream ended: %s", what, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff.next())
+            await wait_or_stop(stop, backoff.next())
 
     async def watch_loop(self, stop: asyncio.Event) -> None:
         async def handle(resp: node_api_pb2.WatchAssignmentResponse) -> None:

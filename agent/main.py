@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from agent.daemon import Agent
 from atoll import agentconfig as config
 from atoll import config as layered
-from atoll import errors
+from atoll import errors, rlimits
 
 log = logging.getLogger("agent")
 
@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     setup_logging(cfg.log_level)
+    rlimits.raise_nofile()
     try:
         asyncio.run(_run(cfg))
     except errors.AtollError as exc:

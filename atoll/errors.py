@@ -57,6 +57,31 @@ class Unavailable(AtollError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class CommandFailed(Unavailable):
+    """A host command (agent.execute) could not start, exited non-zero, or ran out of time.
+
+    `returncode` is None when the command never ran to its end (it could not
+    start, or it was killed at its deadline: then `timed_out` is True).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: tuple[str, ...] = (),
+        returncode: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timed_out = timed_out
+
+
 class DeadlineExceeded(AtollError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 

@@ -15,6 +15,7 @@ from atoll.v1 import (
     auth_pb2,
     cluster_pb2,
     machines_pb2,
+    namespace_pb2,
     network_pb2,
     node_pb2,
     pod_pb2,
@@ -90,6 +91,15 @@ KINDS: tuple[KindInfo, ...] = (
         False,
         "sriovnetworks",
         ("sriovnetwork", "sriovnet"),
+    ),
+    KindInfo(
+        cluster_pb2.KIND_NAMESPACE,
+        "Namespace",
+        "namespace",
+        namespace_pb2.Namespace,
+        False,
+        "namespaces",
+        ("ns",),
     ),
 )
 

@@ -14,8 +14,8 @@ from atoll import errors
 
 _KEY = r"(?:[a-z0-9A-Z.-]+/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?"
 _VALUE = r"([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?)?"
-_KEY_RE = re.compile(rf"^{_KEY}$")
-_VALUE_RE = re.compile(rf"^{_VALUE}$")
+_KEY_RE = re.compile(rf"{_KEY}\Z")
+_VALUE_RE = re.compile(rf"{_VALUE}\Z")
 
 _SET_RE = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 _EQ_RE = re.compile(r"^\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
@@ -87,10 +87,10 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _check(key: str, values: list[str], text: str) -> None:
-    if not _KEY_RE.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+    if not _KEY_RE.fullmatch(key) or len(key.rsplit("/", 1)[-1]) > 63:
         raise errors.InvalidArgument(f"invalid label key {key!r} in selector {text!r}", field="labelSelector")
     for value in values:
-        if len(value) > 63 or not _VALUE_RE.match(value):
+        if len(value) > 63 or not _VALUE_RE.fullmatch(value):
             raise errors.InvalidArgument(
                 f"invalid label value {value!r} in selector {text!r}", field="labelSelector"
             )
@@ -102,17 +102,17 @@ def parse(text: str) -> Selector:
         return Selector()
     reqs = []
     for part in _split_top_level(text):
-        if m := _SET_RE.match(part):
+        if m := _SET_RE.fullmatch(part):
             if m.group(1):
                 raise errors.InvalidArgument(f"unexpected '!' in {part.strip()!r}", field="labelSelector")
             values = [v.strip() for v in m.group(4).split(",") if v.strip()]
             _check(m.group(2), values, text)
             reqs.append(Requirement(m.group(2), m.group(3), frozenset(values)))
-        elif m := _EQ_RE.match(part):
+        elif m := _EQ_RE.fullmatch(part):
             op = "!=" if m.group(2) == "!=" else "="
             _check(m.group(1), [m.group(3)], text)
             reqs.append(Requirement(m.group(1), op, frozenset([m.group(3)])))
-        elif m := _EXISTS_RE.match(part):
+        elif m := _EXISTS_RE.fullmatch(part):
             _check(m.group(2), [], text)
             reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists"))
         else:
@@ -124,8 +124,8 @@ def parse(text: str) -> Selector:
 
 def valid_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    return bool(_KEY_RE.match(key)) and len(name) <= 63 and len(prefix) <= 253
+    return bool(_KEY_RE.fullmatch(key)) and len(name) <= 63 and len(prefix) <= 253
 
 
 def valid_value(value: str) -> bool:
-    return len(value) <= 63 and bool(_VALUE_RE.match(value))
+    return len(value) <= 63 and bool(_VALUE_RE.fullmatch(value))

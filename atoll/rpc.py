@@ -18,6 +18,14 @@ its error mapping. The coordinator's first link authenticates and authorizes
 Transport: every TCP listener is TLS (`Listener.credentials`) unless it is on
 loopback; plain text anywhere else is refused here, whatever the caller
 asked. Unix sockets use gRPC's local credentials and are created mode 0600.
+
+Exposure: a TLS handshake must finish within `handshake_timeout` (5 s) or
+gRPC drops the connection; a listener with `Listener.limits` is served through
+atoll.connlimit's front, which caps its connections per source and in total
+(for ports anyone may reach without credentials). Health answers everybody
+(probes); reflection, which lists every service, answers only callers the
+transport authenticated (a verified client certificate, a unix socket, plain
+text on loopback), never a token-port caller.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from atoll import errors, tls
+from atoll import connlimit, errors, tls
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,8 @@ T = TypeVar("T")
 # Requests are small; responses (lists, assignments) can be large.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# Seconds a client may take to finish its TLS handshake (gRPC's default is 120 s).
+HANDSHAKE_TIMEOUT = 5.0
 
 _KEEPALIVE = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -78,6 +88,7 @@ _CHANNEL_OPTIONS = [
 
 # Only our own services are wrapped; health and reflection manage their own statuses.
 _OWN_SERVICE_PREFIX = "/atoll."
+_REFLECTION_PREFIX = "/grpc.reflection."
 
 
 def _abort_args(err: errors.AtollError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
@@ -153,14 +164,23 @@ class _Call:
                 log.exception("%s failed after %s", type(link).__name__, self.method)
 
 
+PeerResolver = Callable[[str], str]
+
+
+def _same_peer(peer: str) -> str:
+    return peer
+
+
 def _wrap_unary(
     fn: Callable[..., Awaitable[Any]],
     method: str,
     deserialize: Deserializer = None,
     links: Sequence[CallInterceptor] = (),
+    resolve_peer: PeerResolver = _same_peer,
 ) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, links)
+        PEER.set(resolve_peer(context.peer() or ""))
         try:
             parsed = _decode(deserialize, request, method)
             await call.admit(parsed, context)
@@ -186,9 +206,11 @@ def _wrap_stream(
     method: str,
     deserialize: Deserializer = None,
     links: Sequence[CallInterceptor] = (),
+    resolve_peer: PeerResolver = _same_peer,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, links)
+        PEER.set(resolve_peer(context.peer() or ""))
         try:
             parsed = _decode(deserialize, request, method)
             await call.admit(parsed, context)
@@ -212,6 +234,14 @@ def _wrap_stream(
 
 # Who the current call is from, as the authenticating link established it.
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_caller", default="")
+# The current call's client address, seen through a connection front (atoll.connlimit).
+PEER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_peer", default="")
+
+
+def peer_address(context: grpc.aio.ServicerContext) -> str:
+    """The current call's client address in gRPC's spelling (ipv4:HOST:PORT), also when it came
+    through a connection front, where gRPC itself sees the front's loopback address."""
+    return PEER.get() or context.peer() or ""
 
 
 def caller_name(context: grpc.aio.ServicerContext) -> str:
@@ -220,15 +250,18 @@ def caller_name(context: grpc.aio.ServicerContext) -> str:
     who = CALLER.get()
     if who:
         return who
-    peer = context.peer() or "unknown"
+    peer = peer_address(context) or "unknown"
     return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parses requests, runs the call links, maps AtollError to statuses for every Atoll service."""
 
-    def __init__(self, links: Sequence[CallInterceptor] = ()) -> None:
+    def __init__(
+        self, links: Sequence[CallInterceptor] = (), resolve_peer: PeerResolver = _same_peer
+    ) -> None:
         self.links = tuple(links)
+        self.resolve_peer = resolve_peer
 
     async def intercept_service(
         self,
@@ -241,17 +274,64 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method, handler.request_deserializer, self.links),
+                _wrap_unary(
+                    handler.unary_unary, method, handler.request_deserializer, self.links, self.resolve_peer
+                ),
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method, handler.request_deserializer, self.links),
+                _wrap_stream(
+                    handler.unary_stream, method, handler.request_deserializer, self.links, self.resolve_peer
+                ),
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def transport_authenticated(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the connection itself proves who calls: a verified client certificate, a unix
+    socket (mode 0600), or plain text (refused anywhere but loopback)."""
+    peer = tls.peer_of(context)
+    return peer.verified_cert or peer.transport in ("local", "insecure")
+
+
+class ReflectionGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Reflection lists every service and method: only for transport-authenticated callers, so
+    not on a port without client certificates (the coordinator's token port)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.stream_stream is None
+            or not handler_call_details.method.startswith(_REFLECTION_PREFIX)
+        ):
+            return handler
+        inner = handler.stream_stream
+
+        async def gated(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            if not transport_authenticated(context):
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "server reflection needs a client certificate (the API port), not the token port",
+                )
+            async for response in inner(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            gated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 @dataclass
@@ -270,11 +350,14 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    gates: list[connlimit.ConnectionGate] = field(default_factory=list)
 
     async def stop(self, grace: float = 1.0) -> None:
         for name in self.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        for gate in self.gates:
+            await gate.close()
 
 
 def split_listen(listen: str) -> list[str]:
@@ -285,14 +368,31 @@ def split_listen(listen: str) -> list[str]:
 @dataclass(frozen=True)
 class Listener:
     """One address a server listens on. `credentials` None is plain text (loopback only);
-    unix sockets always get local credentials."""
+    unix sockets always get local credentials. `limits` puts a TCP listener behind a
+    connection front (atoll.connlimit) that caps connections per source and in total."""
 
     address: str
     credentials: grpc.ServerCredentials | None = None
+    limits: connlimit.ConnLimits | None = None
 
 
-def listeners(listen: str, credentials: grpc.ServerCredentials | None) -> list[Listener]:
-    return [Listener(address, credentials) for address in split_listen(listen)]
+def listeners(
+    listen: str, credentials: grpc.ServerCredentials | None, limits: connlimit.ConnLimits | None = None
+) -> list[Listener]:
+    return [Listener(address, credentials, limits) for address in split_listen(listen)]
+
+
+def _resolver(gates: Sequence[connlimit.ConnectionGate]) -> PeerResolver:
+    """Maps the peers of calls that came through one of `gates` (filled in later) back."""
+
+    def resolve(peer: str) -> str:
+        for gate in gates:
+            found = gate.original_peer(peer)
+            if found:
+                return found
+        return peer
+
+    return resolve
 
 
 def _bind(server: grpc.aio.Server, listener: Listener) -> int:
@@ -316,20 +416,23 @@ async def start_server(
     *,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     links: Sequence[CallInterceptor] = (),
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
     `listen` is a list of listeners, or addresses served in plain text (which
     must be loopback). The returned port is the first TCP listener's; `ports`
-    has every TCP listener's, in order; unix sockets report none.
+    has every TCP listener's, in order (a gated one's public port); unix
+    sockets report none. A TLS handshake not done in `handshake_timeout` s is dropped.
     """
     targets = listeners(listen, None) if isinstance(listen, str) else list(listen)
     for target in targets:
         if target.credentials is None and not target.address.startswith("unix:"):
             tls.check_plaintext(target.address)
+    gates: list[connlimit.ConnectionGate] = []
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor(links)],
-        options=_SERVER_OPTIONS,
+        interceptors=[*interceptors, ReflectionGate(), ErrorInterceptor(links, _resolver(gates))],
+        options=[*_SERVER_OPTIONS, ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -340,16 +443,34 @@ async def start_server(
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     ports = []
     for target in targets:
-        bound = _bind(server, target)
+        gated = target.limits is not None and not target.address.startswith("unix:")
+        # A gated listener's gRPC side is private, on loopback; its front takes the address.
+        bound = _bind(server, Listener("127.0.0.1:0", target.credentials) if gated else target)
         if bound == 0:
             raise errors.Unavailable(f"cannot listen on {target.address}")
+        if gated:
+            assert target.limits is not None
+            gates.append(connlimit.ConnectionGate(target.address, bound, target.limits))
         if not target.address.startswith("unix:"):
-            ports.append(bound)
+            ports.append(-len(gates) if gated else bound)
     await server.start()
+    try:
+        fronts = [await gate.start() for gate in gates]
+    except OSError as exc:
+        await server.stop(0)
+        for gate in gates:
+            await gate.close()
+        raise errors.Unavailable(f"cannot listen: {exc}") from None
+    ports = [fronts[-p - 1] if p < 0 else p for p in ports]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
-        server=server, port=ports[0] if ports else 0, health=health_servicer, service_names=names, ports=ports
+        server=server,
+        port=ports[0] if ports else 0,
+        health=health_servicer,
+        service_names=names,
+        ports=ports,
+        gates=gates,
     )
 
 

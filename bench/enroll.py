@@ -14,7 +14,7 @@ an image, a configdrive) from nothing to `active`:
 
 Prints the Ironic calls per node by METHOD and path template for both, the
 wall times, and atoll/raw as a ratio (median over the nodes). Ironic is the
-test suite's: tests/functional/ironic/harness.py installs it (cached) in its
+test suite's: tests/integration/ironic/harness.py installs it (cached) in its
 own venv and runs it on a free loopback port.
 """
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from coordinator.cli import main as cli_main
 from coordinator.cli.provisioning import ironic
 from tests.functional.harness import Cluster
-from tests.functional.ironic.harness import Ironic, ensure_venv
+from tests.integration.ironic.harness import Ironic, ensure_venv
 
 IMAGE = ["--image", "http://127.0.0.1:9/atomic.qcow2", "--image-checksum", "sha256:" + "ab" * 32]
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from common import summary  # type: ignore[import-not-found]
 
+from agent.execute import AsyncioRunner
 from agent.proxy import FakeNetfilter, NftNetfilter, ServiceProxy, TableState, diff, render, resolve
 from agent.proxy.diff import reset_script
 from agent.proxy.netfilter import Netfilter
@@ -104,7 +105,7 @@ def main() -> int:
             return 2
         env = dict(os.environ, **{_INNER: "1"})
         os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
-    nf: Netfilter = FakeNetfilter() if args.fake else NftNetfilter()
+    nf: Netfilter = FakeNetfilter() if args.fake else NftNetfilter(AsyncioRunner())
     times = asyncio.run(run(nf, args.services, args.endpoints, args.repeat))
     kind = "fake netfilter" if args.fake else "nft in a private network namespace"
     print(f"{args.services} services x {args.endpoints} endpoints, {args.repeat} rounds, {kind}")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from atoll import config as layered
 from atoll import errors, rpc, tls
+from coordinator.admission import podsecurity
+from coordinator.objects import quota
 
 ENV_PREFIX = "ATOLL_COORDINATOR_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
@@ -55,14 +57,53 @@ class ServeConfig:
     lease_ttl: float = layered.option(
         24 * 3600.0, "lifetime of a node's subnet lease in seconds (flannel: 24 h)"
     )
+    store: str = layered.option(
+        "",
+        "the store: sqlite:///PATH (default: <data-dir>/atoll.db, zero setup) or etcd://HOST:PORT,HOST:PORT,... "
+        "(several coordinators, one leader)",
+    )
+    etcd_cafile: str = layered.option(
+        "", "CA bundle (PEM) that etcd's server certificates chain to; TLS when set"
+    )
+    etcd_certfile: str = layered.option("", "client certificate (PEM) for etcd")
+    etcd_keyfile: str = layered.option("", "the key of --etcd-certfile (PEM)")
     store_history: int = layered.option(10_000, "store revisions kept for watches to resume from")
     store_sync: str = layered.option("FULL", "SQLite synchronous mode: FULL (durable) or NORMAL")
+    compaction_interval: float = layered.option(
+        300.0,
+        "compact store history this often, keeping one interval of revisions for watches to resume "
+        "from, then shrink the database file (s, or 5m; 0 disables)",
+        parse=layered.parse_duration,
+    )
+    max_object_bytes: int = layered.option(
+        1024 * 1024, "largest object the store accepts, serialized (bytes; etcd's request limit)"
+    )
+    max_replicas: int = layered.option(10_000, "largest spec.replicas a replication controller may ask for")
+    namespace_quota: list[str] = layered.option(
+        ["pods=10000", "replicationcontrollers=1000", "services=1000"],
+        "every namespace's quota, Kubernetes ResourceQuota keys: pods, replicationcontrollers, services, "
+        "requests.cpu, requests.memory as KEY=QUANTITY, comma-separated; a key left out is unlimited",
+        parse=layered.parse_list,
+    )
     log_level: str = layered.option("info", "debug, info, warning or error")
     # Security (see README "Security").
     token_listen: str = layered.option(
         f"0.0.0.0:{DEFAULT_TOKEN_PORT}",
         "addresses for callers without a client certificate (nodes joining with a bootstrap token, "
         "users with bearer tokens): TLS without client certificates; '' to serve none",
+    )
+    handshake_timeout: float = layered.option(
+        5.0,
+        "drop a connection whose TLS handshake is not done after this long (s; gRPC's default is 120 s)",
+        parse=layered.parse_duration,
+    )
+    max_unauthenticated_conns_per_source: int = layered.option(
+        64,
+        "open connections one source (an IPv4 address, an IPv6 /64) may hold on the token port; "
+        "further ones are reset at once",
+    )
+    max_unauthenticated_conns: int = layered.option(
+        1024, "open connections on the token port in all; further ones are reset at once"
     )
     insecure: bool = layered.option(
         False,
@@ -94,6 +135,18 @@ class ServeConfig:
         [],
         "ranges (CIDRs, comma-separated) inside which non-admins may give services external IPs; "
         "empty: only admins may set external IPs",
+        parse=layered.parse_list,
+    )
+    # Pod security (see README "Pod security").
+    allowed_host_paths: list[str] = layered.option(
+        [],
+        "host paths pods may mount at pod security level baseline: PATH prefixes, comma-separated, "
+        "PATH:ro to allow read-only mounts only; empty: none",
+        parse=layered.parse_list,
+    )
+    allowed_host_ports: list[str] = layered.option(
+        list(podsecurity.DEFAULT_HOST_PORTS),
+        "host ports pods may publish at pod security level baseline: ports and ranges, comma-separated",
         parse=layered.parse_list,
     )
 
@@ -135,10 +188,35 @@ class ServeConfig:
             or self.max_watches < 1
         ):
             raise errors.InvalidArgument("api_rate, api_burst and the stream caps must be positive")
+        if not 0.1 <= self.handshake_timeout <= 120:
+            raise errors.InvalidArgument("handshake_timeout: must be between 0.1 and 120 seconds")
+        if self.max_unauthenticated_conns_per_source < 1 or self.max_unauthenticated_conns < 1:
+            raise errors.InvalidArgument(
+                "max_unauthenticated_conns_per_source and max_unauthenticated_conns: must be at least 1"
+            )
         if self.lease_ttl < 60:
             raise errors.InvalidArgument("lease_ttl: must be at least 60 seconds")
+        scheme = self.store.partition("://")[0] if self.store else "sqlite"
+        if scheme not in ("sqlite", "etcd") or (self.store and "://" not in self.store):
+            raise errors.InvalidArgument(
+                f"store: expected sqlite:///PATH or etcd://HOST:PORT,..., got {self.store!r}"
+            )
+        if scheme == "etcd" and not self.store.removeprefix("etcd://"):
+            raise errors.InvalidArgument("store: etcd:// needs at least one HOST:PORT")
+        if bool(self.etcd_certfile) != bool(self.etcd_keyfile):
+            raise errors.InvalidArgument("etcd_certfile and etcd_keyfile: give both or neither")
         if self.store_history < 100:
             raise errors.InvalidArgument("store_history: keep at least 100 revisions")
+        if self.compaction_interval < 0:
+            raise errors.InvalidArgument("compaction_interval: must not be negative (0 disables)")
+        if not 1024 <= self.max_object_bytes <= rpc.MAX_REQUEST_BYTES // 2:
+            raise errors.InvalidArgument(
+                f"max_object_bytes: must be between 1024 and {rpc.MAX_REQUEST_BYTES // 2} "
+                f"(half the largest request), got {self.max_object_bytes}"
+            )
+        if self.max_replicas < 1:
+            raise errors.InvalidArgument("max_replicas: must be at least 1")
+        quota.parse_hard(self.namespace_quota)
         if self.store_sync.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise errors.InvalidArgument(
                 f"store_sync: expected FULL, NORMAL or EXTRA, got {self.store_sync!r}"
@@ -148,6 +226,7 @@ class ServeConfig:
                 ipaddress.IPv4Network(cidr)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"service_external_ip_cidrs[{i}]: {exc}") from None
+        podsecurity.PodSecurityConfig.from_config(self.allowed_host_paths, self.allowed_host_ports)
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"

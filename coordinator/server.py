@@ -11,6 +11,7 @@ from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
+from coordinator.admission.podsecurity import PodSecurityConfig
 from coordinator.api.agentchannels import AgentClients
 from coordinator.api.cluster import ClusterServicer
 from coordinator.api.externalips import ExternalIPPolicy
@@ -18,6 +19,7 @@ from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.service import NodeServicer
 from coordinator.api.node.servicestate import ServiceStateTracker
+from coordinator.api.podsecurity import PodSecurityAdmission
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata
 from coordinator.auth import Security
 from coordinator.config import ServeConfig
@@ -26,12 +28,14 @@ from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import LeaseManager, ensure_no_orphans
+from coordinator.objects import quota
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
 from coordinator.objects.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
 from coordinator.store.base import Store
-from coordinator.store.sqlite import SqliteStore
+from coordinator.store.compactor import Compactor
+from coordinator.store.open import open_store
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +82,24 @@ class Coordinator:
     async def start(self) -> None:
         cfg = self.cfg
         if self.store is None:
-            self.store = await SqliteStore.open(
-                cfg.data_path / "atoll.db",
+            self.store = await open_store(
+                cfg.store,
+                data_dir=cfg.data_path,
                 history_limit=cfg.store_history,
                 synchronous=cfg.store_sync.upper(),
+                etcd_cafile=cfg.etcd_cafile,
+                etcd_certfile=cfg.etcd_certfile,
+                etcd_keyfile=cfg.etcd_keyfile,
             )
-        registry = self.registry = Registry(self.store)
+        registry = self.registry = Registry(self.store, max_object_bytes=cfg.max_object_bytes)
         security = self.security = Security(cfg, registry)
         await asyncio.to_thread(security.prepare)
         pki = security.pki
         informers = self.informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
+        hard = quota.parse_hard(cfg.namespace_quota)
+        if hard:
+            counted = (informers["Pod"], informers["ReplicationController"], informers["Service"])
+            registry.reserve = quota.NamespaceQuota(hard, counted).reserve
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
         node_configs = NodeConfigTracker(
@@ -111,7 +123,14 @@ class Coordinator:
             pods=pods,
             recorder=recorder,
         )
-        replication = ReplicationManager(registry, informers["ReplicationController"], pods, recorder)
+        pod_security = PodSecurityConfig.from_config(cfg.allowed_host_paths, cfg.allowed_host_ports)
+        replication = ReplicationManager(
+            registry,
+            informers["ReplicationController"],
+            pods,
+            recorder,
+            admit=PodSecurityAdmission(registry, pod_security).check_workload,
+        )
         endpoints = EndpointsController(registry, informers["Service"], pods)
         self.agents = (
             AgentClients(nodes)
@@ -127,6 +146,7 @@ class Coordinator:
             asyncio.create_task(endpoints.run(stop), name="endpoints-controller"),
             asyncio.create_task(recorder.run_gc(stop, cfg.event_ttl), name="event-gc"),
             asyncio.create_task(security.run(stop), name="certificate-renewal"),
+            asyncio.create_task(Compactor(self.store, cfg.compaction_interval).run(stop), name="compactor"),
         ]
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)
         if cfg.network_config:
@@ -139,6 +159,8 @@ class Coordinator:
             pki=pki,
             external_ips=ExternalIPPolicy.from_config(cfg.service_external_ip_cidrs, self._daemon_ports),
             cluster_info=lambda: security.info,
+            max_replicas=cfg.max_replicas,
+            pod_security=pod_security,
         )
         node_api = NodeServicer(
             registry,
@@ -180,6 +202,7 @@ class Coordinator:
                     )
                 ),
             ],
+            handshake_timeout=cfg.handshake_timeout,
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()

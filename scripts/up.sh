@@ -4,7 +4,8 @@
 #   1. a Docker Engine answers on /var/run/docker.sock (started if needed);
 #   2. the demo images exist (built offline from busybox-static when absent);
 #   3. the coordinator runs on its embedded store, the agent on this host;
-#   4. the examples are applied, and `get nodes` / `get pods` are printed.
+#   4. the examples are applied (scripts/apply-examples.sh), and `get nodes` / `get pods`
+#      are printed.
 #
 # Everything lives under RUN_DIR (default .run/): logs in RUN_DIR/logs,
 # pid files in RUN_DIR/pids, the store in RUN_DIR/coordinator, the agent's
@@ -98,11 +99,9 @@ fi
 node_ready() { "${CLI[@]}" get nodes "$NODE_NAME" --no-headers | grep -qw Ready; }
 wait_for 60 "node $NODE_NAME to be Ready" node_ready
 
-# 4. The examples: pods first, then the controllers that adopt them, then services.
+# 4. The examples. One the user changed where apply cannot update it is reported and left alone.
 say "applying examples/"
-for manifest in apache-pod.json apache-pod-v1.yaml apache-controller.json apache-v1.yaml frontend-service.json; do
-  "${CLI[@]}" apply -f "$ROOT/examples/$manifest"
-done
+"$ROOT/scripts/apply-examples.sh" "$ROOT/examples" "${CLI[@]}"
 pods_running() { ! "${CLI[@]}" get pods --no-headers | grep -vq Running; }
 wait_for 120 "the example pods to run" pods_running || true
 

@@ -2,7 +2,7 @@
 
 Wiring, in the agent::
 
-    overlay = Overlay(PyrouteNetlink(), IptablesFirewall(), runtime,
+    overlay = Overlay(PyrouteNetlink(), IptablesFirewall(AsyncioRunner()), runtime,
                       subnet_env_path="/run/flannel/subnet.env")
     vtep = await overlay.prepare(network, coordinator_ip=host)     # before AcquireLease
     lease = AcquireLease(node, public_ip=vtep.public_ip, vtep_mac=vtep.vtep_mac)

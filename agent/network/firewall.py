@@ -29,20 +29,20 @@ Every rule carries the comment `atoll-overlay`, and the two chains are
 Atoll's alone, so re-applying adds nothing twice and nothing else is touched.
 Each change is one `iptables-restore --noflush` transaction (declaring an
 existing chain in it flushes that chain, which rewrites ours atomically).
-All commands go through `IptablesFirewall._run`, the one subprocess choke
-point; `command_prefix` (e.g. nsenter) lets tests aim it at a test namespace.
+Commands run through the injected agent.execute.CommandRunner (the agent's
+one way of starting a process); `command_prefix` (e.g. nsenter) lets tests aim
+them at a test namespace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from agent.execute import CommandRunner
 from atoll import errors
 
 log = logging.getLogger(__name__)
@@ -208,41 +208,25 @@ class Firewall(Protocol):
 class IptablesFirewall:
     def __init__(
         self,
+        runner: CommandRunner,
         *,
         command_prefix: Sequence[str] = (),
         save: str = "iptables-save",
         restore: str = "iptables-restore",
         timeout: float = 15.0,
     ) -> None:
+        self._runner = runner
         self._prefix = list(command_prefix)
         self._save = save
         self._restore = restore
         self._timeout = timeout
 
     async def _run(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        """The one place that runs a firewall command."""
-        cmd = [*self._prefix, *argv]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise FirewallFailure(f"{shlex.join(cmd)}: {exc}") from None
-        try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None), self._timeout
-            )
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise FirewallFailure(f"{shlex.join(cmd)} did not finish within {self._timeout:.0f}s") from None
-        if proc.returncode != 0:
-            detail = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
-            raise FirewallFailure(f"{shlex.join(cmd)} failed ({proc.returncode}): {detail}")
-        return out.decode(errors="replace")
+            res = await self._runner.run([*self._prefix, *argv], input=stdin, timeout=self._timeout)
+        except errors.CommandFailed as exc:
+            raise FirewallFailure(exc.message) from exc
+        return res.stdout
 
     async def dump(self) -> Tables:
         text = await self._run([self._save])

@@ -15,7 +15,6 @@ and its kernel entries were never touched by the restart (they are static).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -31,6 +30,7 @@ from agent.network.model import ReplaceRoute, Route
 from agent.pods.syncer import PodSyncer
 from agent.runtime.base import ContainerRuntime
 from atoll import errors
+from atoll.aio import wait_or_stop
 from atoll.v1 import network_pb2, node_api_pb2
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,7 @@ class NodeNetworking:
         """Renew the lease in time, keep pod ports in hairpin mode, repair the kernel state."""
         next_resync = self._clock() + period
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(hairpin_period, self._next_wake(period)))
-            if stop.is_set():
+            if await wait_or_stop(stop, min(hairpin_period, self._next_wake(period))):
                 continue
             await self.ensure_hairpin()
             due = self._clock() >= next_resync or (self.lease is not None and self._renewal_due(self.lease))

@@ -25,6 +25,7 @@ from agent.pods import render
 from agent.pods.syncer import PodSyncer
 from agent.runtime.base import ContainerRuntime, RuntimeError_
 from atoll import errors
+from atoll.aio import wait_or_stop
 from atoll.v1 import pod_pb2
 
 log = logging.getLogger(__name__)
@@ -226,10 +227,7 @@ class PodManager:
             if self._clock() >= next_resync:
                 self.resync_all()
                 next_resync = self._clock() + self._resync_interval
-            try:
-                await asyncio.wait_for(stop.wait(), self._relist_interval)
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, self._relist_interval)
         for timer in self._timers.values():
             timer.cancel()
         workers = list(self._workers.values())

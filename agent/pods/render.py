@@ -80,7 +80,71 @@ def infra_hash(pod: pod_pb2.Pod, ctx: RenderContext) -> str:
 def container_hash(pod: pod_pb2.Pod, container: pod_pb2.Container) -> str:
     used = {m.name for m in container.volume_mounts}
     volumes = [v.SerializeToString(deterministic=True) for v in pod.spec.volumes if v.name in used]
+    # Only when set, so that the hashes of pods from before security contexts stay what they were.
+    if pod.spec.HasField("security_context"):
+        volumes.append(pod.spec.security_context.SerializeToString(deterministic=True))
     return _digest(container.SerializeToString(deterministic=True), *volumes)
+
+
+@dataclass(frozen=True)
+class Security:
+    """A container's effective security context: its own fields over the pod's, as in Kubernetes."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    read_only_rootfs: bool = False
+
+    @property
+    def user(self) -> str:
+        """Docker's --user: "uid" or "uid:gid"; empty runs the image's user."""
+        if self.run_as_user is None:
+            return ""
+        return (
+            f"{self.run_as_user}:{self.run_as_group}"
+            if self.run_as_group is not None
+            else str(self.run_as_user)
+        )
+
+    @property
+    def needs_image_user(self) -> bool:
+        """Whether `problem` must know the image's user to decide."""
+        return self.run_as_non_root and self.run_as_user is None
+
+
+def security(pod: pod_pb2.Pod, container: pod_pb2.Container) -> Security:
+    own, shared = container.security_context, pod.spec.security_context
+
+    def pick(name: str) -> int | bool | None:
+        if own.HasField(name):
+            return getattr(own, name)  # type: ignore[no-any-return]
+        if shared.HasField(name):
+            return getattr(shared, name)  # type: ignore[no-any-return]
+        return None
+
+    user, group = pick("run_as_user"), pick("run_as_group")
+    return Security(
+        run_as_user=None if user is None else int(user),
+        run_as_group=None if group is None else int(group),
+        run_as_non_root=bool(pick("run_as_non_root")),
+        read_only_rootfs=own.read_only_root_filesystem,
+    )
+
+
+def security_problem(sec: Security, image_user: str = "") -> str:
+    """Why the container cannot be created as its security context says (kubelet's words), or ""."""
+    if sec.run_as_group is not None and sec.run_as_user is None:
+        return "runAsGroup is specified without a runAsUser"
+    if not sec.run_as_non_root:
+        return ""
+    if sec.run_as_user is not None:
+        return "container's runAsUser breaks non-root policy" if sec.run_as_user == 0 else ""
+    uid = image_user.split(":", 1)[0]
+    if not uid or uid == "0":
+        return "container has runAsNonRoot and image will run as root"
+    if not uid.isdigit():
+        return f"container has runAsNonRoot and image has non-numeric user ({uid}), cannot verify user is non-root"
+    return "container has runAsNonRoot and image will run as root" if int(uid) == 0 else ""
 
 
 def _labels(pod: pod_pb2.Pod, ctx: RenderContext, name: str, attempt: int, spec_hash: str) -> dict[str, str]:
@@ -134,6 +198,7 @@ def render_container(
 ) -> ContainerSpec:
     labels = _labels(pod, ctx, container.name, attempt, container_hash(pod, container))
     labels[LABEL_SANDBOX] = sandbox_id
+    sec = security(pod, container)
     requests, limits = container.resources.requests, container.resources.limits
     grace = (
         pod.spec.termination_grace_period_seconds
@@ -151,6 +216,8 @@ def render_container(
         join_container=sandbox_id,
         mounts=_mounts(pod, container, ctx),
         working_dir=container.working_dir,
+        user=sec.user,
+        read_only_rootfs=sec.read_only_rootfs,
         cpu_shares=max(2, requests.cpu_millis * 1024 // 1000) if requests.cpu_millis else 0,
         nano_cpus=limits.cpu_millis * 1_000_000,
         memory_limit=limits.memory_bytes,

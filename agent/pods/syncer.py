@@ -286,13 +286,8 @@ class _Execution:
         except OSError as exc:
             self._fail(action.name, "CreateContainerConfigError", f"cannot prepare volumes: {exc}")
             return
-        if action.reason == "missing":
-            crec.last_termination = Termination(137, "ContainerMissing", "removed outside Atoll")
-        elif self.previous.get(action.name) is not None:
-            # Remember how the last instance ended, in case it is removed later.
-            crec.last_termination = status.termination_of(self.previous[action.name])
-        crec.attempt = action.attempt
-        self.s.states.save(self.record)
+        # Before the attempt is counted: like a failed pull, this waits and retries (kubelet's
+        # CreateContainerConfigError), it does not end the container.
         sec = render.security(self.pod, container)
         try:
             image_user = await self.s.runtime.image_user(got.ref) if sec.needs_image_user else ""
@@ -302,6 +297,13 @@ class _Execution:
         if problem := render.security_problem(sec, image_user):
             self._fail(action.name, "CreateContainerConfigError", problem)
             return
+        if action.reason == "missing":
+            crec.last_termination = Termination(137, "ContainerMissing", "removed outside Atoll")
+        elif self.previous.get(action.name) is not None:
+            # Remember how the last instance ended, in case it is removed later.
+            crec.last_termination = status.termination_of(self.previous[action.name])
+        crec.attempt = action.attempt
+        self.s.states.save(self.record)
         spec = render.render_container(self.pod, container, self.s.ctx, self.sandbox_id, action.attempt)
         if spec.image != got.ref:
             spec = replace(spec, image=got.ref)  # the registry-qualified name that was found or pulled

@@ -20,13 +20,21 @@ it any more):
 
 A chain whose fingerprints match is not mentioned at all: its rules and
 their handles stay, and so does every other service's part of the table.
+
+`only` and `exclude` scope a transaction to some services ("namespace/name"):
+the others' chains and elements are left as they are (the fixed part is always
+in scope). Each service owns its chains and elements outright, so a scoped
+transaction is complete in itself; this is how the proxy applies service by
+service when a whole batch fails, and leaves a service nft refuses out of
+later batches (agent.proxy.proxy). `TableState.merge` is the table after a
+scoped transaction.
 Established connections never depend on any of this (their NAT lives in
 conntrack), so even a rebuilt table does not cut them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +107,67 @@ class TableState:
         found |= {e.owner for m in self.maps.values() for e in m.elements.values()}
         found.discard("")
         return found
+
+    def merge(
+        self,
+        desired: Ruleset,
+        *,
+        rebuild: bool = False,
+        only: frozenset[str] | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> TableState:
+        """The table right after `diff(desired, self, only=only, exclude=exclude)` was applied
+        (`rebuild`: that plan's): services out of scope keep what they had."""
+        wanted = _scope(only, exclude)
+        base = TableState.absent() if rebuild else self
+        chains = {n: ChainState(c.hook, list(c.fingerprints)) for n, c in base.chains.items()}
+        for name in [n for n in chains if wanted(chain_owner(n)) and n not in desired.chains]:
+            del chains[name]
+        chains.update(
+            (n, ChainState(c.hook, list(c.fingerprints)))
+            for n, c in desired.chains.items()
+            if wanted(c.owner)
+        )
+        maps: dict[str, MapState] = {}
+        for name, want in desired.maps.items():
+            have = base.maps.get(name)
+            elements = dict(have.elements) if have is not None else {}
+            stale, new = _element_changes(want, elements, wanted)
+            for key, _ in stale:
+                del elements[key]
+            elements.update(new)
+            maps[name] = MapState(MAP_TYPE, True, elements)
+        return TableState(True, chains, maps)
+
+
+def _scope(only: frozenset[str] | None, exclude: frozenset[str]) -> Callable[[str], bool]:
+    """Whether an owner's chains and elements are in a transaction's scope ("": the fixed part)."""
+    return lambda owner: not owner or ((only is None or owner in only) and owner not in exclude)
+
+
+def _element_changes(
+    want: Mapping[Key, Element], elements: Mapping[Key, Element], wanted: Callable[[str], bool]
+) -> tuple[list[tuple[Key, Element]], list[tuple[Key, Element]]]:
+    """(stale, new) elements of one map, in key order. A key changing hands is stale when either
+    its old or its new owner is in scope: the kernel holds one verdict per key."""
+    stale = sorted(
+        (
+            (k, e)
+            for k, e in elements.items()
+            if (k not in want or want[k].target != e.target)
+            and (wanted(e.owner) or (k in want and wanted(want[k].owner)))
+        ),
+        key=_by_key,
+    )
+    new = sorted(
+        (
+            (k, e)
+            for k, e in want.items()
+            if wanted(e.owner) and (k not in elements or elements[k].target != e.target)
+        ),
+        key=_by_key,
+    )
+    return stale, new
 
 
 def _parse(doc: Mapping[str, Any]) -> TableState:
@@ -191,8 +260,18 @@ def _by_key(item: tuple[Key, Element]) -> Key:
     return item[0]
 
 
-def diff(desired: Ruleset, actual: TableState) -> Plan:
-    """The transaction that turns `actual` into `desired`; empty when they already match."""
+def diff(
+    desired: Ruleset,
+    actual: TableState,
+    *,
+    only: frozenset[str] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> Plan:
+    """The transaction that turns `actual` into `desired`; empty when they already match.
+
+    With `only` (owners), just those services and the fixed part; `exclude`d services never.
+    """
+    wanted = _scope(only, exclude)
     prelude: list[str] = []
     rebuild = not actual.exists or _needs_rebuild(desired, actual)
     if rebuild:
@@ -213,7 +292,7 @@ def diff(desired: Ruleset, actual: TableState) -> Plan:
     fixed_changed = bool(prelude)
     for name, chain in desired.chains.items():
         have = actual.chains.get(name)
-        if have is not None and have.fingerprints == list(chain.fingerprints):
+        if not wanted(chain.owner) or (have is not None and have.fingerprints == list(chain.fingerprints)):
             continue
         if have is None:
             create.append(f"add chain {_T} {name}" + (f" {chain.hook.spec()}" if chain.hook else ""))
@@ -223,6 +302,8 @@ def diff(desired: Ruleset, actual: TableState) -> Plan:
         touched.add(chain.owner)
         fixed_changed |= name in fixed
     for name in actual.chains.keys() - desired.chains.keys():
+        if not wanted(chain_owner(name)):
+            continue
         # Flushed before deleting: a chain must be empty, and its rules may point
         # at other chains that go in this transaction too.
         flush.append(f"flush chain {_T} {name}")
@@ -234,13 +315,7 @@ def diff(desired: Ruleset, actual: TableState) -> Plan:
     for name, want in desired.maps.items():
         have_map = actual.maps.get(name)
         elements = have_map.elements if have_map is not None else {}
-        stale = sorted(
-            ((k, e) for k, e in elements.items() if k not in want or want[k].target != e.target), key=_by_key
-        )
-        new = sorted(
-            ((k, e) for k, e in want.items() if k not in elements or elements[k].target != e.target),
-            key=_by_key,
-        )
+        stale, new = _element_changes(want, elements, wanted)
         drop += _elements("delete", name, stale)
         add += _elements("add", name, new)
         touched |= {e.owner for _, e in stale} | {e.owner for _, e in new}

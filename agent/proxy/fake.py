@@ -61,6 +61,8 @@ class FakeNetfilter:
         self.scripts: list[str] = []
         self.lists = 0
         self.fail_next: str | None = None  # the next apply fails with this message
+        # Every apply whose script contains one of these fails, as nft refusing one service would.
+        self.refuse: set[str] = set()
         self.table: _Table | None = None
         self._handle = 0
 
@@ -75,6 +77,8 @@ class FakeNetfilter:
         if self.fail_next is not None:
             message, self.fail_next = self.fail_next, None
             raise NetfilterError(message)
+        if bad := sorted(s for s in self.refuse if s in script):
+            raise NetfilterError(f"Error: Could not process rule: Invalid argument ({bad[0]})")
         work = copy.deepcopy(self.table)
         handle = self._handle
         for number, line in enumerate(script.splitlines(), 1):

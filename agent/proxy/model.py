@@ -27,7 +27,7 @@ PROTOCOLS = {
 # Names end up inside nft chain names, which allow only [A-Za-z0-9/._-]; the
 # API's own validation is stricter than this, so anything else is a bug upstream
 # and the service is skipped (with a warning) rather than mangled.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 # With these caps the longest chain name ("ep-<owner>/sctp/<port name>__<ip>/<port>") is 222 bytes.
 _MAX_OWNER = 127
 _MAX_PORT_NAME = 63
@@ -72,6 +72,8 @@ class Resolved:
     warnings: tuple[str, ...] = ()
     # Services asking for ClientIP affinity, which is not implemented (the caller logs once).
     affinity_ignored: tuple[str, ...] = ()
+    # (owner, why) of services, or ports of them, refused here: the agent reports them as events.
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 @functools.lru_cache(maxsize=65536)  # the same addresses come back with every push
@@ -129,6 +131,12 @@ def resolve(
     ports: list[ServicePort] = []
     warnings: list[str] = []
     affinity: list[str] = []
+    refused: list[tuple[str, str]] = []
+
+    def refuse(owner: str, why: str) -> None:
+        warnings.append(f"{owner!r}: {why}")
+        refused.append((owner, why))
+
     for svc in sorted(state.services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
         ns, name = svc.metadata.namespace or "default", svc.metadata.name
         owner = f"{ns}/{name}"
@@ -136,21 +144,21 @@ def resolve(
         if not spec.cluster_ip or spec.cluster_ip == "None":
             continue  # headless or not allocated yet: nothing to proxy
         if not _is_ipv4(spec.cluster_ip):
-            warnings.append(f"{owner}: cluster IP {spec.cluster_ip!r} is not IPv4; skipped")
+            refuse(owner, f"cluster IP {spec.cluster_ip!r} is not IPv4; skipped")
             continue
         # nft caps chain names at 255 bytes and comments at 128: a name the kernel would refuse
         # would fail the whole transaction, every other service's change with it.
-        if not (_NAME.match(ns) and _NAME.match(name)) or len(owner) > _MAX_OWNER:
-            warnings.append(f"{owner}: name not usable in nft chain names; skipped")
+        if not (_NAME.fullmatch(ns) and _NAME.fullmatch(name)) or len(owner) > _MAX_OWNER:
+            refuse(owner, "name not usable in nft chain names; skipped")
             continue
         if spec.session_affinity == "ClientIP":
             affinity.append(owner)
         externals = tuple(sorted(ip for ip in set(spec.external_ips) if ip in local))
         eps = endpoints.get((ns, name))
         for port in spec.ports:
-            bad_name = port.name and (not _NAME.match(port.name) or len(port.name) > _MAX_PORT_NAME)
+            bad_name = port.name and (not _NAME.fullmatch(port.name) or len(port.name) > _MAX_PORT_NAME)
             if not 0 < port.port < 65536 or bad_name:
-                warnings.append(f"{owner}: port {port.name or port.port!r} is invalid; skipped")
+                refuse(owner, f"port {port.name or port.port!r} is invalid; skipped")
                 continue
             exposed = externals
             if externals and port.port in reserved_ports:
@@ -173,4 +181,4 @@ def resolve(
                     endpoints=_ready_endpoints(eps, port, node_name),
                 )
             )
-    return Resolved(tuple(ports), tuple(warnings), tuple(affinity))
+    return Resolved(tuple(ports), tuple(warnings), tuple(affinity), tuple(refused))

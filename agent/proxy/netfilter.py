@@ -1,22 +1,22 @@
 """The seam between the proxy and the kernel: read Atoll's table, apply one nft transaction.
 
-`NftNetfilter` is the real one: the `nft` binary, always through `_run`, the
-one place that starts a process. The agent is asyncio; nft is blocking, so it
-runs in a worker thread with a deadline (a wedged nft is killed, not awaited
-for ever). `command_prefix` (e.g. `nsenter --net=/run/netns/X --`) aims it at
-another network namespace, which is how the tests use it on a test bed host.
-agent.proxy.fake.FakeNetfilter is the recording fake.
+`NftNetfilter` is the real one: the `nft` binary, run through the injected
+agent.execute.CommandRunner with a deadline (a wedged nft is killed, not
+awaited for ever). `command_prefix` (e.g. `nsenter --net=/run/netns/X --`) aims
+it at another network namespace, which is how the tests use it on a test bed
+host. agent.proxy.fake.FakeNetfilter is the recording fake of the whole seam
+(it keeps a table the way the kernel would); agent.execute.RecordingRunner
+under NftNetfilter checks the commands themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from agent.execute import CommandRunner, Result
 from agent.proxy.ruleset import FAMILY, TABLE
 from atoll import errors
 
@@ -37,8 +37,14 @@ class Netfilter(Protocol):
 
 class NftNetfilter:
     def __init__(
-        self, *, command_prefix: Sequence[str] = (), nft: str = "nft", timeout: float = 30.0
+        self,
+        runner: CommandRunner,
+        *,
+        command_prefix: Sequence[str] = (),
+        nft: str = "nft",
+        timeout: float = 30.0,
     ) -> None:
+        self._runner = runner
         self._prefix = list(command_prefix)
         self._nft = nft
         self._timeout = timeout
@@ -46,34 +52,16 @@ class NftNetfilter:
     def __repr__(self) -> str:
         return f"NftNetfilter({shlex.join([*self._prefix, self._nft])})"
 
-    async def _run(self, args: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """The one place that runs nft (in a thread, so the event loop keeps going)."""
-        argv = [*self._prefix, self._nft, *args]
-
-        def call() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                argv,
-                input=stdin,
-                stdin=None if stdin is not None else subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=self._timeout,  # kills nft when it runs out
-                check=False,
-            )
-
-        try:
-            return await asyncio.to_thread(call)
-        except subprocess.TimeoutExpired:
-            raise NetfilterError(f"{shlex.join(argv)} did not finish within {self._timeout:.0f}s") from None
-        except OSError as exc:
-            raise NetfilterError(f"{shlex.join(argv)}: {exc}") from None
+    async def _run(self, args: Sequence[str], stdin: str | None = None) -> Result:
+        return await self._runner.run([*self._prefix, self._nft, *args], input=stdin, timeout=self._timeout)
 
     async def list_table(self) -> Mapping[str, Any] | None:
-        res = await self._run(["-j", "list", "table", FAMILY, TABLE])
-        if res.returncode != 0:
-            if "No such file or directory" in res.stderr:
-                return None
-            raise NetfilterError(f"nft list table {FAMILY} {TABLE} failed: {res.stderr.strip()}")
+        try:
+            res = await self._run(["-j", "list", "table", FAMILY, TABLE])
+        except errors.CommandFailed as exc:
+            if exc.returncode is not None and "No such file or directory" in exc.stderr:
+                return None  # nft ran and found no such table
+            raise NetfilterError(exc.message) from exc
         try:
             doc = json.loads(res.stdout)
         except ValueError as exc:
@@ -83,6 +71,7 @@ class NftNetfilter:
         return doc
 
     async def apply(self, script: str) -> None:
-        res = await self._run(["-f", "-"], stdin=script)
-        if res.returncode != 0:
-            raise NetfilterError(f"nft -f failed ({res.returncode}): {res.stderr.strip()[:2000]}")
+        try:
+            await self._run(["-f", "-"], stdin=script)
+        except errors.CommandFailed as exc:
+            raise NetfilterError(exc.message) from exc

@@ -1,6 +1,6 @@
 """ServiceProxy: kube-proxy's job on an Atoll node, with nftables.
 
-    proxy = ServiceProxy(NftNetfilter(), node_name="vm-1")
+    proxy = ServiceProxy(NftNetfilter(AsyncioRunner()), node_name="vm-1")
     report = await proxy.apply(state, {"198.51.100.10", "10.100.7.1"})   # every WatchServices push
     await proxy.reset()                                                 # uninstall
 
@@ -13,6 +13,15 @@ does not know it: on the first apply (an agent restart finds the old table
 and keeps every chain that is still right), after a failed apply, and after
 `invalidate()` (a periodic resync). Otherwise it is the last ruleset applied.
 
+One service never blocks another. Services whose names or ports cannot be
+rendered are refused while resolving (agent.proxy.model). When a whole
+transaction fails all the same, the proxy reads the table, applies the fixed
+part, then each changed service in a transaction of its own: the services
+nft accepts are served, and one it refuses is reported (`ProxyReport.failed`,
+and an event through `on_failure`) and left out of later transactions, as it
+was in the kernel, until its service changes or `invalidate()` retries it.
+Only a failure of the fixed part (or of nft itself) makes `apply` raise.
+
 In noop (dry-run) mode nothing is written: the table is read once, every
 apply reports and logs the script it would run, and later applies diff
 against that would-be state, so the log shows the same increments a real run
@@ -24,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.proxy.diff import TableState, diff, reset_script
@@ -52,6 +61,8 @@ class ProxyReport:
     rebuilt: bool = False  # the table was created from nothing (first start, or a broken table)
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    # (service, why) not served as asked: refused while resolving, or by nft on its own.
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -67,13 +78,21 @@ class ServiceProxy:
         noop: bool = False,
         mark: int = MASQ_MARK,
         reserved_ports: frozenset[int] = frozenset(),
+        on_failure: Callable[[str, str], None] | None = None,
     ) -> None:
         """`node_name` tells local endpoints from remote ones (EndpointAddress.node_name).
 
         Without it every endpoint counts as remote, which only means that
         traffic to external IPs is always masqueraded. `reserved_ports` are
         never programmed on external IPs (sshd's, the agent's, the coordinator's).
+        `on_failure(service, why)` is called once per service and reason when a
+        service is not served (the agent turns it into an event).
         """
+        self._on_failure = on_failure
+        # Services nft refused on their own: their ports as refused, and why. Left out of
+        # transactions while their ports stay the same.
+        self._quarantine: dict[str, tuple[tuple[ServicePort, ...], str]] = {}
+        self._reported: dict[str, str] = {}
         self._reserved_ports = reserved_ports
         self._nf = netfilter
         self._node_name = node_name
@@ -92,8 +111,10 @@ class ServiceProxy:
         return self._noop
 
     def invalidate(self) -> None:
-        """Read the kernel's table again on the next apply (repairs changes made behind our back)."""
+        """Read the kernel's table again on the next apply (repairs changes made behind our back),
+        and try again the services nft refused."""
         self._current = None
+        self._quarantine.clear()
 
     async def apply(self, state: node_api_pb2.ServiceState, local_addresses: Iterable[str]) -> ProxyReport:
         """Make the table serve `state` on this node; `local_addresses` are the node's own IPs.
@@ -124,15 +145,32 @@ class ServiceProxy:
         self._warned = set(warnings)
 
         current = await self._actual()
-        plan = await asyncio.to_thread(diff, desired, current)
+        by_owner: dict[str, list[ServicePort]] = {}
+        for port in resolved.ports:
+            by_owner.setdefault(port.owner, []).append(port)
+        self._quarantine = {
+            owner: (ports, why)
+            for owner, (ports, why) in self._quarantine.items()
+            if tuple(by_owner.get(owner, ())) == ports
+        }
+        held = frozenset(self._quarantine)
+        plan = await asyncio.to_thread(diff, desired, current, exclude=held)
         before, after = current.owners(), desired.owners()
+        failed: dict[str, str] = {}
         if plan and not self._noop:
             try:
                 await self._nf.apply(plan.script)
-            except NetfilterError:
+            except NetfilterError as exc:
                 self._current = None  # atomic, so unchanged; but read it again to be sure
-                raise
-        self._current = TableState.from_ruleset(desired)
+                log.warning("service proxy: transaction failed (%s); applying service by service", exc)
+                self._current, failed = await self._apply_each(desired, held)
+                for owner, why in failed.items():
+                    self._quarantine[owner] = (tuple(by_owner.get(owner, ())), why)
+            else:
+                self._current = self._after(current, desired, plan.rebuild, held)
+        else:
+            self._current = self._after(current, desired, plan.rebuild, held)
+        self._report_failures(resolved, failed)
         both = before & after
         report = ProxyReport(
             generation=state.generation,
@@ -145,6 +183,11 @@ class ServiceProxy:
             rebuilt=plan.rebuild,
             warnings=warnings,
             seconds=time.monotonic() - start,
+            failed=(
+                *resolved.refused,
+                *sorted(failed.items()),
+                *((o, why) for o, (_, why) in sorted(self._quarantine.items()) if o not in failed),
+            ),
         )
         if plan:
             log.info(
@@ -164,6 +207,48 @@ class ServiceProxy:
             )
         self.last_report = report
         return report
+
+    @staticmethod
+    def _after(current: TableState, desired: Ruleset, rebuild: bool, held: frozenset[str]) -> TableState:
+        if not held:
+            return TableState.from_ruleset(desired)  # the common case, and the cheaper one
+        return current.merge(desired, rebuild=rebuild, exclude=held)
+
+    async def _apply_each(self, desired: Ruleset, held: frozenset[str]) -> tuple[TableState, dict[str, str]]:
+        """After a failed transaction: the fixed part, then one transaction per changed service.
+
+        Returns the table as it then is and the services nft refused (with its message).
+        Raises NetfilterError when the table cannot be read or its fixed part not applied.
+        """
+        state = TableState.from_json(await self._nf.list_table())
+        base = diff(desired, state, only=frozenset())
+        if base:
+            await self._nf.apply(base.script)
+        state = state.merge(desired, rebuild=base.rebuild, only=frozenset())
+        failed: dict[str, str] = {}
+        for owner in sorted(diff(desired, state, exclude=held).touched):
+            step = diff(desired, state, only=frozenset({owner}))
+            if not step:
+                continue
+            try:
+                await self._nf.apply(step.script)
+            except NetfilterError as exc:
+                failed[owner] = str(exc)
+                continue
+            state = state.merge(desired, only=frozenset({owner}))
+        return state, failed
+
+    def _report_failures(self, resolved: Resolved, failed: dict[str, str]) -> None:
+        """One `on_failure` call per service and reason while it lasts; logged as a warning too."""
+        now = dict(resolved.refused)
+        now.update((owner, why) for owner, (_, why) in self._quarantine.items())
+        now.update(failed)
+        for owner, why in sorted(now.items()):
+            if self._reported.get(owner) != why:
+                log.warning("service proxy: service %r not served: %s", owner, why)
+                if self._on_failure is not None:
+                    self._on_failure(owner, why)
+        self._reported = now
 
     def _render(
         self, state: node_api_pb2.ServiceState, addresses: frozenset[str]

@@ -51,8 +51,8 @@ DOCKER_HUB_AUTH_ADDRESS = "https://index.docker.io/v1/"
 BLOCK_ALL = "*"
 
 _HOST_PORT = re.compile(
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
-    r"(?::[0-9]{1,5})?$"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
+    r"(?::[0-9]{1,5})?\Z"
 )
 _FIELDS = ("search", "insecure", "blocked", "mirrors", "auths")
 
@@ -111,7 +111,7 @@ def canonical_registry(name: str) -> str:
     text = text.rstrip("/")
     for suffix in ("/v1", "/v2"):
         text = text.removesuffix(suffix)
-    if not text or not _HOST_PORT.match(text):
+    if not text or not _HOST_PORT.fullmatch(text):
         raise SettingsError(f"{name!r} is not a registry host[:port]")
     if text in DOCKER_HUB_ALIASES:
         return DOCKER_HUB

@@ -67,6 +67,10 @@ class ContainerSpec:
     memory_limit: int = 0
     # Run the engine's tiny init as PID 1 so that signals reach the process.
     init: bool = False
+    # "uid" or "uid:gid" (Docker's --user); empty: the image's user.
+    user: str = ""
+    # Mount the root filesystem read-only (Docker's --read-only).
+    read_only_rootfs: bool = False
     stop_timeout: int = 30
 
 
@@ -124,6 +128,10 @@ class ContainerRuntime(Protocol):
         ...
 
     async def image_present(self, ref: str) -> bool: ...
+
+    async def image_user(self, ref: str) -> str:
+        """The user a present image runs as (its config's User; empty: root)."""
+        ...
 
     async def pull_image(self, ref: str, auth: Mapping[str, str] | None = None) -> None: ...
 

@@ -170,6 +170,13 @@ class DockerRuntime:
             return False
         return True
 
+    async def image_user(self, ref: str) -> str:
+        try:
+            data = await self._call(self._api.inspect_image, ref)
+        except docker.errors.APIError as exc:
+            raise RuntimeError_(f"docker inspect {ref}: {_explain(exc)}") from None
+        return str((data.get("Config") or {}).get("User") or "")
+
     def _pull_sync(self, ref: str, auth: Mapping[str, str] | None) -> None:
         repo, tag = docker.utils.parse_repository_tag(ref)
         if not tag:
@@ -240,6 +247,7 @@ class DockerRuntime:
             cpu_shares=spec.cpu_shares or None,
             nano_cpus=spec.nano_cpus or None,
             mem_limit=spec.memory_limit or None,
+            read_only=spec.read_only_rootfs or None,
         )
         created = self._api.create_container(
             image=spec.image,
@@ -249,6 +257,7 @@ class DockerRuntime:
             environment=[f"{k}={v}" for k, v in spec.env] or None,
             labels=dict(spec.labels),
             working_dir=spec.working_dir or None,
+            user=spec.user or None,
             # A container that joins another's network namespace cannot set a hostname.
             hostname=None if spec.join_container else (spec.hostname or None),
             ports=[(p, proto) for p, proto in exposed] or None,

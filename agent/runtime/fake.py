@@ -29,6 +29,7 @@ class FakeRuntime:
         self.containers: dict[str, ContainerInfo] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.images: set[str] = set(images)
+        self.image_users: dict[str, str] = {}  # the User of an image's config; absent: root
         self.pullable: set[str] = set()
         self.pull_errors: dict[str, str] = {}
         self.pull_auths: dict[str, Mapping[str, str] | None] = {}  # ref -> auth of its last pull
@@ -84,6 +85,10 @@ class FakeRuntime:
     async def image_present(self, ref: str) -> bool:
         await self._note("image_present", ref)
         return ref in self.images
+
+    async def image_user(self, ref: str) -> str:
+        await self._note("image_user", ref)
+        return self.image_users.get(ref, "")
 
     async def pull_image(self, ref: str, auth: Mapping[str, str] | None = None) -> None:
         await self._note("pull_image", ref)

@@ -9,7 +9,7 @@ Defaulting (``default_*``) fills in what Kubernetes would, in place; callers
 default first and validate the result. The modules: core (Problems, names,
 labels, ports), pods (pods and nodes), workloads (replication controllers,
 services, endpoints, events) and network (the overlay network, subnet
-leases, image registries).
+leases, image registries); text (control characters in every string field).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from atoll.validation.pods import (
     validate_pod_spec,
 )
 from atoll.validation.sriov import validate_sriov_network
+from atoll.validation.text import check_object, check_strings, check_text, control_char
 from atoll.validation.workloads import (
     default_endpoints,
     default_event,
@@ -65,6 +66,10 @@ __all__ = [
     "VXLAN",
     "VXLAN_PORT",
     "Problems",
+    "check_object",
+    "check_strings",
+    "check_text",
+    "control_char",
     "default_endpoints",
     "default_event",
     "default_network",

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from atoll import errors, labels
 from atoll.v1 import meta_pb2
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 MAX_NAME = 253
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 DEFAULT_NAMESPACE = "default"
@@ -39,7 +39,7 @@ def check_name(p: Problems, field: str, value: str, *, subdomain: bool = True) -
     pattern = DNS1123_SUBDOMAIN if subdomain else DNS1123_LABEL
     if len(value) > limit:
         p.add(field, f"must be no more than {limit} characters, got {len(value)}")
-    elif not pattern.match(value):
+    elif not pattern.fullmatch(value):
         what = "a DNS-1123 subdomain" if subdomain else "a DNS-1123 label"
         p.add(
             field,

@@ -13,6 +13,7 @@ import re
 
 from atoll.v1 import machines_pb2
 from atoll.validation.core import Problems, check_labels, check_name, is_ip, validate_meta
+from atoll.validation.text import check_object
 
 PROVIDERS = ("ironic", "openstack")
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|private|api[_-]?key", re.IGNORECASE)
@@ -43,4 +44,5 @@ def validate_machine(machine: machines_pb2.Machine) -> Problems:
             p.add(f"spec.details[{key}]", "must not hold credentials (passwords, secrets, tokens)")
         if len(value) > MAX_DETAIL_VALUE:
             p.add(f"spec.details[{key}]", f"at most {MAX_DETAIL_VALUE} characters")
+    check_object(p, machine)
     return p

@@ -15,6 +15,7 @@ from atoll.validation.core import (
     is_ipv4,
     validate_meta,
 )
+from atoll.validation.text import check_object
 
 # -- the overlay network (flannel's net-conf.json) -------------------------------------------
 
@@ -100,6 +101,7 @@ def validate_network_object(net: network_pb2.Network) -> Problems:
             f'must be "default": the cluster has one overlay network, got {net.metadata.name!r}',
         )
     p.items.extend(validate_network(net.spec).items)
+    check_object(p, net)
     return p
 
 
@@ -163,7 +165,7 @@ def _subnet_bound(
 
 # -- subnet leases ---------------------------------------------------------------------------
 
-MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 
 
 def validate_subnet(lease: network_pb2.Subnet) -> Problems:
@@ -187,12 +189,13 @@ def validate_subnet(lease: network_pb2.Subnet) -> Problems:
     check_name(p, "spec.nodeName", spec.node_name)
     if spec.public_ip and not is_ipv4(spec.public_ip):
         p.add("spec.publicIP", f"{spec.public_ip!r} is not an IPv4 address")
-    if spec.vtep_mac and not MAC.match(spec.vtep_mac):
+    if spec.vtep_mac and not MAC.fullmatch(spec.vtep_mac):
         p.add("spec.vtepMAC", f"{spec.vtep_mac!r} is not a MAC address like 0a:58:0a:64:32:00")
     if spec.backend_type not in ("", VXLAN):
         p.add("spec.backendType", f'must be "vxlan", got {spec.backend_type!r}')
     if not 0 <= spec.vni <= VNI_MAX:
         p.add("spec.vni", f"must be between 0 and {VNI_MAX}, got {spec.vni}")
+    check_object(p, lease)
     return p
 
 
@@ -205,7 +208,7 @@ def validate_subnet(lease: network_pb2.Subnet) -> Problems:
 
 _HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 REGISTRY_HOST = re.compile(
-    rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?$"
+    rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?\Z"
 )
 BLOCK_ALL = ("*", "all")
 
@@ -254,6 +257,7 @@ def validate_registries(reg: network_pb2.Registries) -> Problems:
         # fills the stored password in before it validates.
         if not auth.password and not auth.password_set:
             p.add(f"{af}.password", "is required: nodes ignore credentials without one")
+    check_object(p, reg)
     return p
 
 
@@ -287,7 +291,7 @@ def _registry_host(p: Problems, field: str, value: str) -> None:
         p.add(
             field, f"{value!r} must be a registry host[:port] like registry.example.com:5000, without a path"
         )
-    elif not (m := REGISTRY_HOST.match(text)) or len(text) > MAX_NAME:
+    elif not (m := REGISTRY_HOST.fullmatch(text)) or len(text) > MAX_NAME:
         p.add(field, f"{value!r} is not a registry host[:port] like registry.example.com:5000")
     elif m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
         p.add(field, f"port {m.group('port')} must be between 1 and 65535")

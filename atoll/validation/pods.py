@@ -17,13 +17,14 @@ from atoll.validation.core import (
     is_ip,
     validate_meta,
 )
+from atoll.validation.text import check_object
 
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
 # registry[:port]/path[:tag][@digest], lower-case path components as Docker requires.
 IMAGE_REF = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]{32,}))?$"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]{32,}))?\Z"
 )
 EMPTY_DIR_MEDIA = ("", "Memory")
 HOST_PATH_TYPES = (
@@ -39,7 +40,7 @@ HOST_PATH_TYPES = (
 
 
 def valid_image(ref: str) -> bool:
-    return bool(IMAGE_REF.match(ref)) and len(ref) <= 512
+    return bool(IMAGE_REF.fullmatch(ref)) and len(ref) <= 512
 
 
 def _resources(p: Problems, field: str, res: pod_pb2.ResourceRequirements) -> None:
@@ -71,14 +72,14 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str],
         if port.host_ip and not is_ip(port.host_ip):
             p.add(f"{pf}.hostIP", f"{port.host_ip!r} is not an IP address")
         if port.name:
-            if not DNS1123_LABEL.match(port.name) or len(port.name) > 15:
+            if not DNS1123_LABEL.fullmatch(port.name) or len(port.name) > 15:
                 p.add(f"{pf}.name", f"{port.name!r} must be a DNS-1123 label of at most 15 characters")
             elif port.name in seen_ports:
                 p.add(f"{pf}.name", f"duplicate port name {port.name!r}")
             seen_ports.add(port.name)
     env_names: set[str] = set()
     for i, env in enumerate(c.env):
-        if not ENV_NAME.match(env.name):
+        if not ENV_NAME.fullmatch(env.name):
             p.add(f"{field}.env[{i}].name", f"{env.name!r} is not a valid environment variable name")
         env_names.add(env.name)
     mounts: set[str] = set()
@@ -94,6 +95,16 @@ def _container(p: Problems, field: str, c: pod_pb2.Container, volumes: set[str],
     if c.working_dir and not c.working_dir.startswith("/"):
         p.add(f"{field}.workingDir", "must be an absolute path")
     _resources(p, f"{field}.resources", c.resources)
+    _ids(p, f"{field}.securityContext", c.security_context)
+
+
+MAX_ID = (1 << 31) - 1  # Kubernetes' bound on uids and gids
+
+
+def _ids(p: Problems, field: str, sc: pod_pb2.PodSecurityContext | pod_pb2.SecurityContext) -> None:
+    for name, key in (("run_as_user", "runAsUser"), ("run_as_group", "runAsGroup")):
+        if sc.HasField(name) and not 0 <= getattr(sc, name) <= MAX_ID:
+            p.add(f"{field}.{key}", f"must be between 0 and {MAX_ID}, got {getattr(sc, name)}")
 
 
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
@@ -173,6 +184,7 @@ def validate_pod_spec(p: Problems, spec: pod_pb2.PodSpec, prefix: str = "spec") 
                         f"{cf}.ports[{j}].hostPort", f"host port {port.host_port} is used twice in this pod"
                     )
                 host_ports.add(key)
+    _ids(p, f"{prefix}.securityContext", spec.security_context)
     if spec.node_name:
         check_name(p, f"{prefix}.nodeName", spec.node_name)
     check_labels(p, f"{prefix}.nodeSelector", spec.node_selector)
@@ -203,6 +215,7 @@ def validate_pod(pod: pod_pb2.Pod) -> Problems:
     p = Problems()
     validate_meta(p, pod.metadata, namespaced=True)
     validate_pod_spec(p, pod.spec)
+    check_object(p, pod)
     return p
 
 
@@ -219,4 +232,5 @@ def validate_node(node: node_pb2.Node) -> Problems:
             p.add(f"status.addresses[{i}].type", f"unknown address type {addr.type!r}")
     if node.status.agent_port:
         check_port(p, "status.agentPort", node.status.agent_port)
+    check_object(p, node)
     return p

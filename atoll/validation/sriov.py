@@ -12,6 +12,7 @@ import re
 
 from atoll.v1 import sriov_pb2
 from atoll.validation.core import Problems, validate_meta
+from atoll.validation.text import check_object
 
 DEFAULT_RESOURCE_DOMAIN = "atoll.io"
 IPAM_TYPES = ("", "static", "host-local")
@@ -48,6 +49,7 @@ def validate_sriov_network(net: sriov_pb2.SriovNetwork) -> Problems:
     if spec.max_tx_rate and spec.min_tx_rate > spec.max_tx_rate:
         p.add("spec.minTxRate", f"{spec.min_tx_rate} is above maxTxRate {spec.max_tx_rate}")
     _check_ipam(p, spec.ipam)
+    check_object(p, net)
     return p
 
 

@@ -18,6 +18,7 @@ from atoll.validation.core import (
     validate_meta,
 )
 from atoll.validation.pods import default_pod_spec, validate_pod_spec
+from atoll.validation.text import check_object
 
 # -- replication controllers -----------------------------------------------------------------
 
@@ -55,6 +56,7 @@ def validate_replication_controller(rc: workloads_pb2.ReplicationController) -> 
     check_labels(p, "spec.selector", spec.selector)
     if not spec.HasField("template"):
         p.add("spec.template", "is required: it describes the pods to run")
+        check_object(p, rc)
         return p
     template = spec.template
     check_labels(p, "spec.template.metadata.labels", template.metadata.labels)
@@ -74,6 +76,7 @@ def validate_replication_controller(rc: workloads_pb2.ReplicationController) -> 
             "spec.template.spec.restartPolicy",
             f"must be Always for a replication controller's pods, got {_RESTART_WORDS.get(policy, policy)}",
         )
+    check_object(p, rc)
     return p
 
 
@@ -113,7 +116,7 @@ def validate_service(svc: workloads_pb2.Service) -> Problems:
     for i, port in enumerate(spec.ports):
         pf = f"spec.ports[{i}]"
         if port.name:
-            if len(port.name) > 63 or not DNS1123_LABEL.match(port.name):
+            if len(port.name) > 63 or not DNS1123_LABEL.fullmatch(port.name):
                 p.add(f"{pf}.name", f"{port.name!r} must be a DNS-1123 label")
             elif port.name in names:
                 p.add(f"{pf}.name", f"duplicate port name {port.name!r}")
@@ -150,6 +153,7 @@ def validate_service(svc: workloads_pb2.Service) -> Problems:
         external.add(addr)
     if spec.session_affinity not in SESSION_AFFINITIES:
         p.add("spec.sessionAffinity", f'must be "None" or "ClientIP", got {spec.session_affinity!r}')
+    check_object(p, svc)
     return p
 
 
@@ -163,7 +167,7 @@ _PROTOCOLS: dict[int, str] = {
 def _target_port_name(p: Problems, field: str, name: str) -> None:
     if name.isdigit():
         p.add(field, f"{name!r} is a number written as text: write it without quotes for a port number")
-    elif len(name) > 15 or not DNS1123_LABEL.match(name):
+    elif len(name) > 15 or not DNS1123_LABEL.fullmatch(name):
         # It names a container port, whose names are at most 15 characters (IANA service names).
         p.add(field, f"{name!r} must be a container port's name: at most 15 of [a-z0-9-]")
 
@@ -213,13 +217,14 @@ def validate_endpoints(ep: workloads_pb2.Endpoints) -> Problems:
             pf = f"{sf}.ports[{j}]"
             check_port(p, f"{pf}.port", port.port)
             if port.name:
-                if len(port.name) > 63 or not DNS1123_LABEL.match(port.name):
+                if len(port.name) > 63 or not DNS1123_LABEL.fullmatch(port.name):
                     p.add(f"{pf}.name", f"{port.name!r} must be a DNS-1123 label")
                 elif port.name in names:
                     p.add(f"{pf}.name", f"duplicate port name {port.name!r}")
                 names.add(port.name)
             elif len(subset.ports) > 1:
                 p.add(f"{pf}.name", "is required when the subset has more than one port")
+    check_object(p, ep)
     return p
 
 
@@ -254,4 +259,5 @@ def validate_event(ev: workloads_pb2.Event) -> Problems:
         p.add("type", f'must be "Normal" or "Warning", got {ev.type!r}')
     if ev.count < 0:
         p.add("count", f"must not be negative, got {ev.count}")
+    check_object(p, ev)
     return p

@@ -15,13 +15,16 @@ from atoll.v1 import (
     agent_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    namespace_pb2,
     network_pb2,
     node_pb2,
     pod_pb2,
     workloads_pb2,
 )
-from coordinator.api import podnetworks
+from coordinator.admission.podsecurity import PodSecurityConfig
+from coordinator.api import objectlimits, paging, podnetworks
 from coordinator.api.externalips import ExternalIPPolicy
+from coordinator.api.podsecurity import PodSecurityAdmission
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
@@ -64,6 +67,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         pki: ClusterPki | None = None,
         cluster_info: Callable[[], cluster_pb2.GetClusterInfoResponse] = cluster_pb2.GetClusterInfoResponse,
         external_ips: ExternalIPPolicy | None = None,
+        max_replicas: int = objectlimits.DEFAULT_MAX_REPLICAS,
+        pod_security: PodSecurityConfig | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
@@ -72,9 +77,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._pki = pki
         self._cluster_info = cluster_info
         self._external_ips = external_ips or ExternalIPPolicy()
+        self._max_replicas = max_replicas
+        self._pod_security = PodSecurityAdmission(registry, pod_security)
 
     async def _admit(self, obj: Message, old: Message | None = None) -> None:
         """Checks that need the store or the caller, after validation and before the write."""
+        objectlimits.check_replicas(obj, self._max_replicas)
+        await self._pod_security.check_workload(obj, old)
+        if isinstance(obj, namespace_pb2.Namespace):
+            self._pod_security.check_namespace(obj, old, admin=_is_admin())
         if isinstance(obj, network_pb2.Network):
             await ensure_no_orphans(self._registry, obj)
         if isinstance(obj, workloads_pb2.Service):
@@ -138,12 +149,18 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def List(self, request: cluster_pb2.ListRequest, context: Any) -> cluster_pb2.ListResponse:
         info = kinds.by_kind(request.kind)
         selector = labels.parse(request.label_selector)
-        items, revision = await self._registry.list(
-            info, request.namespace if info.namespaced else "", selector
+        namespace = request.namespace if info.namespaced else ""
+        page = await paging.list_page(
+            self._registry, info, namespace, selector, limit=request.limit, token=request.continue_token
         )
-        return cluster_pb2.ListResponse(
-            items=[kinds.wrap(self._present(o)) for o in items], resource_version=revision
+        response = cluster_pb2.ListResponse(
+            items=[kinds.wrap(self._present(o)) for o in page.items],
+            resource_version=page.revision,
+            continue_token=paging.encode_token(page),
         )
+        if page.last_key and page.remaining is not None:
+            response.remaining_item_count = page.remaining
+        return response
 
     async def Update(self, request: cluster_pb2.UpdateRequest, context: Any) -> cluster_pb2.UpdateResponse:
         info, obj = kinds.unwrap(request.object)
@@ -181,6 +198,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                     f"{len(leases)} node(s) hold leases on this network; delete their subnets first"
                 )
         namespace = _namespace(info, request.namespace)
+        if info.message is namespace_pb2.Namespace:
+            await self._pod_security.check_namespace_delete(request.name, admin=_is_admin())
         extra: list[Op] = []
         if info.message is workloads_pb2.Service:
             current = await self._registry.get(info, namespace, request.name)

@@ -14,6 +14,7 @@ import socket
 
 from atoll import config as layered
 from atoll import rpc
+from atoll.connlimit import ConnLimits
 from atoll.v1 import cluster_pb2
 from coordinator.auth.audit import AuditLog
 from coordinator.auth.certs import ClusterPki, PkiSettings, local_ipv4_addresses
@@ -112,9 +113,13 @@ class Security:
             server_only = tls.ReloadingServerCredentials(
                 self.pki.server_files, require_client_cert=False
             ).credentials()
+            # Anyone may connect here without credentials: caps per source and in total.
+            limits = ConnLimits(
+                per_source=cfg.max_unauthenticated_conns_per_source, total=cfg.max_unauthenticated_conns
+            )
             result += [
                 lst
-                for lst in rpc.listeners(cfg.token_listen, server_only)
+                for lst in rpc.listeners(cfg.token_listen, server_only, limits)
                 if not lst.address.startswith("unix:")
             ]
         return result

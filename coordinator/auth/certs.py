@@ -31,12 +31,13 @@ import grpc
 from cryptography import x509
 
 from atoll import errors, pki, tls, validation
+from atoll.aio import wait_or_stop
 from coordinator.auth.roles import ROLE_GROUPS, USER_ROLES
 from coordinator.client import config as clientconfig
 
 log = logging.getLogger(__name__)
 
-USER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._@]{0,251}[a-z0-9])?$")
+USER_NAME = re.compile(r"[a-z0-9]([-a-z0-9._@]{0,251}[a-z0-9])?\Z")
 ADMIN_USER = "admin"
 
 
@@ -204,8 +205,7 @@ class ClusterPki:
         """Renew certificates before they expire, for as long as the coordinator runs."""
         interval = max(0.5, min(60.0, self.settings.cert_lifetime / 20))
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await wait_or_stop(stop, interval)
             try:
                 await asyncio.to_thread(self.ensure)
             except Exception as exc:  # keep serving what we have; try again next round
@@ -220,7 +220,7 @@ class ClusterPki:
 
     def sign_node(self, csr_pem: bytes, node: str) -> bytes:
         """A node certificate for the key in `csr_pem`: CN and DNS name = node, O = atoll:nodes."""
-        if not node or not validation.DNS1123_SUBDOMAIN.match(node):
+        if not node or not validation.DNS1123_SUBDOMAIN.fullmatch(node):
             raise errors.InvalidArgument(f"invalid node name {node!r}", field="node_name")
         csr = pki.load_csr(csr_pem)
         if pki.subject_cn(csr) != node:
@@ -252,7 +252,7 @@ class ClusterPki:
 
 def check_user(user: str) -> None:
     """User names: lower-case letters, digits and -._@, so never a system name like atoll:..."""
-    if not USER_NAME.match(user):
+    if not USER_NAME.fullmatch(user):
         raise errors.InvalidArgument(
             f"invalid user name {user!r}: lower-case letters, digits and -._@ only", field="user"
         )

@@ -68,11 +68,11 @@ class AuthInterceptor(rpc.CallInterceptor):
             identity = await self.authenticate(context)
             roles.authorize(identity, permission)
         except errors.AtollError as err:
-            self._record(method, (identity, permission, context.peer() or ""), err.code, str(err))
+            self._record(method, (identity, permission, rpc.peer_address(context)), err.code, str(err))
             raise
         roles.CURRENT.set(identity)
         rpc.CALLER.set(identity.user)
-        return (identity, permission, context.peer() or "", started)
+        return (identity, permission, rpc.peer_address(context), started)
 
     def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
         if method not in roles.MUTATING or ticket is None:

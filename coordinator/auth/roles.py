@@ -9,7 +9,8 @@ so a new RPC stays closed until someone decides who may call it.
 Roles:
   admin     everything;
   operator  workloads (pods, replicationcontrollers, services, endpoints,
-            events, pod logs) read and write; every other kind but tokens
+            events, pod logs) and namespaces read and write (only admins may
+            loosen a namespace's pod security level); every other kind but tokens
             read-only: nodes, networks, subnets, registries, machines,
             sriovnetworks are
             managed by admins;
@@ -41,6 +42,8 @@ READ = frozenset({"get", "list", "watch"})
 WRITE = frozenset({"create", "update", "delete"})
 WORKLOADS = frozenset({"pods", "replicationcontrollers", "services", "endpoints", "events"})
 SECRET_KINDS = frozenset({"tokens"})
+# Namespaces too: the cluster API lets only admins loosen one's pod security level.
+OPERATOR_WRITES = WORKLOADS | {"namespaces"}
 
 # Certificate subject organisations (O) and the roles they carry. A certificate's
 # role is fixed when it is signed: revoke by letting it expire (or use tokens).
@@ -186,7 +189,7 @@ def _role_allows(role: str, permission: Permission) -> bool:
             return False
         if verb in READ:
             return True
-        return role == "operator" and verb in WRITE and resource in WORKLOADS
+        return role == "operator" and verb in WRITE and resource in OPERATOR_WRITES
     if role == "node":
         return verb == "node"
     if role == "bootstrap":

@@ -31,9 +31,9 @@ from coordinator.auth.roles import USER_ROLES, Identity
 from coordinator.objects.registry import Registry
 
 TOKEN = kinds.by_name("Token")
-TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
-ID_RE = re.compile(r"^[a-z0-9]{6}$")
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+TOKEN_RE = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})\Z")
+ID_RE = re.compile(r"[a-z0-9]{6}\Z")
+HASH_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 USAGE_JOIN = "join"
 USAGE_AUTH = "authentication"
 USAGES = (USAGE_JOIN, USAGE_AUTH)
@@ -53,7 +53,7 @@ def hash_secret(secret: str) -> str:
 
 
 def split(token: str) -> tuple[str, str]:
-    match = TOKEN_RE.match(token.strip())
+    match = TOKEN_RE.fullmatch(token.strip())
     if match is None:
         raise errors.Unauthenticated("malformed token: expected <6 of [a-z0-9]>.<16 of [a-z0-9]>")
     return match.group(1), match.group(2)
@@ -87,9 +87,9 @@ def new_token(
 
 def validate(token: auth_pb2.Token) -> None:
     spec = token.spec
-    if not ID_RE.match(token.metadata.name):
+    if not ID_RE.fullmatch(token.metadata.name):
         raise errors.InvalidArgument("token ids are 6 of [a-z0-9]", field="metadata.name")
-    if not HASH_RE.match(spec.secret_hash):
+    if not HASH_RE.fullmatch(spec.secret_hash):
         raise errors.InvalidArgument("expected sha256:<64 hex digits>", field="spec.secretHash")
     if not spec.usages or any(u not in USAGES for u in spec.usages):
         raise errors.InvalidArgument(f"usages must be some of {', '.join(USAGES)}", field="spec.usages")

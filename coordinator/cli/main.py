@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import yaml
 from google.protobuf.message import Message
 
-from atoll import errors, kinds
+from atoll import errors, kinds, rlimits
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import config, manifests
@@ -37,8 +38,13 @@ class UsageError(Exception):
     pass
 
 
-class FileError(Exception):
-    """A manifest the server refused, reported with its file name."""
+class ObjectError(Exception):
+    """An error about one object of a manifest file (`create -f`, `apply -f`): reported naming both."""
+
+    def __init__(self, path: str, obj: Message, cause: errors.AtollError) -> None:
+        self.where = f"{path}: {_subject(obj)}"
+        self.cause = cause
+        super().__init__(f"{self.where}: {cause}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--selector", "-l", default="", help="label selector, e.g. name=apache")
     get.add_argument("--watch", "-w", action="store_true", help="after listing, watch for changes")
     get.add_argument("--no-headers", action="store_true", help="omit the table header")
+    get.add_argument(
+        "--chunk-size", type=int, default=500, help="list this many objects per call (0: as many as fit)"
+    )
     namespaced(get)
 
     describe = sub.add_parser("describe", help="show one object in detail")
@@ -91,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="create objects from manifests, or update the ones that exist")
     apply.add_argument(
         "--filename", "-f", action="append", required=True, help="JSON or YAML manifest ('-' reads stdin)"
+    )
+    apply.add_argument(
+        "--skip-conflicts",
+        action="store_true",
+        help="an object that differs from its file where an update cannot change it (a pod's containers, "
+        "say) is reported, left as it is and not an error",
     )
     namespaced(apply)
 
@@ -162,6 +177,20 @@ def _name_of(obj: Message) -> str:
     return f"{kinds.of(obj).name.lower()}/{obj.metadata.name}"  # type: ignore[attr-defined]
 
 
+def _subject(obj: Message) -> str:
+    """An object as errors name it: ``pod "apache"`` (as ManifestError.report does)."""
+    return f'{kinds.of(obj).name.lower()} "{obj.metadata.name}"'  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _about(path: str, obj: Message) -> Iterator[None]:
+    """Errors of the calls made for `obj` name the file and the object (ObjectError)."""
+    try:
+        yield
+    except errors.AtollError as exc:
+        raise ObjectError(path, obj, exc) from exc
+
+
 def _print_objects(
     items: Sequence[Message],
     fmt: str | None,
@@ -195,26 +224,42 @@ async def _beside(client: Client, info: KindInfo, args: argparse.Namespace) -> l
 async def cmd_get(client: Client, args: argparse.Namespace) -> int:
     info, name = _split_kind(args.kind, args.name)
     namespace = _namespace(args, info)
+    if args.chunk_size < 0:
+        raise UsageError("--chunk-size must not be negative")
     if name:
+        # Watch from the store's revision: the object's own may be older than the kept history.
+        revision = (await client.list_page(info, namespace, limit=1)).resource_version if args.watch else 0
         items = [await client.get(info, namespace or "default" if info.namespaced else "", name)]
-        revision = items[0].metadata.resource_version  # type: ignore[attr-defined]
     else:
-        items, revision = await client.list(info, namespace, args.selector)
+        items, revision = await client.list(info, namespace, args.selector, chunk_size=args.chunk_size)
     _print_objects(
         items, args.output, info, bool(name), not args.no_headers, nodes=await _beside(client, info, args)
     )
-    if not args.watch:
-        return 0
-    async for type_, obj in client.watch(info, namespace, args.selector, revision):
-        if name and obj.metadata.name != name:  # type: ignore[attr-defined]
-            continue
-        if args.output in ("json", "yaml"):
-            doc = {"type": EVENT_NAMES.get(type_, "UNKNOWN"), "object": manifests.to_dict(obj)}
-            print(json.dumps(doc) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False) + "---")
-        else:
-            _print_objects([obj], args.output, info, True, False, nodes=await _beside(client, info, args))
-        sys.stdout.flush()
+    while args.watch:
+        try:
+            async for type_, obj in client.watch(info, namespace, args.selector, revision):
+                if not name or obj.metadata.name == name:  # type: ignore[attr-defined]
+                    await _print_event(client, info, args, type_, obj)
+            return 0
+        except errors.Gone as exc:
+            # The history to resume from was compacted (or the watch fell behind): list again.
+            print(f"watch: {exc}; listing again", file=sys.stderr)
+            items, revision = await client.list(info, namespace, args.selector, chunk_size=args.chunk_size)
+            for obj in items:
+                if not name or obj.metadata.name == name:  # type: ignore[attr-defined]
+                    await _print_event(client, info, args, cluster_pb2.EVENT_TYPE_ADDED, obj)
     return 0
+
+
+async def _print_event(
+    client: Client, info: KindInfo, args: argparse.Namespace, type_: int, obj: Message
+) -> None:
+    if args.output in ("json", "yaml"):
+        doc = {"type": EVENT_NAMES.get(type_, "UNKNOWN"), "object": manifests.to_dict(obj)}
+        print(json.dumps(doc) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False) + "---")
+    else:
+        _print_objects([obj], args.output, info, True, False, nodes=await _beside(client, info, args))
+    sys.stdout.flush()
 
 
 async def cmd_describe(client: Client, args: argparse.Namespace) -> int:
@@ -258,7 +303,7 @@ def _load(paths: Sequence[str], namespace: str) -> list[tuple[str, Message]]:
             meta = obj.metadata  # type: ignore[attr-defined]
             if namespace and kinds.of(obj).namespaced and not meta.namespace:
                 meta.namespace = namespace
-            objects.append((path, obj))
+            objects.append(("<stdin>" if path == "-" else path, obj))
     return objects
 
 
@@ -267,17 +312,16 @@ async def cmd_create(client: Client, args: argparse.Namespace) -> int:
     objects = [obj for _, obj in loaded]
     # Validate everything on the server first, so that a bad file stores nothing at all.
     for path, obj in loaded:
-        try:
+        with _about(path, obj):
             await client.create(obj, dry_run=True)
-        except errors.InvalidArgument as exc:
-            raise FileError(f"{path}: {exc}") from None
     if args.dry_run:
         for obj in objects:
             print(f"{_name_of(obj)} created (dry run)")
         return 0
     created = []
-    for obj in objects:
-        created.append(await client.create(obj))
+    for path, obj in loaded:
+        with _about(path, obj):
+            created.append(await client.create(obj))
         if not args.output:
             print(f"{_name_of(obj)} created")
     if args.output:
@@ -289,8 +333,10 @@ def _same_intent(current: Message, wanted: Message) -> bool:
     """True when applying `wanted` (already defaulted) would change nothing the user wrote."""
     spec = type(wanted.spec)()  # type: ignore[attr-defined]
     spec.CopyFrom(wanted.spec)  # type: ignore[attr-defined]
-    if hasattr(spec, "node_name") and not spec.node_name:
-        spec.node_name = current.spec.node_name  # type: ignore[attr-defined]
+    # What the server fills in where the file leaves it empty: a pod's node, a service's cluster IP.
+    for assigned in ("node_name", "cluster_ip"):
+        if hasattr(spec, assigned) and not getattr(spec, assigned):
+            setattr(spec, assigned, getattr(current.spec, assigned))  # type: ignore[attr-defined]
     return (
         spec == current.spec  # type: ignore[attr-defined]
         and dict(wanted.metadata.labels) == dict(current.metadata.labels)  # type: ignore[attr-defined]
@@ -302,28 +348,44 @@ async def cmd_apply(client: Client, args: argparse.Namespace) -> int:
     loaded = _load(args.filename, args.namespace)
     defaulted = []
     for path, obj in loaded:
-        try:
+        with _about(path, obj):
             defaulted.append(await client.create(obj, dry_run=True))
-        except errors.InvalidArgument as exc:
-            raise FileError(f"{path}: {exc}") from None
-    for (_, obj), wanted in zip(loaded, defaulted, strict=True):
-        info = kinds.of(obj)
-        meta = obj.metadata  # type: ignore[attr-defined]
-        try:
-            current = await client.get(
-                info, meta.namespace or ("default" if info.namespaced else ""), meta.name
-            )
-        except errors.NotFound:
-            await client.create(obj)
-            print(f"{_name_of(obj)} created")
-            continue
-        if _same_intent(current, wanted):
-            print(f"{_name_of(obj)} unchanged")
-            continue
-        meta.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
-        await client.update(obj)
-        print(f"{_name_of(obj)} configured")
+    for (path, obj), wanted in zip(loaded, defaulted, strict=True):
+        with _about(path, obj):
+            await _apply_one(client, path, obj, wanted, skip_conflicts=args.skip_conflicts)
     return 0
+
+
+async def _apply_one(
+    client: Client, path: str, obj: Message, wanted: Message, *, skip_conflicts: bool
+) -> None:
+    info = kinds.of(obj)
+    meta = obj.metadata  # type: ignore[attr-defined]
+    try:
+        current = await client.get(info, meta.namespace or ("default" if info.namespaced else ""), meta.name)
+    except errors.NotFound:
+        await client.create(obj)
+        print(f"{_name_of(obj)} created")
+        return
+    if _same_intent(current, wanted):
+        print(f"{_name_of(obj)} unchanged")
+        return
+    meta.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
+    try:
+        await client.update(obj)
+    except (errors.InvalidArgument, errors.FailedPrecondition) as exc:
+        # The file itself passed validation (the dry run), so the server refused the change from
+        # the live object: it differs where no update may change it (someone changed it).
+        if not skip_conflicts:
+            raise
+        sys.stdout.flush()  # after the lines of the objects before it, also when piped
+        print(
+            f"warning: {path}: {_subject(obj)} differs from the file where apply cannot update it ({exc}); "
+            "left as it is: delete it and apply again to replace it",
+            file=sys.stderr,
+        )
+        return
+    print(f"{_name_of(obj)} configured")
 
 
 async def cmd_delete(client: Client, args: argparse.Namespace) -> int:
@@ -467,12 +529,26 @@ async def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, cfg.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    rlimits.raise_nofile()
     coordinator = Coordinator(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, coordinator.stop_event.set)
     await coordinator.run_forever()
     return 0
+
+
+def _error_line(args: argparse.Namespace, exc: errors.AtollError, where: str = "") -> str:
+    """One line for an error of a client command; `where` names the file and object it was about."""
+    if isinstance(exc, errors.Unavailable):
+        hint = ""
+        if args.command != "serve" and clientconfig.resolve(args.client_config, os.environ) is None:
+            hint = (
+                f" (no client config: pass --config, set ${clientconfig.ENV_VAR} or create "
+                f"{clientconfig.DEFAULT_PATH}; the coordinator writes admin.conf in its data dir)"
+            )
+        return f"error: {where}cannot reach the coordinator: {exc}{hint}"
+    return f"Error from server ({type(exc).__name__}): {where}{exc}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,20 +562,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(_serve(args))
         return asyncio.run(_run_client(args))
-    except (manifests.ManifestError, FileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except manifests.ManifestError as exc:
+        print(f"error: {exc.report()}", file=sys.stderr)
         return 1
-    except errors.Unavailable as exc:
-        hint = ""
-        if args.command != "serve" and clientconfig.resolve(args.client_config, os.environ) is None:
-            hint = (
-                f" (no client config: pass --config, set ${clientconfig.ENV_VAR} or create "
-                f"{clientconfig.DEFAULT_PATH}; the coordinator writes admin.conf in its data dir)"
-            )
-        print(f"error: cannot reach the coordinator: {exc}{hint}", file=sys.stderr)
+    except ObjectError as exc:
+        print(_error_line(args, exc.cause, f"{exc.where}: "), file=sys.stderr)
         return 1
     except errors.AtollError as exc:
-        print(f"Error from server ({type(exc).__name__}): {exc}", file=sys.stderr)
+        print(_error_line(args, exc), file=sys.stderr)
         return 1
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,8 @@ from atoll.v1 import cluster_pb2, cluster_pb2_grpc
 from coordinator.client.config import ClientConfig
 
 DEFAULT_TIMEOUT = 30.0
+# Items per List call when listing everything (kubectl's --chunk-size default).
+DEFAULT_CHUNK_SIZE = 500
 
 
 class Client:
@@ -65,16 +67,37 @@ class Client:
         )
         return kinds.unwrap(resp.object)[1]
 
-    async def list(
-        self, info: KindInfo, namespace: str = "", selector: str = ""
-    ) -> tuple[list[Message], int]:
-        resp = await rpc.unary(
+    async def list_page(
+        self, info: KindInfo, namespace: str = "", selector: str = "", *, limit: int = 0, token: str = ""
+    ) -> cluster_pb2.ListResponse:
+        """One page of a list; its continue_token (if any) fetches the next."""
+        return await rpc.unary(
             self.stub.List(
-                cluster_pb2.ListRequest(kind=info.kind, namespace=namespace, label_selector=selector),
+                cluster_pb2.ListRequest(
+                    kind=info.kind,
+                    namespace=namespace,
+                    label_selector=selector,
+                    limit=limit,
+                    continue_token=token,
+                ),
                 timeout=DEFAULT_TIMEOUT,
             )
         )
-        return [kinds.unwrap(o)[1] for o in resp.items], resp.resource_version
+
+    async def list(
+        self, info: KindInfo, namespace: str = "", selector: str = "", *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> tuple[list[Message], int]:
+        """Every item, fetched `chunk_size` at a time (kubectl's --chunk-size; 0: as many as fit)."""
+        items: list[Message] = []
+        token = ""
+        revision = 0
+        while True:
+            resp = await self.list_page(info, namespace, selector, limit=chunk_size, token=token)
+            items.extend(kinds.unwrap(o)[1] for o in resp.items)
+            revision = revision or resp.resource_version
+            token = resp.continue_token
+            if not token:
+                return items, revision
 
     async def delete(self, info: KindInfo, namespace: str, name: str, *, orphan: bool = False) -> Message:
         resp = await rpc.unary(

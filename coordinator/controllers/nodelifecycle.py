@@ -19,6 +19,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from atoll import errors, kinds
+from atoll.aio import wait_or_stop
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
@@ -177,7 +178,4 @@ class NodeLifecycle:
         await self._nodes.synced.wait()
         while not stop.is_set():
             await self.check()
-            try:
-                await asyncio.wait_for(stop.wait(), self._period)
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, self._period)

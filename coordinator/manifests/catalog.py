@@ -8,6 +8,7 @@ from coordinator.manifests import (
     endpoints,
     event,
     machine,
+    namespace,
     network,
     node,
     pod,
@@ -34,6 +35,7 @@ CODECS: tuple[Codec, ...] = (
     machine.CODEC,
     token.CODEC,
     sriovnetwork.CODEC,
+    namespace.CODEC,
 )
 
 BY_KIND: dict[str, Codec] = {name: codec for codec in CODECS for name in codec.kinds}

@@ -88,6 +88,25 @@ def decode_object(
     """One object. ``kind``/``api_version`` are what a typed List supplies to items without them."""
     raw = _mapping(root)
     codec = _codec(root, raw, kind)
+    try:
+        return _decode_as(root, raw, codec, validate=validate, api_version=api_version)
+    except ManifestError as exc:
+        exc.subject = exc.subject or _subject(codec.kind, raw)
+        raise
+
+
+def _subject(kind: str, raw: dict[str, object]) -> str:
+    """How errors name an object: ``pod "apache"`` (metadata.name, or v1beta1's id); "" without a name."""
+    meta = raw.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        name = raw.get("id")
+    return f'{kind.lower()} "{name}"' if isinstance(name, str) and name else ""
+
+
+def _decode_as(
+    root: Value, raw: dict[str, object], codec: Codec, *, validate: bool, api_version: str | None
+) -> Message:
     shape = _shape(root, raw, codec, api_version)
     message = shape.decode(root)
     if validate:

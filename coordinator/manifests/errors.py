@@ -45,12 +45,17 @@ def format_path(path: Path) -> str:
 class ManifestError(errors.InvalidArgument):
     """A manifest that cannot become API objects. ``str()`` is the one-line report."""
 
-    def __init__(self, source: str, field_path: str, message: str, *, line: int = 0, column: int = 0) -> None:
+    def __init__(
+        self, source: str, field_path: str, message: str, *, line: int = 0, column: int = 0, subject: str = ""
+    ) -> None:
         super().__init__(message, field=field_path)
         self.source = source
         self.field_path = field_path
         self.line = line
         self.column = column
+        #: The object the problem is in, ``pod "apache"``, once its kind and name are known
+        #: (decode sets it); `report()` names it, ``str()`` does not.
+        self.subject = subject
 
     @property
     def location(self) -> str:
@@ -67,11 +72,22 @@ class ManifestError(errors.InvalidArgument):
             return f"{self.location}: {self.field_path}: {self.message}"
         return f"{self.location}: {self.message}"
 
+    def report(self) -> str:
+        """The one line for operators: ``str()`` with the object named after the location, if known.
+
+        ``bad.json: pod "apache": spec.containers[0].ports[0].containerPort: expected an integer, got "eighty"``
+        """
+        where = f"{self.location}: {self.subject}" if self.subject else self.location
+        return (
+            f"{where}: {self.field_path}: {self.message}" if self.field_path else f"{where}: {self.message}"
+        )
+
     def __reduce__(self) -> tuple[object, ...]:
         # Keeps the error picklable (multiprocessing, pytest-xdist) despite the custom __init__.
         return (
             _rebuild,
             (self.source, self.field_path, self.message, self.line, self.column),
+            {"subject": self.subject},
         )
 
 

@@ -16,7 +16,7 @@ import re
 from atoll.v1 import meta_pb2, pod_pb2
 from coordinator.manifests import meta, words
 from coordinator.manifests.errors import Key, describe
-from coordinator.manifests.reader import INT32, Schema, Value
+from coordinator.manifests.reader import INT32, Fields, Schema, Value
 
 _NOT_YET = ""
 _VOLUMES_HINT = "Atoll volumes are emptyDir or hostPath"
@@ -33,6 +33,7 @@ POD_SPEC = Schema.of(
         "terminationGracePeriodSeconds",
         "hostname",
         "networks",
+        "securityContext",
     ),
     unsupported={
         "initContainers": _NOT_YET,
@@ -50,7 +51,6 @@ POD_SPEC = Schema.of(
         "serviceAccount": _NOT_YET,
         "automountServiceAccountToken": _NOT_YET,
         "imagePullSecrets": _NOT_YET,
-        "securityContext": _NOT_YET,
         "affinity": "use nodeSelector",
         "tolerations": _NOT_YET,
         "topologySpreadConstraints": _NOT_YET,
@@ -86,6 +86,7 @@ CONTAINER = Schema.of(
         "volumeMounts",
         "workingDir",
         "imagePullPolicy",
+        "securityContext",
     ),
     unsupported={
         name: _NOT_YET
@@ -94,7 +95,6 @@ CONTAINER = Schema.of(
             "readinessProbe",
             "startupProbe",
             "lifecycle",
-            "securityContext",
             "envFrom",
             "stdin",
             "stdinOnce",
@@ -110,6 +110,35 @@ CONTAINER = Schema.of(
     },
 )
 
+UID = (0, (1 << 31) - 1)  # Kubernetes' range for uids and gids
+POD_SECURITY_CONTEXT = Schema.of(
+    known=("runAsUser", "runAsGroup", "runAsNonRoot"),
+    unsupported=(
+        "fsGroup",
+        "fsGroupChangePolicy",
+        "supplementalGroups",
+        "supplementalGroupsPolicy",
+        "seLinuxOptions",
+        "seccompProfile",
+        "appArmorProfile",
+        "sysctls",
+        "windowsOptions",
+        "seLinuxChangePolicy",
+    ),
+)
+SECURITY_CONTEXT = Schema.of(
+    known=("runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem"),
+    unsupported=(
+        "privileged",
+        "capabilities",
+        "allowPrivilegeEscalation",
+        "procMount",
+        "seLinuxOptions",
+        "seccompProfile",
+        "appArmorProfile",
+        "windowsOptions",
+    ),
+)
 ENV_VAR = Schema.of(("name", "value"), unsupported={"valueFrom": "write the value itself"})
 PORT = Schema.of(("name", "containerPort", "hostPort", "protocol", "hostIP"))
 RESOURCES = Schema.of(("requests", "limits"), unsupported=("claims",))
@@ -196,7 +225,20 @@ def decode_pod_spec(value: Value | None, *, schema: Schema = POD_SPEC) -> pod_pb
         spec.hostname = v.string()
     for item in v.elements() if (v := f.get("networks")) else []:
         spec.networks.append(decode_network_attachment(item))
+    if v := f.get("securityContext"):
+        sf = v.fields(POD_SECURITY_CONTEXT)
+        spec.security_context.SetInParent()
+        _decode_ids(sf, spec.security_context)
     return spec
+
+
+def _decode_ids(f: Fields, out: pod_pb2.PodSecurityContext | pod_pb2.SecurityContext) -> None:
+    if (v := f.get("runAsUser")) is not None:
+        out.run_as_user = v.integer(UID)
+    if (v := f.get("runAsGroup")) is not None:
+        out.run_as_group = v.integer(UID)
+    if (v := f.get("runAsNonRoot")) is not None:
+        out.run_as_non_root = v.boolean()
 
 
 NETWORK_ATTACHMENT = Schema.of(known=("name", "interface", "mac", "ips"), ignored=("namespace",))
@@ -254,6 +296,12 @@ def decode_container(value: Value) -> pod_pb2.Container:
         c.working_dir = v.string()
     if v := f.get("imagePullPolicy"):
         c.image_pull_policy = v.word(words.PULL_POLICY)
+    if v := f.get("securityContext"):
+        sf = v.fields(SECURITY_CONTEXT)
+        c.security_context.SetInParent()
+        _decode_ids(sf, c.security_context)
+        if (x := sf.get("readOnlyRootFilesystem")) is not None:
+            c.security_context.read_only_root_filesystem = x.boolean()
     return c
 
 

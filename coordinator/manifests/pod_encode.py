@@ -42,7 +42,27 @@ def encode_pod_spec(spec: pod_pb2.PodSpec) -> dict[str, Any]:
         out["hostname"] = spec.hostname
     if spec.networks:
         out["networks"] = [encode_network_attachment(n) for n in spec.networks]
+    if spec.HasField("security_context"):
+        out["securityContext"] = encode_security_context(spec.security_context)
     return out
+
+
+_SECURITY_CONTEXT_FIELDS = (
+    ("run_as_user", "runAsUser"),
+    ("run_as_group", "runAsGroup"),
+    ("run_as_non_root", "runAsNonRoot"),
+    ("read_only_root_filesystem", "readOnlyRootFilesystem"),
+)
+
+
+def encode_security_context(sc: pod_pb2.PodSecurityContext | pod_pb2.SecurityContext) -> dict[str, Any]:
+    """The fields that are set, unset ones left out (false and 0 are values here)."""
+    fields = sc.DESCRIPTOR.fields_by_name
+    return {
+        key: getattr(sc, name)
+        for name, key in _SECURITY_CONTEXT_FIELDS
+        if name in fields and sc.HasField(name)
+    }
 
 
 def encode_network_attachment(net: pod_pb2.NetworkAttachment) -> dict[str, Any]:
@@ -82,6 +102,8 @@ def encode_container(c: pod_pb2.Container) -> dict[str, Any]:
         out["workingDir"] = c.working_dir
     if policy := words.word(words.PULL_POLICY_WORD, c.image_pull_policy):
         out["imagePullPolicy"] = policy
+    if c.HasField("security_context"):
+        out["securityContext"] = encode_security_context(c.security_context)
     return out
 
 

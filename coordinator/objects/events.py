@@ -16,6 +16,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from atoll import errors, kinds
+from atoll.aio import wait_or_stop
 from atoll.v1 import workloads_pb2
 from coordinator.objects.registry import Registry
 
@@ -139,7 +140,5 @@ class EventRecorder:
 
     async def run_gc(self, stop: asyncio.Event, ttl: float, period: float = 60.0) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), period)
-            except TimeoutError:
+            if not await wait_or_stop(stop, period):
                 await self.collect_garbage(ttl)

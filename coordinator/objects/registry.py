@@ -8,6 +8,7 @@ every read and never stored, so it can never disagree with the store.
 
 from __future__ import annotations
 
+import bisect
 import random
 import time
 import uuid
@@ -24,6 +25,14 @@ from coordinator.store.base import KV, Op, Store, StoreEvent
 M = TypeVar("M", bound=Message)
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Message]
+    revision: int
+    last_key: str  # "" when nothing follows; else the key to continue after
+    remaining: int | None  # keys after this page (None with a selector: unknown)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,10 @@ def _meta(obj: Message) -> object:
     return obj.metadata  # type: ignore[attr-defined]
 
 
+# etcd's default request limit: one object, serialized, is at most this large.
+DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
+
+
 def _not_found(info: KindInfo, name: str) -> errors.NotFound:
     return errors.NotFound(f'{info.plural} "{name}" not found')
 
@@ -66,10 +79,15 @@ class Registry:
         *,
         clock: Callable[[], float] = time.time,
         new_uid: Callable[[], str] | None = None,
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
     ) -> None:
         self.store = store
+        self.max_object_bytes = max_object_bytes
         self._clock = clock
         self._new_uid = new_uid or _random_uid
+        # Quota admission (coordinator.objects.quota): checks a create and holds its share,
+        # returning how to give it back if the write fails.
+        self.reserve: Callable[[str, Message], Callable[[], None] | None] | None = None
 
     # -- codec --------------------------------------------------------------------------
 
@@ -88,6 +106,17 @@ class Registry:
             return obj.SerializeToString(deterministic=True)
         finally:
             meta.resource_version = version
+
+    def encode_checked(self, obj: Message) -> bytes:
+        """`encode`, refusing objects over the size limit before anything is stored."""
+        value = self.encode(obj)
+        if len(value) > self.max_object_bytes:
+            info = kinds.of(obj)
+            raise errors.InvalidArgument(
+                f'{info.plural} "{obj.metadata.name}" is {len(value)} bytes serialized, over the '  # type: ignore[attr-defined]
+                f"limit of {self.max_object_bytes} bytes per object (--max-object-bytes)"
+            )
+        return value
 
     @staticmethod
     def key(obj: Message) -> str:
@@ -112,6 +141,39 @@ class Registry:
             items = [o for o in items if selector.matches(o.metadata.labels)]  # type: ignore[attr-defined]
         return items, revision
 
+    async def list_page(
+        self,
+        info: KindInfo,
+        namespace: str = "",
+        selector: labels.Selector | None = None,
+        *,
+        revision: int = 0,
+        after: str = "",
+        limit: int = 0,
+        max_bytes: int = 0,
+    ) -> Page:
+        """One page of a list at `revision` (0: now): keys after `after`, at most `limit`
+        items and about `max_bytes` of them (at least one item per page)."""
+        kvs, revision = await self.store.list(prefix_for(info, namespace), revision)
+        i = bisect.bisect_right(kvs, after, key=lambda kv: kv.key) if after else 0
+        items: list[Message] = []
+        used = 0
+        while i < len(kvs):
+            kv = kvs[i]
+            if items and (
+                (limit and len(items) >= limit) or (max_bytes and used + len(kv.value) > max_bytes)
+            ):
+                break
+            i += 1
+            obj = self.decode(info, kv)
+            if selector is None or selector.empty or selector.matches(obj.metadata.labels):  # type: ignore[attr-defined]
+                items.append(obj)
+                used += len(kv.value)
+        if i >= len(kvs):
+            return Page(items, revision, "", None if selector and not selector.empty else 0)
+        remaining = None if selector is not None and not selector.empty else len(kvs) - i
+        return Page(items, revision, kvs[i - 1].key, remaining)
+
     # -- writes -------------------------------------------------------------------------
 
     def prepare_new(self, obj: Message) -> None:
@@ -125,13 +187,21 @@ class Registry:
         """Create `obj`; `extra` writes commit in the same transaction (e.g. an allocation key)."""
         self.prepare_new(obj)
         key = self.key(obj)
+        value = self.encode_checked(obj)
+        release = self.reserve(key, obj) if self.reserve is not None else None
         try:
-            kvs = await self.store.txn([Op("create", key, self.encode(obj)), *extra])
+            kvs = await self.store.txn([Op("create", key, value), *extra])
         except errors.AlreadyExists:
+            if release is not None:
+                release()
             if await self.store.get(key) is None:
                 raise  # one of the extra keys was taken
             info = kinds.of(obj)
             raise errors.AlreadyExists(f'{info.plural} "{obj.metadata.name}" already exists') from None  # type: ignore[attr-defined]
+        except BaseException:
+            if release is not None:
+                release()
+            raise
         obj.metadata.resource_version = kvs[0].mod_revision  # type: ignore[attr-defined]
         return obj
 
@@ -139,7 +209,7 @@ class Registry:
         info = kinds.of(obj)
         name = obj.metadata.name  # type: ignore[attr-defined]
         try:
-            kv = await self.store.update(self.key(obj), self.encode(obj), expected_revision)
+            kv = await self.store.update(self.key(obj), self.encode_checked(obj), expected_revision)
         except errors.NotFound:
             raise _not_found(info, name) from None
         except errors.Conflict:

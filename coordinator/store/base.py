@@ -66,8 +66,12 @@ def check_op(op: Op, current: KV | None) -> errors.AtollError | None:
 class Store(Protocol):
     async def get(self, key: str) -> KV | None: ...
 
-    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
-        """Every key under `prefix`, sorted, and the revision they were read at."""
+    async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
+        """Every key under `prefix`, sorted, and the revision they were read at.
+
+        With `revision` (not above the current one): the keys as they were then, for
+        pages of one snapshot; errors.Gone when that revision was compacted.
+        """
         ...
 
     async def create(self, key: str, value: bytes) -> KV: ...
@@ -87,7 +91,20 @@ class Store(Protocol):
         """
         ...
 
+    async def compact(self, revision: int) -> None:
+        """Forget history at and below `revision` (capped at the current revision).
+
+        Keys keep their values; a watch or list from before `revision` then raises
+        errors.Gone. Durable stores give the freed space back to the file system.
+        """
+        ...
+
     @property
     def revision(self) -> int: ...
+
+    @property
+    def compacted(self) -> int:
+        """History at and below this revision is gone."""
+        ...
 
     async def close(self) -> None: ...

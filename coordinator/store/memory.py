@@ -22,11 +22,18 @@ class MemoryStore:
     def revision(self) -> int:
         return self._state.revision
 
+    @property
+    def compacted(self) -> int:
+        return self._state.compacted
+
+    async def compact(self, revision: int) -> None:
+        self._state.compact(revision)
+
     async def get(self, key: str) -> KV | None:
         return self._state.get(key)
 
-    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
-        return self._state.list(prefix), self._state.revision
+    async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
+        return self._state.list_at(prefix, revision)
 
     async def create(self, key: str, value: bytes) -> KV:
         return (await self.txn([Op("create", key, value)]))[0]

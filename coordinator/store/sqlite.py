@@ -8,6 +8,12 @@ so throughput does not collapse to one fsync per write. Each write keeps its
 own precondition and its own revision; a failing one is rolled back to its
 savepoint without touching its neighbours. Reads never touch the disk: current
 keys and recent history are mirrored in memory (MemoryState).
+
+Space: the file uses auto_vacuum=INCREMENTAL (a database made before that is
+converted by one VACUUM at open). `compact(revision)` deletes the history at and
+below `revision`, then `PRAGMA incremental_vacuum` and a truncating WAL
+checkpoint hand the freed pages back, so the file shrinks after big objects
+are deleted and their history is compacted.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class _Request:
     future: asyncio.Future[builtins.list[KV]]
     events: builtins.list[StoreEvent] = field(default_factory=list)
     error: errors.AtollError | None = None
+    # A compaction request (no ops): forget history at and below this revision.
+    compact: int = 0
 
 
 def _storage_error(exc: sqlite3.Error) -> errors.AtollError:
@@ -70,6 +78,7 @@ class SqliteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None
         self._rev = 0
+        self._compacted = 0  # the writer thread's view of meta.compacted
 
     @classmethod
     async def open(cls, path: pathlib.Path, **kwargs: object) -> SqliteStore:
@@ -89,11 +98,15 @@ class SqliteStore:
     async def get(self, key: str) -> KV | None:
         return self._state.get(key)
 
-    async def list(self, prefix: str) -> tuple[builtins.list[KV], int]:
-        return self._state.list(prefix), self._state.revision
+    async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
+        return self._state.list_at(prefix, revision)
 
     def watch(self, prefix: str, from_revision: int) -> AsyncIterator[StoreEvent]:
         return self._state.watch(prefix, from_revision)
+
+    @property
+    def compacted(self) -> int:
+        return self._state.compacted
 
     # -- writes, through the writer thread ------------------------------------------------
 
@@ -113,6 +126,13 @@ class SqliteStore:
         self._queue.put(_Request(list(ops), future))
         return await future
 
+    async def compact(self, revision: int) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            raise errors.Unavailable("store is closed")
+        future: asyncio.Future[builtins.list[KV]] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Request([], future, compact=max(revision, 1)))
+        await future
+
     async def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
@@ -123,6 +143,12 @@ class SqliteStore:
     def _open_sync(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            # Only takes effect before the first table exists, or after a VACUUM.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                log.info("converting store %s to incremental auto-vacuum (one VACUUM)", self._path)
+                conn.execute("VACUUM")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.executescript(_SCHEMA)
@@ -142,6 +168,7 @@ class SqliteStore:
             )
         ]
         compacted = max(compacted, self._rev - self._history_limit, 0)
+        self._compacted = compacted
         self._state.load(kvs, history, self._rev, compacted)
         self._conn = conn
         log.info("opened store %s at revision %d with %d keys", self._path, self._rev, len(kvs))
@@ -238,12 +265,19 @@ class SqliteStore:
                 conn.execute("RELEASE op")
             conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('revision', ?)", (rev,))
             compact_to = rev - self._history_limit
-            if compact_to > 0 and rev // 1000 != self._rev // 1000:
+            if not (compact_to > 0 and rev // 1000 != self._rev // 1000):
+                compact_to = 0
+            requested = min(max((req.compact for req in batch), default=0), rev)
+            compact_to = max(compact_to, requested)
+            if compact_to > self._compacted:
                 conn.execute("DELETE FROM events WHERE rev <= ?", (compact_to,))
                 conn.execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES ('compacted', ?)", (compact_to,)
                 )
             conn.execute("COMMIT")
+            self._compacted = max(self._compacted, compact_to)
+            if requested:
+                self._give_back_space()
         except sqlite3.Error as exc:
             log.error("store commit of %d writes failed: %s", len(batch), exc)
             try:
@@ -259,11 +293,23 @@ class SqliteStore:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._publish, batch)
 
+    def _give_back_space(self) -> None:
+        """Free pages go back to the file system: vacuum them to the end, truncate, checkpoint."""
+        assert self._conn is not None
+        try:
+            # executescript steps the pragma to completion; execute() would free one page.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("store vacuum after compaction failed (space is reused, not returned): %s", exc)
+
     def _publish(self, batch: builtins.list[_Request]) -> None:
         # Runs on the event loop, in commit order: mirror first, then acknowledge.
         for req in batch:
             if req.error is None:
                 self._state.apply(req.events)
+                if req.compact:
+                    self._state.compact(req.compact)
         for req in batch:
             if req.future.done():
                 continue

@@ -9,6 +9,7 @@ without awaiting in between, so no event can fall into a gap.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 from collections.abc import AsyncIterator, Iterable
 
@@ -60,12 +61,40 @@ class MemoryState:
         self.revision = revision
         self.compacted = compacted
 
+    def compact(self, revision: int) -> None:
+        revision = min(revision, self.revision)
+        while self._history and self._history[0].revision <= revision:
+            self._history.popleft()
+        self.compacted = max(self.compacted, revision)
+
     def get(self, key: str) -> KV | None:
         return self._collections.get(_collection(key), {}).get(key)
 
     def list(self, prefix: str) -> list[KV]:
         items = self._collections.get(_collection(prefix), {})
         return [items[k] for k in sorted(k for k in items if k.startswith(prefix))]
+
+    def list_at(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
+        """The keys under `prefix` at `revision` (0: now), rolled back through the history."""
+        if revision <= 0 or revision >= self.revision:
+            return self.list(prefix), self.revision
+        if revision < self.compacted:
+            raise errors.Gone(
+                f"resource version {revision} is too old (history starts after {self.compacted}); list again"
+            )
+        items = self._collections.get(_collection(prefix), {})
+        snapshot = {k: kv for k, kv in items.items() if k.startswith(prefix)}
+        for event in reversed(self._history):
+            if event.revision <= revision:
+                break
+            key = event.kv.key
+            if not key.startswith(prefix):
+                continue
+            if event.prev is None:
+                snapshot.pop(key, None)
+            else:
+                snapshot[key] = event.prev
+        return [snapshot[k] for k in sorted(snapshot)], revision
 
     def apply(self, events: Iterable[StoreEvent]) -> None:
         for event in events:

@@ -78,3 +78,60 @@ async def test_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]
     code = await asyncio.to_thread(main, ["--server", "127.0.0.1:1", "get", "nodes"])
     _, err = capsys.readouterr()
     assert code == 1 and err.startswith("error: cannot reach the coordinator") and err.count("\n") == 1
+
+
+def the_2015_apache(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The 2015 article's own apache pod: examples/apache-pod.json with its container named my-fedora-apache."""
+    doc = json.loads((EXAMPLES / "apache-pod.json").read_text())
+    doc["desiredState"]["manifest"]["containers"][0]["name"] = "my-fedora-apache"
+    path = tmp_path / "apache-pod.json"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+async def test_errors_of_create_and_apply_name_the_file_and_the_object(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    example = str(EXAMPLES / "apache-pod.json")
+    code, out, _ = await cli(cluster, capsys, "apply", "-f", example)
+    assert code == 0 and out.strip() == "pod/apache created"
+    # The user replaces it with the article's pod, under the same name: apply cannot turn one into the other.
+    code, _, _ = await cli(cluster, capsys, "delete", "pod", "apache")
+    assert code == 0
+    code, out, _ = await cli(cluster, capsys, "create", "-f", str(the_2015_apache(tmp_path)))
+    assert code == 0 and out.strip() == "pod/apache created"
+
+    code, out, err = await cli(cluster, capsys, "apply", "-f", example)
+    assert code == 1 and out == ""
+    assert err == (
+        f'Error from server (InvalidArgument): {example}: pod "apache": '
+        "spec: pod updates may not change fields other than spec.containers[*].image\n"
+    )
+    code, out, err = await cli(cluster, capsys, "create", "-f", example)
+    assert code == 1 and out == ""
+    assert (
+        err == f'Error from server (AlreadyExists): {example}: pod "apache": pods "apache" already exists\n'
+    )
+
+    # Invalid on the client: the file, the object, the field.
+    bad = json.loads((EXAMPLES / "apache-pod.json").read_text())
+    bad["desiredState"]["manifest"]["containers"][0]["ports"][0]["containerPort"] = "eighty"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code, _, err = await cli(cluster, capsys, "apply", "-f", str(tmp_path / "bad.json"))
+    assert code == 1
+    assert err == (
+        f'error: {tmp_path / "bad.json"}: pod "apache": '
+        'desiredState.manifest.containers[0].ports[0].containerPort: expected an integer, got "eighty"\n'
+    )
+
+    # --skip-conflicts (make up): reported on one line, left as it is, the other files applied, exit 0.
+    other = str(EXAMPLES / "apache-pod-v1.yaml")
+    code, out, err = await cli(cluster, capsys, "apply", "--skip-conflicts", "-f", example, "-f", other)
+    assert code == 0 and out == "pod/apache-v1 created\n"
+    assert err == (
+        f'warning: {example}: pod "apache" differs from the file where apply cannot update it '
+        "(spec: pod updates may not change fields other than spec.containers[*].image); "
+        "left as it is: delete it and apply again to replace it\n"
+    )
+    code, out, _ = await cli(cluster, capsys, "get", "pod", "apache", "-o", "json")
+    assert [c["name"] for c in json.loads(out)["spec"]["containers"]] == ["my-fedora-apache"]

@@ -85,10 +85,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.close()
 
 
+_valid_names = st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?", fullmatch=True)
 names = st.one_of(
     st.text(max_size=70),
-    st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?", fullmatch=True),
+    _valid_names,
     st.sampled_from(["", "default", "apache", "-x", "x" * 300, "Á", "a/b", "..", "kube-system"]),
+    # A valid name and a final control character: `$` in re.match once let "web\n" through.
+    st.builds(str.__add__, _valid_names, st.sampled_from(["\n", "\r", "\t", "\x00"])),
 )
 small_ints = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 label_maps = st.dictionaries(st.one_of(names, st.sampled_from(["app", "name", "a.b/c"])), names, max_size=3)

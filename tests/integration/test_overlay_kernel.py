@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.execute import AsyncioRunner
 from agent.network import IptablesFirewall, Lease, Overlay, OverlayConfig, PyrouteNetlink, VtepInfo
 from agent.runtime.base import PodNetworkSpec
 from agent.runtime.docker import DockerRuntime
@@ -79,7 +80,7 @@ class Node:
 
 def make_node(host: Host, subnet: str, tmp: Path, runtime: object | None = None, **kwargs: object) -> Node:
     netlink = PyrouteNetlink(netns=host.netns_path)
-    firewall = IptablesFirewall(command_prefix=["nsenter", f"--net={host.netns_path}", "--"])
+    firewall = IptablesFirewall(AsyncioRunner(), command_prefix=["nsenter", f"--net={host.netns_path}", "--"])
     overlay = Overlay(
         netlink,
         firewall,

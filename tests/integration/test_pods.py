@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from atoll.v1 import cluster_pb2, pod_pb2
+from atoll.v1 import cluster_pb2, namespace_pb2, pod_pb2
 from coordinator import manifests
 from coordinator.client.api import Client
 from tests.integration.daemons import (
@@ -195,6 +195,11 @@ async def test_env_volumes_and_host_ports(one_host: OneHost) -> None:
     web.ports.add(container_port=8081, host_port=18081)
     p.spec.volumes.add(name="shared").empty_dir.SetInParent()
     p.spec.volumes.add(name="hostdir").host_path.path = str(host_dir)
+    # A host directory is mounted only in a namespace an admin made privileged (README "Pod security").
+    default = namespace_pb2.Namespace()
+    default.metadata.name = "default"
+    default.metadata.labels["pod-security.atoll.io/enforce"] = "privileged"
+    await one_host.client.create(default)
     await one_host.client.create(p)
     await wait_running(one_host.client, "volumes")
 
@@ -208,3 +213,47 @@ async def test_env_volumes_and_host_ports(one_host: OneHost) -> None:
         lambda: served("hello.txt"), what="env written into the emptyDir"
     )
     assert "from the host" in await eventually(lambda: served("from-host.txt"), what="hostPath content")
+
+
+async def test_security_context_on_a_real_engine(one_host: OneHost) -> None:
+    """readOnlyRootFilesystem makes writes to / fail, runAsUser/runAsGroup set the ids, and
+    runAsNonRoot with an image that runs as root is refused by the agent, as kubelet does."""
+    c = one_host.client
+    p = busybox_pod("ids", "touch /probe || exit 6; exit 0", pod_pb2.RESTART_POLICY_NEVER)  # root may write /
+    ro = p.spec.containers.add(
+        name="ro", image="atoll/busybox", command=["sh", "-c", "touch /probe && exit 4; exit 0"]
+    )
+    ro.security_context.read_only_root_filesystem = True
+    ids = p.spec.containers.add(
+        name="ids",
+        image="atoll/busybox",
+        command=["sh", "-c", '[ "$(id -u):$(id -g)" = "1000:3000" ] || exit 5'],
+    )
+    ids.security_context.run_as_user = 1000
+    ids.security_context.run_as_group = 3000
+    await c.create(p)
+    rootful = busybox_pod("rootful", "sleep 3600")
+    rootful.spec.security_context.run_as_non_root = True
+    await c.create(rootful)
+
+    async def finished() -> pod_pb2.Pod | None:
+        got = await pod(c, "ids")
+        done = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
+        return got if got.status.phase in done else None
+
+    got = await eventually(finished, timeout=60, what="ids finished")
+    assert got is not None
+    codes = {s.name: s.state.terminated.exit_code for s in got.status.container_statuses}
+    assert got.status.phase == pod_pb2.POD_PHASE_SUCCEEDED and codes == {"main": 0, "ro": 0, "ids": 0}, (
+        codes,
+        [s.state for s in got.status.container_statuses],
+    )
+
+    async def refused() -> str:
+        statuses = (await pod(c, "rootful")).status.container_statuses
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting.message if waiting and waiting.reason == "CreateContainerConfigError" else ""
+
+    message = await eventually(refused, timeout=60, what="rootful refused")
+    assert message == "container has runAsNonRoot and image will run as root"
+    assert not [n for n in one_host.containers() if "_main_rootful_" in n]

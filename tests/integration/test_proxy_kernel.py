@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent.execute import AsyncioRunner
 from agent.proxy import NftNetfilter, ServiceProxy
 from atoll.v1 import meta_pb2, node_api_pb2, workloads_pb2
 from tests.integration.testbed import Host, TestBed, wait_for
@@ -220,7 +221,7 @@ async def test_cluster_and_external_ips_by_traffic(testbed_factory: Factory) -> 
             service("empty-udp", "10.254.0.30", 53, 53, udp=True),
         ]
 
-    nft = NftNetfilter(command_prefix=["nsenter", f"--net={h0.netns_path}", "--"])
+    nft = NftNetfilter(AsyncioRunner(), command_prefix=["nsenter", f"--net={h0.netns_path}", "--"])
     proxy = ServiceProxy(nft, node_name=h0.name)
     try:
         report = await proxy.apply(services_state(1, objs(h0.name)), here)
@@ -297,7 +298,8 @@ async def test_cluster_and_external_ips_by_traffic(testbed_factory: Factory) -> 
 
         # The agent restarts: a new proxy reads the table and finds nothing to do.
         restarted = ServiceProxy(
-            NftNetfilter(command_prefix=["nsenter", f"--net={h0.netns_path}", "--"]), node_name=h0.name
+            NftNetfilter(AsyncioRunner(), command_prefix=["nsenter", f"--net={h0.netns_path}", "--"]),
+            node_name=h0.name,
         )
         again = await restarted.apply(st, here)
         assert not again.changed and len(again.kept) == 6, again
@@ -348,7 +350,7 @@ async def test_a_service_cannot_capture_sshd_on_a_node_address(testbed_factory: 
 
     assert banner().startswith("SSH-2.0"), banner()
     capture = services_state(1, [service("grab", CLUSTER_IP, 22, 2222, external=[h0.ip])])
-    nft = NftNetfilter(command_prefix=["nsenter", f"--net={h0.netns_path}", "--"])
+    nft = NftNetfilter(AsyncioRunner(), command_prefix=["nsenter", f"--net={h0.netns_path}", "--"])
     guarded = ServiceProxy(nft, node_name=h0.name, reserved_ports=frozenset({22}))
     try:
         report = await guarded.apply(capture, {h0.ip})

@@ -1,7 +1,7 @@
 """Enrollment requests (flags, inventory files), Ironic field mapping and secret handling, without Ironic.
 
 The engine's conversation with Ironic is tested against a real one in
-tests/functional/ironic; here are the pure parts.
+tests/integration/ironic; here are the pure parts.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pathlib
 
 import pytest
 
+from agent.execute import Call, RecordingRunner
 from agent.network import firewall as fw
 from agent.network import plan
 from agent.network.fake import FakeFirewall, FakeNetlink
@@ -379,6 +380,41 @@ def test_duplicate_jumps_are_reduced_to_one() -> None:
     firewall.tables["nat"]["POSTROUTING"].append("-m comment --comment atoll-overlay -j ATOLL-POSTRTG")
     ops = fw.diff_firewall(desired, asyncio.run(firewall.dump()))
     assert [op.line() for op in ops] == ["-D POSTROUTING -m comment --comment atoll-overlay -j ATOLL-POSTRTG"]
+
+
+# -- the iptables driver, on the recording command runner -----------------------------------------
+
+
+async def test_iptables_driver_dumps_with_save_and_applies_with_one_restore() -> None:
+    runner = RecordingRunner().answer(stdout=DOCKER_SAVE)
+    firewall = fw.IptablesFirewall(runner, command_prefix=["nsenter", "--net=/run/netns/t", "--"], timeout=9)
+    tables = await firewall.dump()
+    assert tables["filter"]["DOCKER-USER"] == ["-j RETURN"] and set(tables) == {"filter", "nat"}
+    ops = fw.diff_firewall(fw.render_firewall(NET, None, ip_masq=True), tables)
+    await firewall.apply(ops)
+    await firewall.apply([])  # nothing to do: nothing run
+    assert runner.calls == [
+        Call(("nsenter", "--net=/run/netns/t", "--", "iptables-save"), None, 9),
+        Call(
+            ("nsenter", "--net=/run/netns/t", "--", "iptables-restore", "--noflush", "--wait", "5"),
+            fw.restore_text(ops),
+            9,
+        ),
+    ]
+
+
+async def test_iptables_driver_failures_are_firewall_failures() -> None:
+    runner = RecordingRunner()
+    firewall = fw.IptablesFirewall(runner, save="/sbin/iptables-save")
+    runner.answer(returncode=4, stderr="iptables-restore: line 3 failed")
+    with pytest.raises(fw.FirewallFailure, match=r"exit 4\): iptables-restore: line 3 failed"):
+        await firewall.apply([fw.FwOp("nat", "declare", fw.NAT_CHAIN)])
+    runner.cannot_start()
+    with pytest.raises(fw.FirewallFailure, match="/sbin/iptables-save: No such file"):
+        await firewall.dump()
+    runner.time_out()
+    with pytest.raises(fw.FirewallFailure, match="did not finish within 15s"):
+        await firewall.dump()
 
 
 # -- noop mode ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.execute import Call, RecordingRunner
 from agent.proxy import (
     FakeNetfilter,
     NetfilterError,
@@ -367,10 +368,11 @@ async def test_a_failed_apply_reads_the_table_again() -> None:
     proxy = ServiceProxy(nf)
     await proxy.apply(three(), HERE)
     nf.fail_next = "Error: Could not process rule: Cannot allocate memory"
-    with pytest.raises(NetfilterError, match="Cannot allocate memory"):
-        await proxy.apply(three(2, b_endpoints=("10.100.1.3",)), HERE)
-    retried = await proxy.apply(three(3, b_endpoints=("10.100.1.3",)), HERE)
-    assert nf.lists == 2 and retried.updated == ("default/b",)
+    # Retried at once, service by service, against the table as read again.
+    retried = await proxy.apply(three(2, b_endpoints=("10.100.1.3",)), HERE)
+    assert nf.lists == 2 and retried.failed == () and len(nf.scripts) == 3
+    assert nf.chain_rules("svc-default/b/tcp/http")[-1] == "goto ep-default/b/tcp/http__10.100.1.3/80"
+    assert not (await proxy.apply(three(3, b_endpoints=("10.100.1.3",)), HERE)).changed
 
 
 async def test_noop_writes_nothing_but_reports_increments() -> None:
@@ -434,38 +436,46 @@ def test_rule_comments_are_fingerprints_of_the_rule_text() -> None:
     assert fingerprint("masquerade fully-random") in comments
 
 
-# -- the real driver, with a stand-in nft binary ---------------------------------------------------------
+# -- the real driver, on the recording command runner -------------------------------------------------
 
 
-def fake_nft(tmp_path: Path, body: str) -> str:
-    path = tmp_path / "nft"
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return str(path)
+async def test_nft_driver_passes_the_script_on_stdin() -> None:
+    runner = RecordingRunner()
+    await NftNetfilter(runner, command_prefix=["nsenter", "--net=/run/netns/t", "--"], timeout=7).apply(
+        "add table ip atoll\n"
+    )
+    assert runner.calls == [
+        Call(("nsenter", "--net=/run/netns/t", "--", "nft", "-f", "-"), "add table ip atoll\n", 7)
+    ]
 
 
-async def test_nft_driver_passes_the_script_on_stdin(tmp_path: Path) -> None:
-    nft = fake_nft(tmp_path, f'echo "$@" > {tmp_path}/args; cat > {tmp_path}/stdin\n')
-    await NftNetfilter(command_prefix=["env"], nft=nft).apply("add table ip atoll\n")
-    assert (tmp_path / "args").read_text() == "-f -\n"
-    assert (tmp_path / "stdin").read_text() == "add table ip atoll\n"
-
-
-async def test_nft_driver_reads_the_table_or_its_absence(tmp_path: Path) -> None:
+async def test_nft_driver_reads_the_table_or_its_absence() -> None:
     doc = '{"nftables": [{"table": {"family": "ip", "name": "atoll", "handle": 1}}]}'
-    assert await NftNetfilter(nft=fake_nft(tmp_path, f"echo '{doc}'\n")).list_table() == json.loads(doc)
-    missing = fake_nft(tmp_path, "echo 'Error: No such file or directory' >&2; exit 1\n")
-    assert await NftNetfilter(nft=missing).list_table() is None
+    runner = RecordingRunner().answer(stdout=doc)
+    runner.answer(returncode=1, stderr="Error: No such file or directory\nlist table ip atoll\n")
+    nft = NftNetfilter(runner, nft="/usr/sbin/nft")
+    assert await nft.list_table() == json.loads(doc)
+    assert await nft.list_table() is None
+    assert runner.argvs == [("/usr/sbin/nft", "-j", "list", "table", "ip", "atoll")] * 2
+    assert [c.input for c in runner.calls] == [None, None]
 
 
-async def test_nft_driver_failures(tmp_path: Path) -> None:
-    broken = fake_nft(tmp_path, "echo 'Error: syntax error, unexpected junk' >&2; exit 1\n")
+async def test_nft_driver_failures() -> None:
+    runner = RecordingRunner()
+    nft = NftNetfilter(runner, timeout=0.3)
+    runner.answer(returncode=1, stderr="Error: syntax error, unexpected junk")
     with pytest.raises(NetfilterError, match="unexpected junk"):
-        await NftNetfilter(nft=broken).apply("junk\n")
-    with pytest.raises(NetfilterError, match="failed"):
-        await NftNetfilter(nft=broken).list_table()
+        await nft.apply("junk\n")
+    runner.answer(returncode=1, stderr="Error: Could not process rule: Operation not permitted")
+    with pytest.raises(NetfilterError, match=r"failed \(exit 1\): .*not permitted"):
+        await nft.list_table()
+    runner.answer(stdout="not json")
+    with pytest.raises(NetfilterError, match="not JSON"):
+        await nft.list_table()
+    runner.cannot_start()  # no nft binary: an error, not "no table"
     with pytest.raises(NetfilterError, match="No such file"):
-        await NftNetfilter(nft=str(tmp_path / "absent")).apply("")
-    hung = fake_nft(tmp_path, "exec sleep 30\n")
-    with pytest.raises(NetfilterError, match="did not finish within"):
-        await NftNetfilter(nft=hung, timeout=0.3).apply("add table ip atoll\n")
+        await nft.list_table()
+    runner.time_out()
+    with pytest.raises(NetfilterError, match=r"did not finish within 0.3s"):
+        await nft.apply("add table ip atoll\n")
+    assert [c.timeout for c in runner.calls] == [0.3] * 5

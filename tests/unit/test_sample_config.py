@@ -7,7 +7,7 @@ import dataclasses
 import importlib.util
 import pathlib
 import re
-import subprocess
+import runpy
 import sys
 from types import ModuleType
 from typing import Any
@@ -77,9 +77,14 @@ def test_collections_stay_on_one_line() -> None:
     assert gen.render_setting("node_name", "") == "node_name: ''"
 
 
-def test_script_prints_the_sample() -> None:
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "coordinator"], check=True, capture_output=True, text=True
-    ).stdout
+def test_script_prints_the_sample(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The command as `python gen-sample-config.py coordinator` runs it, in this process.
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "coordinator"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
     assert out == gen.render(gen.daemons()["coordinator"])
     assert "#data_dir: /var/lib/atoll\n" in out

@@ -5,17 +5,33 @@ changes when a pod is bound there, deleted, or its spec changes — status
 updates do not touch it. The node's generation is the store revision of its
 last change, so it only grows, also across coordinator restarts (where every
 node starts at the current revision and agents simply fetch once more).
+
+Size: an assignment travels as one gRPC message, so it must stay under
+rpc.MAX_RESPONSE_BYTES (256 MiB). Objects are at most --max-object-bytes
+(1 MiB by default, 2 MiB at most) and the scheduler places at most the node's
+allocatable pods (the agent's --max-pods, 110 by default): 110 x 2 MiB fits.
+Pods pinned with spec.nodeName or a huge --max-pods could still overflow it,
+so an assignment keeps the oldest pods that fit `max_bytes` and leaves the
+rest out (logged, like kubelet's OutOfpods admission) instead of failing the
+node's whole GetAssignment/WatchAssignment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from atoll import rpc
 from atoll.v1 import node_api_pb2, pod_pb2
 from coordinator.objects.informer import Informer
+
+log = logging.getLogger(__name__)
+
+# The pods of one assignment, serialized; the rest of the message is a few bytes.
+ASSIGNMENT_BYTES = rpc.MAX_RESPONSE_BYTES - 1024 * 1024
 
 
 @dataclass
@@ -23,6 +39,7 @@ class _NodeSet:
     generation: int
     pods: dict[str, pod_pb2.Pod] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    left_out: frozenset[str] = frozenset()  # pods that did not fit the last assignment
 
 
 def assigned_node(pod: pod_pb2.Pod) -> str:
@@ -41,8 +58,9 @@ def _desired_view(pod: pod_pb2.Pod) -> pod_pb2.Pod:
 
 
 class AssignmentTracker:
-    def __init__(self, pods: Informer) -> None:
+    def __init__(self, pods: Informer, *, max_bytes: int = 0) -> None:
         self._pods = pods
+        self._max_bytes = max_bytes or ASSIGNMENT_BYTES
         self._nodes: dict[str, _NodeSet] = {}
         pods.add_handler(self._on_pod)
 
@@ -84,8 +102,36 @@ class AssignmentTracker:
 
     def assignment(self, node: str) -> node_api_pb2.Assignment:
         entry = self._node(node)
-        pods = sorted(entry.pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name))
-        return node_api_pb2.Assignment(node_name=node, generation=entry.generation, pods=pods)
+        oldest_first = sorted(
+            entry.pods.values(),
+            key=lambda p: (
+                p.metadata.creation_timestamp.ToNanoseconds(),
+                p.metadata.namespace,
+                p.metadata.name,
+            ),
+        )
+        kept: list[pod_pb2.Pod] = []
+        left_out: list[str] = []
+        used = 0
+        for pod in oldest_first:
+            size = pod.ByteSize() + 16  # the field's tag and length
+            if used + size > self._max_bytes:
+                left_out.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+                continue
+            kept.append(pod)
+            used += size
+        if frozenset(left_out) != entry.left_out:
+            entry.left_out = frozenset(left_out)
+            if left_out:
+                log.warning(
+                    "node %s: %d pod(s) do not fit its assignment (%d bytes at most) and are left out: %s",
+                    node,
+                    len(left_out),
+                    self._max_bytes,
+                    ", ".join(left_out[:10]),
+                )
+        kept.sort(key=lambda p: (p.metadata.namespace, p.metadata.name))
+        return node_api_pb2.Assignment(node_name=node, generation=entry.generation, pods=kept)
 
     async def wait_change(self, node: str, seen_generation: int) -> None:
         entry = self._node(node)

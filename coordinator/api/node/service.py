@@ -27,7 +27,7 @@ from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 
 
 def _is_ip(value: str) -> bool:
@@ -125,7 +125,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._tokens = tokens
 
     def _check_name(self, name: str) -> None:
-        if not name or not validation.DNS1123_SUBDOMAIN.match(name):
+        if not name or not validation.DNS1123_SUBDOMAIN.fullmatch(name):
             raise errors.InvalidArgument(f"invalid node name {name!r}", field="node_name")
 
     async def Register(
@@ -252,7 +252,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             raise errors.InvalidArgument(
                 f"public_ip: {request.public_ip!r} is not an IP address", field="public_ip"
             )
-        if not _MAC.match(request.vtep_mac):
+        if not _MAC.fullmatch(request.vtep_mac):
             raise errors.InvalidArgument(
                 f"vtep_mac: {request.vtep_mac!r} is not a MAC address", field="vtep_mac"
             )

@@ -16,7 +16,16 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll.v1 import auth_pb2, machines_pb2, network_pb2, node_pb2, pod_pb2, sriov_pb2, workloads_pb2
+from atoll.v1 import (
+    auth_pb2,
+    machines_pb2,
+    namespace_pb2,
+    network_pb2,
+    node_pb2,
+    pod_pb2,
+    sriov_pb2,
+    workloads_pb2,
+)
 from coordinator import manifests
 from coordinator.cli.printers import machines, network, pods, tokens, workloads
 from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
@@ -95,6 +104,7 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
         network.SRIOV_NETWORK_WIDE,
         network.sriov_network_row,  # type: ignore[dict-item]
     ),
+    namespace_pb2.Namespace: (network.NAMESPACE_HEADERS, network.NAMESPACE_WIDE, network.namespace_row),  # type: ignore[dict-item]
 }
 
 

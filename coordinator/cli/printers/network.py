@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 from atoll import validation
-from atoll.v1 import network_pb2, sriov_pb2
-from coordinator.cli.printers.common import age, duration, list_text
+from atoll.v1 import namespace_pb2, network_pb2, sriov_pb2
+from coordinator.admission import podsecurity
+from coordinator.cli.printers.common import age, duration, labels_text, list_text
 
 
 def lease_expiry(lease: network_pb2.Subnet, now: float | None = None) -> str:
@@ -106,3 +107,15 @@ def sriov_network_row(net: sriov_pb2.SriovNetwork, wide: bool) -> list[str]:
 
 SRIOV_NETWORK_HEADERS = ["NAME", "RESOURCE", "VLAN", "IPAM", "ADDRESSES", "AGE"]
 SRIOV_NETWORK_WIDE = ["QOS", "SPOOFCHK", "TRUST", "LINK STATE", "TX RATE"]
+
+
+def namespace_row(ns: namespace_pb2.Namespace, wide: bool) -> list[str]:
+    level = podsecurity.level_of(ns.metadata.labels)
+    row = [ns.metadata.name, level, age(ns.metadata.creation_timestamp)]
+    if wide:
+        row.append(labels_text(ns.metadata.labels))
+    return row
+
+
+NAMESPACE_HEADERS = ["NAME", "POD SECURITY", "AGE"]
+NAMESPACE_WIDE = ["LABELS"]

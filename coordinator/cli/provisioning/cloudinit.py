@@ -45,8 +45,8 @@ AGENT_CONFIG_PATH = "/etc/atoll/agent.yaml"
 AGENT_UNIT = "atoll-agent.service"
 HEADER = "#cloud-config"
 
-_IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_IFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\Z")
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 MAX_VFS = 256
 
 
@@ -72,7 +72,7 @@ class SriovPF:
         return pf
 
     def validate(self) -> None:
-        if not _IFACE.match(self.iface):
+        if not _IFACE.fullmatch(self.iface):
             raise errors.InvalidArgument(f"SR-IOV PF {self.iface!r}: not an interface name")
         if not 0 <= self.num_vfs <= MAX_VFS:
             raise errors.InvalidArgument(
@@ -123,7 +123,7 @@ def agent_config(host: HostConfig) -> dict[str, object]:
 
 def validate(host: HostConfig) -> None:
     """Refuse what would boot a host that never joins: bad names, addresses, agent options."""
-    if not _HOSTNAME.match(host.hostname.lower()) or len(host.hostname) > 253:
+    if not _HOSTNAME.fullmatch(host.hostname.lower()) or len(host.hostname) > 253:
         raise errors.InvalidArgument(f"hostname {host.hostname!r} is not a valid host name")
     if not host.join_token or not host.ca_hash:
         raise errors.InvalidArgument("user-data needs a join token and the coordinator's CA hash")
@@ -132,7 +132,7 @@ def validate(host: HostConfig) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             raise errors.InvalidArgument(f"/etc/hosts entry {address!r}: not an IP address") from None
-        if not names.split() or any(not _HOSTNAME.match(n.lower()) for n in names.split()):
+        if not names.split() or any(not _HOSTNAME.fullmatch(n.lower()) for n in names.split()):
             raise errors.InvalidArgument(f"/etc/hosts entry {address}: bad names {names!r}")
     for pf in host.sriov_pfs:
         pf.validate()

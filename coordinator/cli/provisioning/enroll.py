@@ -44,8 +44,8 @@ T = TypeVar("T")
 
 DRIVERS = ("ipmi", "redfish", "fake-hardware")
 INTERFACES = ("boot", "deploy", "inspect", "management", "network", "power", "raid", "bios", "rescue")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+_HEX = re.compile(r"[0-9a-fA-F]+\Z")
 _HASH_BY_LENGTH = {32: "md5", 64: "sha256", 128: "sha512"}
 
 HINTS = {
@@ -96,7 +96,7 @@ class EnrollSpec:
                 f"{self.name}: give at least one --mac (the NICs Ironic may boot from)"
             )
         for mac in self.macs:
-            if not _MAC.match(mac):
+            if not _MAC.fullmatch(mac):
                 raise errors.InvalidArgument(
                     f"{self.name}: {mac!r} is not a MAC address like 52:54:00:12:34:56"
                 )
@@ -124,7 +124,7 @@ def image_checksum_fields(checksum: str) -> dict[str, str]:
         algo, value = _HASH_BY_LENGTH.get(len(checksum), ""), checksum
     if (
         algo not in ("md5", "sha256", "sha512")
-        or not _HEX.match(value)
+        or not _HEX.fullmatch(value)
         or _HASH_BY_LENGTH.get(len(value)) != algo
     ):
         raise errors.InvalidArgument(

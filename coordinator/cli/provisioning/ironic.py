@@ -335,7 +335,7 @@ def driver_info(driver: str, bmc: str, user: str, password: Secret) -> dict[str,
     elif driver == "redfish":
         # "https://10.0.0.5/redfish/v1/Systems/1" names the system too; a bare address leaves it to Ironic.
         address, system = bmc, ""
-        match = re.match(r"^(\w+://[^/]+)(/.*)?$", bmc)
+        match = re.fullmatch(r"(\w+://[^/]+)(/.*)?", bmc)
         if match and match.group(2) and match.group(2) != "/":
             address, system = match.group(1), match.group(2)
         info = {"redfish_address": address, "redfish_username": user, "redfish_password": password.value}

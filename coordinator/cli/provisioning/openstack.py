@@ -250,13 +250,13 @@ class OpenStackCloud:
 
     def servers(self, prefix: str) -> list[Server]:
         """The servers `provision` made for `prefix`, whatever their state."""
-        pattern = re.compile(rf"^{re.escape(prefix)}-\d+$")
+        pattern = re.compile(rf"{re.escape(prefix)}-\d+\Z")
         found = self.conn.compute.servers(details=True, name=f"^{re.escape(prefix)}-")
         return sorted(
             (
                 _server_of(s)
                 for s in found
-                if pattern.match(s.name or "") and (s.metadata or {}).get(PREFIX_KEY) == prefix
+                if pattern.fullmatch(s.name or "") and (s.metadata or {}).get(PREFIX_KEY) == prefix
             ),
             key=lambda s: _index(s.name),
         )

@@ -7,7 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.functional.ironic.harness import Ironic, ensure_venv
+from tests.functional.fixtures import cluster
+from tests.integration.ironic.harness import Ironic, ensure_venv
+
+# `cluster`: the in-process coordinator of tests/functional, beside the real services.
+__all__ = ["cluster"]
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here needs the heavy harness: `-m "not harness"` leaves them out."""
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.harness)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from coordinator.cli import main as cli_main
 from coordinator.cli import printers
 from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
-from tests.functional.ironic.harness import INSTALL_TIMEOUT, Ironic, venv_dir
+from tests.integration.ironic.harness import INSTALL_TIMEOUT, Ironic, venv_dir
 
 PASSWORD = "bmc-Pa55word-never-shown"
 ROOT = pathlib.Path(__file__).resolve().parents[3]

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.functional.openstack.controlplane import ControlPlane
+from tests.functional.fixtures import cluster
+from tests.integration.openstack.controlplane import ControlPlane
+
+# `cluster`: the in-process coordinator of tests/functional, beside the real services.
+__all__ = ["cluster"]
+
+_HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here needs the heavy harness: `-m "not harness"` leaves them out."""
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.harness)
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,8 @@ import openstack
 import openstack.connection
 import yaml
 
-from tests.functional.openstack import configs, procs, venv
-from tests.functional.openstack.configs import PASSWORD, Ports
+from tests.integration.openstack import configs, procs, venv
+from tests.integration.openstack.configs import PASSWORD, Ports
 
 log = logging.getLogger("openstack.controlplane")
 

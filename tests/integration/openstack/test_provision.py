@@ -1,4 +1,4 @@
-"""`coordinator provision`/`deprovision` against a real OpenStack (tests/functional/openstack) and a real coordinator.
+"""`coordinator provision`/`deprovision` against a real OpenStack (tests/integration/openstack) and a real coordinator.
 
 The CLI commands run in-process on the test's event loop (openstacksdk runs in
 worker threads) beside the in-process coordinator of the functional harness,
@@ -29,8 +29,8 @@ from atoll.v1 import auth_pb2, machines_pb2
 from coordinator.cli import main as cli_main
 from coordinator.cli.provisioning import cloudinit
 from tests.functional.harness import Cluster, FakeNode, eventually
-from tests.functional.openstack import controlplane
-from tests.functional.openstack.controlplane import ControlPlane
+from tests.integration.openstack import controlplane
+from tests.integration.openstack.controlplane import ControlPlane
 
 pytestmark = [
     # The session fixture's first start may install the services' venv (about 1.5 min).

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from tests.functional.ironic.harness import cache_root
+from tests.integration.ironic.harness import cache_root
 
 log = logging.getLogger("openstack.venv")
 

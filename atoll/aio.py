@@ -1,0 +1,23 @@
+"""Small asyncio helpers shared by both daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109 (it is the point)
+    """Sleep up to `timeout` seconds, waking early when `stop` is set; True if it is set.
+
+    The pause of every periodic loop and every retry backoff:
+
+        while not stop.is_set():
+            do_the_work()
+            if await wait_or_stop(stop, period):
+                break
+    """
+    if stop.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout)
+    return stop.is_set()

@@ -1,0 +1,241 @@
+"""A TCP front that caps a listener's open connections per source and in total.
+
+gRPC Python accepts every connection it is offered and keeps each one, with
+its descriptor, until the TLS handshake ends: one client opening thousands of
+connections and never finishing a handshake exhausts the daemon's descriptors,
+and then nobody connects. gRPC has no per-source cap, so a listener that
+anyone may reach without credentials (the coordinator's token port) is served
+through this front: it accepts on the public address, resets a connection at
+once when its source already holds `per_source` connections or the listener
+`total`, and splices every other one byte for byte to the gRPC listener on a
+private loopback port. TLS stays end to end between the client and gRPC,
+which also enforces the handshake deadline (a connection gRPC drops is closed
+here too); the front never sees plain text.
+
+gRPC sees the front's loopback address as every call's peer: `original_peer`
+maps it back (atoll.rpc.peer_address uses it), so the audit trail still names
+the real client. Sources are IPv4 addresses and IPv6 /64 prefixes (one host
+usually holds a whole /64).
+
+Measured in bench/handshake_flood.py; the other designs considered: gRPC's
+`grpc.max_allowed_incoming_connections` caps only the total, so one source
+still locks everybody out, and the kernel (nftables connlimit) needs root and
+rules outside the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# SO_LINGER on, 0 s: close() sends a reset and leaves no TIME_WAIT behind.
+_RESET = struct.pack("ii", 1, 0)
+_LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True)
+class ConnLimits:
+    per_source: int = 64
+    total: int = 1024
+
+
+@dataclass
+class GateStats:
+    accepted: int = 0
+    refused_per_source: int = 0
+    refused_total: int = 0
+
+    @property
+    def refused(self) -> int:
+        return self.refused_per_source + self.refused_total
+
+
+def source_of(address: str) -> str:
+    """What the per-source cap counts: the IPv4 address, or the IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def grpc_peer(host: str, port: int) -> str:
+    """An address the way gRPC's context.peer() spells it."""
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
+class _Side(asyncio.Protocol):
+    """One end of a spliced pair; `other` is the transport its data goes to."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.other: asyncio.Transport | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is not None:
+            self.other.write(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close; TLS and HTTP/2 need no half-closed connections
+
+    def pause_writing(self) -> None:
+        if self.other is not None:
+            self.other.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.other is not None and not self.other.is_closing():
+            self.other.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.other is not None and not self.other.is_closing():
+            self.other.close()
+
+
+class _Backend(_Side):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+
+class _Client(_Side):
+    def __init__(self, gate: ConnectionGate) -> None:
+        super().__init__()
+        self.gate = gate
+        self.source = ""
+        self.peer = ""
+        self.backend_key = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        source = source_of(host)
+        if not self.gate.admit(source):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            transport.abort()
+            return
+        self.source, self.peer, self.transport = source, grpc_peer(host, port), transport
+        self.gate.clients.add(self)
+        transport.pause_reading()  # until the backend is connected
+        self.task = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            backend, side = await loop.create_connection(_Backend, "127.0.0.1", self.gate.backend_port)
+        except OSError as exc:
+            log.warning("cannot reach the gRPC listener behind %s: %s", self.gate.address, exc)
+            self.transport.abort()
+            return
+        if self.transport.is_closing():
+            backend.close()
+            return
+        self.backend_key = int(backend.get_extra_info("sockname")[1])
+        self.gate.peers[self.backend_key] = self.peer
+        side.other, self.other = self.transport, backend
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.source:
+            self.gate.clients.discard(self)
+            self.gate.release(self.source)
+            self.gate.peers.pop(self.backend_key, None)
+            self.source = ""
+
+
+class ConnectionGate:
+    """Accepts on `address` (HOST:PORT), caps connections, splices the rest to 127.0.0.1:`backend_port`."""
+
+    def __init__(self, address: str, backend_port: int, limits: ConnLimits) -> None:
+        self.address = address
+        self.backend_port = backend_port
+        self.limits = limits
+        self.stats = GateStats()
+        self.open: dict[str, int] = {}
+        self.total = 0
+        self.peers: dict[int, str] = {}
+        self.clients: set[_Client] = set()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._logged = 0.0
+
+    async def start(self) -> int:
+        host, _, port = self.address.rpartition(":")
+        host = host.strip("[]")
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Client(self),
+            host=host or None,
+            port=int(port),
+            backlog=4096,
+            reuse_address=True,
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    def admit(self, source: str) -> bool:
+        held = self.open.get(source, 0)
+        if held >= self.limits.per_source:
+            self.stats.refused_per_source += 1
+            self._warn(f"{source} already holds {held} connections (cap per source)")
+            return False
+        if self.total >= self.limits.total:
+            self.stats.refused_total += 1
+            self._warn(f"{self.total} connections open (cap in total)")
+            return False
+        self.open[source] = held + 1
+        self.total += 1
+        self.stats.accepted += 1
+        return True
+
+    def release(self, source: str) -> None:
+        self.total -= 1
+        left = self.open.get(source, 1) - 1
+        if left:
+            self.open[source] = left
+        else:
+            self.open.pop(source, None)
+
+    def original_peer(self, peer: str) -> str | None:
+        """The client behind a gRPC peer string of ours (ipv4:127.0.0.1:PORT), else None."""
+        if not peer.startswith("ipv4:127.0.0.1:"):
+            return None
+        try:
+            return self.peers.get(int(peer.rsplit(":", 1)[1]))
+        except ValueError:
+            return None
+
+    def _warn(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._logged >= _LOG_EVERY:
+            self._logged = now
+            log.warning(
+                "%s: refusing connections: %s; %d refused so far", self.address, why, self.stats.refused
+            )
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for client in list(self.clients):  # wait_closed() waits for every connection to end
+            if client.transport is not None:
+                client.transport.abort()
+            if client.other is not None:
+                client.other.abort()
+        await self._server.wait_closed()

@@ -1,0 +1,47 @@
+"""Open the store a coordinator's config names: SQLite by default, etcd for several coordinators."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+from atoll import errors
+from coordinator.store.base import Store
+from coordinator.store.etcd import EtcdStore, EtcdTLS
+from coordinator.store.sqlite import SqliteStore
+
+
+async def open_store(
+    url: str,
+    *,
+    data_dir: pathlib.Path,
+    history_limit: int,
+    synchronous: str,
+    etcd_cafile: str = "",
+    etcd_certfile: str = "",
+    etcd_keyfile: str = "",
+) -> Store:
+    """``sqlite:///PATH`` (or "": ``<data_dir>/atoll.db``) or ``etcd://HOST:PORT,HOST:PORT``."""
+    scheme, _, rest = url.partition("://") if url else ("sqlite", "", "")
+    if scheme == "sqlite":
+        path = pathlib.Path(rest) if rest else data_dir / "atoll.db"
+        return await SqliteStore.open(path, history_limit=history_limit, synchronous=synchronous)
+    if scheme == "etcd":
+        tls = (
+            await asyncio.to_thread(_read_tls, etcd_cafile, etcd_certfile, etcd_keyfile)
+            if etcd_cafile
+            else None
+        )
+        return await EtcdStore.open(rest, tls=tls)
+    raise errors.InvalidArgument(f"store: expected sqlite:///PATH or etcd://HOST:PORT,..., got {url!r}")
+
+
+def _read_tls(cafile: str, certfile: str, keyfile: str) -> EtcdTLS:
+    try:
+        return EtcdTLS(
+            ca=pathlib.Path(cafile).read_bytes(),
+            cert=pathlib.Path(certfile).read_bytes() if certfile else b"",
+            key=pathlib.Path(keyfile).read_bytes() if keyfile else b"",
+        )
+    except OSError as exc:
+        raise errors.InvalidArgument(f"etcd TLS files: {exc}") from None
