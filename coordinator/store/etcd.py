@@ -38,6 +38,8 @@ T = TypeVar("T")
 PAGE = 1000  # keys per Range call when listing
 MAX_MESSAGE = 64 * 2**20
 CALL_TIMEOUT = 10.0
+RETRIES = 5  # while etcd elects a new leader (about 1 s here) calls fail with "no leader" or time out
+RETRY_DELAY = 0.2
 _GONE_MARK = "required revision has been compacted"
 
 
@@ -119,6 +121,17 @@ class EtcdStore:
     # -- calls ----------------------------------------------------------------------------------
 
     async def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        """One call; a read is retried while etcd elects a leader (it changes nothing)."""
+        for attempt in range(RETRIES):
+            try:
+                return await self._call_once(method, request)
+            except errors.Unavailable:
+                if method is not self._kv.Range or attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(RETRY_DELAY * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, method: Callable[..., Any], request: Any) -> Any:
         try:
             response = await method(request, timeout=self._timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as err:
@@ -196,9 +209,25 @@ class EtcdStore:
                     rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=op.value, prev_kv=True))
                 )
         failure = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=op.key.encode())) for op in ops]
-        response = await self._call(
-            self._kv.Txn, rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
-        )
+        request = rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
+        before = self._revision
+        for attempt in range(RETRIES):
+            try:
+                response = await self._call(self._kv.Txn, request)
+                break
+            except errors.Unavailable:
+                # A failover: the transaction may or may not have been applied. If the keys now
+                # hold exactly what it wrote, it was; otherwise it is sent again (its compares make
+                # a second application impossible: they fail, and say why).
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(RETRY_DELAY * (attempt + 1))
+                try:
+                    applied = await self._applied(ops, before)
+                except errors.Unavailable:
+                    continue
+                if applied is not None:
+                    return applied
         revision = int(response.header.revision)
         if not response.succeeded:
             for op, answer in zip(ops, response.responses, strict=True):
@@ -220,9 +249,24 @@ class EtcdStore:
                 out.append(KV(op.key, op.value, created, revision))
         return out
 
+    async def _applied(self, ops: Sequence[Op], before: int) -> builtins.list[KV] | None:
+        """The KVs `ops` produced, if the store shows that they were applied after `before`."""
+        out = []
+        for op in ops:
+            current = await self.get(op.key)
+            if op.type == "delete":
+                return None  # a delete leaves nothing to recognise it by: send it again
+            if current is None or current.value != op.value or current.mod_revision <= before:
+                return None
+            out.append(current)
+        return out
+
     # -- history --------------------------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
+        await self._call(
+            self._kv.Range, rpc_pb2.RangeRequest(key=b"\0", count_only=True)
+        )  # learn the revision
         revision = min(revision, self._revision)
         if revision <= self._compacted:
             return

@@ -32,6 +32,7 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from tests.integration.etcd import EtcdCluster  # noqa: E402
 from tests.integration.testbed import TeardownError, TestBed, sweep_stale  # noqa: E402
 
 log = logging.getLogger("testbed.fixtures")
@@ -51,6 +52,7 @@ _REQUIRED_TOOLS = {
     "runc": "docker.io (runc)",
     "iptables": "iptables",
     "busybox": "busybox-static",
+    "etcd": "etcd-server",
     "timeout": "coreutils",
 }
 
@@ -132,3 +134,16 @@ def testbed_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
             errors.append(str(exc))
     if errors:
         pytest.fail("test bed teardown left things behind:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """A real 3-member etcd on loopback, started once per test run (about 1-2 s) and shared.
+
+    Tests that kill a member restart it before they end; each test uses keys of its own.
+    """
+    cluster = EtcdCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
