@@ -332,6 +332,11 @@ class EtcdStore:
         return StoreEvent("put", _kv(event.kv), prev)
 
     @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to etcd, shared with the leader election."""
+        return self._channel
+
+    @property
     def revision(self) -> int:
         return self._revision
 

@@ -117,6 +117,13 @@ class EtcdCluster:
         self._launch(m, "existing")
         self.wait_healthy(timeout, [m])
 
+    def restart_all(self, timeout: float = 30) -> None:
+        """After losing every member: they need each other (a quorum) before any is healthy."""
+        for m in self.members:
+            if m.process is None:
+                self._launch(m, "existing")
+        self.wait_healthy(timeout)
+
     def stop(self) -> None:
         for i in range(len(self.members)):
             self.kill(i)
