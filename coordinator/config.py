@@ -59,14 +59,17 @@ class ServeConfig:
     )
     store: str = layered.option(
         "",
-        "the store: sqlite:///PATH (default: <data-dir>/atoll.db, zero setup) or etcd://HOST:PORT,HOST:PORT,... "
-        "(several coordinators, one leader)",
+        "the store: sqlite:///PATH (default: <data-dir>/atoll.db, zero setup) or "
+        "etcd://HOST:PORT,HOST:PORT,...[/PREFIX] (several coordinators, one leader; keys under /PREFIX)",
     )
     etcd_cafile: str = layered.option(
         "", "CA bundle (PEM) that etcd's server certificates chain to; TLS when set"
     )
     etcd_certfile: str = layered.option("", "client certificate (PEM) for etcd")
     etcd_keyfile: str = layered.option("", "the key of --etcd-certfile (PEM)")
+    leader_ttl: int = layered.option(
+        3, "etcd store: seconds of the leader lease (a dead leader is replaced after about this long)"
+    )
     store_history: int = layered.option(10_000, "store revisions kept for watches to resume from")
     store_sync: str = layered.option("FULL", "SQLite synchronous mode: FULL (durable) or NORMAL")
     compaction_interval: float = layered.option(
@@ -201,10 +204,12 @@ class ServeConfig:
             raise errors.InvalidArgument(
                 f"store: expected sqlite:///PATH or etcd://HOST:PORT,..., got {self.store!r}"
             )
-        if scheme == "etcd" and not self.store.removeprefix("etcd://"):
+        if scheme == "etcd" and not self.store.removeprefix("etcd://").partition("/")[0]:
             raise errors.InvalidArgument("store: etcd:// needs at least one HOST:PORT")
         if bool(self.etcd_certfile) != bool(self.etcd_keyfile):
             raise errors.InvalidArgument("etcd_certfile and etcd_keyfile: give both or neither")
+        if not 1 <= self.leader_ttl <= 60:
+            raise errors.InvalidArgument(f"leader_ttl: expected 1..60 seconds, got {self.leader_ttl}")
         if self.store_history < 100:
             raise errors.InvalidArgument("store_history: keep at least 100 revisions")
         if self.compaction_interval < 0:

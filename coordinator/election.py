@@ -106,6 +106,7 @@ class EtcdElector:
     def __init__(
         self, store: EtcdStore, *, address: str, ttl: int = DEFAULT_TTL, identity: str = "", keys: str = KEYS
     ) -> None:
+        keys = store.prefix + keys  # beside the cluster's objects, under its etcd prefix
         self._leader_key = f"{keys}leader".encode()
         self._members = f"{keys}coordinators/".encode()
         self._store = store
@@ -187,7 +188,9 @@ class EtcdElector:
         answer = await self._unary(
             self._kv.Txn,
             rpc_pb2.TxnRequest(
-                compare=[rpc_pb2.Compare(key=self._leader_key, target=rpc_pb2.Compare.CREATE, create_revision=0)],
+                compare=[
+                    rpc_pb2.Compare(key=self._leader_key, target=rpc_pb2.Compare.CREATE, create_revision=0)
+                ],
                 success=[
                     rpc_pb2.RequestOp(
                         request_put=rpc_pb2.PutRequest(key=self._leader_key, value=value, lease=lease)

@@ -1,4 +1,11 @@
-"""The coordinator's composition root: store, informers, controllers and servers."""
+"""The coordinator's composition root: store, informers, controllers and servers.
+
+Every coordinator serves both APIs and keeps informers; what must run once in
+the cluster (the scheduler, the controllers, node lifecycle, event garbage
+collection, store compaction) runs under the leader's term only: always, on
+SQLite (one coordinator); on etcd, while this coordinator holds the leader
+lease (coordinator.election).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
+from coordinator.election import Elector, EtcdElector, LeaderTerm, SoleLeader
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import LeaseManager, ensure_no_orphans
 from coordinator.objects import quota
@@ -35,6 +43,7 @@ from coordinator.objects.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
 from coordinator.store.base import Store
 from coordinator.store.compactor import Compactor
+from coordinator.store.etcd import EtcdStore
 from coordinator.store.open import open_store
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,8 @@ class Coordinator:
         self.recorder: EventRecorder | None = None
         self.security: Security | None = None
         self.informers: dict[str, Informer] = {}
+        self.elector: Elector | None = None
+        self.leading: LeaderTerm | None = None  # the current term while this coordinator leads
 
     @property
     def port(self) -> int:
@@ -138,15 +149,31 @@ class Coordinator:
             else AgentClients(nodes, credentials=pki.agent_credentials, version=lambda: pki.version)
         )
         stop = self.stop_event
+        scheduler, compactor = self.scheduler, Compactor(self.store, cfg.compaction_interval)
+
+        async def lead(term: LeaderTerm) -> None:
+            """What must run once in the cluster, for as long as this coordinator leads."""
+            self.leading = term
+            lost = term.lost
+            await asyncio.gather(
+                scheduler.run(lost),
+                lifecycle.run(lost),
+                replication.run(lost),
+                endpoints.run(lost),
+                recorder.run_gc(lost, cfg.event_ttl),
+                compactor.run(lost),
+            )
+            self.leading = None
+
+        self.elector = (
+            EtcdElector(self.store, address=cfg.advertise_address or cfg.listen, ttl=cfg.leader_ttl)
+            if isinstance(self.store, EtcdStore)
+            else SoleLeader(cfg.advertise_address or cfg.listen)
+        )
         self._tasks = [
             *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
-            asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
-            asyncio.create_task(lifecycle.run(stop), name="node-lifecycle"),
-            asyncio.create_task(replication.run(stop), name="replication-manager"),
-            asyncio.create_task(endpoints.run(stop), name="endpoints-controller"),
-            asyncio.create_task(recorder.run_gc(stop, cfg.event_ttl), name="event-gc"),
             asyncio.create_task(security.run(stop), name="certificate-renewal"),
-            asyncio.create_task(Compactor(self.store, cfg.compaction_interval).run(stop), name="compactor"),
+            asyncio.create_task(self.elector.run(stop, lead), name="leader-election"),
         ]
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)
         if cfg.network_config:
@@ -159,6 +186,7 @@ class Coordinator:
             pki=pki,
             external_ips=ExternalIPPolicy.from_config(cfg.service_external_ip_cidrs, self._daemon_ports),
             cluster_info=lambda: security.info,
+            members=self.elector.members,
             max_replicas=cfg.max_replicas,
             pod_security=pod_security,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -29,6 +29,7 @@ from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers.nodelifecycle import NodeHealth
+from coordinator.election import Member
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
 from coordinator.objects.registry import Registry
@@ -43,6 +44,10 @@ _EVENT_TYPES = {
 }
 
 AgentConnector = Callable[[str], agent_pb2_grpc.AgentServiceStub]
+
+
+async def _no_members() -> list[Member]:
+    return []
 
 
 def _is_admin() -> bool:
@@ -66,6 +71,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         *,
         pki: ClusterPki | None = None,
         cluster_info: Callable[[], cluster_pb2.GetClusterInfoResponse] = cluster_pb2.GetClusterInfoResponse,
+        members: Callable[[], Awaitable[list[Member]]] | None = None,
         external_ips: ExternalIPPolicy | None = None,
         max_replicas: int = objectlimits.DEFAULT_MAX_REPLICAS,
         pod_security: PodSecurityConfig | None = None,
@@ -76,6 +82,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._service_ips = service_ips
         self._pki = pki
         self._cluster_info = cluster_info
+        self._members = members or _no_members
         self._external_ips = external_ips or ExternalIPPolicy()
         self._max_replicas = max_replicas
         self._pod_security = PodSecurityAdmission(registry, pod_security)
@@ -295,6 +302,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         )
         async for chunk in rpc.stream(call):
             yield cluster_pb2.GetLogsResponse(data=chunk.data)
+
+    async def ListCoordinators(
+        self, request: cluster_pb2.ListCoordinatorsRequest, context: Any
+    ) -> cluster_pb2.ListCoordinatorsResponse:
+        response = cluster_pb2.ListCoordinatorsResponse()
+        for m in await self._members():
+            member = response.members.add(id=m.id, address=m.address, leader=m.leader)
+            member.started.FromNanoseconds(int(m.started * 1e9))
+            if m.leader:
+                member.leader_since.FromNanoseconds(int(m.leader_since * 1e9))
+        return response
 
     async def GetClusterInfo(
         self, request: cluster_pb2.GetClusterInfoRequest, context: Any

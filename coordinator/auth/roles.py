@@ -141,6 +141,7 @@ PERMISSIONS: dict[str, Callable[[Any], Permission]] = {
     _CLUSTER + "GetLogs": lambda r: Permission("get", "pods/log", namespace=r.namespace, name=r.pod),
     _CLUSTER + "GetClusterInfo": lambda r: Permission("get", "clusterinfo"),
     _CLUSTER + "SignUserCertificate": lambda r: Permission("create", "certificates", name=r.user),
+    _CLUSTER + "ListCoordinators": lambda r: Permission("list", "coordinators"),
     _NODE + "Register": lambda r: Permission(
         "node", "nodes", node=r.node.metadata.name, name=r.node.metadata.name
     ),

@@ -221,7 +221,46 @@ async def _beside(client: Client, info: KindInfo, args: argparse.Namespace) -> l
     return [n for n in nodes if isinstance(n, node_pb2.Node)]
 
 
+COORDINATORS = ("coordinators", "coordinator", "coord")
+
+
+async def cmd_get_coordinators(client: Client, args: argparse.Namespace) -> int:
+    """``get coordinators``: the members of the control plane, the leader first."""
+    members = (await client.coordinators()).members
+    if args.output in ("json", "yaml"):
+        doc = {
+            "kind": "CoordinatorList",
+            "items": [
+                {
+                    "id": m.id,
+                    "address": m.address,
+                    "leader": m.leader,
+                    "started": printers.common.timestamp(m.started),
+                    **({"leaderSince": printers.common.timestamp(m.leader_since)} if m.leader else {}),
+                }
+                for m in members
+            ],
+        }
+        print(manifests.dumps(doc, args.output), end="")
+        return 0
+    rows = [
+        [
+            m.id,
+            m.address,
+            "leader" if m.leader else "follower",
+            printers.common.age(m.leader_since) if m.leader else "-",
+            printers.common.age(m.started),
+        ]
+        for m in members
+    ]
+    text = printers.common.table(["NAME", "ADDRESS", "ROLE", "LEADING FOR", "AGE"], rows)
+    print(text.split("\n", 1)[1] if args.no_headers and rows else "" if args.no_headers else text)
+    return 0
+
+
 async def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    if args.kind in COORDINATORS:
+        return await cmd_get_coordinators(client, args)
     info, name = _split_kind(args.kind, args.name)
     namespace = _namespace(args, info)
     if args.chunk_size < 0:

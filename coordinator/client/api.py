@@ -128,6 +128,11 @@ class Client:
         async for chunk in rpc.stream(self.stub.GetLogs(request)):
             yield chunk.data
 
+    async def coordinators(self) -> cluster_pb2.ListCoordinatorsResponse:
+        return await rpc.unary(
+            self.stub.ListCoordinators(cluster_pb2.ListCoordinatorsRequest(), timeout=DEFAULT_TIMEOUT)
+        )
+
     async def cluster_info(self) -> cluster_pb2.GetClusterInfoResponse:
         return await rpc.unary(
             self.stub.GetClusterInfo(cluster_pb2.GetClusterInfoRequest(), timeout=DEFAULT_TIMEOUT)

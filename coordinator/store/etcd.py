@@ -82,14 +82,24 @@ def _prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def _kv(kv: Any) -> KV:
-    return KV(kv.key.decode(), bytes(kv.value), int(kv.create_revision), int(kv.mod_revision))
+def _kv(kv: Any, strip: int = 0) -> KV:
+    return KV(kv.key.decode()[strip:], bytes(kv.value), int(kv.create_revision), int(kv.mod_revision))
 
 
 class EtcdStore:
     def __init__(
-        self, endpoints: str, *, tls: EtcdTLS | None = None, call_timeout: float = CALL_TIMEOUT
+        self,
+        endpoints: str,
+        *,
+        tls: EtcdTLS | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        prefix: str = "",
     ) -> None:
+        """`prefix` (e.g. ``/cluster-a``) puts every key of this cluster under it, so clusters can share
+        an etcd (Kubernetes' --etcd-prefix)."""
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise errors.InvalidArgument(f"etcd key prefix {prefix!r}: expected /NAME (no trailing slash)")
+        self.prefix = prefix
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -113,8 +123,8 @@ class EtcdStore:
         self.endpoints = endpoints
 
     @classmethod
-    async def open(cls, endpoints: str, *, tls: EtcdTLS | None = None) -> EtcdStore:
-        store = cls(endpoints, tls=tls)
+    async def open(cls, endpoints: str, *, tls: EtcdTLS | None = None, prefix: str = "") -> EtcdStore:
+        store = cls(endpoints, tls=tls, prefix=prefix)
         await store.list("/atoll-store-probe/")  # fails fast and clearly when no member answers
         return store
 
@@ -152,18 +162,19 @@ class EtcdStore:
     # -- reads ----------------------------------------------------------------------------------
 
     async def get(self, key: str) -> KV | None:
-        response = await self._call(self._kv.Range, rpc_pb2.RangeRequest(key=key.encode()))
-        return _kv(response.kvs[0]) if response.kvs else None
+        response = await self._call(self._kv.Range, rpc_pb2.RangeRequest(key=self._key(key)))
+        return _kv(response.kvs[0], len(self.prefix)) if response.kvs else None
 
     async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
-        start, end = prefix.encode(), _prefix_end(prefix.encode())
+        start = self._key(prefix)
+        end = _prefix_end(start)
         items: builtins.list[KV] = []
         at = revision
         while True:
             request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=PAGE, revision=at)
             response = await self._call(self._kv.Range, request)
             at = at or int(response.header.revision)  # every page from one snapshot
-            items += [_kv(kv) for kv in response.kvs]
+            items += [_kv(kv, len(self.prefix)) for kv in response.kvs]
             if not response.more or not response.kvs:
                 return items, at
             start = response.kvs[-1].key + b"\0"
@@ -184,7 +195,7 @@ class EtcdStore:
             raise errors.InvalidArgument("a transaction may touch each key once")
         compare, success = [], []
         for op in ops:
-            key = op.key.encode()
+            key = self._key(op.key)
             if op.type == "create":
                 compare.append(rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, create_revision=0))
             elif op.expected_revision is not None:
@@ -208,7 +219,7 @@ class EtcdStore:
                 success.append(
                     rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=op.value, prev_kv=True))
                 )
-        failure = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=op.key.encode())) for op in ops]
+        failure = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=self._key(op.key))) for op in ops]
         request = rpc_pb2.TxnRequest(compare=compare, success=success, failure=failure)
         before = self._revision
         for attempt in range(RETRIES):
@@ -232,7 +243,7 @@ class EtcdStore:
         if not response.succeeded:
             for op, answer in zip(ops, response.responses, strict=True):
                 kvs = answer.response_range.kvs
-                problem = check_op(op, _kv(kvs[0]) if kvs else None)
+                problem = check_op(op, _kv(kvs[0], len(self.prefix)) if kvs else None)
                 if problem is not None:
                     raise problem
             raise errors.Conflict("the transaction's keys changed while it was checked; retry")
@@ -279,7 +290,8 @@ class EtcdStore:
     async def watch(self, prefix: str, from_revision: int) -> AsyncIterator[StoreEvent]:
         """Events under `prefix` after `from_revision`; resumes across broken streams."""
         last = from_revision
-        start, end = prefix.encode(), _prefix_end(prefix.encode())
+        start = self._key(prefix)
+        end = _prefix_end(start)
         while True:
             if last < self._compacted:  # known here already: no need to ask etcd
                 raise errors.Gone(
@@ -322,14 +334,17 @@ class EtcdStore:
                 call.cancel()
 
     def _event(self, event: Any) -> StoreEvent:
-        prev = _kv(event.prev_kv) if event.HasField("prev_kv") else None
+        strip = len(self.prefix)
+        prev = _kv(event.prev_kv, strip) if event.HasField("prev_kv") else None
         if event.type == kv_pb2.Event.DELETE:
             value = prev.value if prev else b""
             created = prev.create_revision if prev else 0
-            return StoreEvent(
-                "delete", KV(event.kv.key.decode(), value, created, int(event.kv.mod_revision)), prev
-            )
-        return StoreEvent("put", _kv(event.kv), prev)
+            key = event.kv.key.decode()[strip:]
+            return StoreEvent("delete", KV(key, value, created, int(event.kv.mod_revision)), prev)
+        return StoreEvent("put", _kv(event.kv, strip), prev)
+
+    def _key(self, key: str) -> bytes:
+        return (self.prefix + key).encode()
 
     @property
     def channel(self) -> grpc.aio.Channel:

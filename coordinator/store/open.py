@@ -21,7 +21,8 @@ async def open_store(
     etcd_certfile: str = "",
     etcd_keyfile: str = "",
 ) -> Store:
-    """``sqlite:///PATH`` (or "": ``<data_dir>/atoll.db``) or ``etcd://HOST:PORT,HOST:PORT``."""
+    """``sqlite:///PATH`` (or "": ``<data_dir>/atoll.db``) or ``etcd://HOST:PORT,HOST:PORT[/PREFIX]``
+    (every key under /PREFIX: clusters can share an etcd)."""
     scheme, _, rest = url.partition("://") if url else ("sqlite", "", "")
     if scheme == "sqlite":
         path = pathlib.Path(rest) if rest else data_dir / "atoll.db"
@@ -32,7 +33,8 @@ async def open_store(
             if etcd_cafile
             else None
         )
-        return await EtcdStore.open(rest, tls=tls)
+        endpoints, _, key_prefix = rest.partition("/")
+        return await EtcdStore.open(endpoints, tls=tls, prefix=f"/{key_prefix}" if key_prefix else "")
     raise errors.InvalidArgument(f"store: expected sqlite:///PATH or etcd://HOST:PORT,..., got {url!r}")
 
 

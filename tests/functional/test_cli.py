@@ -135,3 +135,13 @@ async def test_errors_of_create_and_apply_name_the_file_and_the_object(
     )
     code, out, _ = await cli(cluster, capsys, "get", "pod", "apache", "-o", "json")
     assert [c["name"] for c in json.loads(out)["spec"]["containers"]] == ["my-fedora-apache"]
+
+
+async def test_get_coordinators_shows_the_sole_leader(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = await cli(cluster, capsys, "get", "coordinators")
+    header, row = out.strip().splitlines()
+    assert code == 0 and header.split() == ["NAME", "ADDRESS", "ROLE", "LEADING", "FOR", "AGE"]
+    assert row.split()[2] == "leader"
+    code, out, _ = await cli(cluster, capsys, "get", "coordinators", "-o", "json")
+    (member,) = json.loads(out)["items"]
+    assert member["leader"] and member["leaderSince"]
