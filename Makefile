@@ -12,15 +12,15 @@ PYTEST_ARGS ?=
 .PHONY: help deps venv proto check-proto lint typecheck test unit functional integration harness up down bench buf-lint clean
 
 help:
-	@echo "make up        all-in-one cluster (coordinator + local agent) with the examples"
-	@echo "make down      stop what make up started"
-	@echo "make test      lint, type-check and run every test (unit, functional, integration, harness, fuzz)"
-	@echo "make unit      tests/unit: no root, no daemons (seconds)"
-	@echo "make functional  tests/functional: in-process coordinator and fake agents (about a minute)"
-	@echo "make integration tests/integration on test beds: root, dockerd, namespaces (minutes)"
-	@echo "make harness   tests/integration/{ironic,openstack}: a real Ironic and OpenStack (minutes)"
-	@echo "make proto     regenerate atoll/v1 from protos/"
-	@echo "make bench     run the benchmarks in bench/"
+	@echo "make up           all-in-one cluster (coordinator + local agent) with the examples"
+	@echo "make down         stop what make up started"
+	@echo "make test         lint, type-check and run every test once (all the tiers below, and tests/fuzz)"
+	@echo "make unit         tests/unit: no root, no daemons (about 10 s)"
+	@echo "make functional   tests/functional: in-process coordinator, fake agents (about 35 s)"
+	@echo "make integration  tests/integration on test beds: root, dockerd, namespaces (minutes)"
+	@echo "make harness      tests/integration/{ironic,openstack}: a real Ironic and OpenStack (minutes)"
+	@echo "make proto        regenerate atoll/v1 from protos/"
+	@echo "make bench        run the benchmarks in bench/"
 
 deps:
 	@scripts/install-deps.sh

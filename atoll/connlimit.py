@@ -26,18 +26,23 @@ rules outside the daemon.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 # SO_LINGER on, 0 s: close() sends a reset and leaves no TIME_WAIT behind.
 _RESET = struct.pack("ii", 1, 0)
 _LOG_EVERY = 10.0
+_BACKLOG = 4096
+# Connections accepted per wake-up, so that a flood cannot hold the event loop.
+_ACCEPT_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -109,25 +114,19 @@ class _Backend(_Side):
 
 
 class _Client(_Side):
-    def __init__(self, gate: ConnectionGate) -> None:
+    """An admitted client connection; it counts against its source until it is lost."""
+
+    def __init__(self, gate: ConnectionGate, source: str, peer: str) -> None:
         super().__init__()
         self.gate = gate
-        self.source = ""
-        self.peer = ""
+        self.source = source
+        self.peer = peer
         self.backend_key = 0
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        host, port = transport.get_extra_info("peername")[:2]
-        source = source_of(host)
-        if not self.gate.admit(source):
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            transport.abort()
-            return
-        self.source, self.peer, self.transport = source, grpc_peer(host, port), transport
+        self.transport = transport
         self.gate.clients.add(self)
         transport.pause_reading()  # until the backend is connected
         self.task = asyncio.get_running_loop().create_task(self._connect())
@@ -160,6 +159,10 @@ class _Client(_Side):
             self.source = ""
 
 
+def _same(client: _Client) -> _Client:
+    return client
+
+
 class ConnectionGate:
     """Accepts on `address` (HOST:PORT), caps connections, splices the rest to 127.0.0.1:`backend_port`."""
 
@@ -173,21 +176,69 @@ class ConnectionGate:
         self.peers: dict[int, str] = {}
         self.clients: set[_Client] = set()
         self.port = 0
-        self._server: asyncio.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._starting: set[asyncio.Task[Any]] = set()
         self._logged = 0.0
 
     async def start(self) -> int:
+        """Listen (every address HOST resolves to) and accept in our own loop: a refused
+        connection is closed right after accept(), before asyncio builds anything for it."""
+        loop = asyncio.get_running_loop()
         host, _, port = self.address.rpartition(":")
-        host = host.strip("[]")
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Client(self),
-            host=host or None,
-            port=int(port),
-            backlog=4096,
-            reuse_address=True,
+        infos = await loop.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self._sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(_BACKLOG)
+                sock.setblocking(False)
+        except OSError:
+            await self.close()
+            raise
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+        self.port = int(self._sockets[0].getsockname()[1])
         return self.port
+
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, most likely: back off a little
+                log.warning("%s: cannot accept: %s; pausing for 1 s", self.address, exc)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(1.0, self._resume, listener)
+                return
+            source = source_of(address[0])
+            if not self.admit(source):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                conn.close()
+                continue
+            conn.setblocking(False)
+            client = _Client(self, source, grpc_peer(address[0], address[1]))
+            task = loop.create_task(loop.connect_accepted_socket(functools.partial(_same, client), conn))
+            self._starting.add(task)
+            task.add_done_callback(functools.partial(self._started, client=client, conn=conn))
+
+    def _started(self, task: asyncio.Task[Any], *, client: _Client, conn: socket.socket) -> None:
+        self._starting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            conn.close()
+            if client.transport is None:  # connection_made never ran, so connection_lost never will
+                self.release(client.source)
+
+    def _resume(self, listener: socket.socket) -> None:
+        if listener in self._sockets and listener.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
 
     def admit(self, source: str) -> bool:
         held = self.open.get(source, 0)
@@ -230,12 +281,16 @@ class ConnectionGate:
             )
 
     async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for client in list(self.clients):  # wait_closed() waits for every connection to end
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        for task in list(self._starting):
+            task.cancel()
+        for client in list(self.clients):
             if client.transport is not None:
                 client.transport.abort()
             if client.other is not None:
                 client.other.abort()
-        await self._server.wait_closed()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import pathlib
 import resource
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import psutil
 from common import summary  # type: ignore[import-not-found]
@@ -52,6 +54,8 @@ NODE = kinds.by_name("Node")
 FLOOD_SOURCE = "127.0.0.2"
 PARTIAL_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
 PROBE_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 30.0
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 
 def free_port() -> int:
@@ -66,22 +70,36 @@ def free_port() -> int:
 async def flood(port: int, count: int, window: int, hold: float, deadline: float) -> dict[str, object]:
     ends = {"reset": 0, "closed": 0, "held": 0, "not_connected": 0}
     closed_after: list[float] = []
+    failures: dict[str, int] = {}
     slots = asyncio.Semaphore(window)
 
+    loop = asyncio.get_running_loop()
+
     async def one() -> None:
+        # Raw sockets: streams cost too much CPU per connection for a flood.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            # The port is picked at connect(), per 4-tuple: a bound flood must not use up the
+            # ephemeral ports the good clients' connect() needs (a bench artefact otherwise).
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((FLOOD_SOURCE, 0))
+            sock.setblocking(False)
             started = time.monotonic()
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", port, local_addr=(FLOOD_SOURCE, 0)), 10
-                )
-            except (OSError, TimeoutError):
+                await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), CONNECT_TIMEOUT)
+                sock.send(PARTIAL_HELLO)
+            except ConnectionResetError:  # reset right after the connect: refused at once
+                ends["reset"] += 1
+                return
+            except (OSError, TimeoutError) as exc:
                 ends["not_connected"] += 1
+                code = getattr(exc, "errno", None)
+                why = errno.errorcode.get(code, type(exc).__name__) if code else type(exc).__name__
+                failures[why] = failures.get(why, 0) + 1
                 return
             try:
-                writer.write(PARTIAL_HELLO)
                 left = max(0.1, min(hold, deadline - time.monotonic()))
-                data = await asyncio.wait_for(reader.read(4096), left)
+                data = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
                 if data:  # gRPC never answers a partial hello; anything else counts as still open
                     ends["held"] += 1
                 else:
@@ -91,9 +109,8 @@ async def flood(port: int, count: int, window: int, hold: float, deadline: float
                 ends["reset"] += 1
             except TimeoutError:
                 ends["held"] += 1
-            finally:
-                writer.transport.abort()
         finally:
+            sock.close()
             slots.release()
 
     started = time.monotonic()
@@ -111,6 +128,7 @@ async def flood(port: int, count: int, window: int, hold: float, deadline: float
         "opened_in_s": round(opened_in, 2),
         "took_s": round(time.monotonic() - started, 2),
         **ends,
+        "not_connected_why": failures,
         "closed_after_s": {k: round(v, 2) for k, v in summary(closed_after).items()} if closed_after else {},
     }
 
@@ -139,7 +157,7 @@ async def probe(config: ClientConfig) -> float | None:
 
 
 async def probe_for(
-    configs: dict[str, ClientConfig], until: float | asyncio.Task[object]
+    configs: dict[str, ClientConfig], until: float | asyncio.Task[Any]
 ) -> dict[str, list[float | None]]:
     """Probe every client in turn until the time or the task ends."""
     samples: dict[str, list[float | None]] = {name: [] for name in configs}
@@ -229,7 +247,7 @@ async def main_async(args: argparse.Namespace) -> None:
         stop, peak = asyncio.Event(), [0]
         watcher = asyncio.create_task(watch_fds(coord, stop, peak))
         flooding = asyncio.create_task(child.communicate())
-        during = await probe_for(configs, flooding)  # type: ignore[arg-type]
+        during = await probe_for(configs, flooding)
         out, _ = await flooding
         stop.set()
         await watcher

@@ -4,7 +4,7 @@ Every coordinator serves both APIs and keeps informers; what must run once in
 the cluster (the scheduler, the controllers, node lifecycle, event garbage
 collection, store compaction) runs under the leader's term only: always, on
 SQLite (one coordinator); on etcd, while this coordinator holds the leader
-lease (coordinator.election).
+lease (coordinator.store.election).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
-from coordinator.election import Elector, EtcdElector, LeaderTerm, SoleLeader
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import LeaseManager, ensure_no_orphans
 from coordinator.objects import quota
@@ -43,6 +42,7 @@ from coordinator.objects.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
 from coordinator.store.base import Store
 from coordinator.store.compactor import Compactor
+from coordinator.store.election import Elector, EtcdElector, LeaderTerm, SoleLeader
 from coordinator.store.etcd import EtcdStore
 from coordinator.store.open import open_store
 

@@ -29,11 +29,11 @@ from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth import roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers.nodelifecycle import NodeHealth
-from coordinator.election import Member
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
 from coordinator.objects.registry import Registry
 from coordinator.store.base import Op
+from coordinator.store.election import Member
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,9 @@ The rules are in coordinator/admission/podsecurity.py (pure functions); this
 module reads the namespace's level and decides who may change it. Every writer
 is checked, admins and controllers' owners included: a replication
 controller's template is checked when the controller is written, so a bad one
-is refused at once rather than failing each pod it would create.
+is refused at once rather than failing each pod it would create; the
+replication manager calls `check_workload` again for the pods it creates, in
+case the namespace was tightened since.
 
 Only admins may loosen a namespace's level (privileged < baseline <
 restricted): create or move one to a looser level than it has (a namespace
@@ -24,6 +26,10 @@ from coordinator.objects.registry import Registry
 NAMESPACE = kinds.by_name("Namespace")
 _RANK = {level: rank for rank, level in enumerate(podsecurity.LEVELS)}
 _LEVEL_FIELD = f"metadata.labels[{podsecurity.LABEL}]"
+
+
+def _rank(level: str) -> int:
+    return _RANK.get(level, _RANK[podsecurity.DEFAULT_LEVEL])  # unknown levels are refused on write
 
 
 class PodSecurityAdmission:
@@ -64,7 +70,7 @@ class PodSecurityAdmission:
             else podsecurity.DEFAULT_LEVEL
         )
         after = podsecurity.level_of(ns.metadata.labels)
-        if not admin and _RANK[after] < _RANK[before]:
+        if not admin and _rank(after) < _rank(before):
             raise errors.PermissionDenied(
                 f'only admins may move namespace "{ns.metadata.name}" from pod security level '
                 f'"{before}" to "{after}"',
@@ -74,7 +80,7 @@ class PodSecurityAdmission:
     async def check_namespace_delete(self, name: str, *, admin: bool) -> None:
         """Deleting a restricted namespace's object would make it baseline: admins only."""
         level = await self.level(name)
-        if not admin and _RANK[level] > _RANK[podsecurity.DEFAULT_LEVEL]:
+        if not admin and _rank(level) > _rank(podsecurity.DEFAULT_LEVEL):
             raise errors.PermissionDenied(
                 f'only admins may delete namespace "{name}": it is at pod security level "{level}" '
                 f'and would fall back to "{podsecurity.DEFAULT_LEVEL}"'

@@ -137,7 +137,9 @@ async def test_errors_of_create_and_apply_name_the_file_and_the_object(
     assert [c["name"] for c in json.loads(out)["spec"]["containers"]] == ["my-fedora-apache"]
 
 
-async def test_get_coordinators_shows_the_sole_leader(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_get_coordinators_shows_the_sole_leader(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = await cli(cluster, capsys, "get", "coordinators")
     header, row = out.strip().splitlines()
     assert code == 0 and header.split() == ["NAME", "ADDRESS", "ROLE", "LEADING", "FOR", "AGE"]

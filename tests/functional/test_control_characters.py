@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 from google.protobuf.message import Message
 
-from atoll import errors, pki
+from atoll import errors, kinds, pki
 from atoll.v1 import meta_pb2, namespace_pb2, pod_pb2, workloads_pb2
 from coordinator.auth import tokens
-from tests.functional.harness import Cluster
+from tests.functional.harness import Cluster, eventually
 from tests.functional.test_security import _join
 
 
@@ -92,3 +92,39 @@ async def test_names_ending_in_a_control_character_are_refused_naming_the_field(
         pki.subject_cn(pki.load_cert((await _join(cluster, f"{token_id}.{secret}", "h-1")).certificate))
         == "h-1"
     )
+
+
+EVENT = kinds.by_name("Event")
+
+
+async def test_a_bad_service_written_past_the_api_gets_an_event_and_blocks_no_other(cluster: Cluster) -> None:
+    """Defence in depth: the agent refuses what the coordinator should have; the rest is served."""
+    client, registry = cluster.client, cluster.coordinator.registry
+    assert client is not None and registry is not None
+    node = await cluster.add_node("node-a")
+    good = workloads_pb2.Service()
+    good.metadata.name = "api"
+    good.spec.ports.add(port=80, protocol=meta_pb2.PROTOCOL_TCP)
+    await client.create(good)
+    bad = workloads_pb2.Service()
+    bad.metadata.namespace, bad.metadata.name = "default", "web\n"
+    bad.spec.cluster_ip = "10.254.9.9"
+    bad.spec.session_affinity = "None"
+    bad.spec.ports.add(port=80, target_port=80, protocol=meta_pb2.PROTOCOL_TCP)
+    await registry.create(bad)  # straight into the store: the API would refuse it
+
+    async def events() -> list[str]:
+        items, _ = await client.list(EVENT)
+        return [
+            e.message  # type: ignore[attr-defined]
+            for e in items
+            if e.reason == "FailedProgramService"  # type: ignore[attr-defined]
+            and e.involved_object.kind == "Node"  # type: ignore[attr-defined]
+            and e.involved_object.name == "node-a"  # type: ignore[attr-defined]
+        ]
+
+    (message,) = await eventually(events, what="the agent's event about the bad service")
+    assert "'default/web\\n'" in message and "\n" not in message
+    # The good service went in all the same, no rule names the bad one, and nothing failed.
+    assert node.netfilter.table is not None and node.netfilter.elements("no-endpoints")
+    assert all("web\n" not in script for script in node.netfilter.scripts)

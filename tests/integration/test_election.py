@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from coordinator.election import EtcdElector, LeaderTerm
+from coordinator.store.election import EtcdElector, LeaderTerm
 from coordinator.store.etcd import EtcdStore
 from tests.integration.etcd import EtcdCluster
 
