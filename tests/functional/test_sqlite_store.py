@@ -1,4 +1,5 @@
-"""The SQLite store against the same contract as the memory store, plus durability and group commit."""
+"""What only the SQLite store does: durability across reopening, WAL, group commit (the shared contract
+is tests/store_contract.py, run over every store by test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from coordinator.store.base import Op
 from coordinator.store.sqlite import SqliteStore
 
 
-async def test_contract_and_persistence(tmp_path: pathlib.Path) -> None:
+async def test_every_acknowledged_write_survives_reopening(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "atoll.db"
     s = await SqliteStore.open(path)
     await s.create("/pods/default/a", b"1")
