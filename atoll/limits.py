@@ -42,8 +42,10 @@ class TokenBucket:
 
     def take(self) -> bool:
         now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
+        # A clock that steps back (it should not: monotonic) neither refills nor drains the bucket.
+        elapsed = max(0.0, now - self._stamp)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._stamp = max(self._stamp, now)
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True

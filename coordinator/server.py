@@ -13,6 +13,7 @@ import asyncio
 import logging
 import pathlib
 import time
+from collections.abc import Callable
 
 from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
@@ -63,8 +64,12 @@ _WATCHED_KINDS = (
 
 
 class Coordinator:
-    def __init__(self, cfg: ServeConfig, *, store: Store | None = None) -> None:
+    def __init__(
+        self, cfg: ServeConfig, *, store: Store | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`clock` drives the per-client rate limits (tests step it instead of sleeping)."""
         self.cfg = cfg
+        self._clock = clock
         self._given_store = store
         self.store: Store | None = store
         self.stop_event = asyncio.Event()
@@ -227,7 +232,8 @@ class Coordinator:
                         burst=cfg.api_burst,
                         max_watches=cfg.max_watches_per_client,
                         max_total_watches=cfg.max_watches,
-                    )
+                    ),
+                    clock=self._clock,
                 ),
             ],
             handshake_timeout=cfg.handshake_timeout,

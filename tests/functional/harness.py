@@ -135,12 +135,20 @@ class FakeNode:
 
 
 class Cluster:
-    def __init__(self, tmp: pathlib.Path, *, insecure: bool = False, **serve: object) -> None:
+    def __init__(
+        self,
+        tmp: pathlib.Path,
+        *,
+        insecure: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        **serve: object,
+    ) -> None:
+        """`clock`: the coordinator's clock for rate limits; serve options go to ServeConfig."""
         self.tmp = tmp
         self.insecure = insecure
         if insecure:
             serve = {"insecure": True, "token_listen": "", **serve}
-        self.coordinator = Coordinator(serve_config(tmp, **serve))
+        self.coordinator = Coordinator(serve_config(tmp, **serve), clock=clock)
         self.nodes: list[FakeNode] = []
         self.client: Client | None = None
         self.admin: ClientConfig | None = None
