@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from atoll import kinds
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
@@ -105,7 +106,96 @@ def test_sampling_for_large_clusters() -> None:
     assert unschedulable_message(0, {}) == "0/0 nodes available: no nodes are registered"
 
 
-def test_no_event_loop_needed_for_decisions() -> None:
-    # decide() is synchronous CPU work: it must not need the loop (it runs between awaits).
-    s = scheduler(node("a"))
-    assert asyncio.iscoroutinefunction(s.decide) is False
+class _NoStore:
+    """A store that must not be touched: deciding is pure CPU work on the scheduler's caches."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"decide() touched the store ({name})")
+
+
+def test_decisions_need_neither_the_store_nor_an_event_loop() -> None:
+    registry = Registry(_NoStore())  # type: ignore[arg-type]
+    s = Scheduler(registry, Informer(registry, POD), Informer(registry, NODE))
+    s.nodes["a"] = NodeInfo(node("a"))
+    got: list[object] = []
+    # A plain thread has no event loop: decide() must not need one (it runs between awaits).
+    worker = threading.Thread(target=lambda: got.append(s.decide(pod("p")).node))
+    worker.start()
+    worker.join(5)
+    assert got == ["a"]
+
+
+# -- the loop: binding, rolling back, retrying on node events --------------------------------------
+
+POD = kinds.by_name("Pod")
+NODE = kinds.by_name("Node")
+
+
+class Loop:
+    """A scheduler on a real registry over the memory store, with live informers."""
+
+    def __init__(self, retry_interval: float = 1000.0) -> None:
+        self.registry = Registry(MemoryStore())
+        self.pods = Informer(self.registry, POD)
+        self.nodes = Informer(self.registry, NODE)
+        self.scheduler = Scheduler(self.registry, self.pods, self.nodes, retry_interval=retry_interval)
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Loop:
+        self.tasks = [asyncio.create_task(i.run(self.stop)) for i in (self.pods, self.nodes)]
+        await asyncio.wait_for(asyncio.gather(self.pods.synced.wait(), self.nodes.synced.wait()), 5)
+        self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def bound_to(self, name: str, timeout: float = 5) -> str:
+        async with asyncio.timeout(timeout):
+            while True:
+                got = await self.registry.get(POD, "default", name)
+                if got.spec.node_name:  # type: ignore[attr-defined]
+                    return str(got.spec.node_name)  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+
+
+async def test_an_unschedulable_pod_is_retried_when_a_node_comes_not_on_the_timer() -> None:
+    async with Loop(retry_interval=1000.0) as loop:
+        await loop.registry.create(pod("waits"))
+
+        for _ in range(500):  # no node: unschedulable, and the timer is 1000 s away
+            if "default/waits" in loop.scheduler._unschedulable:
+                break
+            await asyncio.sleep(0.01)
+        assert "default/waits" in loop.scheduler._unschedulable
+        await loop.registry.create(node("late"))
+        assert await loop.bound_to("waits") == "late"
+
+
+async def test_a_bind_that_conflicts_gives_the_assumed_resources_back() -> None:
+    async with Loop() as loop:
+        await loop.registry.create(node("a", cpu=1000))
+        await loop.registry.create(node("b", cpu=1000))
+        await asyncio.sleep(0)
+        s = loop.scheduler
+        p = await loop.registry.create(pod("raced", cpu=800))
+        assumed = pod_pb2.Pod()
+        assumed.CopyFrom(p)
+        assumed.spec.node_name = "a"
+        s.nodes["a"].add(assumed)  # what _schedule does before binding
+        assert s.nodes["a"].requested_cpu == 800
+
+        def elsewhere(obj: object) -> bool:  # someone else binds it first
+            obj.spec.node_name = "b"  # type: ignore[attr-defined]
+            return True
+
+        await loop.registry.guaranteed_update(POD, "default", "raced", elsewhere)
+        await s._bind_slots.acquire()  # _bind releases the slot _schedule took
+        await s._bind(assumed, "a")
+        assert s.nodes["a"].requested_cpu == 0 and "default/raced" not in s.nodes["a"].pods
+        another = await loop.registry.create(pod("fits-now", cpu=800))
+        assert await loop.bound_to(another.metadata.name) in ("a", "b")  # type: ignore[attr-defined]
