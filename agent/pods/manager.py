@@ -109,6 +109,7 @@ class PodManager:
         for uid in (*diff.added, *diff.updated, *diff.removed):
             self.request_sync(uid)
         if became_authoritative:
+            log.info("the coordinator's assignment at generation %d is in force", generation)
             # Pods that vanished while we were away only show up in the runtime.
             for uid in self._observed:
                 if uid not in new:
