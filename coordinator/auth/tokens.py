@@ -34,6 +34,7 @@ TOKEN = kinds.by_name("Token")
 TOKEN_RE = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})\Z")
 ID_RE = re.compile(r"[a-z0-9]{6}\Z")
 HASH_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
+NODE_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 USAGE_JOIN = "join"
 USAGE_AUTH = "authentication"
 USAGES = (USAGE_JOIN, USAGE_AUTH)
@@ -69,6 +70,7 @@ def new_token(
     usages: tuple[str, ...] = (USAGE_JOIN,),
     user: str = "",
     role: str = "",
+    node: str = "",
     clock: Callable[[], float] = time.time,
 ) -> auth_pb2.Token:
     """The object to create for a token; ttl 0 never expires."""
@@ -80,6 +82,7 @@ def new_token(
     token.spec.usages.extend(usages)
     token.spec.user = user
     token.spec.role = role
+    token.spec.node_name = node
     if ttl:
         token.spec.expiration.FromNanoseconds(int((clock() + ttl) * 1e9))
     return token
@@ -102,6 +105,11 @@ def validate(token: auth_pb2.Token) -> None:
             raise errors.InvalidArgument("an authentication token names its user", field="spec.user")
     elif spec.role or spec.user:
         raise errors.InvalidArgument("only authentication tokens carry a user and a role", field="spec.role")
+    if spec.node_name:
+        if USAGE_JOIN not in spec.usages:
+            raise errors.InvalidArgument("only join tokens are bound to a node", field="spec.nodeName")
+        if not NODE_NAME_RE.fullmatch(spec.node_name):
+            raise errors.InvalidArgument(f"{spec.node_name!r} is not a node name", field="spec.nodeName")
     if len(spec.description) > 1024:
         raise errors.InvalidArgument("at most 1024 characters", field="spec.description")
 
@@ -172,14 +180,27 @@ class TokenAuthenticator:
             user=f"bootstrap:{token_id}", role="bootstrap", via=f"token {token_id}", token=token_id
         )
 
-    async def consume(self, token_id: str, node: str) -> None:
-        """Count one use of a join token for `node`, atomically; refuses when it cannot be used."""
+    async def consume(self, token_id: str, node: str, *, node_exists: bool = False) -> None:
+        """Count one use of a join token for `node`, atomically; refuses when it cannot be used.
+
+        A token bound to a node joins only as that node; a node that already has a Node
+        object joins only with a token bound to it (its host was reinstalled), never with a
+        general one: a join token is no way to take over a live node's name and its pods.
+        """
 
         def use(obj: Message) -> bool:
             assert isinstance(obj, auth_pb2.Token)
             problem = refusal(obj, self._clock(), consuming=True)
             if problem is not None:
                 raise problem
+            bound = obj.spec.node_name
+            if bound and bound != node:
+                raise errors.PermissionDenied(f"token {token_id} is bound to node {bound}, not {node}")
+            if node_exists and bound != node:
+                raise errors.AlreadyExists(
+                    f"node {node} exists: a host joins under its name only with a token bound to it "
+                    f"(coordinator token create --node {node}), or after an admin deleted the node"
+                )
             obj.status.uses += 1
             if node not in obj.status.joined_nodes:
                 obj.status.joined_nodes.append(node)

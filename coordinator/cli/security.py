@@ -42,10 +42,16 @@ def add_parsers(sub: Any) -> None:
     tsub.required = True
     create = tsub.add_parser("create", help="a new join token, and the command that joins a host with it")
     create.add_argument(
-        "--ttl", type=_duration, default=86400.0, help="lifetime: 30m, 1h, 7d; 0 never expires (default 24h)"
+        "--ttl", type=_duration, default=3600.0, help="lifetime: 30m, 1h, 7d; 0 never expires (default 1h)"
     )
     create.add_argument(
-        "--uses", type=int, default=0, help="how many hosts may join with it (default 0: unlimited)"
+        "--uses", type=int, default=1, help="how many hosts may join with it (default 1; 0: unlimited)"
+    )
+    create.add_argument(
+        "--node",
+        default="",
+        help="bind it to one node name: the only name it joins as, and the way to re-join a host "
+        "whose Node exists (a reinstall)",
     )
     create.add_argument("--description", default="", help="what the token is for")
     create.add_argument("--output", "-o", choices=["json"], help="json: for scripts")
@@ -115,7 +121,9 @@ async def _token_create(client: Client, args: argparse.Namespace) -> int:
     token_id, secret = tokens.generate()
     value = f"{token_id}.{secret}"
     await client.create(
-        tokens.new_token(token_id, secret, ttl=args.ttl, uses=args.uses, description=args.description)
+        tokens.new_token(
+            token_id, secret, ttl=args.ttl, uses=args.uses, description=args.description, node=args.node
+        )
     )
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + args.ttl)) if args.ttl else ""
     command = join_command(info, value)

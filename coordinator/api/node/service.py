@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -92,6 +92,27 @@ def merge_pod_status(pod: pod_pb2.Pod, reported: pod_pb2.PodStatus) -> bool:
     return True
 
 
+# After Kubernetes' NodeRestriction: labels a node may not set on itself. Placement-sensitive pods
+# select on labels under this prefix, which only admins set (README "Security").
+PROTECTED_LABEL_PREFIX = "node-restriction.atoll.io/"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def check_self_labels(node: str, labels: Mapping[str, str]) -> None:
+    """A node registering may not claim another node's host name, nor any protected label."""
+    for key, value in sorted(labels.items()):
+        if key == HOSTNAME_LABEL and value != node:
+            raise errors.PermissionDenied(
+                f"metadata.labels[{key}]: node {node} may not label itself {key}={value}: "
+                "it must be its own name"
+            )
+        if key.startswith(PROTECTED_LABEL_PREFIX):
+            raise errors.PermissionDenied(
+                f"metadata.labels[{key}]: labels under {PROTECTED_LABEL_PREFIX} are set by admins, "
+                f"not by node {node} itself"
+            )
+
+
 class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
@@ -134,6 +155,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         incoming = request.node
         validation.validate_node(incoming).raise_first()
         name = incoming.metadata.name
+        check_self_labels(name, incoming.metadata.labels)
         now = self._health.beat(name)
         now_ns = int(now * 1e9)
         if await self._registry.store.get(f"/{NODE.plural}/{name}") is None:
@@ -154,7 +176,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
         def refresh(obj: Message) -> bool:
             assert isinstance(obj, node_pb2.Node)
-            # The agent's labels win for the keys it sets; labels an operator added stay.
+            # The agent's labels win for the keys it sets (never protected ones: checked above);
+            # labels an admin or operator added stay.
             obj.metadata.labels.update(incoming.metadata.labels)
             old = node_pb2.NodeStatus()
             old.CopyFrom(obj.status)
@@ -330,16 +353,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         identity = roles.current()
         name = request.node_name
         cert = pki.sign_node(request.csr, name)  # validates the name and the CSR before a use is spent
-        if (
-            name in self._health.last_heartbeat
-            and self._health.silent_for(name) < 3 * self._heartbeat_ms / 1000
-        ):
-            raise errors.AlreadyExists(
-                f"node {name} is registered and heartbeating: a second host cannot join under its name "
-                "(delete the node first if its host was reinstalled)"
-            )
+        exists = await self._registry.store.get(f"/{NODE.plural}/{name}") is not None
         assert self._tokens is not None
-        await self._tokens.consume(identity.token, name)
+        await self._tokens.consume(identity.token, name, node_exists=exists)
         log.info("node %s joined with token %s", name, identity.token)
         return node_api_pb2.JoinResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)
 

@@ -423,6 +423,7 @@ class Enroller:
             f"enroll {spec.name} (ironic node {node.uuid})",
             ttl=self.options.token_ttl,
             uses=1,
+            node=spec.name.lower(),  # the node name its agent joins as (HostConfig's default)
         )
         result.token_id = token.id
         # Recorded before Ironic has it, so an interrupted run still knows what to revoke.

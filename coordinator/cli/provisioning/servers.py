@@ -263,7 +263,9 @@ class Provisioner:
     async def _create(self, req: Request, name: str, boot: _Boot) -> ServerResult:
         result = ServerResult(name, action="created")
         # Single use, and worth nothing a day later: user-data stays readable in Nova.
-        token = await self.tokens.create(f"provision {name} ({req.cloud})", ttl=TOKEN_TTL, uses=1)
+        token = await self.tokens.create(
+            f"provision {name} ({req.cloud})", ttl=TOKEN_TTL, uses=1, node=name.lower()
+        )
         result.token_id = token.id
         try:
             user_data = cloudinit.render(

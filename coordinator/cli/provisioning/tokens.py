@@ -41,8 +41,10 @@ class TokenIssuer(Protocol):
         *,
         ttl: float | None = None,
         uses: int = 0,
+        node: str = "",
     ) -> IssuedToken:
-        """A new token. ``ttl``: seconds until it expires (None: the server's default);
+        """A new token. ``node``: the one node name it joins as (a host's own token);
+        ``ttl``: seconds until it expires (None: the server's default);
         ``uses``: how many joins it allows (0: unlimited). Bare metal asks for one use
         and a TTL covering deployment, so a configdrive read later is worth nothing."""
         ...
@@ -70,6 +72,7 @@ class FakeTokenIssuer:
         *,
         ttl: float | None = None,
         uses: int = 0,
+        node: str = "",
     ) -> IssuedToken:
         token_id = secrets.token_hex(3)
         self.active[token_id] = description
@@ -98,10 +101,17 @@ class ApiTokenIssuer:
         *,
         ttl: float | None = None,
         uses: int = 0,
+        node: str = "",
     ) -> IssuedToken:
         token_id, secret = auth_tokens.generate()
         token = auth_tokens.new_token(
-            token_id, secret, ttl=ttl or 0, uses=uses, description=description[:1024], usages=tuple(usages)
+            token_id,
+            secret,
+            ttl=ttl or 0,
+            uses=uses,
+            description=description[:1024],
+            usages=tuple(usages),
+            node=node,
         )
         await self.client.create(token)
         return IssuedToken(token_id, f"{token_id}.{secret}")
