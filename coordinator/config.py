@@ -130,6 +130,12 @@ class ServeConfig:
         "lifetime of the certificates the coordinator issues (s, or 90m, 12h, 30d, 1y); renewed at 2/3",
         parse=layered.parse_duration,
     )
+    node_cert_lifetime: float = layered.option(
+        12 * 3600.0,
+        "lifetime of node certificates (agents renew at 2/3): short, so a revocation missed "
+        "anywhere heals by itself",
+        parse=layered.parse_duration,
+    )
     ca_lifetime: float = layered.option(
         10 * 365 * 86400.0, "lifetime of a CA the coordinator creates", parse=layered.parse_duration
     )
@@ -162,6 +168,8 @@ class ServeConfig:
                 tls.check_plaintext(address)
         if bool(self.ca_cert) != bool(self.ca_key):
             raise errors.InvalidArgument("ca_cert and ca_key: give both or neither")
+        if self.node_cert_lifetime < 60:
+            raise errors.InvalidArgument("node_cert_lifetime: must be at least 60 s")
         if self.cert_lifetime < 1 or self.ca_lifetime < self.cert_lifetime:
             raise errors.InvalidArgument(
                 "cert_lifetime: must be at least 1 s, and ca_lifetime at least cert_lifetime"

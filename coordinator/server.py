@@ -32,6 +32,7 @@ from coordinator.api.strategy import STRATEGIES, carry_system_metadata
 from coordinator.auth import Security
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
+from coordinator.controllers.nodeleases import NodeLeases
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
 from coordinator.network.serviceips import ServiceIPAllocator
@@ -82,6 +83,7 @@ class Coordinator:
         self.security: Security | None = None
         self.informers: dict[str, Informer] = {}
         self.elector: Elector | None = None
+        self.health: NodeHealth | None = None
         self.leading: LeaderTerm | None = None  # the current term while this coordinator leads
 
     @property
@@ -126,7 +128,12 @@ class Coordinator:
         )
         leases = LeaseManager(registry, ttl=cfg.lease_ttl)
         assignments = AssignmentTracker(pods)
-        health = NodeHealth()
+        health = self.health = NodeHealth()
+        # Several coordinators share heartbeats through these leases: often enough that the leader
+        # sees a node alive well within the grace period; one coordinator writes them only to
+        # remember across a restart, rarely.
+        lease_interval = cfg.node_grace_period / 3 if isinstance(self.store, EtcdStore) else 15.0
+        node_leases = NodeLeases(self.store, health, write_interval=lease_interval)
         self.scheduler = Scheduler(
             registry, pods, nodes, recorder=recorder, retry_interval=cfg.scheduler_retry_interval
         )
@@ -178,6 +185,7 @@ class Coordinator:
         self._tasks = [
             *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
             asyncio.create_task(security.run(stop), name="certificate-renewal"),
+            asyncio.create_task(node_leases.run(stop), name="node-leases"),
             asyncio.create_task(self.elector.run(stop, lead), name="leader-election"),
         ]
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)

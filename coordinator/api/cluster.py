@@ -26,8 +26,9 @@ from coordinator.api import objectlimits, paging, podnetworks
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.podsecurity import PodSecurityAdmission
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
-from coordinator.auth import roles
+from coordinator.auth import revocation, roles
 from coordinator.auth.certs import ClusterPki
+from coordinator.controllers import nodeleases
 from coordinator.controllers.nodelifecycle import NodeHealth
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
@@ -223,6 +224,11 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 await self._delete_dependents(deleted)
         if isinstance(deleted, node_pb2.Node):
             self._health.forget(deleted.metadata.name)
+            await revocation.revoke_node(self._registry.store, deleted.metadata.name)  # cut off at once
+            try:
+                await self._registry.store.delete(f"{nodeleases.PREFIX}{deleted.metadata.name}")
+            except errors.NotFound:
+                pass
         log.info("deleted %s %s", info.name, request.name)
         return cluster_pb2.DeleteResponse(object=kinds.wrap(self._present(deleted)))
 

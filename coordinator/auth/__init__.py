@@ -19,6 +19,7 @@ from atoll.v1 import cluster_pb2
 from coordinator.auth.audit import AuditLog
 from coordinator.auth.certs import ClusterPki, PkiSettings, local_ipv4_addresses
 from coordinator.auth.interceptor import AuthInterceptor
+from coordinator.auth.revocation import RevocationList
 from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.config import DEFAULT_PORT, DEFAULT_TOKEN_PORT, ServeConfig
 from coordinator.objects.registry import Registry
@@ -51,7 +52,10 @@ class Security:
         self.cfg = cfg
         self.audit = AuditLog(cfg.audit_log)
         self.tokens = TokenAuthenticator(registry)
-        self.interceptor = AuthInterceptor(self.tokens, self.audit, insecure=cfg.insecure)
+        self.revocations = RevocationList(registry.store)
+        self.interceptor = AuthInterceptor(
+            self.tokens, self.audit, insecure=cfg.insecure, revoked=self.revocations
+        )
         self.pki: ClusterPki | None = None
         self.info = cluster_pb2.GetClusterInfoResponse()
         advertise = cfg.advertise_address
@@ -68,6 +72,7 @@ class Security:
                     ca_cert=cfg.ca_cert,
                     ca_key=cfg.ca_key,
                     cert_lifetime=cfg.cert_lifetime,
+                    node_cert_lifetime=cfg.node_cert_lifetime,
                     ca_lifetime=cfg.ca_lifetime,
                     dns_names=tuple(dns),
                     ip_addresses=tuple(ips),
@@ -182,7 +187,7 @@ class Security:
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.pki is not None:
-            await self.pki.run(stop)
+            await asyncio.gather(self.pki.run(stop), self.revocations.run(stop))
 
     def close(self) -> None:
         self.audit.close()

@@ -47,6 +47,7 @@ class PkiSettings:
     ca_cert: str = ""
     ca_key: str = ""
     cert_lifetime: float = 365 * 86400.0
+    node_cert_lifetime: float = 12 * 3600.0
     ca_lifetime: float = 10 * 365 * 86400.0
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
@@ -232,7 +233,7 @@ class ClusterPki:
             cn=node,
             orgs=(ROLE_GROUPS["node"],),
             dns=(node,),
-            lifetime=self.settings.cert_lifetime,
+            lifetime=min(self.settings.node_cert_lifetime, self.settings.cert_lifetime),
             server=True,
             client=True,
         )

@@ -24,6 +24,7 @@ import grpc
 from atoll import errors, rpc, tls
 from coordinator.auth import roles
 from coordinator.auth.audit import AuditLog
+from coordinator.auth.revocation import RevocationList
 from coordinator.auth.roles import Identity, Permission
 from coordinator.auth.tokens import TokenAuthenticator
 
@@ -31,7 +32,15 @@ _BEARER = "bearer "
 
 
 class AuthInterceptor(rpc.CallInterceptor):
-    def __init__(self, tokens: TokenAuthenticator, audit: AuditLog, *, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        tokens: TokenAuthenticator,
+        audit: AuditLog,
+        *,
+        insecure: bool = False,
+        revoked: RevocationList | None = None,
+    ) -> None:
+        self._revoked = revoked
         self._tokens = tokens
         self._audit = audit
         self._insecure = insecure
@@ -45,6 +54,8 @@ class AuthInterceptor(rpc.CallInterceptor):
                 raise errors.Unauthenticated(
                     f"client certificate of {cn} expired at {lifetime.not_after:%Y-%m-%dT%H:%M:%SZ}"
                 )
+            if self._revoked is not None and self._revoked.is_revoked(peer.cert_pem):
+                raise errors.Unauthenticated(f"the certificate of {cn} was revoked (its node was deleted)")
             role = next((roles.GROUP_ROLES[o] for o in orgs if o in roles.GROUP_ROLES), "")
             return Identity(user=cn, role=role, via="certificate", node=cn if role == "node" else "")
         bearer = _bearer(context)

@@ -2,7 +2,9 @@
 
 Heartbeats are frequent and cheap, so they are not written to the store each
 time (Kubernetes moved them to Lease objects for the same reason): the
-coordinator keeps the last one per node in memory, writes node status only
+coordinator keeps the last one per node in memory (persisted coarsely as
+leases by coordinator.controllers.nodeleases, for restarts and for several
+coordinators), writes node status only
 when it changes meaningfully or every `status_interval`, and shows the live
 heartbeat time when a client reads a node. A node that stays silent past the
 grace period turns Ready=Unknown. After a coordinator restart every node
@@ -43,8 +45,15 @@ class NodeHealth:
         self.last_heartbeat[node] = now
         return now
 
+    def seen(self, node: str, when: float) -> None:
+        """A heartbeat another coordinator (or this one before a restart) persisted."""
+        if when > self.last_heartbeat.get(node, 0.0):
+            self.last_heartbeat[node] = when
+
     def silent_for(self, node: str) -> float:
-        return self._clock() - self.last_heartbeat.get(node, self._started)
+        # Never longer than this coordinator has been up: after a restart every node gets a
+        # full grace period, as the Kubernetes node controller gives it.
+        return self._clock() - max(self.last_heartbeat.get(node, 0.0), self._started)
 
     def forget(self, node: str) -> None:
         self.last_heartbeat.pop(node, None)

@@ -16,7 +16,7 @@ from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.servicestate import ServiceStateTracker
-from coordinator.auth import roles
+from coordinator.auth import revocation, roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.controllers.nodelifecycle import NodeHealth
@@ -356,6 +356,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         exists = await self._registry.store.get(f"/{NODE.plural}/{name}") is not None
         assert self._tokens is not None
         await self._tokens.consume(identity.token, name, node_exists=exists)
+        await revocation.record_issued(self._registry.store, name, cert)
         log.info("node %s joined with token %s", name, identity.token)
         return node_api_pb2.JoinResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)
 
@@ -365,5 +366,6 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         """A node re-keys through its current certificate (the interceptor matched its name)."""
         pki = self._require_pki()
         cert = pki.sign_node(request.csr, request.node_name)
+        await revocation.record_issued(self._registry.store, request.node_name, cert)
         log.info("renewed the certificate of node %s", request.node_name)
         return node_api_pb2.RenewCertificateResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)

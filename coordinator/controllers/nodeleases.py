@@ -1,0 +1,136 @@
+"""Node heartbeats, persisted coarsely as leases, so a restarted coordinator (and every coordinator of
+several) knows who is alive.
+
+Heartbeats arrive every few seconds and stay in memory (NodeHealth); what is
+written is a lease per node, ``/nodeleases/<node>``, holding the time of its
+last heartbeat, at most once per `write_interval` and batched into few
+transactions: Kubernetes' Lease objects, not a Node rewrite. Every
+coordinator loads the leases at start and follows them by watch, so a node
+that heartbeats to one coordinator is alive for all, the leader's node
+lifecycle included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from atoll import errors
+from atoll.aio import wait_or_stop
+from coordinator.controllers.nodelifecycle import NodeHealth
+from coordinator.store.base import Op, Store
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/nodeleases/"
+BATCH = 64  # ops per transaction (etcd caps them)
+
+
+class NodeLeases:
+    def __init__(
+        self,
+        store: Store,
+        health: NodeHealth,
+        *,
+        write_interval: float,
+        flush_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._health = health
+        self._write_interval = write_interval
+        self._flush_interval = flush_interval
+        self._clock = clock
+        self._written: dict[str, float] = {}  # node -> the heartbeat time last persisted
+        self._exists: set[str] = set()
+
+    async def load(self) -> int:
+        """Every persisted heartbeat into memory; returns the revision read at."""
+        items, revision = await self._store.list(PREFIX)
+        for kv in items:
+            self._seen(kv.key.removeprefix(PREFIX), kv.value)
+        return revision
+
+    def _seen(self, node: str, value: bytes) -> None:
+        self._exists.add(node)
+        try:
+            renewed = float(json.loads(value)["renewTime"])
+        except (ValueError, KeyError, TypeError):
+            return
+        self._written[node] = max(self._written.get(node, 0.0), renewed)
+        self._health.seen(node, renewed)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        revision = await self.load()
+        follow = asyncio.create_task(self._follow(stop, revision))
+        try:
+            while not await wait_or_stop(stop, self._flush_interval):
+                try:
+                    await self.flush()
+                except errors.AtollError as exc:
+                    log.warning("persisting node heartbeats failed: %s", exc)
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+
+    async def flush(self) -> int:
+        """Write the heartbeats that moved on by `write_interval` since last written; returns how many."""
+        due = [
+            (node, beat)
+            for node, beat in list(self._health.last_heartbeat.items())
+            if beat - self._written.get(node, 0.0) >= self._write_interval
+        ]
+        for start in range(0, len(due), BATCH):
+            batch = due[start : start + BATCH]
+            ops = [
+                Op("update" if node in self._exists else "create", PREFIX + node, _value(beat))
+                for node, beat in batch
+            ]
+            try:
+                await self._store.txn(ops)
+            except (errors.NotFound, errors.AlreadyExists, errors.Conflict):
+                for op in ops:  # someone else created or deleted one meanwhile: one by one
+                    await self._write_one(op.key, op.value)
+            for node, beat in batch:
+                self._written[node] = beat
+                self._exists.add(node)
+        return len(due)
+
+    async def _write_one(self, key: str, value: bytes) -> None:
+        try:
+            await self._store.update(key, value)
+        except errors.NotFound:
+            try:
+                await self._store.create(key, value)
+            except errors.AlreadyExists:
+                await self._store.update(key, value)
+
+    async def _follow(self, stop: asyncio.Event, revision: int) -> None:
+        while not stop.is_set():
+            try:
+                async for event in self._store.watch(PREFIX, revision):
+                    node = event.kv.key.removeprefix(PREFIX)
+                    if event.type == "put":
+                        self._seen(node, event.kv.value)
+                    else:
+                        self._exists.discard(node)
+                        self._written.pop(node, None)
+                    revision = event.revision
+            except errors.Gone:
+                revision = await self.load()
+
+    async def forget(self, node: str) -> None:
+        """The node was deleted: its lease goes too."""
+        try:
+            await self._store.delete(PREFIX + node)
+        except errors.NotFound:
+            pass
+        self._exists.discard(node)
+        self._written.pop(node, None)
+
+
+def _value(beat: float) -> bytes:
+    return json.dumps({"renewTime": round(beat, 3)}).encode()
