@@ -28,7 +28,7 @@ deps:
 $(VENV)/.installed: pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,coordinator]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,coordinator,etcd]'
 	touch $@
 
 atoll/v1/__init__.py: $(VENV)/.installed $(wildcard protos/atoll/v1/*.proto) protos/generate.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+import sys
 import time
 from collections.abc import Callable
 
@@ -44,8 +45,7 @@ from coordinator.objects.registry import Registry
 from coordinator.scheduler.scheduler import Scheduler
 from coordinator.store.base import Store
 from coordinator.store.compactor import Compactor
-from coordinator.store.election import Elector, EtcdElector, LeaderTerm, SoleLeader
-from coordinator.store.etcd import EtcdStore
+from coordinator.store.election import Elector, LeaderTerm, SoleLeader
 from coordinator.store.open import open_store
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Coordinator:
         # Several coordinators share heartbeats through these leases: often enough that the leader
         # sees a node alive well within the grace period; one coordinator writes them only to
         # remember across a restart, rarely.
-        lease_interval = cfg.node_grace_period / 3 if isinstance(self.store, EtcdStore) else 15.0
+        lease_interval = cfg.node_grace_period / 3 if _on_etcd(self.store) else 15.0
         node_leases = NodeLeases(self.store, health, write_interval=lease_interval)
         self.scheduler = Scheduler(
             registry, pods, nodes, recorder=recorder, retry_interval=cfg.scheduler_retry_interval
@@ -177,11 +177,13 @@ class Coordinator:
             )
             self.leading = None
 
-        self.elector = (
-            EtcdElector(self.store, address=cfg.advertise_address or cfg.listen, ttl=cfg.leader_ttl)
-            if isinstance(self.store, EtcdStore)
-            else SoleLeader(cfg.advertise_address or cfg.listen)
-        )
+        address = cfg.advertise_address or cfg.listen
+        if _on_etcd(self.store):
+            from coordinator.store.etcdelection import EtcdElector  # etcd's client only where used
+
+            self.elector = EtcdElector(self.store, address=address, ttl=cfg.leader_ttl)  # type: ignore[arg-type]
+        else:
+            self.elector = SoleLeader(address)
         self._tasks = [
             *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
             asyncio.create_task(security.run(stop), name="certificate-renewal"),
@@ -280,6 +282,12 @@ class Coordinator:
         await self.start()
         await self.stop_event.wait()
         await self.stop()
+
+
+def _on_etcd(store: Store) -> bool:
+    """Whether `store` is etcd's (checked without importing etcd's client where it is not used)."""
+    etcd = sys.modules.get("coordinator.store.etcd")
+    return etcd is not None and isinstance(store, etcd.EtcdStore)
 
 
 async def apply_network_config(registry: Registry, path: str) -> None:

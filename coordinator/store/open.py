@@ -7,7 +7,6 @@ import pathlib
 
 from atoll import errors
 from coordinator.store.base import Store
-from coordinator.store.etcd import EtcdStore, EtcdTLS
 from coordinator.store.sqlite import SqliteStore
 
 
@@ -28,8 +27,10 @@ async def open_store(
         path = pathlib.Path(rest) if rest else data_dir / "atoll.db"
         return await SqliteStore.open(path, history_limit=history_limit, synchronous=synchronous)
     if scheme == "etcd":
+        from coordinator.store.etcd import EtcdStore, EtcdTLS  # here: only etcd users need its client
+
         tls = (
-            await asyncio.to_thread(_read_tls, etcd_cafile, etcd_certfile, etcd_keyfile)
+            EtcdTLS(*await asyncio.to_thread(_read_tls, etcd_cafile, etcd_certfile, etcd_keyfile))
             if etcd_cafile
             else None
         )
@@ -38,12 +39,13 @@ async def open_store(
     raise errors.InvalidArgument(f"store: expected sqlite:///PATH or etcd://HOST:PORT,..., got {url!r}")
 
 
-def _read_tls(cafile: str, certfile: str, keyfile: str) -> EtcdTLS:
+def _read_tls(cafile: str, certfile: str, keyfile: str) -> tuple[bytes, bytes, bytes]:
+    """The CA bundle, client certificate and key for etcd (the last two may be absent)."""
     try:
-        return EtcdTLS(
-            ca=pathlib.Path(cafile).read_bytes(),
-            cert=pathlib.Path(certfile).read_bytes() if certfile else b"",
-            key=pathlib.Path(keyfile).read_bytes() if keyfile else b"",
+        return (
+            pathlib.Path(cafile).read_bytes(),
+            pathlib.Path(certfile).read_bytes() if certfile else b"",
+            pathlib.Path(keyfile).read_bytes() if keyfile else b"",
         )
     except OSError as exc:
         raise errors.InvalidArgument(f"etcd TLS files: {exc}") from None

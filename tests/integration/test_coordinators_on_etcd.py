@@ -19,7 +19,7 @@ from atoll import kinds
 from atoll.v1 import pod_pb2
 from coordinator.client.api import Client
 from coordinator.server import Coordinator
-from coordinator.store.election import EtcdElector
+from coordinator.store.etcdelection import EtcdElector
 from tests.functional.harness import serve_config
 from tests.integration.etcd import EtcdCluster
 

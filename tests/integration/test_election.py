@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from coordinator.store.election import EtcdElector, LeaderTerm
+from coordinator.store.election import LeaderTerm
 from coordinator.store.etcd import EtcdStore
+from coordinator.store.etcdelection import EtcdElector
 from tests.integration.etcd import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

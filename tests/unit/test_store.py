@@ -22,4 +22,3 @@ async def test_a_watch_older_than_the_kept_history_is_gone() -> None:
         if e.revision == 10:
             break
     assert events == [7, 8, 9, 10]
-
