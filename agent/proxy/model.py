@@ -164,9 +164,10 @@ def resolve(
             if externals and port.port in reserved_ports:
                 # The coordinator refuses these already; a service that got past it (an older
                 # coordinator, a bug) still never captures sshd's or an Atoll daemon's port.
-                warnings.append(
-                    f"{owner}: port {port.port} on external IPs {','.join(externals)} is reserved for "
-                    "Atoll's daemons and sshd; served on the cluster IP only"
+                refuse(
+                    owner,
+                    f"port {port.port} on external IPs {','.join(externals)} is reserved for "
+                    "Atoll's daemons and sshd; served on the cluster IP only",
                 )
                 exposed = ()
             ports.append(

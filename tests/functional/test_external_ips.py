@@ -85,3 +85,24 @@ async def test_non_admins_inside_the_configured_ranges(ranged: Cluster) -> None:
         svc.spec.external_ips.append("203.0.113.10")  # type: ignore[attr-defined]
         with pytest.raises(errors.PermissionDenied, match=r"spec\.externalIPs\[0\]"):
             await op.update(svc)
+
+
+async def test_the_agent_refuses_a_reserved_port_that_got_past_the_api_and_says_so(cluster: Cluster) -> None:
+    """Defence in depth on the node: a capture of sshd's port written straight into the store."""
+    client, registry = cluster.client, cluster.coordinator.registry
+    assert client is not None and registry is not None
+    node = await cluster.add_node("node-a")
+    address = "198.51.100.10"
+    node.agent.metrics.local_addresses = {address}  # type: ignore[attr-defined]  # the node's own address
+    grab = service("grab", 22, address)
+    grab.metadata.namespace = "default"
+    grab.spec.cluster_ip = "10.254.9.22"
+    await registry.create(grab)  # the API would refuse it
+
+    async def events() -> list[str]:
+        items, _ = await client.list(kinds.by_name("Event"))
+        return [e.message for e in items if e.reason == "FailedProgramService"]  # type: ignore[attr-defined]
+
+    (message,) = await eventually(events, what="the agent's event about the reserved port")
+    assert "port 22 on external IPs" in message and "reserved" in message
+    assert node.netfilter.scripts and all(address not in script for script in node.netfilter.scripts)

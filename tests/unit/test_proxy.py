@@ -150,10 +150,8 @@ def test_reserved_ports_are_never_captured_on_external_ips() -> None:
     resolved = resolve(state(svc), HERE, reserved_ports=frozenset({22, 10250}))
     by_port = {p.port: p for p in resolved.ports}
     assert by_port[22].external_ips == () and by_port[8080].external_ips == ("198.51.100.10",)
-    assert resolved.warnings == (
-        "default/grab: port 22 on external IPs 198.51.100.10 is reserved for Atoll's daemons and sshd; "
-        "served on the cluster IP only",
-    )
+    why = "port 22 on external IPs 198.51.100.10 is reserved for Atoll's daemons and sshd; served on the cluster IP only"
+    assert resolved.refused == (("default/grab", why),)  # reported by the agent as an event
 
 
 async def test_the_proxy_writes_no_rule_for_a_reserved_port_on_an_external_ip() -> None:
