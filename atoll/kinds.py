@@ -19,6 +19,7 @@ from atoll.v1 import (
     network_pb2,
     node_pb2,
     pod_pb2,
+    quota_pb2,
     sriov_pb2,
     workloads_pb2,
 )
@@ -100,6 +101,15 @@ KINDS: tuple[KindInfo, ...] = (
         False,
         "namespaces",
         ("ns",),
+    ),
+    KindInfo(
+        cluster_pb2.KIND_RESOURCE_QUOTA,
+        "ResourceQuota",
+        "resource_quota",
+        quota_pb2.ResourceQuota,
+        True,
+        "resourcequotas",
+        ("quota",),
     ),
 )
 

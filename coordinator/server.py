@@ -61,6 +61,7 @@ _WATCHED_KINDS = (
     "Service",
     "Endpoints",
     "SriovNetwork",
+    "ResourceQuota",
 )
 
 
@@ -114,10 +115,11 @@ class Coordinator:
         await asyncio.to_thread(security.prepare)
         pki = security.pki
         informers = self.informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}
-        hard = quota.parse_hard(cfg.namespace_quota)
-        if hard:
-            counted = (informers["Pod"], informers["ReplicationController"], informers["Service"])
-            registry.reserve = quota.NamespaceQuota(hard, counted).reserve
+        counted = (informers["Pod"], informers["ReplicationController"], informers["Service"])
+        quotas = quota.NamespaceQuota(
+            quota.parse_hard(cfg.namespace_quota), counted, informers["ResourceQuota"]
+        )
+        registry.reserve = quotas.reserve
         pods, nodes = informers["Pod"], informers["Node"]
         recorder = self.recorder = EventRecorder(registry)
         node_configs = NodeConfigTracker(
@@ -202,6 +204,7 @@ class Coordinator:
             external_ips=ExternalIPPolicy.from_config(cfg.service_external_ip_cidrs, self._daemon_ports),
             cluster_info=lambda: security.info,
             members=self.elector.members,
+            quotas=quotas,
             max_replicas=cfg.max_replicas,
             pod_security=pod_security,
         )

@@ -19,6 +19,7 @@ from atoll.v1 import (
     network_pb2,
     node_pb2,
     pod_pb2,
+    quota_pb2,
     workloads_pb2,
 )
 from coordinator.admission.podsecurity import PodSecurityConfig
@@ -32,6 +33,8 @@ from coordinator.controllers import nodeleases
 from coordinator.controllers.nodelifecycle import NodeHealth
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
+from coordinator.objects import quota
+from coordinator.objects.quota import NamespaceQuota
 from coordinator.objects.registry import Registry
 from coordinator.store.base import Op
 from coordinator.store.election import Member
@@ -45,6 +48,10 @@ _EVENT_TYPES = {
 }
 
 AgentConnector = Callable[[str], agent_pb2_grpc.AgentServiceStub]
+
+
+def _quantity(key: str, value: int) -> str:
+    return f"{value}m" if key == quota.CPU else str(value)
 
 
 async def _no_members() -> list[Member]:
@@ -73,6 +80,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         pki: ClusterPki | None = None,
         cluster_info: Callable[[], cluster_pb2.GetClusterInfoResponse] = cluster_pb2.GetClusterInfoResponse,
         members: Callable[[], Awaitable[list[Member]]] | None = None,
+        quotas: NamespaceQuota | None = None,
         external_ips: ExternalIPPolicy | None = None,
         max_replicas: int = objectlimits.DEFAULT_MAX_REPLICAS,
         pod_security: PodSecurityConfig | None = None,
@@ -84,6 +92,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._pki = pki
         self._cluster_info = cluster_info
         self._members = members or _no_members
+        self._quotas = quotas
         self._external_ips = external_ips or ExternalIPPolicy()
         self._max_replicas = max_replicas
         self._pod_security = PodSecurityAdmission(registry, pod_security)
@@ -113,6 +122,11 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def _present(self, obj: Message) -> Message:
         """Overlay live facts that are not written to the store on every change; hide secrets."""
         redact(obj)
+        if isinstance(obj, quota_pb2.ResourceQuota) and self._quotas is not None:
+            # Computed, as Kubernetes' quota controller keeps it: the limits in force and the usage.
+            namespace = obj.metadata.namespace
+            obj.status.hard.update({k: _quantity(k, v) for k, v in self._quotas.hard_for(namespace).items()})
+            obj.status.used.update({k: _quantity(k, v) for k, v in self._quotas.used(namespace).items()})
         if isinstance(obj, node_pb2.Node):
             beat = self._health.last_heartbeat.get(obj.metadata.name)
             if beat is not None:

@@ -21,11 +21,13 @@ from atoll.v1 import (
     network_pb2,
     node_pb2,
     pod_pb2,
+    quota_pb2,
     sriov_pb2,
     workloads_pb2,
 )
 from coordinator.admission import podsecurity
 from coordinator.auth import tokens
+from coordinator.manifests import resourcequota
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ STRATEGIES: dict[type[Message], Strategy] = {
     machines_pb2.Machine: Strategy(_machine_create, _machine_update),
     auth_pb2.Token: Strategy(tokens.prepare_create, tokens.prepare_update),
     sriov_pb2.SriovNetwork: _simple(None, validation.validate_sriov_network),  # type: ignore[arg-type]
+    quota_pb2.ResourceQuota: _simple(None, resourcequota.validate),  # type: ignore[arg-type]
     namespace_pb2.Namespace: _simple(None, podsecurity.validate_namespace),  # type: ignore[arg-type]
 }
 

@@ -14,6 +14,7 @@ from coordinator.manifests import (
     pod,
     registries,
     replication_controller,
+    resourcequota,
     service,
     sriovnetwork,
     subnet,
@@ -35,6 +36,7 @@ CODECS: tuple[Codec, ...] = (
     machine.CODEC,
     token.CODEC,
     sriovnetwork.CODEC,
+    resourcequota.CODEC,
     namespace.CODEC,
 )
 

@@ -14,8 +14,9 @@ share synchronously (no await between check and reservation), and the
 reservation turns into usage when the informer sees the object, or is dropped
 if the write fails, so concurrent creates cannot overshoot.
 
-Not done: per-namespace ResourceQuota objects (the same keys, written through
-the API) that override this default.
+A namespace's own ResourceQuota objects (the same keys, written through the
+API by admins) replace the default for that namespace; with several, each key's
+smallest limit holds.
 """
 
 from __future__ import annotations
@@ -110,8 +111,12 @@ class _Reservation:
 
 
 class NamespaceQuota:
-    def __init__(self, hard: dict[str, int], informers: Sequence[Informer]) -> None:
+    def __init__(
+        self, hard: dict[str, int], informers: Sequence[Informer], quotas: Informer | None = None
+    ) -> None:
         self.hard = hard
+        self._quotas = quotas
+        self._parsed: dict[tuple[str, int], dict[str, int]] = {}  # (key, resource version) -> hard
         self._used: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._counted: dict[str, dict[str, int]] = {}  # object key -> what it counts
         self._reserved: dict[str, _Reservation] = {}  # object key -> a create in flight
@@ -134,6 +139,26 @@ class NamespaceQuota:
 
         return handle
 
+    def hard_for(self, namespace: str) -> dict[str, int]:
+        """The limits in force in `namespace`: its ResourceQuota objects' (each key's smallest), else
+        the cluster default."""
+        if self._quotas is None:
+            return self.hard
+        limits: dict[str, int] = {}
+        found = False
+        for obj in self._quotas.items():
+            if obj.metadata.namespace != namespace:  # type: ignore[attr-defined]
+                continue
+            found = True
+            version = (object_key(self._quotas.info, obj), obj.metadata.resource_version)  # type: ignore[attr-defined]
+            parsed = self._parsed.get(version)
+            if parsed is None:
+                hard = obj.spec.hard  # type: ignore[attr-defined]
+                parsed = self._parsed[version] = parse_hard([f"{k}={v}" for k, v in sorted(hard.items())])
+            for key, value in parsed.items():
+                limits[key] = min(value, limits.get(key, value))
+        return limits if found else self.hard
+
     def used(self, namespace: str) -> dict[str, int]:
         total = collections.Counter(self._used[namespace])
         for reservation in self._reserved.values():
@@ -143,19 +168,21 @@ class NamespaceQuota:
 
     def reserve(self, key: str, obj: Message) -> Callable[[], None] | None:
         """Check `obj`'s create against the quota and hold its share; the callback gives it back."""
-        amounts = {k: v for k, v in usage_of(obj).items() if k in self.hard and v}
-        if not amounts or type(obj) not in self._informers:
+        if type(obj) not in self._informers:
             return None
         namespace = obj.metadata.namespace  # type: ignore[attr-defined]
+        hard = self.hard_for(namespace)
+        amounts = {k: v for k, v in usage_of(obj).items() if k in hard and v}
+        if not amounts:
+            return None
         used = self.used(namespace)
-        over = [k for k, v in amounts.items() if used.get(k, 0) + v > self.hard[k]]
+        over = [k for k, v in amounts.items() if used.get(k, 0) + v > hard[k]]
         if over:
             detail = ", ".join(
-                f"{k}: requested {amounts[k]}, used {used.get(k, 0)}, limited {self.hard[k]}" for k in over
+                f"{k}: requested {amounts[k]}, used {used.get(k, 0)}, limited {hard[k]}" for k in over
             )
-            raise errors.ResourceExhausted(
-                f'exceeded quota of namespace "{namespace}" (--namespace-quota): {detail}'
-            )
+            source = "its ResourceQuota" if hard is not self.hard else "--namespace-quota"
+            raise errors.ResourceExhausted(f'exceeded quota of namespace "{namespace}" ({source}): {detail}')
         reservation = _Reservation(namespace, amounts)
         self._reserved[key] = reservation
 

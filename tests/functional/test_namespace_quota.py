@@ -1,5 +1,5 @@
-"""Finding 6 (e), in part: the cluster's default namespace quota (--namespace-quota),
-enforced over real gRPC on what users create and on what controllers create."""
+"""Finding 6 (e): namespace quotas, the cluster's default (--namespace-quota) and a namespace's own
+ResourceQuota, enforced over real gRPC on what users create and on what controllers create."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from atoll import errors, kinds
-from atoll.v1 import pod_pb2, workloads_pb2
+from atoll.v1 import pod_pb2, quota_pb2, workloads_pb2
+from coordinator import manifests
+from coordinator.client.api import Client
 from tests.functional.harness import Cluster, eventually
+from tests.functional.test_security import cert_config
 
 POD = kinds.by_name("Pod")
 EVENT = kinds.by_name("Event")
@@ -110,3 +113,39 @@ async def _created(create: object) -> bool:
     except errors.ResourceExhausted:
         return False
     return True
+
+
+QUOTA_FILE = """\
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: compute, namespace: team-a}
+spec:
+  hard: {pods: 2, requests.cpu: "1", requests.memory: 1Gi}
+"""
+
+
+async def test_a_namespaces_own_resourcequota_replaces_the_default(tmp_path: pathlib.Path) -> None:
+    cluster = await Cluster(tmp_path, namespace_quota=["pods=10"]).start()
+    try:
+        assert cluster.client is not None
+        (rq,) = manifests.load_text(QUOTA_FILE, "quota.yaml")
+        async with Client(config=cert_config(cluster, "olga", "atoll:operators")) as op:
+            with pytest.raises(errors.PermissionDenied, match="may not create resourcequotas"):
+                await op.create(rq)  # only admins set quotas
+        await cluster.client.create(rq)
+        await cluster.client.create(pod("a", "team-a", cpu=400))
+        await cluster.client.create(pod("b", "team-a", cpu=400))
+        with pytest.raises(errors.ResourceExhausted, match=r'namespace "team-a" \(its ResourceQuota\): pods'):
+            await cluster.client.create(pod("c", "team-a"))
+        for i in range(5):  # other namespaces keep the cluster default
+            await cluster.client.create(pod(f"d{i}", "team-b"))
+        got = await cluster.client.get(kinds.by_name("ResourceQuota"), "team-a", "compute")
+        assert dict(got.status.used) == {"pods": "2", "requests.cpu": "800m"}  # type: ignore[attr-defined]
+        assert dict(got.status.hard)["pods"] == "2"  # type: ignore[attr-defined]
+        bad = quota_pb2.ResourceQuota()
+        bad.metadata.name, bad.metadata.namespace = "bad", "team-a"
+        bad.spec.hard["pods"] = "lots"
+        with pytest.raises(errors.InvalidArgument, match=r"spec\.hard\[pods\]"):
+            await cluster.client.create(bad)
+    finally:
+        await cluster.stop()

@@ -418,7 +418,7 @@ def test_bad_quantities() -> None:
 def test_unknown_kind_and_api_version() -> None:
     data = v1_pod()
     data["kind"] = "Deployment"
-    kinds = "Endpoints, Event, Machine, Namespace, Network, Node, Pod, Registries, ReplicationController, Service, SriovNetwork, Subnet, Token, List"
+    kinds = "Endpoints, Event, Machine, Namespace, Network, Node, Pod, Registries, ReplicationController, ResourceQuota, Service, SriovNetwork, Subnet, Token, List"
     assert error(data) == (
         f'bad.json: kind: expected one of {kinds}, got "Deployment" '
         "(Atoll keeps replicas running with a ReplicationController)"

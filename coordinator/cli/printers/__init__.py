@@ -23,6 +23,7 @@ from atoll.v1 import (
     network_pb2,
     node_pb2,
     pod_pb2,
+    quota_pb2,
     sriov_pb2,
     workloads_pb2,
 )
@@ -99,6 +100,11 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
     ),
     machines_pb2.Machine: (machines.MACHINE_HEADERS, machines.MACHINE_WIDE, machines.machine_row),  # type: ignore[dict-item]
     auth_pb2.Token: (tokens.TOKEN_HEADERS, tokens.TOKEN_WIDE, tokens.token_row),  # type: ignore[dict-item]
+    quota_pb2.ResourceQuota: (
+        workloads.RESOURCE_QUOTA_HEADERS,
+        workloads.RESOURCE_QUOTA_WIDE,
+        workloads.resource_quota_row,  # type: ignore[dict-item]
+    ),
     sriov_pb2.SriovNetwork: (
         network.SRIOV_NETWORK_HEADERS,
         network.SRIOV_NETWORK_WIDE,

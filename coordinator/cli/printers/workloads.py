@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from atoll import labels
-from atoll.v1 import pod_pb2, workloads_pb2
+from atoll.v1 import pod_pb2, quota_pb2, workloads_pb2
 from coordinator.cli.printers.common import (
     age,
     duration,
@@ -247,3 +247,14 @@ def describe_events(events: Sequence[workloads_pb2.Event], now: float | None = N
 
 def _indent_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  " + line for line in table(headers, rows).split("\n"))
+
+
+def resource_quota_row(rq: quota_pb2.ResourceQuota, wide: bool) -> list[str]:
+    """kubectl's REQUEST column: used/hard per key, from the status the coordinator computes."""
+    hard = rq.status.hard or rq.spec.hard
+    request = ", ".join(f"{k}: {rq.status.used.get(k, '0')}/{v}" for k, v in sorted(hard.items()))
+    return [rq.metadata.name, age(rq.metadata.creation_timestamp), request or "<none>"]
+
+
+RESOURCE_QUOTA_HEADERS = ["NAME", "AGE", "REQUEST"]
+RESOURCE_QUOTA_WIDE: list[str] = []
