@@ -204,6 +204,7 @@ class CoordinatorLink:
         self._manager = manager
         self._reporter = reporter
         self._assignments = assignments
+        self._parts: dict[int, node_api_pb2.Assignment] = {}  # of a multi-part assignment, by part
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -217,6 +218,11 @@ class CoordinatorLink:
         return self._source.stub
 
     def apply(self, assignment: node_api_pb2.Assignment) -> None:
+        if assignment.parts > 1:
+            whole = self._join(assignment)
+            if whole is None:
+                return  # more parts to come
+            assignment = whole
         if assignment.generation < self._manager.generation and self._manager.authoritative:
             return  # an older push overtaken by a fetch
         self._assignments.save(assignment)
@@ -278,11 +284,40 @@ class CoordinatorLink:
                 delay = backoff.next()
             await wait_or_stop(stop, delay)
 
+    def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
+        """Collect the parts of one generation; the whole assignment once every part is here."""
+        if self._parts and next(iter(self._parts.values())).generation != part.generation:
+            self._parts.clear()  # a newer generation started: the older one's parts are moot
+        self._parts[part.part] = part
+        if len(self._parts) < part.parts:
+            return None
+        whole = node_api_pb2.Assignment(node_name=part.node_name, generation=part.generation)
+        for i in range(part.parts):
+            whole.pods.extend(self._parts[i].pods)
+        self._parts.clear()
+        return whole
+
     async def fetch_assignment(self) -> None:
-        resp = await rpc.unary(
-            self._stub.GetAssignment(node_api_pb2.GetAssignmentRequest(node_name=self._node), timeout=30)
+        for _ in range(10):  # a generation that moves while its parts are fetched: start over
+            first = await self._fetch_part(0)
+            parts = [first]
+            for i in range(1, first.parts):
+                part = await self._fetch_part(i)
+                if part.generation != first.generation:
+                    break
+                parts.append(part)
+            else:
+                for part in parts:
+                    self.apply(part)
+                return
+        raise errors.Unavailable("the assignment kept changing while it was fetched")
+
+    async def _fetch_part(self, part: int) -> node_api_pb2.Assignment:
+        request = node_api_pb2.GetAssignmentRequest(node_name=self._node, part=part)
+        resp: node_api_pb2.GetAssignmentResponse = await rpc.unary(
+            self._stub.GetAssignment(request, timeout=30)
         )
-        self.apply(resp.assignment)
+        return resp.assignment
 
     async def _follow(
         self,

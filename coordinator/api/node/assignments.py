@@ -11,9 +11,9 @@ rpc.MAX_RESPONSE_BYTES (256 MiB). Objects are at most --max-object-bytes
 (1 MiB by default, 2 MiB at most) and the scheduler places at most the node's
 allocatable pods (the agent's --max-pods, 110 by default): 110 x 2 MiB fits.
 Pods pinned with spec.nodeName or a huge --max-pods could still overflow it,
-so an assignment keeps the oldest pods that fit `max_bytes` and leaves the
-rest out (logged, like kubelet's OutOfpods admission) instead of failing the
-node's whole GetAssignment/WatchAssignment.
+so a larger assignment travels in parts (Assignment.part/parts) of at most
+`max_bytes` each, which the agent joins before it acts: never failed, never
+cut short.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ class _NodeSet:
     generation: int
     pods: dict[str, pod_pb2.Pod] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    left_out: frozenset[str] = frozenset()  # pods that did not fit the last assignment
 
 
 def assigned_node(pod: pod_pb2.Pod) -> str:
@@ -101,37 +100,32 @@ class AssignmentTracker:
         return self._node(node).generation
 
     def assignment(self, node: str) -> node_api_pb2.Assignment:
+        """The whole assignment, in one message (tests and small nodes; the API sends `parts`)."""
+        whole = node_api_pb2.Assignment(node_name=node, generation=self._node(node).generation)
+        for part in self.parts(node):
+            whole.pods.extend(part.pods)
+        return whole
+
+    def parts(self, node: str) -> list[node_api_pb2.Assignment]:
+        """The assignment split into messages of at most `max_bytes` of pods each, in a stable
+        order; one part for every node that keeps within its allocatable pods."""
         entry = self._node(node)
-        oldest_first = sorted(
-            entry.pods.values(),
-            key=lambda p: (
-                p.metadata.creation_timestamp.ToNanoseconds(),
-                p.metadata.namespace,
-                p.metadata.name,
-            ),
-        )
-        kept: list[pod_pb2.Pod] = []
-        left_out: list[str] = []
+        ordered = sorted(entry.pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name))
+        groups: list[list[pod_pb2.Pod]] = [[]]
         used = 0
-        for pod in oldest_first:
+        for pod in ordered:
             size = pod.ByteSize() + 16  # the field's tag and length
-            if used + size > self._max_bytes:
-                left_out.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
-                continue
-            kept.append(pod)
+            if groups[-1] and used + size > self._max_bytes:
+                groups.append([])
+                used = 0
+            groups[-1].append(pod)
             used += size
-        if frozenset(left_out) != entry.left_out:
-            entry.left_out = frozenset(left_out)
-            if left_out:
-                log.warning(
-                    "node %s: %d pod(s) do not fit its assignment (%d bytes at most) and are left out: %s",
-                    node,
-                    len(left_out),
-                    self._max_bytes,
-                    ", ".join(left_out[:10]),
-                )
-        kept.sort(key=lambda p: (p.metadata.namespace, p.metadata.name))
-        return node_api_pb2.Assignment(node_name=node, generation=entry.generation, pods=kept)
+        return [
+            node_api_pb2.Assignment(
+                node_name=node, generation=entry.generation, pods=pods, part=i, parts=len(groups)
+            )
+            for i, pods in enumerate(groups)
+        ]
 
     async def wait_change(self, node: str, seen_generation: int) -> None:
         entry = self._node(node)

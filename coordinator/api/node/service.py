@@ -230,7 +230,10 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self, request: node_api_pb2.GetAssignmentRequest, context: Any
     ) -> node_api_pb2.GetAssignmentResponse:
         self._check_name(request.node_name)
-        return node_api_pb2.GetAssignmentResponse(assignment=self._assignments.assignment(request.node_name))
+        parts = self._assignments.parts(request.node_name)
+        if not 0 <= request.part < len(parts):
+            raise errors.InvalidArgument(f"the assignment has {len(parts)} part(s)", field="part")
+        return node_api_pb2.GetAssignmentResponse(assignment=parts[request.part])
 
     async def WatchAssignment(
         self, request: node_api_pb2.WatchAssignmentRequest, context: Any
@@ -239,9 +242,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         sent = -1
         while True:
             await self._assignments.wait_change(request.node_name, sent)
-            assignment = self._assignments.assignment(request.node_name)
-            sent = assignment.generation
-            yield node_api_pb2.WatchAssignmentResponse(assignment=assignment)
+            for part in self._assignments.parts(request.node_name):
+                sent = part.generation
+                yield node_api_pb2.WatchAssignmentResponse(assignment=part)
 
     async def ReportPodStatus(
         self, request: node_api_pb2.ReportPodStatusRequest, context: Any
