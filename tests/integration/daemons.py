@@ -101,7 +101,7 @@ class CoordinatorProcess:
     def join_args(self) -> tuple[str, ...]:
         """--join-token and --ca-hash for this coordinator's agents (one token for the test)."""
         if self._join is None:
-            made = self.create_token("--ttl", "2h", "--description", "test bed")
+            made = self.create_token("--ttl", "2h", "--uses", "0", "--description", "test bed")
             self._join = ("--join-token", made["token"], "--ca-hash", made["caHash"])
         return self._join
 
