@@ -31,12 +31,12 @@ from common import ROOT, summary  # type: ignore[import-not-found]
 
 sys.path.insert(0, str(ROOT))
 
-from atoll import errors, kinds  # noqa: E402
-from atoll.v1 import pod_pb2  # noqa: E402
-from coordinator.client.api import Client  # noqa: E402
-from tests.functional.harness import FakeNode  # noqa: E402
-from tests.integration.coordinators import CoordinatorProcesses, free_port  # noqa: E402
-from tests.integration.etcd import EtcdCluster  # noqa: E402
+from atoll import errors, kinds
+from atoll.v1 import pod_pb2
+from coordinator.client.api import Client
+from tests.functional.harness import FakeNode
+from tests.integration.coordinators import CoordinatorProcesses, free_port
+from tests.integration.etcd import EtcdCluster
 
 POD = kinds.by_name("Pod")
 LEADER_TTL = 2
