@@ -34,7 +34,7 @@ from agent.server import AgentServicer, CoordinatorOnly
 from agent.sriov import setup as sriov_setup
 from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
-from atoll import rpc, tls
+from atoll import files, rpc, tls
 from atoll.agentconfig import AgentConfig
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2, workloads_pb2
 
@@ -110,6 +110,10 @@ class Agent:
     async def start(self) -> None:
         cfg = self.cfg
         coord_host, coord_port = layered.split_host_port(cfg.coordinator, "coordinator")
+        # Keys, pod records and volumes: the state dir is 0700 whatever the umask (volumes reach
+        # containers through bind mounts, which need no way through it).
+        if await asyncio.to_thread(files.private_dir, cfg.state_path):
+            log.warning("state dir %s was open to other users: now mode 0700", cfg.state_path)
         if self.credentials is not None:
             # First: without an identity nothing else can work.
             await bootstrap.ensure_joined(

@@ -5,24 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
 from agent.daemon import Agent
 from atoll import agentconfig as config
 from atoll import config as layered
-from atoll import errors, rlimits
+from atoll import errors, files, logs, rlimits
 
 log = logging.getLogger("agent")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def _run(cfg: config.AgentConfig) -> None:
@@ -45,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown["join_token"] = shown["join_token"].split(".")[0] + ".<secret>"
         print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
-    setup_logging(cfg.log_level)
+    # Every line names the node (the same default as Agent.node_name): fleets ship logs elsewhere.
+    logs.setup(cfg.log_level, cfg.log_format, fields={"node": cfg.node_name or socket.gethostname().lower()})
+    os.umask(files.DAEMON_UMASK)  # state, keys and credentials are the agent's own
     rlimits.raise_nofile()
     try:
         asyncio.run(_run(cfg))

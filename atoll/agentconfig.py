@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atoll import config as layered
-from atoll import errors, labels, pki, tls, validation
+from atoll import errors, labels, logs, pki, tls, validation
 
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
@@ -146,6 +146,9 @@ class AgentConfig:
         "", "fake SR-IOV driver with stand-ins: the underlay interface that joins each VLAN across hosts"
     )
     log_level: str = layered.option("info", "debug, info, warning or error")
+    log_format: str = layered.option(
+        "text", "main log format: text, or json (one object per line, with context fields)"
+    )
     # Joining and TLS (see agent.bootstrap).
     join_token: str = layered.option(
         "",
@@ -207,6 +210,9 @@ class AgentConfig:
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
+        self.log_format = self.log_format.lower()
+        if self.log_format not in logs.FORMATS:
+            raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")
 
     def daemon_ports(self) -> frozenset[int]:
         """Ports the service proxy never captures on external IPs: sshd, this agent, the coordinator."""

@@ -1,9 +1,11 @@
-"""Durable small files: state that must survive a crash whole or not at all."""
+"""Files at rest: durable small files (whole or not at all after a crash), and the modes that keep
+the daemons' state private whatever the umask (directories 0700, files 0600)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import stat
 import tempfile
 
 
@@ -30,3 +32,72 @@ def write_atomic(path: pathlib.Path, data: bytes, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+# Both daemons set this at start: what they create is their own unless they say otherwise.
+DAEMON_UMASK = 0o077
+
+
+def private_dir(path: pathlib.Path, *, tighten: bool = True) -> bool:
+    """Make `path` a directory only its owner may enter, whatever the umask: created 0700 when
+    missing (with any missing parents), and with `tighten`, an existing one this process owns that
+    others may enter is chmod 0700. True when an existing directory was tightened (say so in the log).
+    """
+    try:
+        path.mkdir(parents=True, mode=PRIVATE_DIR)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path, PRIVATE_DIR)  # mkdir's mode went through the umask
+        return False
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{path} is not a directory")
+    if tighten and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        return True
+    return False
+
+
+def private_file(path: pathlib.Path, *, create: bool = True) -> bool:
+    """Make `path` readable and writable by its owner only: created empty and 0600 when missing
+    (unless `create` is false), and an existing one this process owns loses its group and other
+    bits. True when an existing file was tightened. SQLite gives a database's -wal and -shm files
+    the database's own mode, so creating atoll.db this way first keeps all three private."""
+    if create:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.fchmod(fd, PRIVATE_FILE)  # the umask may have taken owner bits away too
+            finally:
+                os.close(fd)
+            return False
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        return True
+    return False
+
+
+def public_dirs(path: pathlib.Path, mode: int = 0o755) -> None:
+    """Create `path` and any missing parents with exactly `mode` whatever the umask (the daemons run
+    with umask 077): for directories that other users or containers' processes must reach."""
+    missing: list[pathlib.Path] = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to keep
+        os.chmod(directory, mode)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from atoll import config as layered
-from atoll import errors, rpc, tls
+from atoll import errors, logs, rpc, tls
 from coordinator.admission import podsecurity
 from coordinator.objects import quota
 
@@ -89,6 +89,9 @@ class ServeConfig:
         parse=layered.parse_list,
     )
     log_level: str = layered.option("info", "debug, info, warning or error")
+    log_format: str = layered.option(
+        "text", "main log format: text, or json (one object per line, with context fields)"
+    )
     # Security (see README "Security").
     token_listen: str = layered.option(
         f"0.0.0.0:{DEFAULT_TOKEN_PORT}",
@@ -244,6 +247,9 @@ class ServeConfig:
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
+        self.log_format = self.log_format.lower()
+        if self.log_format not in logs.FORMATS:
+            raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")
 
     @property
     def data_path(self) -> pathlib.Path:

@@ -59,7 +59,7 @@ from agent.network.model import (
 from agent.network.netlink import NetlinkDriver
 from agent.network.underlay import detect_underlay
 from agent.runtime.base import ContainerRuntime, NetworkResult, PodNetworkSpec
-from atoll import errors
+from atoll import errors, files
 from atoll.v1 import network_pb2
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def write_atomically(path: pathlib.Path, text: str) -> bool:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files.public_dirs(path.parent)  # /run/flannel: CNI plugins and other users read subnet.env
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:

@@ -24,7 +24,7 @@ from typing import Protocol
 from agent.pods import render
 from agent.pods.syncer import PodSyncer
 from agent.runtime.base import ContainerRuntime, RuntimeError_
-from atoll import errors
+from atoll import errors, logs
 from atoll.aio import wait_or_stop
 from atoll.v1 import pod_pb2
 
@@ -161,11 +161,13 @@ class PodManager:
                 return
             result = await self._syncer.sync(pod)
         except (RuntimeError_, errors.AtollError) as exc:
-            log.warning("sync of pod %s failed: %s; retrying", _pod_name(pod, uid), exc)
+            log.warning(
+                "sync of pod %s failed: %s; retrying", _pod_name(pod, uid), exc, extra=_context(pod, uid)
+            )
             self._schedule(uid, self._clock() + 5.0)
             return
         except Exception:
-            log.exception("sync of pod %s crashed; retrying", _pod_name(pod, uid))
+            log.exception("sync of pod %s crashed; retrying", _pod_name(pod, uid), extra=_context(pod, uid))
             self._schedule(uid, self._clock() + 5.0)
             return
         if uid not in self.desired:
@@ -239,3 +241,7 @@ class PodManager:
 
 def _pod_name(pod: pod_pb2.Pod | None, uid: str) -> str:
     return f"{pod.metadata.namespace}/{pod.metadata.name}" if pod is not None else uid
+
+
+def _context(pod: pod_pb2.Pod | None, uid: str) -> dict[str, str]:
+    return logs.pod(pod.metadata if pod is not None else None, uid)

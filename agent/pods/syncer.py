@@ -22,7 +22,7 @@ from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
 from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
 from agent.runtime.base import ContainerRuntime, RuntimeError_
-from atoll import errors, validation
+from atoll import errors, files, logs, validation
 from atoll.v1 import pod_pb2
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class PodSyncer:
         directory = render.pod_dir(self.ctx, uid)
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
-        log.info("removed pod %s (%d containers)", uid, len(obs.all))
+        log.info("removed pod %s (%d containers)", uid, len(obs.all), extra=logs.pod(None, uid))
 
 
 class _Execution:
@@ -225,7 +225,13 @@ class _Execution:
             if action.remove:
                 await self.s.runtime.remove_container(c.id)
         except RuntimeError_ as exc:
-            log.warning("pod %s: cannot stop %s: %s", self.pod.metadata.name, c.name, exc)
+            log.warning(
+                "pod %s: cannot stop %s: %s",
+                self.pod.metadata.name,
+                c.name,
+                exc,
+                extra=logs.pod(self.pod.metadata, container=c.name),
+            )
 
     async def create_sandbox(self, action: plan.CreateSandbox) -> bool:
         rec = self.record
@@ -252,12 +258,11 @@ class _Execution:
 
     def _prepare_volumes(self) -> None:
         for vol in self.pod.spec.volumes:
+            # 0755 as before the agent ran with umask 077: containers' users read them.
             if vol.WhichOneof("source") == "empty_dir":
-                render.volume_path(self.s.ctx, self.pod.metadata.uid, vol.name).mkdir(
-                    parents=True, exist_ok=True
-                )
+                files.public_dirs(render.volume_path(self.s.ctx, self.pod.metadata.uid, vol.name))
             elif vol.host_path.type in ("DirectoryOrCreate",):
-                pathlib.Path(vol.host_path.path).mkdir(parents=True, exist_ok=True)
+                files.public_dirs(pathlib.Path(vol.host_path.path))
 
     def _fail(self, name: str, reason: str, message: str) -> None:
         crec = self.record.container(name)

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from atoll import files
+
 log = logging.getLogger(__name__)
 
 KEY_INSECURE = "insecure-registries"
@@ -175,7 +177,7 @@ def write_atomically(path: Path, text: str) -> None:
         st: os.stat_result | None = path.stat()
     except FileNotFoundError:
         st = None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files.public_dirs(path.parent)  # /etc/docker, 0755 like the engine's own
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".atoll", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -197,11 +197,21 @@ class SriovManager:
             await self._call(self._links.to_host, allocation.pci, allocation.netdev, allocation.netns)
         except (OSError, TimeoutError) as exc:
             # The record stays "releasing": the VF is not handed out until a later recover finishes.
-            log.error("SR-IOV: releasing VF %s of pod %s failed: %s", allocation.pci, allocation.pod, exc)
+            log.error(
+                "SR-IOV: releasing VF %s of pod %s failed: %s",
+                allocation.pci,
+                allocation.pod,
+                exc,
+                extra=_context(allocation),
+            )
             raise errors.Unavailable(f"VF {allocation.pci} could not be released: {exc}") from exc
         self.pool.release(allocation.pci)
         log.info(
-            "SR-IOV: VF %s (%s) of pod %s released clean", allocation.pci, allocation.netdev, allocation.pod
+            "SR-IOV: VF %s (%s) of pod %s released clean",
+            allocation.pci,
+            allocation.netdev,
+            allocation.pod,
+            extra=_context(allocation),
         )
 
     async def recover(self, pod_alive: Callable[[str], bool]) -> list[str]:
@@ -221,3 +231,9 @@ class SriovManager:
                 except errors.Unavailable:
                     continue
         return released
+
+
+def _context(allocation: Allocation) -> dict[str, str]:
+    """The log context of a VF's pod (its record holds namespace/name and the uid)."""
+    namespace, _, name = allocation.pod.rpartition("/")
+    return {"pod": name, "namespace": namespace, "uid": allocation.pod_uid, "vf": allocation.pci}

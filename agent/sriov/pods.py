@@ -17,7 +17,7 @@ from agent.sriov.ipam import HostLocalIpam
 from agent.sriov.manager import SriovManager, VfRequest
 from agent.sriov.model import VfSettings
 from agent.sriov.pool import Allocation
-from atoll import errors
+from atoll import errors, logs
 from atoll.v1 import pod_pb2, sriov_pb2
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class SriovPodNetworks:
                 "pod %s/%s: new sandbox, VFs of the old one released",
                 pod.metadata.namespace,
                 pod.metadata.name,
+                extra=logs.pod(pod.metadata),
             )
             await self.manager.release_pod(uid, keep_netns=netns)
         wanted = {a.interface or f"net{i + 1}" for i, a in enumerate(pod.spec.networks)}

@@ -56,7 +56,7 @@ async def revoke_node(store: Store, node: str) -> int:
     for start in range(0, len(ops), 64):  # etcd caps the ops of one transaction
         await store.txn(ops[start : start + 64])
     if issued:
-        log.info("revoked %d certificates of node %s", len(issued), node)
+        log.info("revoked %d certificates of node %s", len(issued), node, extra={"node": node})
     return len(issued)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import yaml
 from google.protobuf.message import Message
 
-from atoll import errors, kinds, rlimits
+from atoll import errors, files, kinds, logs, rlimits
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import config, manifests
@@ -564,10 +564,8 @@ async def _serve(args: argparse.Namespace) -> int:
     except errors.AtollError as exc:  # a bad option, not an answer from a server
         print(f"coordinator serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(cfg.log_level, cfg.log_format)
+    os.umask(files.DAEMON_UMASK)  # the store holds secrets: nothing it writes is for others to read
     rlimits.raise_nofile()
     coordinator = Coordinator(cfg)
     loop = asyncio.get_running_loop()

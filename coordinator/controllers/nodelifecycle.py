@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds
+from atoll import errors, kinds, logs
 from atoll.aio import wait_or_stop
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.objects.events import EventRecorder
@@ -116,7 +116,12 @@ class NodeLifecycle:
             silent = self._health.silent_for(name)
             if silent < self.grace:
                 continue
-            log.warning("node %s: no heartbeat for %.0fs; marking it NotReady (Unknown)", name, silent)
+            log.warning(
+                "node %s: no heartbeat for %.0fs; marking it NotReady (Unknown)",
+                name,
+                silent,
+                extra={"node": name},
+            )
             now = self._clock()
 
             def mark(o: Message, silent: float = silent, now: float = now) -> bool:
@@ -135,7 +140,7 @@ class NodeLifecycle:
             try:
                 await self._registry.guaranteed_update(NODE, "", name, mark)
             except errors.AtollError as exc:
-                log.warning("cannot mark node %s NotReady: %s", name, exc)
+                log.warning("cannot mark node %s NotReady: %s", name, exc, extra={"node": name})
 
     async def _evict(self, node: str) -> None:
         if self._pods is None:
@@ -175,13 +180,18 @@ class NodeLifecycle:
                     POD, obj.metadata.namespace, obj.metadata.name, mark
                 )
             except errors.AtollError as exc:
-                log.warning("cannot mark pod %s lost: %s", obj.metadata.name, exc)
+                log.warning(
+                    "cannot mark pod %s lost: %s",
+                    obj.metadata.name,
+                    exc,
+                    extra=logs.pod(obj.metadata, node=node),
+                )
                 self._evicted.discard(node)  # try again next round
                 continue
             lost += 1
             if self._recorder is not None:
                 self._recorder.record(pod, "Warning", "NodeLost", message)
-        log.warning("node %s lost: %d pod(s) marked lost (NodeLost)", node, lost)
+        log.warning("node %s lost: %d pod(s) marked lost (NodeLost)", node, lost, extra={"node": node})
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._nodes.synced.wait()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds, labels
+from atoll import errors, kinds, labels, logs
 from atoll.aio import wait_or_stop
 from atoll.v1 import pod_pb2, workloads_pb2
 from coordinator.controllers.queue import WorkQueue
@@ -226,9 +226,20 @@ class ReplicationManager:
         try:
             await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, adopt)
         except errors.AtollError as exc:
-            log.info("rc %s could not adopt pod %s: %s", rc.metadata.name, pod.metadata.name, exc)
+            log.info(
+                "rc %s could not adopt pod %s: %s",
+                rc.metadata.name,
+                pod.metadata.name,
+                exc,
+                extra=logs.pod(pod.metadata, rc=rc.metadata.name),
+            )
             return False
-        log.info("rc %s adopted pod %s", rc.metadata.name, pod.metadata.name)
+        log.info(
+            "rc %s adopted pod %s",
+            rc.metadata.name,
+            pod.metadata.name,
+            extra=logs.pod(pod.metadata, rc=rc.metadata.name),
+        )
         return True
 
     def _expect_now(self, key: str) -> _Expectations:
@@ -257,7 +268,12 @@ class ReplicationManager:
             try:
                 await self._admit(pods[0], None)  # they are all alike
             except errors.PermissionDenied as exc:
-                log.warning("rc %s: not creating pods: %s", rc.metadata.name, exc)
+                log.warning(
+                    "rc %s: not creating pods: %s",
+                    rc.metadata.name,
+                    exc,
+                    extra={"rc": rc.metadata.name, "namespace": rc.metadata.namespace},
+                )
                 self._recorder.record(rc, "Warning", "FailedCreate", f"Error creating: {exc}")
                 return
         exp.adds.update(p.metadata.name for p in pods)
@@ -265,12 +281,24 @@ class ReplicationManager:
         for pod, result in zip(pods, results, strict=True):
             if isinstance(result, BaseException):
                 exp.adds.discard(pod.metadata.name)
-                log.warning("rc %s: creating pod %s failed: %s", rc.metadata.name, pod.metadata.name, result)
+                log.warning(
+                    "rc %s: creating pod %s failed: %s",
+                    rc.metadata.name,
+                    pod.metadata.name,
+                    result,
+                    extra=logs.pod(pod.metadata, rc=rc.metadata.name),
+                )
                 self._recorder.record(rc, "Warning", "FailedCreate", f"Error creating: {result}")
             else:
                 self._recorder.record(rc, "Normal", "SuccessfulCreate", f"Created pod: {pod.metadata.name}")
         if len(pods) > 1:
-            log.info("rc %s/%s: created %d pods", rc.metadata.namespace, rc.metadata.name, len(pods))
+            log.info(
+                "rc %s/%s: created %d pods",
+                rc.metadata.namespace,
+                rc.metadata.name,
+                len(pods),
+                extra={"rc": rc.metadata.name, "namespace": rc.metadata.namespace},
+            )
 
     async def _delete(
         self, key: str, rc: workloads_pb2.ReplicationController, pods: list[pod_pb2.Pod], reason: str

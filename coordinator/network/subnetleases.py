@@ -127,7 +127,7 @@ class LeaseManager:
             lease = await self._allocate(node, public_ip, vtep_mac, net)
             if lease is not None:
                 await self._record_on_node(node, lease.spec.cidr)
-                log.info("leased %s to node %s", lease.spec.cidr, node)
+                log.info("leased %s to node %s", lease.spec.cidr, node, extra={"node": node})
                 return lease
         raise errors.Unavailable(f"could not settle a lease for node {node}: too much contention, retry")
 
@@ -188,7 +188,12 @@ class LeaseManager:
                 if old.spec.expiration.ToNanoseconds() / 1e9 > now:
                     continue
                 # Expired: the old holder loses it, in the same transaction.
-                log.info("reclaiming expired lease %s of node %s", cidr, old.spec.node_name)
+                log.info(
+                    "reclaiming expired lease %s of node %s",
+                    cidr,
+                    old.spec.node_name,
+                    extra={"node": old.spec.node_name},
+                )
                 ops = [Op("delete", key, expected_revision=existing.mod_revision), *ops]
                 old_owner = await self._registry.store.get(OWNER_PREFIX + old.spec.node_name)
                 if old_owner is not None and old_owner.value.decode() == subnet_name(cidr):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds
+from atoll import errors, kinds, logs
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
@@ -251,9 +251,17 @@ class Scheduler:
                 self._recorder.record(
                     bound, "Normal", "Scheduled", f"Successfully assigned {pod_key(assumed)} to {node}"
                 )
-            log.debug("bound pod %s to %s", pod_key(assumed), node)
+            log.debug(
+                "bound pod %s to %s", pod_key(assumed), node, extra=logs.pod(assumed.metadata, node=node)
+            )
         except errors.AtollError as exc:
-            log.info("binding pod %s to %s failed: %s", pod_key(assumed), node, exc)
+            log.info(
+                "binding pod %s to %s failed: %s",
+                pod_key(assumed),
+                node,
+                exc,
+                extra=logs.pod(assumed.metadata, node=node),
+            )
             info = self.nodes.get(node)
             if info is not None:
                 info.remove(assumed)
@@ -279,11 +287,13 @@ class Scheduler:
 
         try:
             await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, mark)
-            log.info("pod %s unschedulable: %s", pod_key(pod), message)
+            log.info("pod %s unschedulable: %s", pod_key(pod), message, extra=logs.pod(pod.metadata))
             if self._recorder is not None:
                 self._recorder.record(pod, "Warning", "FailedScheduling", message)
         except errors.AtollError as exc:
-            log.debug("marking pod %s unschedulable failed: %s", pod_key(pod), exc)
+            log.debug(
+                "marking pod %s unschedulable failed: %s", pod_key(pod), exc, extra=logs.pod(pod.metadata)
+            )
 
 
 def _set_scheduled(

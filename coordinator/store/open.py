@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 
-from atoll import errors
+from atoll import errors, files
 from coordinator.store.base import Store
 from coordinator.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
 
 
 async def open_store(
@@ -21,7 +24,12 @@ async def open_store(
     etcd_keyfile: str = "",
 ) -> Store:
     """``sqlite:///PATH`` (or "": ``<data_dir>/atoll.db``) or ``etcd://HOST:PORT,HOST:PORT[/PREFIX]``
-    (every key under /PREFIX: clusters can share an etcd)."""
+    (every key under /PREFIX: clusters can share an etcd).
+
+    The data directory, the store's home and the PKI's whatever the store, is made 0700 first (an
+    existing one this process owns is tightened, and the log says so)."""
+    if await asyncio.to_thread(files.private_dir, data_dir):
+        log.warning("data dir %s was open to other users: now mode 0700", data_dir)
     scheme, _, rest = url.partition("://") if url else ("sqlite", "", "")
     if scheme == "sqlite":
         path = pathlib.Path(rest) if rest else data_dir / "atoll.db"

@@ -29,11 +29,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atoll import errors
+from atoll import errors, files
 from coordinator.store.base import KV, Op, StoreEvent, check_op
 from coordinator.store.state import MemoryState
 
 log = logging.getLogger(__name__)
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's, beside the database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -141,7 +143,13 @@ class SqliteStore:
     # -- the writer thread ----------------------------------------------------------------
 
     def _open_sync(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # Private whatever the umask (objects carry registry passwords): a missing directory is made
+        # 0700, the database 0600 before SQLite opens it, and SQLite then gives -wal and -shm the
+        # database's mode; files an older version left readable by others are tightened.
+        files.private_dir(self._path.parent, tighten=False)
+        for path in (self._path, *(self._path.with_name(self._path.name + s) for s in _SIDE_FILES)):
+            if files.private_file(path, create=path == self._path):
+                log.warning("%s was readable by others: now mode 0600", path)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
             # Only takes effect before the first table exists, or after a VACUUM.

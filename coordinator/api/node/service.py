@@ -168,7 +168,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             node.status.last_heartbeat_time.FromNanoseconds(now_ns)
             try:
                 created = await self._registry.create(node)
-                log.info("node %s registered", name)
+                log.info("node %s registered", name, extra={"node": name})
                 self._health.last_status_write[name] = now
                 return node_api_pb2.RegisterResponse(node=created, heartbeat_interval_ms=self._heartbeat_ms)
             except errors.AlreadyExists:
@@ -189,7 +189,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         updated = await self._registry.guaranteed_update(NODE, "", name, refresh)
         assert isinstance(updated, node_pb2.Node)
         self._health.last_status_write[name] = now
-        log.info("node %s re-registered", name)
+        log.info("node %s re-registered", name, extra={"node": name})
         return node_api_pb2.RegisterResponse(node=updated, heartbeat_interval_ms=self._heartbeat_ms)
 
     async def Heartbeat(
@@ -320,6 +320,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                     event.involved_object.kind,
                     event.involved_object.namespace,
                     event.involved_object.name,
+                    extra={"node": node},
                 )
                 continue
             self._recorder.record_ref(
@@ -360,7 +361,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         assert self._tokens is not None
         await self._tokens.consume(identity.token, name, node_exists=exists)
         await revocation.record_issued(self._registry.store, name, cert)
-        log.info("node %s joined with token %s", name, identity.token)
+        log.info("node %s joined with token %s", name, identity.token, extra={"node": name})
         return node_api_pb2.JoinResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)
 
     async def RenewCertificate(
@@ -370,5 +371,5 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         pki = self._require_pki()
         cert = pki.sign_node(request.csr, request.node_name)
         await revocation.record_issued(self._registry.store, request.node_name, cert)
-        log.info("renewed the certificate of node %s", request.node_name)
+        log.info("renewed the certificate of node %s", request.node_name, extra={"node": request.node_name})
         return node_api_pb2.RenewCertificateResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)

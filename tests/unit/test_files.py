@@ -1,0 +1,81 @@
+"""atoll.files: the modes of files at rest, whatever the umask."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+from collections.abc import Iterator
+
+import pytest
+
+from atoll import files
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: pathlib.Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask")
+def test_private_dir_is_made_0700_and_an_open_one_tightened(tmp_path: pathlib.Path) -> None:
+    made = tmp_path / "a" / "data"
+    assert files.private_dir(made) is False
+    assert mode(made) == 0o700
+    assert files.private_dir(made) is False  # already private: nothing to say
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o755)
+    assert files.private_dir(open_dir, tighten=False) is False and mode(open_dir) == 0o755
+    assert files.private_dir(open_dir) is True and mode(open_dir) == 0o700
+
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError):
+        files.private_dir(a_file)
+
+
+@pytest.mark.usefixtures("umask")
+def test_private_file_is_made_0600_and_an_open_one_tightened(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "atoll.db"
+    assert files.private_file(db) is False
+    assert mode(db) == 0o600 and db.read_bytes() == b""
+
+    wal = tmp_path / "atoll.db-wal"
+    assert files.private_file(wal, create=False) is False and not wal.exists()
+    wal.write_bytes(b"secret")
+    wal.chmod(0o644)
+    assert files.private_file(wal, create=False) is True
+    assert mode(wal) == 0o600 and wal.read_bytes() == b"secret"
+
+
+def test_a_private_file_is_0600_under_any_umask(tmp_path: pathlib.Path) -> None:
+    old = os.umask(0o277)  # would leave the owner read-only
+    try:
+        files.private_file(tmp_path / "db")
+        files.private_dir(tmp_path / "dir")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "db") == 0o600 and mode(tmp_path / "dir") == 0o700
+
+
+def test_public_dirs_are_0755_under_the_daemons_umask(tmp_path: pathlib.Path) -> None:
+    existing = tmp_path / "state"
+    existing.mkdir(mode=0o700)
+    old = os.umask(files.DAEMON_UMASK)
+    try:
+        files.public_dirs(existing / "pods" / "uid" / "volumes" / "cache")
+        files.public_dirs(existing / "pods")  # exists: left alone
+    finally:
+        os.umask(old)
+    assert mode(existing) == 0o700  # not its to change
+    for path in ("pods", "pods/uid", "pods/uid/volumes", "pods/uid/volumes/cache"):
+        assert mode(existing / path) == 0o755, path
