@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv proto check-proto lint typecheck test unit functional integration harness up down bench buf-lint clean
+.PHONY: help deps venv wheelhouse proto check-proto lint typecheck test unit functional integration harness up down bench buf-lint clean
 
 help:
 	@echo "make up           all-in-one cluster (coordinator + local agent) with the examples"
@@ -34,7 +34,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt setup.py
 atoll/v1/__init__.py: $(VENV)/.installed $(wildcard protos/atoll/v1/*.proto) protos/generate.py
 	$(PY) protos/generate.py
 
-venv: $(VENV)/.installed atoll/v1/__init__.py
+# The pinned wheels the RPMs bundle (packaging/lock), fetched while the network
+# is there so that `make rpm` works offline afterwards; quick once complete.
+ATOLL_PYTHON_VERSION ?= 3.11
+wheelhouse: $(VENV)/.installed
+	$(PY) packaging/wheelhouse.py fetch --python-version $(ATOLL_PYTHON_VERSION)
+
+venv: $(VENV)/.installed atoll/v1/__init__.py wheelhouse
 
 proto: venv
 	$(PY) protos/generate.py
@@ -90,7 +96,7 @@ RPM_DIR ?= $(CURDIR)/build/rpm
 .PHONY: rpm rpmlint
 
 rpm: deps venv
-	@ATOLL_PYTHON=$(abspath $(PY)) packaging/build-rpm.sh "$(RPM_DIR)"
+	@ATOLL_PYTHON=$(abspath $(PY)) ATOLL_PYTHON_VERSION=$(ATOLL_PYTHON_VERSION) packaging/build-rpm.sh "$(RPM_DIR)"
 
 rpmlint: rpm
-	rpmlint -r packaging/rpmlintrc packaging/atoll.spec $(RPM_DIR)/RPMS/noarch/*.rpm $(RPM_DIR)/SRPMS/*.rpm
+	rpmlint -r packaging/rpmlintrc packaging/atoll.spec $(RPM_DIR)/RPMS/*/*.rpm $(RPM_DIR)/SRPMS/*.rpm

@@ -5,18 +5,22 @@
 #
 # OUT_DIR (default build/rpm) becomes rpmbuild's top directory: the source
 # tarball lands in SOURCES/, the spec that was built in SPECS/, the packages
-# in RPMS/noarch/ and SRPMS/, the full log in rpmbuild.log. The paths of the
+# in RPMS/x86_64/ and SRPMS/, the full log in rpmbuild.log. The paths of the
 # built packages are printed, one a line.
 #
 # ATOLL_PYTHON is the interpreter that builds (default: the repository's
-# venv, made by `make venv`): it needs pip, setuptools, wheel, grpcio-tools
-# and the runtime dependencies, and the packages target its Python version.
+# venv, made by `make venv`): it needs only pip, and must be of the target
+# Python version, ATOLL_PYTHON_VERSION (default 3.11). The bundled wheels come
+# from build/wheelhouse/cpXY (`make wheelhouse`, the one step that needs the
+# network) and go into the source RPM as its second source.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(realpath -m "${1:-$ROOT/build/rpm}")
 shift $(($# > 0 ? 1 : 0))
 PYTHON=${ATOLL_PYTHON:-$ROOT/.venv/bin/python}
+PYVER=${ATOLL_PYTHON_VERSION:-3.11}
+ABI=cp${PYVER/./}
 
 if [[ ! -x $PYTHON ]]; then
   echo "build-rpm: $PYTHON not found: run make venv, or set ATOLL_PYTHON" >&2
@@ -44,7 +48,8 @@ done
 # tests), without what .gitignore excludes (the venv, build output, atoll/v1,
 # which the build generates again). Files deleted but not yet committed are
 # left out. Owners and dates are fixed, so the same tree gives the same bytes.
-epoch=$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)
+# The date is the last commit's, or SOURCE_DATE_EPOCH when set.
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)}
 git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' path; do
     if [[ -f $ROOT/$path ]]; then printf '%s\0' "$path"; fi
@@ -53,9 +58,18 @@ git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
     --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -cf - |
   gzip -n >"$OUT/SOURCES/$name.tar.gz"
 
-# The spec that is built, and stored in the source RPM, carries the version.
+# The locked wheels, packed the same way (they are compressed already).
+wheels=$("$PYTHON" "$ROOT/packaging/wheelhouse.py" list --python-version "$PYVER")
+printf '%s\n' "$wheels" | xargs -n1 basename |
+  tar -C "$(dirname "$(printf '%s\n' "$wheels" | head -n1)")" --files-from=- --transform="s,^,wheels/," \
+    --sort=name --owner=0 --group=0 --numeric-owner --mode=0644 --mtime="@$epoch" \
+    -cf "$OUT/SOURCES/$name-wheels-$ABI.tar"
+
+# The spec that is built, and stored in the source RPM, carries the version
+# and the target Python version.
 {
   printf '%%global atoll_version %s\n' "$version"
+  printf '%%global atoll_python_version %s\n' "$PYVER"
   cat "$ROOT/packaging/atoll.spec"
 } >"$OUT/SPECS/atoll.spec"
 
@@ -67,6 +81,8 @@ if ! rpm -q rpm >/dev/null 2>&1; then
   nodeps=(--nodeps)
 fi
 
+# Reproducible: every timestamp in the packages is that date.
+export SOURCE_DATE_EPOCH=$epoch
 if ! rpmbuild -ba "${nodeps[@]}" \
   --define "_topdir $OUT" \
   --define "_tmppath $OUT/tmp" \
