@@ -71,9 +71,10 @@ functional: venv
 integration: deps venv
 	$(VENV)/bin/pytest -q -m "not harness" tests/integration $(PYTEST_ARGS)
 
-# Whole services booted once per run (session fixtures): a real Ironic, a minimal real OpenStack.
+# Whole services booted once per run (session fixtures): a real Ironic, a minimal real OpenStack,
+# a real systemd as PID 1 running the RPMs' units.
 harness: deps venv
-	$(VENV)/bin/pytest -q tests/integration/ironic tests/integration/openstack $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q tests/integration/ironic tests/integration/openstack tests/integration/systemd $(PYTEST_ARGS)
 
 test: deps venv check-proto lint typecheck buf-lint
 	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
