@@ -306,6 +306,11 @@ class Agent:
             f"service {service!r} is not served on this node: {why}",
         )
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The agent's long-running loops (started by `start`)."""
+        return list(self._tasks)
+
     async def stop(self) -> None:
         self.stop_event.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -208,6 +208,8 @@ class CoordinatorLink:
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
+        # Called once per turn of the heartbeat loop (the agent's watchdog liveness).
+        self.tick: Callable[[], None] = lambda: None
         # Set by the agent before run(): what to do with pushed node config and services.
         self.on_node_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]] | None = None
         self.on_services: Callable[[node_api_pb2.ServiceState], Awaitable[None]] | None = None
@@ -231,6 +233,7 @@ class CoordinatorLink:
     async def register(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not stop.is_set():
+            self.tick()
             node = node_pb2.Node(status=self._build_status())
             node.metadata.name = self._node
             node.metadata.labels.update(self._labels)
@@ -255,6 +258,7 @@ class CoordinatorLink:
     async def heartbeat_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(initial=1.0, maximum=max(30.0, self.heartbeat_interval))
         while not stop.is_set():
+            self.tick()
             delay = jittered(self.heartbeat_interval)
             try:
                 req = node_api_pb2.HeartbeatRequest(

@@ -6,25 +6,27 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
 
+from agent import service
 from agent.daemon import Agent
 from atoll import agentconfig as config
 from atoll import config as layered
-from atoll import errors, files, logs, rlimits
+from atoll import errors, files, logs, rlimits, sdnotify
 
 log = logging.getLogger("agent")
 
 
-async def _run(cfg: config.AgentConfig) -> None:
-    agent = Agent(cfg)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, agent.stop_event.set)
-    await agent.run_forever()
+async def _run(cfg: config.AgentConfig, argv: Sequence[str] | None) -> None:
+    # systemd's side of things, read once at start: where to notify, and how often to pet.
+    await service.run(
+        Agent(cfg),
+        sdnotify.notifier_from_env(os.environ),
+        argv=argv,
+        watchdog_interval=sdnotify.watchdog_interval(os.environ, os.getpid()),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(files.DAEMON_UMASK)  # state, keys and credentials are the agent's own
     rlimits.raise_nofile()
     try:
-        asyncio.run(_run(cfg))
+        asyncio.run(_run(cfg, argv))
     except errors.AtollError as exc:
         log.error("agent stopped: %s", exc)
         return 1

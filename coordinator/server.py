@@ -267,6 +267,17 @@ class Coordinator:
         nodes = self.informers["Node"].cache.values() if "Node" in self.informers else ()
         return ports | {n.status.agent_port for n in nodes if n.status.agent_port}  # type: ignore[attr-defined]
 
+    @property
+    def tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The coordinator's long-running loops (started by `start`), by name."""
+        return {t.get_name(): t for t in self._tasks}
+
+    def describe(self) -> str:
+        """One line for systemd's STATUS=: where it serves, its role, the nodes it knows."""
+        nodes = len(self.informers["Node"].cache) if "Node" in self.informers else 0
+        role = "leader" if self.leading is not None else "follower"
+        return f"serving on {self.cfg.listen}; {role}; {nodes} nodes"
+
     async def stop(self) -> None:
         self.stop_event.set()
         if self.server is not None:

@@ -94,6 +94,10 @@ class PodManager:
         # Desired pods start only once this is set; removals never wait.
         self.gate = asyncio.Event()
         self.gate.set()
+        # Called once per turn of the relist loop (the agent's watchdog liveness).
+        self.tick: Callable[[], None] = lambda: None
+        # On stop, how long syncs in flight may take to finish before they are cancelled.
+        self.drain_timeout = 15.0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -223,6 +227,7 @@ class PodManager:
         """Relist every relist_interval and resync everything every resync_interval until `stop`."""
         next_resync = self._clock() + self._resync_interval
         while not stop.is_set():
+            self.tick()
             try:
                 await self.relist()
             except (RuntimeError_, errors.AtollError) as exc:
@@ -234,9 +239,19 @@ class PodManager:
         for timer in self._timers.values():
             timer.cancel()
         workers = list(self._workers.values())
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if workers:
+            # A sync half done (a container created, not yet started) is finished, not abandoned.
+            log.info("stopping: finishing %d pod syncs in flight", len(workers))
+            _done, pending = await asyncio.wait(workers, timeout=self.drain_timeout)
+            if pending:
+                log.warning(
+                    "stopping: %d pod syncs still running after %.0fs; cancelled",
+                    len(pending),
+                    self.drain_timeout,
+                )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
 
 def _pod_name(pod: pod_pb2.Pod | None, uid: str) -> str:

@@ -11,11 +11,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 from google.protobuf.message import Message
 
-from atoll import errors, files, kinds, logs, rlimits
+from atoll import errors, files, kinds, logs, rlimits, sdnotify
+from atoll.aio import wait_or_stop
 from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import config, manifests
@@ -24,6 +26,9 @@ from coordinator.cli import printers, security
 from coordinator.cli import provision as provision_cli
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
+
+if TYPE_CHECKING:
+    from coordinator.server import Coordinator
 
 log = logging.getLogger("coordinator")
 
@@ -571,8 +576,39 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, coordinator.stop_event.set)
-    await coordinator.run_forever()
+    # systemd (Type=notify): READY once it serves, STATUS lines, the watchdog while its loops live.
+    notifier = sdnotify.notifier_from_env(os.environ)
+    interval = sdnotify.watchdog_interval(os.environ, os.getpid())
+    notifier.send("STATUS=opening the store and starting")
+    await coordinator.start()
+    notifier.send("READY=1", f"STATUS={coordinator.describe()}")
+    liveness = sdnotify.Liveness()
+    for name, task in coordinator.tasks.items():
+        liveness.watch(name, float("inf"), task)
+    stop = coordinator.stop_event
+    helpers = [asyncio.create_task(_status_loop(coordinator, notifier), name="status")]
+    if interval is not None:
+        helpers.append(
+            asyncio.create_task(sdnotify.pet_watchdog(notifier, interval, liveness.problems, stop))
+        )
+    await stop.wait()
+    notifier.send("STOPPING=1", "STATUS=stopping")
+    logging.getLogger("coordinator").info("stopping: closing the API and the store")
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    await coordinator.stop()
     return 0
+
+
+async def _status_loop(coordinator: Coordinator, notifier: sdnotify.Notifier) -> None:
+    last = ""
+    while not coordinator.stop_event.is_set():
+        now = coordinator.describe()
+        if now != last:
+            notifier.send(f"STATUS={now}")
+            last = now
+        await wait_or_stop(coordinator.stop_event, 10.0)
 
 
 def _error_line(args: argparse.Namespace, exc: errors.AtollError, where: str = "") -> str:

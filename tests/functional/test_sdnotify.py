@@ -1,0 +1,98 @@
+"""The agent under systemd's notification protocol: READY only once registered and synced; watchdog; stop.
+
+The agent is the real one on a fake runtime against an in-process
+coordinator; the notifier is a recording fake, and one test sends over a
+real datagram socket as systemd would receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import socket
+
+from agent import service
+from atoll.sdnotify import RecordingNotifier, SocketNotifier
+from tests.functional.harness import Cluster, FakeNode, eventually
+from tests.functional.test_agent_behaviour import make_pod
+
+
+class WitnessNotifier(RecordingNotifier):
+    """Records, at READY=1, whether the node was registered and the coordinator's assignment in force."""
+
+    def __init__(self, node: FakeNode) -> None:
+        super().__init__()
+        self.node = node
+        self.state_at_ready: tuple[bool, bool, int] | None = None
+
+    def send(self, *fields: str) -> None:
+        if "READY=1" in fields and self.state_at_ready is None:
+            agent = self.node.agent
+            assert agent.link is not None and agent.manager is not None
+            running = sum(1 for s in agent.manager.statuses.values() if s.phase == 2)
+            self.state_at_ready = (agent.link.registered.is_set(), agent.manager.authoritative, running)
+        super().send(*fields)
+
+
+async def test_ready_only_once_registered_and_synced_then_watchdog_and_stopping(
+    cluster: Cluster, tmp_path: pathlib.Path
+) -> None:
+    assert cluster.client is not None
+    first = await cluster.add_node("node-0", images=("busybox",))
+    await cluster.client.create(make_pod("p"))
+    await eventually(lambda: _running(first), what="the pod running on node-0")
+    await first.stop()  # the same node comes back as a service: its pod is waiting for it
+
+    node = FakeNode(tmp_path, "node-0", cluster.coordinator.port, ("busybox",), **cluster.join_settings())
+    node.runtime = first.runtime
+    node.agent = node._new_agent()
+    notifier = WitnessNotifier(node)
+    run = asyncio.create_task(
+        service.run(node.agent, notifier, watchdog_interval=0.05, install_signals=False)
+    )
+    try:
+        await eventually(lambda: _said(notifier, "READY=1"), timeout=20, what="READY=1")
+        assert notifier.state_at_ready == (True, True, 1), notifier.state_at_ready
+        statuses = notifier.sent("STATUS=")
+        assert statuses[0] == "STATUS=starting" and statuses[1].startswith("STATUS=registering node node-0")
+        assert "running 1 pods" in statuses[-1] and "link up" in statuses[-1], statuses
+        await eventually(lambda: _said(notifier, "WATCHDOG=1"), what="watchdog pets")
+    finally:
+        node.agent.stop_event.set()
+        await asyncio.wait_for(run, 30)
+    assert notifier.sent("STOPPING=1")
+    left = await node.runtime.list_containers({})
+    assert [c for c in left if c.state == "running"], "stopping the agent stopped containers"
+
+
+async def test_not_ready_while_the_coordinator_is_unreachable(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = FakeNode(tmp_path, "lonely", port, insecure=True)
+    notifier = RecordingNotifier()
+    run = asyncio.create_task(service.run(node.agent, notifier, install_signals=False))
+    try:
+        await eventually(lambda: _said(notifier, "STATUS=registering"), what="registering status")
+        await asyncio.sleep(1.0)
+        assert not notifier.sent("READY=1")
+    finally:
+        node.agent.stop_event.set()
+        await asyncio.wait_for(run, 30)
+
+
+def test_socket_notifier_sends_one_datagram_per_message(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        SocketNotifier(str(path)).send("READY=1", "STATUS=serving")
+        assert server.recv(4096) == b"READY=1\nSTATUS=serving"
+
+
+async def _said(notifier: RecordingNotifier, prefix: str) -> bool:
+    return bool(notifier.sent(prefix))
+
+
+async def _running(node: FakeNode) -> bool:
+    manager = node.agent.manager
+    return manager is not None and any(s.phase == 2 for s in manager.statuses.values())
