@@ -19,6 +19,7 @@ from agent.execute import AsyncioRunner, CommandRunner
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
+from agent.metrics import AgentMetrics
 from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
 from agent.network.node import NodeNetworking
 from agent.pods import images, plan, render
@@ -36,6 +37,7 @@ from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
 from atoll import files, rpc, tls
 from atoll.agentconfig import AgentConfig
+from atoll.metrics import MetricsServer
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2, workloads_pb2
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,12 @@ class Agent:
         # The one runner of host commands (iptables, nft), unless the kernel is faked altogether.
         self.runner: CommandRunner = runner or AsyncioRunner()
         self._firewall: Callable[[], Firewall] = firewall or (lambda: IptablesFirewall(self.runner))
+        # Metrics only when served: otherwise no registry, no wrappers, no cost (hollow fleets).
+        self.prom: AgentMetrics | None = AgentMetrics() if cfg.metrics_listen else None
+        self.metrics_server: MetricsServer | None = None
         nf = netfilter() if netfilter is not None else NftNetfilter(self.runner)
+        if self.prom is not None:
+            nf = self.prom.netfilter(nf)
         self.proxy = ServiceProxy(
             nf,
             node_name=self.node_name,
@@ -159,7 +166,7 @@ class Agent:
             pods_dir=pods_dir,
         )
         syncer = PodSyncer(
-            self.runtime,
+            self.prom.runtime(self.runtime) if self.prom is not None else self.runtime,
             states,
             ctx,
             host_ip=lambda: node_ip,
@@ -179,6 +186,8 @@ class Agent:
             max_parallel=cfg.max_parallel_syncs,
         )
         self.manager.gate.clear()
+        if self.prom is not None:
+            self.manager.observe_sync = self.prom.observe_sync
         self.networking = NodeNetworking(
             runtime=self.runtime,
             syncer=syncer,
@@ -194,6 +203,20 @@ class Agent:
             subnet_env=cfg.subnet_env,
         )
         self.networking.restore()
+        if self.prom is not None:
+            self.networking.observe_overlay = self.prom.observe_overlay
+            manager = self.manager
+            self.prom.watch_agent(
+                cfg.coordinator,
+                link_up=lambda: self.link is not None and self.link.connected,
+                pods=lambda: len(manager.desired),
+                restarts=lambda: sum(
+                    cs.restart_count for s in manager.statuses.values() for cs in s.container_statuses
+                ),
+            )
+            self.metrics_server = await asyncio.to_thread(
+                MetricsServer(self.prom.registry, cfg.metrics_listen).start
+            )
         assignments = AssignmentFile(cfg.state_path / "assignment.pb")
         saved = assignments.load()
         if saved is not None:
@@ -318,6 +341,8 @@ class Agent:
             await self.server.stop(0.5)
         if self.connection is not None:
             await self.connection.close()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
         await self.runtime.close()
 
     async def run_forever(self) -> None:

@@ -149,6 +149,9 @@ class AgentConfig:
     log_format: str = layered.option(
         "text", "main log format: text, or json (one object per line, with context fields)"
     )
+    metrics_listen: str = layered.option(
+        "", "serve Prometheus metrics over HTTP on HOST:PORT (e.g. 127.0.0.1:9101); empty: off"
+    )
     # Joining and TLS (see agent.bootstrap).
     join_token: str = layered.option(
         "",
@@ -210,6 +213,8 @@ class AgentConfig:
             raise errors.InvalidArgument(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
+        if self.metrics_listen:
+            layered.split_host_port(self.metrics_listen, "metrics_listen")
         self.log_format = self.log_format.lower()
         if self.log_format not in logs.FORMATS:
             raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")

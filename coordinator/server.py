@@ -18,12 +18,14 @@ from collections.abc import Callable
 
 from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
+from atoll.metrics import MetricsServer
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
 from coordinator.admission.podsecurity import PodSecurityConfig
 from coordinator.api.agentchannels import AgentClients
 from coordinator.api.cluster import ClusterServicer
 from coordinator.api.externalips import ExternalIPPolicy
+from coordinator.api.metrics import CoordinatorMetrics
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.service import NodeServicer
@@ -86,6 +88,8 @@ class Coordinator:
         self.elector: Elector | None = None
         self.health: NodeHealth | None = None
         self.leading: LeaderTerm | None = None  # the current term while this coordinator leads
+        self.prom: CoordinatorMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def port(self) -> int:
@@ -110,7 +114,10 @@ class Coordinator:
                 etcd_certfile=cfg.etcd_certfile,
                 etcd_keyfile=cfg.etcd_keyfile,
             )
-        registry = self.registry = Registry(self.store, max_object_bytes=cfg.max_object_bytes)
+        # Metrics only when served: otherwise no registry and no metered store.
+        self.prom = CoordinatorMetrics() if cfg.metrics_listen else None
+        metered = self.prom.store(self.store) if self.prom is not None else self.store
+        registry = self.registry = Registry(metered, max_object_bytes=cfg.max_object_bytes)
         security = self.security = Security(cfg, registry)
         await asyncio.to_thread(security.prepare)
         pki = security.pki
@@ -238,6 +245,7 @@ class Coordinator:
                 ),
             ],
             links=[
+                *([self.prom.link()] if self.prom is not None else []),
                 security.interceptor,
                 Limits(
                     LimitConfig(
@@ -253,6 +261,19 @@ class Coordinator:
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
+        if self.prom is not None:
+            scheduler.on_attempt = self.prom.observe_attempt
+            store = self.store
+            self.prom.watch_cluster(
+                nodes=lambda: nodes.cache.values(),  # noqa: PLW0108 (the informer may swap its cache)
+                subnets=lambda: len(informers["Subnet"].cache),
+                pods_bound=lambda: scheduler.bound,
+                leading=lambda: self.leading is not None,
+                revision=lambda: store.revision,
+            )
+            self.metrics_server = await asyncio.to_thread(
+                MetricsServer(self.prom.registry, cfg.metrics_listen).start
+            )
         log.info(
             "coordinator serving on %s (port %d), store at revision %d",
             cfg.listen,
@@ -285,6 +306,8 @@ class Coordinator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
         if self.agents is not None:
             await self.agents.close()
         if self.store is not None and self._given_store is None:

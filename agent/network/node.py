@@ -77,6 +77,8 @@ class NodeNetworking:
         self._clock = clock
         self.overlay: Overlay | None = None
         self.lease: network_pb2.Subnet | None = None
+        # Told how long each overlay apply (a kernel resync) took (metrics).
+        self.observe_overlay: Callable[[float], None] = lambda seconds: None
         self._config: node_api_pb2.NodeConfig | None = None
         self._acquire: AcquireLease | None = None
         self._lock = asyncio.Lock()
@@ -153,7 +155,9 @@ class NodeNetworking:
         assert self.lease is not None
         # The pushed config may predate our (re)newed lease: use ours for our own subnet.
         leases = [lease for lease in config.leases if lease.spec.node_name != self.lease.spec.node_name]
+        started = time.perf_counter()
         report = await overlay.apply(network, self.lease, [*leases, self.lease])
+        self.observe_overlay(time.perf_counter() - started)
         if report.lease_mismatch:
             log.warning("overlay lease mismatch (%s): preparing and leasing again", report.lease_mismatch)
             await overlay.prepare(

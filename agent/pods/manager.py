@@ -96,6 +96,8 @@ class PodManager:
         self.gate.set()
         # Called once per turn of the relist loop (the agent's watchdog liveness).
         self.tick: Callable[[], None] = lambda: None
+        # Told of every pod sync: whether it succeeded and how long it took (metrics).
+        self.observe_sync: Callable[[bool, float], None] = lambda ok, seconds: None
         # On stop, how long syncs in flight may take to finish before they are cancelled.
         self.drain_timeout = 15.0
 
@@ -154,6 +156,15 @@ class PodManager:
                 self._idle.set()
 
     async def _sync_one(self, uid: str) -> None:
+        started = time.perf_counter()
+        ok = False
+        try:
+            ok = await self._sync_one_timed(uid)
+        finally:
+            self.observe_sync(ok, time.perf_counter() - started)
+
+    async def _sync_one_timed(self, uid: str) -> bool:
+        """One sync of one pod; False if it failed (and was scheduled again)."""
         pod = self.desired.get(uid)
         try:
             if pod is None:
@@ -162,24 +173,25 @@ class PodManager:
                     self.statuses.pop(uid, None)
                     self._observed.pop(uid, None)
                     self._sink.forget(uid)
-                return
+                return True
             result = await self._syncer.sync(pod)
         except (RuntimeError_, errors.AtollError) as exc:
             log.warning(
                 "sync of pod %s failed: %s; retrying", _pod_name(pod, uid), exc, extra=_context(pod, uid)
             )
             self._schedule(uid, self._clock() + 5.0)
-            return
+            return False
         except Exception:
             log.exception("sync of pod %s crashed; retrying", _pod_name(pod, uid), extra=_context(pod, uid))
             self._schedule(uid, self._clock() + 5.0)
-            return
+            return False
         if uid not in self.desired:
-            return  # deleted while we synced; the removal pass follows
+            return True  # deleted while we synced; the removal pass follows
         self.statuses[uid] = result.status
         self._sink.update(pod, result.status)
         if result.requeue_at is not None:
             self._schedule(uid, result.requeue_at)
+        return True
 
     def _schedule(self, uid: str, when: float) -> None:
         old = self._timers.pop(uid, None)

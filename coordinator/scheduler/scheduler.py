@@ -96,6 +96,8 @@ class Scheduler:
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self.bound = 0
+        # Told of every attempt: "bound" or "unschedulable", and how long deciding took (metrics).
+        self.on_attempt: Callable[[str, float], None] = lambda result, seconds: None
         pods.add_handler(self._on_pod)
         nodes.add_handler(self._on_node)
 
@@ -211,7 +213,11 @@ class Scheduler:
         await asyncio.gather(*self._binds, return_exceptions=True)
 
     async def _schedule(self, pod: pod_pb2.Pod) -> None:
+        started = time.perf_counter()
         decision = self.decide(pod)
+        self.on_attempt(
+            "unschedulable" if decision.node is None else "scheduled", time.perf_counter() - started
+        )
         key = pod_key(pod)
         if decision.node is None:
             if self._unschedulable.get(key) != decision.message:
