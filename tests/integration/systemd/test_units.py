@@ -173,6 +173,20 @@ def test_watchdog_kills_a_stopped_agent(fleet_host: FleetHost, pods: dict[str, s
     systemd.systemctl("daemon-reload")
 
 
+def test_reload_is_a_sighup_that_keeps_the_agent_and_its_pods(
+    fleet_host: FleetHost, pods: dict[str, str]
+) -> None:
+    systemd = fleet_host.systemd
+    before = wait_agent_active(fleet_host)
+    systemd.systemctl("reload", AGENT)
+    wait_for(
+        lambda: "reloaded: log level" in systemd.journal(AGENT, 50), timeout=20, message="the reload logged"
+    )
+    after = wait_agent_active(fleet_host)
+    assert (after["MainPID"], after["NRestarts"]) == (before["MainPID"], before["NRestarts"]), after
+    assert containers(fleet_host) == pods
+
+
 def test_stop_ends_cleanly_within_the_timeout(fleet_host: FleetHost, pods: dict[str, str]) -> None:
     systemd = fleet_host.systemd
     limit = _seconds(systemd.show(AGENT, "TimeoutStopUSec")["TimeoutStopUSec"])
