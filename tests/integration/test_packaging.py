@@ -389,6 +389,10 @@ def test_units_verify(payload: Path) -> None:
     shutil.copytree("/usr/lib/systemd/system", unit_dir, symlinks=True, dirs_exist_ok=True)
     for unit in ("atoll-agent.service", "atoll-coordinator.service"):
         shutil.copy2(ROOT / "systemd" / unit, unit_dir / unit)  # the packaged ones, unchanged
+    # What the base system provides and the units run: kill(1) for ExecReload.
+    kill = payload / "usr" / "bin" / "kill"
+    if not kill.exists():
+        shutil.copy2("/usr/bin/kill" if os.path.exists("/usr/bin/kill") else "/bin/kill", kill)
     proc = run(
         "systemd-analyze",
         "verify",

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ async def all_running(fleet: FleetHost) -> None:
     async with fleet.client() as client:
         for name in PODS:
             await wait_running(client, name, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def journals_on_failure(request: pytest.FixtureRequest, fleet_host: FleetHost) -> Iterator[None]:
+    """A failed test prints what systemd logged of both units: the first thing to read."""
+    yield
+    report = getattr(request.node, "_report_call", None)
+    if report is not None and report.failed:
+        for unit in (AGENT, COORDINATOR):
+            print(f"\n--- journal of {unit} ---\n{fleet_host.systemd.journal(unit, 60)}")
 
 
 @pytest.fixture(scope="module")
