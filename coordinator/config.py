@@ -131,6 +131,11 @@ class ServeConfig:
         "", "the cluster CA certificate to use (PEM; default: create one in the data dir)"
     )
     ca_key: str = layered.option("", "the key of --ca-cert (PEM, unencrypted)")
+    cluster_secret_file: str = layered.option(
+        "",
+        "file holding the cluster secret (16 bytes or more) that seals the cluster CA in the store; "
+        "every coordinator of a cluster on etcd is given the same one",
+    )
     cert_lifetime: float = layered.option(
         365 * 86400.0,
         "lifetime of the certificates the coordinator issues (s, or 90m, 12h, 30d, 1y); renewed at 2/3",
@@ -172,6 +177,11 @@ class ServeConfig:
         if self.insecure:
             for address in rpc.split_listen(self.listen):
                 tls.check_plaintext(address)
+        if self.store.startswith("etcd://") and not self.insecure and not self.cluster_secret_file:
+            raise errors.InvalidArgument(
+                "cluster_secret_file: coordinators on etcd share one cluster CA, sealed with a secret "
+                "they are all given (e.g. head -c 32 /dev/urandom | base64 > /etc/atoll/cluster-secret)"
+            )
         if bool(self.ca_cert) != bool(self.ca_key):
             raise errors.InvalidArgument("ca_cert and ca_key: give both or neither")
         if self.node_cert_lifetime < 60:

@@ -32,7 +32,7 @@ from coordinator.api.node.service import NodeServicer
 from coordinator.api.node.servicestate import ServiceStateTracker
 from coordinator.api.podsecurity import PodSecurityAdmission
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata
-from coordinator.auth import Security
+from coordinator.auth import Security, sharedca
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.nodeleases import NodeLeases
@@ -119,6 +119,8 @@ class Coordinator:
         metered = self.prom.store(self.store) if self.prom is not None else self.store
         registry = self.registry = Registry(metered, max_object_bytes=cfg.max_object_bytes)
         security = self.security = Security(cfg, registry)
+        if cfg.cluster_secret_file:
+            await security.share_ca(self.store, sharedca.read_secret(cfg.cluster_secret_file))
         await asyncio.to_thread(security.prepare)
         pki = security.pki
         informers = self.informers = {k: Informer(registry, kinds.by_name(k)) for k in _WATCHED_KINDS}

@@ -16,6 +16,7 @@ from atoll import config as layered
 from atoll import rpc
 from atoll.connlimit import ConnLimits
 from atoll.v1 import cluster_pb2
+from coordinator.auth import sharedca
 from coordinator.auth.audit import AuditLog
 from coordinator.auth.certs import ClusterPki, PkiSettings, local_ipv4_addresses
 from coordinator.auth.interceptor import AuthInterceptor
@@ -23,6 +24,7 @@ from coordinator.auth.revocation import RevocationList
 from coordinator.auth.tokens import TokenAuthenticator
 from coordinator.config import DEFAULT_PORT, DEFAULT_TOKEN_PORT, ServeConfig
 from coordinator.objects.registry import Registry
+from coordinator.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,18 @@ class Security:
         for extra in cfg.cert_san:
             (ips if _is_ip(extra) else dns).append(extra)
         return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
+
+    async def share_ca(self, store: Store, secret: bytes) -> None:
+        """Take the cluster's CA from the store, or put ours there first (coordinator.auth.sharedca)."""
+        if self.pki is None:
+            return
+        kv = await store.get(sharedca.KEY)
+        if kv is not None:
+            ca = sharedca.unseal(secret, kv.value)
+        else:
+            local = await asyncio.to_thread(self.pki.load_or_create_ca)
+            ca = await sharedca.shared_ca(store, secret, local)
+        await asyncio.to_thread(self.pki.adopt_ca, ca)
 
     def prepare(self) -> None:
         """Create or load the CA and the coordinator's certificates (blocking)."""

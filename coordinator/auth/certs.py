@@ -104,6 +104,20 @@ class ClusterPki:
             changed = self._ensure_admin_conf() or changed
         return changed
 
+    def load_or_create_ca(self) -> pki.CertificateAuthority:
+        """This data dir's CA (or --ca-cert's), created when there is none (blocking)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._load_ca()
+
+    def adopt_ca(self, ca: pki.CertificateAuthority) -> None:
+        """Use `ca` (the cluster's, from the store) and keep a copy in pki/ (blocking)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert_path, key_path = self.dir / "ca.crt", self.dir / "ca.key"
+        if not cert_path.exists() or cert_path.read_bytes() != ca.cert_pem:
+            pki.write_private(key_path, pki.key_pem(ca.key))
+            pki.write_public(cert_path, ca.cert_pem)
+        self.ca = ca
+
     def _load_ca(self) -> pki.CertificateAuthority:
         s = self.settings
         if s.ca_cert or s.ca_key:

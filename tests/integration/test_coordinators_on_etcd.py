@@ -1,13 +1,14 @@
 """Several coordinators on one etcd: all serve the API, exactly one leads, a successor takes over.
 
-Three coordinators run in this process on the run's real etcd (plain text on
-loopback, --insecure: the shared CA of several coordinators is not built yet).
+Three coordinators run in this process on the run's real etcd, with TLS: they
+share one cluster CA through the store, sealed with the cluster secret.
 Each answers the API from the shared store; only the leader schedules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import time
 import uuid
@@ -15,9 +16,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from atoll import kinds
+from atoll import errors, kinds
 from atoll.v1 import pod_pb2
+from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
+from coordinator.config import ServeConfig
 from coordinator.server import Coordinator
 from coordinator.store.etcdelection import EtcdElector
 from tests.functional.harness import serve_config
@@ -27,23 +30,29 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 POD = kinds.by_name("Pod")
 
 
+def secret_file(tmp_path: pathlib.Path, name: str, secret: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(secret)
+    path.chmod(0o600)
+    return str(path)
+
+
+def config_for(tmp_path: pathlib.Path, i: int, store: str, secret: str) -> ServeConfig:
+    return serve_config(
+        tmp_path / f"c{i}", token_listen="", store=store, leader_ttl=2, cluster_secret_file=secret
+    )
+
+
 @pytest.fixture
 async def three(etcd_cluster: EtcdCluster, tmp_path: pathlib.Path) -> AsyncIterator[list[Coordinator]]:
-    # A key prefix of its own: a fresh cluster on the run's shared etcd (objects and election).
-    started: list[Coordinator] = []
+    """Three coordinators with TLS on one etcd (a key prefix of their own), started all at once."""
     prefix = f"atoll-{uuid.uuid4().hex[:6]}"
+    store = f"etcd://{etcd_cluster.endpoints}/{prefix}"
+    secret = secret_file(tmp_path, "cluster-secret", os.urandom(32).hex().encode())
+    started = [Coordinator(config_for(tmp_path, i, store, secret)) for i in range(3)]
     try:
-        for i in range(3):
-            cfg = serve_config(
-                tmp_path / f"c{i}",
-                insecure=True,
-                token_listen="",
-                store=f"etcd://{etcd_cluster.endpoints}/{prefix}",
-                leader_ttl=2,
-            )
-            c = Coordinator(cfg)
-            await c.start()
-            started.append(c)
+        # At once, on an empty store: they race to put the cluster CA there and must agree on one.
+        await asyncio.gather(*(c.start() for c in started))
         yield started
     finally:
         for c in started:
@@ -60,7 +69,13 @@ async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordi
         assert time.monotonic() < deadline, "no leader"
         await asyncio.sleep(0.05)
     (leader,) = await leaders(three)
-    async with Client(f"127.0.0.1:{three[0].port}") as client:
+    # One CA for all; each its own serving certificate.
+    cas = {(c.cfg.data_path / "pki" / "ca.crt").read_bytes() for c in three}
+    servers = {(c.cfg.data_path / "pki" / "server.crt").read_bytes() for c in three}
+    assert len(cas) == 1 and len(servers) == 3
+    # The admin credentials of one coordinator are good on every other (mutual TLS, one CA).
+    admin = clientconfig.parse(three[0].security.pki.admin_conf.read_text(), "admin.conf")  # type: ignore[union-attr]
+    async with Client(f"127.0.0.1:{three[0].port}", config=admin) as client:
         members = (await client.coordinators()).members
         assert len(members) == 3 and [m.leader for m in members].count(True) == 1
         pod = pod_pb2.Pod()
@@ -68,7 +83,7 @@ async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordi
         pod.spec.containers.add(name="main", image="busybox")
         await client.create(pod)
     for c in three:  # every coordinator answers from the shared store
-        async with Client(f"127.0.0.1:{c.port}") as client:
+        async with Client(f"127.0.0.1:{c.port}", config=admin) as client:
             got = await client.get(POD, "default", pod.metadata.name)
             assert got.metadata.name == pod.metadata.name  # type: ignore[attr-defined]
 
@@ -79,3 +94,13 @@ async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordi
         assert time.monotonic() - stopped < 6, "no successor"
         await asyncio.sleep(0.05)
     assert isinstance(three[0].elector, EtcdElector)
+
+
+async def test_a_coordinator_with_another_secret_is_refused(
+    three: list[Coordinator], tmp_path: pathlib.Path
+) -> None:
+    wrong = secret_file(tmp_path, "wrong-secret", b"not-the-cluster-secret-at-all")
+    intruder = Coordinator(config_for(tmp_path, 9, three[0].cfg.store, wrong))
+    with pytest.raises(errors.InvalidArgument, match="cluster_secret_file: this secret does not open"):
+        await intruder.start()
+    await intruder.stop()
