@@ -20,13 +20,15 @@ that expired anyway (the agent was off for long) needs a new join token.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pathlib
 
 import grpc
 
+from agent import failover
 from atoll import config as layered
-from atoll import errors, pki, rpc, tls
+from atoll import errors, files, pki, rpc, tls
 from atoll.agentconfig import DEFAULT_JOIN_PORT
 from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff
@@ -164,9 +166,11 @@ async def ensure_joined(
         log.warning(
             "the node certificate expired at %s; joining again with the join token", lifetime.not_after
         )
-    address = join_address(coordinator, explicit_join_address)
+    # Through each coordinator's token port in turn while they do not answer (one is enough).
+    addresses = list(dict.fromkeys(join_address(c, explicit_join_address) for c in coordinator.split(",")))
     backoff = Backoff(initial=0.5, maximum=10.0)
-    while True:
+    for attempt in itertools.count():
+        address = addresses[attempt % len(addresses)]
         try:
             await join(
                 node=node, address=address, token=token, pin=pin, ca_file=ca_file, credentials=credentials
@@ -186,29 +190,80 @@ async def ensure_joined(
 
 
 class CoordinatorConnection:
-    """The agent's channel to the coordinator; `stub` always names the current one.
+    """The agent's channel to the coordinator it is on; `stub` always names the current one.
 
-    Without credentials (an --insecure coordinator) the channel is plain text.
+    The agent is given one coordinator or several (agent.failover): one
+    channel at a time, to `target`; `fail_over` moves it to the next with the
+    same credentials, `answered` says the current one works. Without
+    credentials (an --insecure coordinator) the channel is plain text.
     """
 
-    def __init__(self, target: str, credentials: NodeCredentials | None) -> None:
-        self.target = target
+    def __init__(
+        self,
+        targets: failover.Targets | str,
+        credentials: NodeCredentials | None,
+        *,
+        remember: pathlib.Path | None = None,
+    ) -> None:
+        self.targets = targets if isinstance(targets, failover.Targets) else failover.Targets([targets])
         self.credentials = credentials
+        self._remember = remember
         self._channel = self._open()
         self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
         self.renewals = 0
         self._old: list[grpc.aio.Channel] = []
+        # Set (and replaced) whenever the channel moves to another coordinator: loops waiting
+        # out a backoff on the old one wake and call the new one.
+        self.moved = asyncio.Event()
+        self._closing: asyncio.Future[None] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.targets.current
 
     def _open(self) -> grpc.aio.Channel:
+        # One coordinator or several (a:6443,b:6443): a dead one costs a reconnect, not a re-join.
         if self.credentials is None:
-            return rpc.open_channel(self.target)
-        return rpc.open_channel(self.target, credentials=self.credentials.channel_credentials())
+            return rpc.coordinator_channel(self.target)
+        return rpc.coordinator_channel(self.target, credentials=self.credentials.channel_credentials())
 
     def reopen(self) -> None:
         """A new channel with the current files; calls in flight finish on the old one."""
         self._old.append(self._channel)
         self._channel = self._open()
         self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
+
+    def fail_over(self, why: object) -> float:
+        """The current coordinator did not answer: move to the next one (a new channel, the same
+        certificate); returns how long to wait before calling it. Alone, it stays (gRPC reconnects)."""
+        before = self.target
+        delay = self.targets.failed()
+        if self.target != before:
+            log.warning(
+                "coordinator %s did not answer (%s); moving to %s in %.2fs", before, why, self.target, delay
+            )
+            self.reopen()
+            self.moved.set()
+            self.moved = asyncio.Event()
+            # The old channel's calls fail or finish on their own; it is closed a moment later.
+            asyncio.get_running_loop().call_later(max(5.0, delay), self._schedule_close_old)
+        return delay
+
+    def answered(self) -> None:
+        """The current coordinator answered a call."""
+        fresh = self.targets.last_good != self.target
+        outage = self.targets.answered()
+        if outage is not None and self.targets.several:
+            log.info("on coordinator %s after %.2fs without one", self.target, outage)
+        if fresh and self._remember is not None:
+            try:
+                files.write_atomic(self._remember, f"{self.target}\n".encode())
+            except OSError as exc:
+                log.warning("cannot remember the coordinator in %s: %s", self._remember, exc)
+
+    def _schedule_close_old(self) -> None:
+        task = asyncio.ensure_future(self._close_old())
+        self._closing = task  # keep a reference until it is done
 
     async def renew(self, node: str) -> pki.Lifetime:
         assert self.credentials is not None

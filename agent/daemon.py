@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import socket
 import time
 from collections.abc import Callable
 
-from agent import bootstrap
+from agent import bootstrap, failover
 from agent.execute import AsyncioRunner, CommandRunner
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
@@ -116,7 +117,9 @@ class Agent:
 
     async def start(self) -> None:
         cfg = self.cfg
-        coord_host, coord_port = layered.split_host_port(cfg.coordinator, "coordinator")
+        # The first coordinator listed: which route finds this node's address (joins try each).
+        first = rpc.servers(cfg.coordinator)[0]
+        coord_host, coord_port = layered.split_host_port(first, "coordinator")
         # Keys, pod records and volumes: the state dir is 0700 whatever the umask (volumes reach
         # containers through bind mounts, which need no way through it).
         if await asyncio.to_thread(files.private_dir, cfg.state_path):
@@ -258,7 +261,12 @@ class Agent:
             reserved_cpu_millis=cfg.reserved_cpu_millis,
             reserved_memory_bytes=cfg.reserved_memory_bytes,
         )
-        connection = self.connection = bootstrap.CoordinatorConnection(cfg.coordinator, self.credentials)
+        # One coordinator at a time, the next when it dies; where the last good one is remembered.
+        remembered = cfg.state_path / "coordinator"
+        targets = failover.Targets(rpc.servers(cfg.coordinator), start=_read_remembered(remembered))
+        connection = self.connection = bootstrap.CoordinatorConnection(
+            targets, self.credentials, remember=remembered
+        )
         self.link = CoordinatorLink(
             connection,
             node_name=self.node_name,
@@ -349,3 +357,11 @@ class Agent:
         await self.start()
         await self.stop_event.wait()
         await self.stop()
+
+
+def _read_remembered(path: pathlib.Path) -> str:
+    """The coordinator that answered last (agent.failover), or ""."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atoll import config as layered
-from atoll import errors, labels, logs, pki, tls, validation
+from atoll import errors, labels, logs, pki, rpc, tls, validation
 
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
@@ -70,7 +70,11 @@ def parse_sriov_pfs(value: Any) -> list[str]:
 
 @dataclass
 class AgentConfig:
-    coordinator: str = layered.option("127.0.0.1:6443", "coordinator address HOST:PORT")
+    coordinator: str = layered.option(
+        "127.0.0.1:6443",
+        "coordinator address HOST:PORT, or several (a:6443,b:6443,c:6443): the agent fails over between them",
+        parse=lambda v: ",".join(str(x) for x in v) if isinstance(v, list) else str(v),
+    )
     node_name: str = layered.option("", "node name (default: the host name, lower-cased)")
     docker_host: str = layered.option("unix:///var/run/docker.sock", "Docker Engine API URL")
     state_dir: str = layered.option("/var/lib/atoll-agent", "where the agent keeps pod records and volumes")
@@ -173,7 +177,10 @@ class AgentConfig:
     def validate(self) -> None:
         if self.sriov_driver not in ("sysfs", "fake"):
             raise errors.InvalidArgument(f"sriov_driver: expected sysfs or fake, got {self.sriov_driver!r}")
-        layered.split_host_port(self.coordinator, "coordinator")
+        if not rpc.servers(self.coordinator):
+            raise errors.InvalidArgument("coordinator: expected HOST:PORT[,HOST:PORT...]")
+        for address in rpc.servers(self.coordinator):
+            layered.split_host_port(address, "coordinator")
         layered.split_host_port(self.listen, "listen")
         if self.insecure:
             tls.check_plaintext(self.listen)
@@ -220,12 +227,10 @@ class AgentConfig:
             raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")
 
     def daemon_ports(self) -> frozenset[int]:
-        """Ports the service proxy never captures on external IPs: sshd, this agent, the coordinator."""
-        join = (
-            self.join_address
-            or f"{layered.split_host_port(self.coordinator, 'coordinator')[0]}:{DEFAULT_JOIN_PORT}"
-        )
-        addresses = (self.listen, self.coordinator, join)
+        """Ports the service proxy never captures on external IPs: sshd, this agent, the coordinators
+        (each one's API and token ports)."""
+        join = f"0.0.0.0:{DEFAULT_JOIN_PORT}" if not self.join_address else self.join_address
+        addresses = (self.listen, *rpc.servers(self.coordinator), join)
         return frozenset({SSH_PORT, *(layered.split_host_port(a, "address")[1] for a in addresses)})
 
     @property

@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -474,6 +476,52 @@ async def start_server(
     )
 
 
+#: A DNS name in every coordinator's serving certificate: a channel to several coordinators
+#: verifies against it (each certificate also carries its own host's names and addresses).
+COORDINATOR_NAME = "atoll-coordinator"
+
+
+def servers(value: str) -> list[str]:
+    """`a:6443,b:6443` as its addresses (one or more)."""
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def coordinator_channel(
+    value: str, *, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to one coordinator, or to the first live one of several (`a:6443,b:6443,c:6443`).
+
+    Several addresses become one gRPC target (`ipv4:A:P,B:P`, names resolved
+    now) under pick_first: the channel uses the first that connects and moves
+    on when it breaks, so a dead coordinator costs a caller one reconnect.
+    The certificates are checked against COORDINATOR_NAME, which each
+    coordinator's carries beside its own names.
+    """
+    listed = servers(value)
+    if len(listed) <= 1:
+        return open_channel(value, credentials=credentials)
+    addresses = []
+    for address in listed:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise errors.InvalidArgument(f"coordinator address {address!r}: expected HOST:PORT")
+        try:
+            ipaddress.ip_address(host)
+            found = [host]
+        except ValueError:
+            found = sorted(
+                {str(i[4][0]) for i in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
+            )
+        addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
+    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
+    return open_channel(
+        f"{scheme}:{','.join(addresses)}",
+        credentials=credentials,
+        server_name=COORDINATOR_NAME if credentials is not None else "",
+    )
+
+
 def open_channel(
     target: str, *, credentials: grpc.ChannelCredentials | None = None, server_name: str = ""
 ) -> grpc.aio.Channel:
@@ -502,12 +550,27 @@ def error_from_rpc(err: grpc.aio.AioRpcError) -> errors.AtollError:
     return errors.from_status(err.code(), err.details() or "", field_path)
 
 
+def _task_cancelled() -> bool:
+    """Whether the running task is being cancelled. grpc.aio also raises CancelledError from a call
+    whose channel was closed under it; that one becomes UNAVAILABLE, an ordinary error, so that the
+    caller's loop survives (the agent closes the channel to a coordinator it left, streams on it)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+_CLOSED = "the call's channel was closed under it"
+
+
 async def unary(call: Awaitable[T]) -> T:
     """Await a unary call, raising AtollError instead of AioRpcError."""
     try:
         return await call
     except grpc.aio.AioRpcError as err:
         raise error_from_rpc(err) from None
+    except asyncio.CancelledError:
+        if _task_cancelled():
+            raise
+        raise errors.Unavailable(_CLOSED) from None
 
 
 async def stream(call: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -517,3 +580,7 @@ async def stream(call: AsyncIterator[T]) -> AsyncIterator[T]:
             yield item
     except grpc.aio.AioRpcError as err:
         raise error_from_rpc(err) from None
+    except asyncio.CancelledError:
+        if _task_cancelled():
+            raise
+        raise errors.Unavailable(_CLOSED) from None

@@ -85,7 +85,8 @@ class Security:
         """The server certificate's DNS names and IPs: loopback, the host name, the listen and
         advertise addresses (every interface's for a wildcard listener), and --cert-san."""
         cfg = self.cfg
-        dns = ["localhost", socket.gethostname().lower()]
+        # rpc.COORDINATOR_NAME: what a channel to several coordinators verifies against.
+        dns = ["localhost", socket.gethostname().lower(), rpc.COORDINATOR_NAME]
         ips = ["127.0.0.1", "::1"]
         hosts = [h for h, _ in _tcp(cfg.listen)] + (
             [h for h, _ in _tcp(cfg.token_listen)] if cfg.token_listen else []

@@ -28,7 +28,8 @@ class Client:
         if not self.server:
             raise ValueError("no server address: pass one or a config that names one")
         self.config = config
-        self._channel = rpc.open_channel(
+        # One server or several (a:6443,b:6443): a dead coordinator costs one reconnect.
+        self._channel = rpc.coordinator_channel(
             self.server, credentials=config.credentials(self.server) if config else None
         )
         self.stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)

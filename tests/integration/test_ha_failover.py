@@ -17,6 +17,7 @@ import pytest
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator.client.api import Client
 from tests.functional.harness import FakeNode, eventually
 from tests.integration.coordinators import CoordinatorProcesses
 from tests.integration.etcd import EtcdCluster
@@ -159,3 +160,47 @@ async def _running(client, selector: str, n: int) -> list[pod_pb2.Pod] | None:  
     pods = await _pods(client, selector)
     ok = [p for p in pods if p.status.phase == pod_pb2.POD_PHASE_RUNNING]
     return ok if len(ok) == n and len(pods) == n else None
+
+
+async def test_an_agent_on_three_coordinators_survives_the_kill_of_its_own(
+    three: CoordinatorProcesses, tmp_path: pathlib.Path
+) -> None:
+    everyone = ",".join(three.address(i) for i in range(3))
+    node = await FakeNode(
+        tmp_path, "node-0", three.ports[0], images=("busybox",), insecure=True, coordinator=everyone
+    ).start()
+    try:
+        async with three.client(1) as client:
+            await client.create(make_rc("web", 3))
+            await eventually(lambda: _running(client, "app=web", 3), timeout=60, what="3 replicas running")
+            created = sum(1 for c in node.runtime.calls if c[0] == "create_container")
+            # The agent's channel picked the first coordinator listed: kill that one.
+            killed_at = time.monotonic()
+            three.kill(0)
+
+            # Heartbeats go on through another coordinator (no failed call even: the channel moves).
+            await asyncio.sleep(4)  # more than the 3 s grace period
+            node_obj = await client.get(kinds.by_name("Node"), "", "node-0")
+            ready = [c for c in node_obj.status.conditions if c.type == "Ready"]  # type: ignore[attr-defined]
+            assert ready and ready[0].status == 1, ready
+            # Assignments and status flow too: a replaced pod is started and reported Running.
+            victim = (await _pods(client, "app=web"))[0]
+            await client.delete(POD, "default", victim.metadata.name)
+            await eventually(
+                lambda: _replaced(client, victim.metadata.name), timeout=30, what="the replacement Running"
+            )
+            print(
+                f"\nagent served through another coordinator; all good {time.monotonic() - killed_at:.1f}s after"
+            )
+            # The CLI's client on the same list answers as well, the dead coordinator first in it.
+            async with Client(everyone) as many:
+                assert len(await _pods(many, "app=web")) == 3
+            # The pods that were not replaced kept their containers: two new ones, for the new pod.
+            assert sum(1 for c in node.runtime.calls if c[0] == "create_container") == created + 2
+    finally:
+        await node.stop()
+
+
+async def _replaced(client, gone: str) -> bool:  # type: ignore[no-untyped-def]
+    running = await _running(client, "app=web", 3)
+    return running is not None and gone not in {p.metadata.name for p in running}
