@@ -7,6 +7,15 @@ coordinator's assignment generation, and when the agent is behind (a lost
 push, a broken stream) it fetches the assignment again: level-triggered, so
 nothing depends on every push arriving. Every assignment is persisted, so a
 restarted agent keeps its pods running before it reconnects.
+
+Several coordinators (agent.failover): the link is on one at a time. A
+heartbeat (or registration) that finds it gone (UNAVAILABLE, a deadline)
+moves the link to the next; a broken stream makes the agent heartbeat at once
+to find out. Losing the link never touches a pod: the desired set stays what
+it was until a coordinator says otherwise. Assignment generations are each
+coordinator's own numbers, compared only between answers of one coordinator;
+on another the agent fetches once, and keeps what it runs while that one's
+answer is older than what it has (a coordinator whose watch lags behind).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import logging
 import os
 import pathlib
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from agent.pods.manager import PodManager
@@ -34,6 +43,36 @@ class StubSource(Protocol):
     certificate, so every call takes `stub` afresh (agent.bootstrap.CoordinatorConnection)."""
 
     stub: node_api_pb2_grpc.NodeServiceStub
+
+
+class CoordinatorSource(StubSource, Protocol):
+    """A StubSource that can move to another coordinator (agent.bootstrap.CoordinatorConnection)."""
+
+    moved: asyncio.Event  # set when the channel moves to another coordinator, then replaced
+
+    @property
+    def target(self) -> str: ...
+
+    def fail_over(self, why: object) -> float: ...
+
+    def answered(self) -> None: ...
+
+
+# What says the coordinator itself is gone (dead, unreachable, stuck), not that it refused the call.
+LINK_LOST = (errors.Unavailable, errors.DeadlineExceeded)
+
+
+async def wait_any(stop: asyncio.Event, timeout: float, *wake: asyncio.Event) -> bool:  # noqa: ASYNC109
+    """wait_or_stop that also wakes early when one of `wake` is set; True if `stop` is set."""
+    if not wake:
+        return await wait_or_stop(stop, timeout)
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *wake)]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return stop.is_set()
 
 
 class AssignmentFile:
@@ -69,6 +108,7 @@ class StatusReporter:
         self._pending: dict[str, node_api_pb2.PodStatusReport] = {}
         self._latest: dict[str, node_api_pb2.PodStatusReport] = {}
         self._wakeup = asyncio.Event()
+        self._retry = asyncio.Event()  # the link is back (maybe elsewhere): cut a backoff short
 
     def update(self, pod: pod_pb2.Pod, status: pod_pb2.PodStatus) -> None:
         uid = pod.metadata.uid
@@ -90,6 +130,7 @@ class StatusReporter:
         self._pending.update(self._latest)
         if self._pending:
             self._wakeup.set()
+        self._retry.set()
 
     async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
         backoff = Backoff()
@@ -120,7 +161,8 @@ class StatusReporter:
                     self._pending.setdefault(uid, report)
                 delay = backoff.next()
                 log.warning("reporting %d pod statuses failed: %s; retrying in %.1fs", len(batch), exc, delay)
-                await wait_or_stop(stop, delay)
+                self._retry.clear()
+                await wait_any(stop, delay, self._retry)
                 continue
             backoff.reset()
             for uid, report in batch.items():
@@ -135,7 +177,12 @@ class EventReporter:
         self._pending: list[workloads_pb2.Event] = []
         self._limit = limit
         self._wakeup = asyncio.Event()
+        self._retry = asyncio.Event()
         self.dropped = 0
+
+    def retry_now(self) -> None:
+        """The link is back: send what waits without finishing a backoff."""
+        self._retry.set()
 
     def record(self, pod: pod_pb2.Pod, type_: str, reason: str, message: str) -> None:
         log.log(
@@ -180,14 +227,15 @@ class EventReporter:
                 backoff.reset()
             except errors.AtollError as exc:
                 self._pending = (batch + self._pending)[-self._limit :]
-                await wait_or_stop(stop, backoff.next())
+                self._retry.clear()
+                await wait_any(stop, backoff.next(), self._retry)
                 log.debug("reporting events failed: %s", exc)
 
 
 class CoordinatorLink:
     def __init__(
         self,
-        source: StubSource,
+        source: CoordinatorSource,
         *,
         node_name: str,
         node_labels: dict[str, str],
@@ -205,6 +253,11 @@ class CoordinatorLink:
         self._reporter = reporter
         self._assignments = assignments
         self._parts: dict[int, node_api_pb2.Assignment] = {}  # of a multi-part assignment, by part
+        self._parts_via = ""
+        # The coordinator whose numbering the manager's generation is in ("": none yet this run).
+        self._generation_via = ""
+        # Set by a broken stream: heartbeat now to learn whether the coordinator is gone.
+        self._probe = asyncio.Event()
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -219,16 +272,38 @@ class CoordinatorLink:
     def _stub(self) -> node_api_pb2_grpc.NodeServiceStub:
         return self._source.stub
 
-    def apply(self, assignment: node_api_pb2.Assignment) -> None:
+    def apply(self, assignment: node_api_pb2.Assignment, via: str | None = None) -> None:
+        """Act on an assignment from coordinator `via` (default: the one the link is on)."""
+        if via is None:
+            via = self._source.target
+        elif via != self._source.target:
+            return  # a push from a coordinator the link has left
         if assignment.parts > 1:
+            if via != self._parts_via:
+                self._parts.clear()
+                self._parts_via = via
             whole = self._join(assignment)
             if whole is None:
                 return  # more parts to come
             assignment = whole
-        if assignment.generation < self._manager.generation and self._manager.authoritative:
+        manager = self._manager
+        older = assignment.generation < manager.generation and manager.authoritative
+        if older and via == self._generation_via:
             return  # an older push overtaken by a fetch
+        if older and self._generation_via and not _same_pods(manager.desired, assignment.pods):
+            # Another coordinator's numbers, lower and a different set: its watch is behind what the
+            # last one told us. Keep running what we run; the next heartbeat asks again.
+            log.info(
+                "coordinator %s is behind (generation %d, we run %d from %s); keeping the pods we run",
+                via,
+                assignment.generation,
+                manager.generation,
+                self._generation_via,
+            )
+            return
+        self._generation_via = via
         self._assignments.save(assignment)
-        self._manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
+        manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
 
     async def register(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(initial=0.5, maximum=10.0)
@@ -237,18 +312,30 @@ class CoordinatorLink:
             node = node_pb2.Node(status=self._build_status())
             node.metadata.name = self._node
             node.metadata.labels.update(self._labels)
+            target = self._source.target
             try:
                 resp = await rpc.unary(
                     self._stub.Register(node_api_pb2.RegisterRequest(node=node), timeout=10)
                 )
+            except LINK_LOST as exc:
+                delay = self._source.fail_over(exc)
+                log.warning("registering node %s with %s failed: %s", self._node, target, exc)
+                await wait_or_stop(stop, delay)
+                continue
             except errors.AtollError as exc:
                 delay = backoff.next()
                 log.warning("registering node %s failed: %s; retrying in %.1fs", self._node, exc, delay)
                 await wait_or_stop(stop, delay)
                 continue
+            self._source.answered()
             if resp.heartbeat_interval_ms:
                 self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
-            log.info("registered node %s; heartbeat every %.1fs", self._node, self.heartbeat_interval)
+            log.info(
+                "registered node %s with coordinator %s; heartbeat every %.1fs",
+                self._node,
+                target,
+                self.heartbeat_interval,
+            )
             self.connected = True
             self.registered.set()
             self._reporter.resend_all()
@@ -260,6 +347,8 @@ class CoordinatorLink:
         while not stop.is_set():
             self.tick()
             delay = jittered(self.heartbeat_interval)
+            target = self._source.target
+            self._probe.clear()
             try:
                 req = node_api_pb2.HeartbeatRequest(
                     node_name=self._node,
@@ -267,26 +356,38 @@ class CoordinatorLink:
                     observed_assignment_generation=self._manager.generation,
                 )
                 resp = await rpc.unary(self._stub.Heartbeat(req, timeout=10))
+                self._source.answered()
                 if not self.connected:
-                    log.info("coordinator reachable again")
+                    log.info("coordinator %s reachable", target)
                     self._reporter.resend_all()
+                    if self.events is not None:
+                        self.events.retry_now()
                 self.connected = True
                 backoff.reset()
                 if resp.heartbeat_interval_ms:
                     self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
-                if resp.assignment_generation != self._manager.generation or not self._manager.authoritative:
+                if (
+                    resp.assignment_generation != self._manager.generation
+                    or not self._manager.authoritative
+                    or self._generation_via != target
+                ):
                     await self.fetch_assignment()
             except errors.NotFound:
                 log.warning("the coordinator does not know node %s; registering again", self._node)
                 self.connected = False
                 await self.register(stop)
                 continue
+            except LINK_LOST as exc:
+                # The coordinator is gone: the next one (the pods keep running meanwhile).
+                self.connected = False
+                delay = self._source.fail_over(exc)
             except errors.AtollError as exc:
                 if self.connected:
                     log.warning("heartbeat failed: %s", exc)
                 self.connected = False
                 delay = backoff.next()
-            await wait_or_stop(stop, delay)
+            # A broken stream cuts a normal interval short (not a backoff).
+            await wait_any(stop, delay, *([self._probe] if self.connected else []))
 
     def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
         """Collect the parts of one generation; the whole assignment once every part is here."""
@@ -302,6 +403,7 @@ class CoordinatorLink:
         return whole
 
     async def fetch_assignment(self) -> None:
+        via = self._source.target
         for _ in range(10):  # a generation that moves while its parts are fetched: start over
             first = await self._fetch_part(0)
             parts = [first]
@@ -312,7 +414,7 @@ class CoordinatorLink:
                 parts.append(part)
             else:
                 for part in parts:
-                    self.apply(part)
+                    self.apply(part, via)
                 return
         raise errors.Unavailable("the assignment kept changing while it was fetched")
 
@@ -327,26 +429,34 @@ class CoordinatorLink:
         self,
         what: str,
         open_stream: Callable[[], AsyncIterator[Any]],
-        handle: Callable[[Any], Awaitable[None]],
+        handle: Callable[[Any, str], Awaitable[None]],
         stop: asyncio.Event,
     ) -> None:
-        """Follow a server stream for as long as the agent runs, reopening it with backoff."""
+        """Follow a server stream for as long as the agent runs, reopening it with backoff (at once on
+        the next coordinator when the link moves)."""
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not stop.is_set():
+            moved = self._source.moved
+            target = self._source.target
             try:
                 async for resp in rpc.stream(open_stream()):
                     backoff.reset()
                     try:
-                        await handle(resp)
+                        await handle(resp, target)
                     except Exception:  # one bad push must not end the stream
                         log.exception("handling %s failed", what)
             except errors.AtollError as exc:
-                log.debug("%s stream ended: %s", what, exc)
-            await wait_or_stop(stop, backoff.next())
+                log.debug("%s stream from %s ended: %s", what, target, exc)
+                if isinstance(exc, LINK_LOST) and not stop.is_set() and target == self._source.target:
+                    self._probe.set()  # is the coordinator gone? the heartbeat finds out now
+            if moved.is_set():
+                backoff.reset()
+                continue
+            await wait_any(stop, backoff.next(), moved)
 
     async def watch_loop(self, stop: asyncio.Event) -> None:
-        async def handle(resp: node_api_pb2.WatchAssignmentResponse) -> None:
-            self.apply(resp.assignment)
+        async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
+            self.apply(resp.assignment, via)
 
         await self._follow(
             "assignment",
@@ -360,7 +470,7 @@ class CoordinatorLink:
             return
         on_config = self.on_node_config
 
-        async def handle(resp: node_api_pb2.WatchNodeConfigResponse) -> None:
+        async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
             await on_config(resp.config)
 
         await self._follow(
@@ -375,7 +485,7 @@ class CoordinatorLink:
             return
         on_services = self.on_services
 
-        async def handle(resp: node_api_pb2.WatchServicesResponse) -> None:
+        async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
             await on_services(resp.state)
 
         await self._follow(
@@ -413,3 +523,9 @@ class CoordinatorLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> bool:
+    """Whether `pods` is the desired set the agent has (same uids, same objects)."""
+    given = {p.metadata.uid: p for p in pods}
+    return given.keys() == desired.keys() and all(desired[uid] == pod for uid, pod in given.items())

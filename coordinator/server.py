@@ -69,11 +69,18 @@ _WATCHED_KINDS = (
 
 class Coordinator:
     def __init__(
-        self, cfg: ServeConfig, *, store: Store | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        cfg: ServeConfig,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        elector: Elector | None = None,
     ) -> None:
-        """`clock` drives the per-client rate limits (tests step it instead of sleeping)."""
+        """`clock` drives the per-client rate limits (tests step it instead of sleeping); `store` and
+        `elector` given: several in-process coordinators on one store (tests; etcd picks its own)."""
         self.cfg = cfg
         self._clock = clock
+        self._given_elector = elector
         self._given_store = store
         self.store: Store | None = store
         self.stop_event = asyncio.Event()
@@ -143,7 +150,8 @@ class Coordinator:
         # Several coordinators share heartbeats through these leases: often enough that the leader
         # sees a node alive well within the grace period; one coordinator writes them only to
         # remember across a restart, rarely.
-        lease_interval = cfg.node_grace_period / 3 if _on_etcd(self.store) else 15.0
+        several = _on_etcd(self.store) or self._given_elector is not None
+        lease_interval = cfg.node_grace_period / 3 if several else 15.0
         node_leases = NodeLeases(self.store, health, write_interval=lease_interval)
         self.scheduler = Scheduler(
             registry, pods, nodes, recorder=recorder, retry_interval=cfg.scheduler_retry_interval
@@ -189,7 +197,9 @@ class Coordinator:
             self.leading = None
 
         address = cfg.advertise_address or cfg.listen
-        if _on_etcd(self.store):
+        if self._given_elector is not None:
+            self.elector = self._given_elector
+        elif _on_etcd(self.store):
             from coordinator.store.etcdelection import EtcdElector  # etcd's client only where used
 
             self.elector = EtcdElector(self.store, address=address, ttl=cfg.leader_ttl)  # type: ignore[arg-type]

@@ -1,0 +1,210 @@
+"""The agent's rotation over coordinators (agent.failover) and what the link does on another one."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+import pytest
+
+from agent.failover import Targets
+from agent.link import AssignmentFile, CoordinatorLink, StatusReporter
+from atoll import agentconfig, errors
+from atoll.backoff import Backoff
+from atoll.v1 import node_api_pb2, node_pb2, pod_pb2
+
+A, B, C = "a:6443", "b:6443", "c:6443"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def targets(*addresses: str, start: str = "", clock: Clock | None = None) -> Targets:
+    # rng 0.5: no jitter in the backoff (±20% around the value), half the first-round spread.
+    return Targets(
+        addresses,
+        start=start,
+        first_round_spread=0.4,
+        backoff=Backoff(initial=1.0, maximum=8.0, rng=lambda: 0.5),
+        clock=clock or Clock(),
+        rng=lambda: 0.5,
+    )
+
+
+def test_rotates_in_order_and_wraps() -> None:
+    t = targets(A, B, C)
+    assert t.current == A
+    seen = []
+    for _ in range(4):
+        t.failed()
+        seen.append(t.current)
+    assert seen == [B, C, A, B]
+    assert t.hops == 4
+
+
+def test_first_round_is_quick_and_spread_then_backs_off() -> None:
+    t = targets(A, B, C)
+    assert t.failed() == pytest.approx(0.2)  # A -> B: a spread moment
+    assert t.failed() == pytest.approx(0.2)  # B -> C
+    # Every one failed in a row: exponential backoff from here on.
+    assert [t.failed() for _ in range(5)] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0])
+
+
+def test_an_answer_resets_the_round_and_the_backoff() -> None:
+    t = targets(A, B, C)
+    for _ in range(4):
+        t.failed()
+    t.answered()
+    assert t.failed() == pytest.approx(0.2)
+    assert t.failed() == pytest.approx(0.2)
+    assert t.failed() == pytest.approx(1.0)
+
+
+def test_stays_on_the_one_that_answers() -> None:
+    t = targets(A, B, C)
+    t.failed()
+    t.answered()
+    assert t.current == B and t.last_good == B
+    t.answered()
+    assert t.current == B  # never drifts back to the first of the list
+
+
+def test_starts_from_the_remembered_one() -> None:
+    assert targets(A, B, C, start=B).current == B
+    assert targets(A, B, C, start="gone:6443").current == A  # no longer listed: the first
+
+
+def test_a_single_coordinator_stays_and_backs_off() -> None:
+    t = targets(A)
+    assert [t.failed() for _ in range(3)] == pytest.approx([1.0, 2.0, 4.0])
+    assert t.current == A and t.hops == 0
+
+
+def test_outage_is_measured_with_the_clock() -> None:
+    clock = Clock()
+    t = targets(A, B, clock=clock)
+    assert t.answered() is None  # nothing was down
+    t.failed()
+    clock.now += 1.5
+    t.failed()
+    clock.now += 0.25
+    assert t.answered() == pytest.approx(1.75)
+    assert t.answered() is None
+
+
+def test_duplicates_and_blanks_are_dropped() -> None:
+    assert targets(A, "", A, B).addresses == [A, B]
+    with pytest.raises(ValueError):
+        Targets([])
+
+
+# -- the agent's configuration -------------------------------------------------------------
+
+
+def test_config_takes_a_comma_list_a_yaml_list_and_one_address(tmp_path: pathlib.Path) -> None:
+    cfg, _ = agentconfig.load(["--coordinator", f"{A},{B}"], environ={})
+    assert cfg.coordinator == f"{A},{B}"
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"coordinator:\n  - {A}\n  - {B}\n  - {C}\n")
+    cfg, _ = agentconfig.load(["--config", str(path)], environ={})
+    assert cfg.coordinator == f"{A},{B},{C}"
+    assert {6443, 6444, 22} <= cfg.daemon_ports()
+    cfg, _ = agentconfig.load(["--coordinator", "10.0.0.1:7443"], environ={})
+    assert cfg.coordinator == "10.0.0.1:7443" and 7443 in cfg.daemon_ports()
+    with pytest.raises(errors.InvalidArgument, match="coordinator"):
+        agentconfig.load(["--coordinator", f"{A},nohost"], environ={})
+
+
+# -- the link on another coordinator -------------------------------------------------------
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.target = A
+        self.moved = asyncio.Event()
+        self.stub = None  # type: ignore[assignment]
+
+    def fail_over(self, why: object) -> float:
+        return 0.0
+
+    def answered(self) -> None:
+        pass
+
+
+class FakeManager:
+    def __init__(self) -> None:
+        self.desired: dict[str, pod_pb2.Pod] = {}
+        self.generation = 0
+        self.authoritative = False
+        self.calls: list[int] = []
+
+    def set_desired(self, pods: list[pod_pb2.Pod], generation: int, *, authoritative: bool) -> None:
+        self.desired = {p.metadata.uid: p for p in pods}
+        self.generation = generation
+        self.authoritative = self.authoritative or authoritative
+        self.calls.append(generation)
+
+
+def assignment(generation: int, *uids: str) -> node_api_pb2.Assignment:
+    result = node_api_pb2.Assignment(node_name="n1", generation=generation)
+    for uid in uids:
+        pod = result.pods.add()
+        pod.metadata.uid = uid
+        pod.metadata.name = uid
+    return result
+
+
+def link(tmp_path: pathlib.Path) -> tuple[CoordinatorLink, FakeSource, FakeManager]:
+    source, manager = FakeSource(), FakeManager()
+    result = CoordinatorLink(
+        source,
+        node_name="n1",
+        node_labels={},
+        build_status=node_pb2.NodeStatus,
+        manager=manager,  # type: ignore[arg-type]
+        reporter=StatusReporter(),
+        assignments=AssignmentFile(tmp_path / "assignment.pb"),
+    )
+    return result, source, manager
+
+
+async def test_generations_are_compared_only_within_one_coordinator(tmp_path: pathlib.Path) -> None:
+    lnk, source, manager = link(tmp_path)
+    lnk.apply(assignment(500, "p1"))
+    lnk.apply(assignment(400, "p1"))  # an older push of the same coordinator: ignored
+    assert manager.calls == [500]
+    source.target = B  # the link moved: B numbers its generations its own way
+    lnk.apply(assignment(300, "p1"))  # lower, the same pods: taken, B's numbers from now on
+    assert manager.calls == [500, 300]
+    lnk.apply(assignment(310, "p1", "p2"))
+    assert manager.generation == 310 and set(manager.desired) == {"p1", "p2"}
+
+
+async def test_a_lagging_coordinator_does_not_take_pods_away(tmp_path: pathlib.Path) -> None:
+    lnk, source, manager = link(tmp_path)
+    lnk.apply(assignment(500, "p1", "p2"))
+    source.target = B
+    lnk.apply(assignment(450, "p1"))  # lower and without p2: B has not seen p2 yet
+    assert set(manager.desired) == {"p1", "p2"} and manager.generation == 500
+    lnk.apply(assignment(501, "p1", "p2"))  # caught up
+    assert manager.generation == 501
+
+
+async def test_pushes_from_a_coordinator_the_link_left_are_dropped(tmp_path: pathlib.Path) -> None:
+    lnk, source, manager = link(tmp_path)
+    lnk.apply(assignment(10, "p1"))
+    source.target = B
+    lnk.apply(assignment(900), via=A)  # a stream still open on A
+    assert set(manager.desired) == {"p1"}
+
+
+async def test_the_first_answer_of_a_run_is_taken_whatever_its_number(tmp_path: pathlib.Path) -> None:
+    lnk, _, manager = link(tmp_path)
+    manager.set_desired([], 900, authoritative=False)  # the saved assignment of the last run
+    lnk.apply(assignment(5, "p1"))
+    assert manager.generation == 5 and set(manager.desired) == {"p1"}
