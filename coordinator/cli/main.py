@@ -22,7 +22,7 @@ from atoll.kinds import KindInfo
 from atoll.v1 import cluster_pb2, node_pb2, pod_pb2, workloads_pb2
 from coordinator import config, manifests
 from coordinator.cli import enroll as enroll_cli
-from coordinator.cli import printers, security
+from coordinator.cli import printers, security, storecmd
 from coordinator.cli import provision as provision_cli
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the coordinator (API, scheduler, controllers)")
     config.add_serve_flags(serve)
+    storecmd.add_parser(sub)
 
     def namespaced(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", "-n", default="", help="namespace (default: default)")
@@ -634,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
+        if args.command == "store":
+            return storecmd.main(args)
         return asyncio.run(_run_client(args))
     except manifests.ManifestError as exc:
         print(f"error: {exc.report()}", file=sys.stderr)

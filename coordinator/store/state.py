@@ -70,8 +70,13 @@ class MemoryState:
     def get(self, key: str) -> KV | None:
         return self._collections.get(_collection(key), {}).get(key)
 
+    def _items(self, prefix: str) -> dict[str, KV]:
+        if prefix in ("", "/"):  # every collection: a whole copy (coordinator store migrate)
+            return {k: kv for items in self._collections.values() for k, kv in items.items()}
+        return self._collections.get(_collection(prefix), {})
+
     def list(self, prefix: str) -> list[KV]:
-        items = self._collections.get(_collection(prefix), {})
+        items = self._items(prefix)
         return [items[k] for k in sorted(k for k in items if k.startswith(prefix))]
 
     def list_at(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
@@ -82,7 +87,7 @@ class MemoryState:
             raise errors.Gone(
                 f"resource version {revision} is too old (history starts after {self.compacted}); list again"
             )
-        items = self._collections.get(_collection(prefix), {})
+        items = self._items(prefix)
         snapshot = {k: kv for k, kv in items.items() if k.startswith(prefix)}
         for event in reversed(self._history):
             if event.revision <= revision:
