@@ -1,6 +1,7 @@
 """Hollow nodes: the real agent on in-memory fakes, many per process, against a real coordinator.
 
     .venv/bin/python bench/hollow.py [--nodes 1000] [--replicas 10000] [--max-agents 5000] [--step 500]
+                                     [--store sqlite|etcd|both] [--coordinators 3]
 
 Each hollow agent is `agent.daemon.Agent` with FakeRuntime and FakeMetrics
 (no engine, no host reads) speaking real gRPC to a coordinator that runs as
@@ -15,6 +16,12 @@ disk). Agents keep their state dirs on /dev/shm. Two phases:
   2. Capacity: agents are added --step at a time (default heartbeat
      interval) up to --max-agents; at each plateau the API p99 is measured. The
      figure is the last count with p99 <= 1 s.
+
+With --store etcd, --coordinators coordinators serve one cluster on a real
+3-member etcd (loopback), sharing the CA through the cluster secret; hollow
+agent i lists them all starting with coordinator i mod N, so the fleet
+spreads over them. --store both runs the single SQLite coordinator and then
+the etcd ones, one after the other, in one invocation.
 
 Everything runs on this machine's cores, the agents included, so the figures
 are a floor for a coordinator with the machine to itself.
@@ -68,8 +75,11 @@ def free_port() -> int:
 
 
 class HollowFleet:
-    def __init__(self, coordinator: str, base: pathlib.Path) -> None:
-        self.coordinator = coordinator
+    def __init__(self, coordinators: list[str], base: pathlib.Path, token_ports: list[int]) -> None:
+        # Agent i lists every coordinator, starting with coordinator i mod N: the fleet spreads over
+        # them, and each agent fails over to the next.
+        self.coordinators = coordinators
+        self.token_ports = token_ports
         self.base = base
         self.agents: list[Agent] = []
         # Join settings (token, CA hash, token port): every agent joins and speaks mutual TLS.
@@ -80,8 +90,9 @@ class HollowFleet:
         new = []
         for i in range(start, start + count):
             name = f"hollow-{i:05d}"
+            k = i % len(self.coordinators)
             cfg = AgentConfig(
-                coordinator=self.coordinator,
+                coordinator=",".join(self.coordinators[k:] + self.coordinators[:k]),
                 node_name=name,
                 state_dir=str(self.base / name),
                 node_ip=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
@@ -90,7 +101,7 @@ class HollowFleet:
                 docker_config="",
                 registries_file="",
                 legacy_sysconfig="",
-                **self.join,  # type: ignore[arg-type]
+                **{**self.join, "join_address": f"127.0.0.1:{self.token_ports[k]}"},  # type: ignore[arg-type]
             )
             runtime = FakeRuntime(images=("atoll/pause:1.0", IMAGE), record=False)
             agent = Agent(
@@ -153,6 +164,23 @@ class Prober:
             await asyncio.sleep(0.1)
 
 
+class Coordinators:
+    """The coordinator processes, measured as one: CPU times and RSS summed."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = [psutil.Process(p) for p in pids]
+
+    def cpu_percent(self, interval: float | None = None) -> float:
+        return sum(p.cpu_percent(interval) for p in self.procs)
+
+    def cpu_times(self) -> argparse.Namespace:
+        times = [p.cpu_times() for p in self.procs]
+        return argparse.Namespace(user=sum(t.user for t in times), system=sum(t.system for t in times))
+
+    def memory_info(self) -> argparse.Namespace:
+        return argparse.Namespace(rss=sum(p.memory_info().rss for p in self.procs))
+
+
 def rc(replicas: int) -> workloads_pb2.ReplicationController:
     r = workloads_pb2.ReplicationController()
     r.metadata.name = "hollow"
@@ -172,9 +200,7 @@ async def count_pods(client: Client) -> tuple[int, int, int]:
     return len(items), bound, running
 
 
-async def load_phase(
-    args: argparse.Namespace, server: str, fleet: HollowFleet, coord: psutil.Process
-) -> None:
+async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, coord: Coordinators) -> None:
     async with Client(server, config=ADMIN[0]) as client:
         t0 = time.perf_counter()
         await fleet.add(args.nodes)
@@ -257,7 +283,7 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
 
 
 async def capacity_phase(
-    args: argparse.Namespace, fleet: HollowFleet, coord: psutil.Process, admin_conf: pathlib.Path
+    args: argparse.Namespace, fleet: HollowFleet, coord: Coordinators, admin_conf: pathlib.Path
 ) -> None:
     print()
     print(f"capacity: API p99 while agents heartbeat at the default interval (step {args.step})")
@@ -298,26 +324,44 @@ async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:
     }
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    port, token_port = free_port(), free_port()
-    server = f"127.0.0.1:{port}"
+async def main_async(args: argparse.Namespace, store: str) -> None:
+    n = args.coordinators if store == "etcd" else 1
+    ports, token_ports = [free_port() for _ in range(n)], [free_port() for _ in range(n)]
+    servers = [f"127.0.0.1:{p}" for p in ports]
     data = pathlib.Path(tempfile.mkdtemp(prefix="atoll-hollow-"))
     shm = pathlib.Path(
         tempfile.mkdtemp(prefix="atoll-hollow-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     )
-    log = open(data / "coordinator.log", "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", server, "--data-dir", str(data / "store"),
-         "--token-listen", f"127.0.0.1:{token_port}", "--log-level", "warning"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    admin_conf = data / "store" / "admin.conf"
-    fleet = HollowFleet(server, shm)
+    print(f"=== {n} coordinator(s) on {store} ===", flush=True)
+    etcd = None
+    extra: list[str] = []
+    if store == "etcd":
+        from tests.integration.etcd import EtcdCluster  # the tests' real 3-member etcd on loopback
+
+        etcd = EtcdCluster().start()
+        secret = data / "cluster-secret"
+        secret.write_bytes(os.urandom(24).hex().encode())
+        extra = ["--store", f"etcd://{etcd.endpoints}/hollow", "--cluster-secret-file", str(secret)]
+    log = open(data / "coordinators.log", "w")  # noqa: SIM115 - closed in the finally below
+    procs = []
+    for k in range(n):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
+                 "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
+                 "--log-level", "warning", *extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+        if k == 0 and n > 1:
+            await asyncio.sleep(2)  # the first puts the cluster CA into etcd; the others adopt it
+    admin_conf = data / "store0" / "admin.conf"
+    fleet = HollowFleet(servers, shm, token_ports)
     profiler = None
     if args.profile:
         profiler = subprocess.Popen(
-            ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-p", str(proc.pid), "-r", "50"],
+            ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-p", str(procs[0].pid), "-r", "50"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -327,30 +371,35 @@ async def main_async(args: argparse.Namespace) -> None:
                 break
             await asyncio.sleep(0.2)
         admin = ADMIN[0] = clientconfig.parse(admin_conf.read_text(), str(admin_conf))
-        async with Client(config=admin) as client:
-            for _ in range(100):
-                try:
-                    await client.list(NODE)
-                    break
-                except errors.AtollError:
-                    await asyncio.sleep(0.2)
-        fleet.join = await join_settings(admin, token_port)
-        coord = psutil.Process(proc.pid)
+        for server in servers:
+            async with Client(server, config=admin) as client:
+                for _ in range(100):
+                    try:
+                        await client.list(NODE)
+                        break
+                    except errors.AtollError:
+                        await asyncio.sleep(0.2)
+        fleet.join = await join_settings(admin, token_ports[0])
+        coord = Coordinators([p.pid for p in procs])
         if not args.skip_load:
-            await load_phase(args, server, fleet, coord)
+            await load_phase(args, servers[0], fleet, coord)
         if not args.skip_capacity:
             await capacity_phase(args, fleet, coord, admin_conf)
     finally:
         try:
             await fleet.stop()
-        except Exception as exc:  # the coordinator and the temp dirs go regardless
+        except Exception as exc:  # the coordinators and the temp dirs go regardless
             print(f"stopping the hollow fleet failed: {exc!r}", file=sys.stderr)
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(60)
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
         log.close()
+        if etcd is not None:
+            etcd.stop()
         shutil.rmtree(shm, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
 
@@ -374,6 +423,13 @@ def main() -> None:
     parser.add_argument(
         "--profile", help="record the coordinator with py-spy into this file (speedscope JSON)"
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "etcd", "both"),
+        default="sqlite",
+        help="one coordinator on SQLite, --coordinators on a real 3-member etcd, or both in turn (one run)",
+    )
+    parser.add_argument("--coordinators", type=int, default=3, help="coordinators on etcd")
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process
     args = parser.parse_args()
     if args.probe:
@@ -383,7 +439,13 @@ def main() -> None:
     logging.getLogger("agent.network.node").setLevel(logging.ERROR)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(main_async(args))
+    if args.store == "both":
+        # One process per store: gRPC's asyncio machinery belongs to one event loop per process.
+        argv = [a for a in sys.argv[1:] if a not in ("--store", "both")]
+        for store in ("sqlite", "etcd"):
+            subprocess.run([sys.executable, __file__, *argv, "--store", store], check=True)
+        return
+    asyncio.run(main_async(args, args.store))
 
 
 if __name__ == "__main__":
