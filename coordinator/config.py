@@ -311,11 +311,17 @@ def load_serve(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
 
 
 def server_address(flag: str | None, environ: Mapping[str, str], configured: str = "") -> str:
+    """The server to call: HOST[:PORT], unix:///path.sock, or several coordinators HOST[:PORT],..."""
     address = flag or environ.get("ATOLL_SERVER") or configured or DEFAULT_SERVER
     if address.startswith("unix:"):
         return address
-    layered.split_host_port(address, "--server", DEFAULT_PORT)
-    return address if ":" in address.rsplit("]", 1)[-1] else f"{address}:{DEFAULT_PORT}"
+    result = []
+    for one in (a.strip() for a in address.split(",") if a.strip()):
+        layered.split_host_port(one, "--server", DEFAULT_PORT)
+        result.append(one if ":" in one.rsplit("]", 1)[-1] else f"{one}:{DEFAULT_PORT}")
+    if not result:
+        raise errors.InvalidArgument(f"--server: expected HOST[:PORT][,HOST[:PORT]...], got {address!r}")
+    return ",".join(result)
 
 
 def names() -> Sequence[str]:

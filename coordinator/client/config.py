@@ -1,6 +1,7 @@
 """Client config files: where the coordinator is and the credentials to call it (YAML, 0600).
 
     server: 10.0.0.1:6443          # HOST:PORT, or unix:///path.sock
+    servers: [10.0.0.1:6443, 10.0.0.2:6443]  # or: several coordinators of one cluster (instead)
     user: admin                    # for humans; the server reads the credential
     certificate-authority: |       # PEM of the cluster CA the server's certificate must chain to
     client-certificate: |          # PEM; with client-key: mutual TLS
@@ -8,7 +9,10 @@
     token: abcdef.0123456789abcdef # or a bearer token (then server is the token port)
 
 The CLI picks the file from --config, else $ATOLL_CONFIG, else ~/.atoll/config
-if it exists; --server and $ATOLL_SERVER still override the address. Without
+if it exists; --server and $ATOLL_SERVER still override the address. Several
+servers (a `servers` list, or `server: a:6443,b:6443`) are one cluster's
+coordinators: the client moves to another when one is down
+(coordinator.client.api says which calls it repeats). Without
 any file, TCP is plain text (for --insecure coordinators on loopback) and unix
 sockets use their local credentials.
 """
@@ -48,8 +52,15 @@ class ClientConfig:
             self.ca, key=self.key or None, cert=self.cert or None, token=self.token or None
         )
 
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.server.split(",") if s.strip()]
+
     def dump(self) -> str:
-        doc: dict[str, str] = {"server": self.server}
+        several = self.servers
+        doc: dict[str, str | list[str]] = (
+            {"servers": several} if len(several) > 1 else {"server": self.server}
+        )
         if self.user:
             doc["user"] = self.user
         for key, value in (
@@ -86,7 +97,15 @@ def parse(text: str, source: str) -> ClientConfig:
         raise errors.InvalidArgument(f"{source}: not YAML: {exc}") from None
     if not isinstance(doc, Mapping):
         raise errors.InvalidArgument(f"{source}: expected a mapping of settings")
-    known = {"server", "user", "certificate-authority", "client-certificate", "client-key", "token"}
+    known = {
+        "server",
+        "servers",
+        "user",
+        "certificate-authority",
+        "client-certificate",
+        "client-key",
+        "token",
+    }
     unknown = sorted(str(k) for k in doc if k not in known)
     if unknown:
         raise errors.InvalidArgument(f"{source}: unknown setting(s) {', '.join(unknown)}")
@@ -97,8 +116,13 @@ def parse(text: str, source: str) -> ClientConfig:
             raise errors.InvalidArgument(f"{source}: {key} must be a string")
         return value
 
+    listed = doc.get("servers", [])
+    if not isinstance(listed, list) or not all(isinstance(s, str) and s.strip() for s in listed):
+        raise errors.InvalidArgument(f"{source}: servers must be a list of HOST:PORT strings")
+    if listed and text_of("server"):
+        raise errors.InvalidArgument(f"{source}: give server or servers, not both")
     config = ClientConfig(
-        server=text_of("server"),
+        server=",".join(s.strip() for s in listed) or text_of("server"),
         user=text_of("user"),
         ca=text_of("certificate-authority").encode(),
         cert=text_of("client-certificate").encode(),

@@ -22,6 +22,7 @@ import pytest
 from atoll import kinds
 from atoll.v1 import auth_pb2, node_pb2, pod_pb2
 from coordinator.auth import tokens
+from coordinator.cli.main import main
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
 from coordinator.server import Coordinator
@@ -96,7 +97,7 @@ def pod(name: str) -> pod_pb2.Pod:
 
 
 async def test_a_dead_coordinator_costs_one_reconnect(
-    three: ThreeCoordinators, tmp_path: pathlib.Path
+    three: ThreeCoordinators, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = three.client
     assert client is not None
@@ -162,6 +163,13 @@ async def test_a_dead_coordinator_costs_one_reconnect(
         assert connection.renewals == 0
         remembered = (node.config.state_path / "coordinator").read_text().strip()
         assert remembered == connection.target
+
+        # The CLI on every coordinator, the dead one first: `coordinator get pods` answers.
+        admin = three.coordinators[2].cfg.data_path / "admin.conf"
+        everyone = ",".join(three.address(i) for i in range(3))
+        code = await asyncio.to_thread(main, ["--config", str(admin), "--server", everyone, "get", "pods"])
+        out = capsys.readouterr().out
+        assert code == 0 and "before" in out and "after" in out, out
     finally:
         await node.stop()
 
