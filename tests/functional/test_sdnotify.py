@@ -8,8 +8,11 @@ real datagram socket as systemd would receive it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import socket
+
+import pytest
 
 from agent import service
 from atoll.sdnotify import RecordingNotifier, SocketNotifier
@@ -76,6 +79,55 @@ async def test_not_ready_while_the_coordinator_is_unreachable(tmp_path: pathlib.
         await eventually(lambda: _said(notifier, "STATUS=registering"), what="registering status")
         await asyncio.sleep(1.0)
         assert not notifier.sent("READY=1")
+    finally:
+        node.agent.stop_event.set()
+        await asyncio.wait_for(run, 30)
+
+
+async def test_reload_says_reloading_then_ready_and_applies_log_level_and_registry_files(
+    cluster: Cluster, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # restored at teardown, whatever the reload sets
+    registries = tmp_path / "registries.yaml"
+    registries.write_text("search: [before.lab]\n")
+    node = FakeNode(
+        tmp_path,
+        "node-r",
+        cluster.coordinator.port,
+        registries_file=str(registries),
+        **cluster.join_settings(),
+    )
+    notifier = RecordingNotifier()
+    run = asyncio.create_task(service.run(node.agent, notifier, install_signals=False))
+    try:
+        await eventually(lambda: _said(notifier, "READY=1"), timeout=20, what="READY=1")
+        assert node.agent.registries.settings.search == ("before.lab",)
+        conf = tmp_path / "agent.yaml"
+        conf.write_text(
+            f"coordinator: {node.agent.cfg.coordinator}\nlog_level: debug\nheartbeat_interval: 7\n"
+        )
+        registries.write_text("search: [after.lab]\n")
+        before = len(notifier.messages)
+
+        await service.reload(node.agent, ["--config", str(conf)], notifier)
+
+        reloading, ready = notifier.messages[before:]
+        assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC="), reloading
+        assert int(reloading[1].removeprefix("MONOTONIC_USEC=")) > 0
+        assert ready[0] == "READY=1" and "running 0 pods" in ready[1], ready
+        assert logging.getLogger().level == logging.DEBUG and node.agent.cfg.log_level == "debug"
+        assert node.agent.registries.settings.search == ("after.lab",)
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded: ")]
+        assert "only applied on restart" in line and "heartbeat_interval" in line, line
+        assert node.agent.cfg.heartbeat_interval != 7  # not live: kept until a restart
+
+        # A bad file changes nothing, and systemd still hears READY=1 (the reload is over).
+        conf.write_text("log_level: loud\n")
+        before = len(notifier.messages)
+        await service.reload(node.agent, ["--config", str(conf)], notifier)
+        assert [m[0] for m in notifier.messages[before:]] == ["RELOADING=1", "READY=1"]
+        assert logging.getLogger().level == logging.DEBUG
+        assert any("configuration not changed" in r.getMessage() for r in caplog.records)
     finally:
         node.agent.stop_event.set()
         await asyncio.wait_for(run, 30)
