@@ -50,7 +50,9 @@ def loop_bounds(cfg: config.AgentConfig) -> dict[str, float]:
 def describe(agent: Agent) -> str:
     pods = len(agent.manager.desired) if agent.manager is not None else 0
     link = "up" if agent.link is not None and agent.link.connected else "down"
-    return f"running {pods} pods; coordinator {agent.cfg.coordinator} link {link}"
+    # Of several coordinators, the one the link is on (agent.failover).
+    on = agent.connection.target if agent.connection is not None else agent.cfg.coordinator
+    return f"running {pods} pods; coordinator {on} link {link}"
 
 
 async def wait_ready(agent: Agent, notifier: Notifier) -> bool:

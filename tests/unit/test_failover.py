@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
+import grpc
 import pytest
 
 from agent.failover import Targets
@@ -208,3 +209,44 @@ async def test_the_first_answer_of_a_run_is_taken_whatever_its_number(tmp_path: 
     manager.set_desired([], 900, authoritative=False)  # the saved assignment of the last run
     lnk.apply(assignment(5, "p1"))
     assert manager.generation == 5 and set(manager.desired) == {"p1"}
+
+
+class DownStub:
+    """Every Heartbeat fails with `code`."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def Heartbeat(self, request: object, timeout: float) -> object:
+        async def fail() -> None:
+            raise grpc.aio.AioRpcError(self.code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down")
+
+        return fail()
+
+
+@pytest.mark.parametrize(
+    ("code", "moves"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, True),
+        (grpc.StatusCode.PERMISSION_DENIED, False),  # it answered: no reason to leave it
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False),
+    ],
+)
+async def test_a_heartbeat_moves_the_link_only_when_the_coordinator_is_gone(
+    tmp_path: pathlib.Path, code: grpc.StatusCode, moves: bool
+) -> None:
+    lnk, source, _ = link(tmp_path)
+    source.stub = DownStub(code)  # type: ignore[assignment]
+    stop = asyncio.Event()
+    reasons: list[object] = []
+
+    def fail_over(why: object) -> float:
+        reasons.append(why)
+        stop.set()
+        return 0.0
+
+    source.fail_over = fail_over  # type: ignore[method-assign]
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    await lnk.heartbeat_loop(stop)
+    assert bool(reasons) == moves and not lnk.connected

@@ -70,11 +70,24 @@ class PortForward:
     Use as a context manager or call `close()`.
     """
 
-    def __init__(self, netns_path: str, address: tuple[str, int], *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        netns_path: str,
+        address: tuple[str, int],
+        *,
+        connect_timeout: float = 5.0,
+        reverse_port: int | None = None,
+    ) -> None:
+        """`reverse_port`: the other way round, 127.0.0.1:`reverse_port` inside the host's namespace
+        relayed to `address` in the root namespace (a host's daemon calling one the test runs)."""
         self.netns_path = netns_path
         self.address = address
         self.connect_timeout = connect_timeout
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.reverse = reverse_port is not None
+        if reverse_port is None:
+            self._listener = socket.create_server(("127.0.0.1", 0))
+        else:
+            self._listener = in_netns(netns_path, lambda: socket.create_server(("127.0.0.1", reverse_port)))
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -104,7 +117,10 @@ class PortForward:
 
     def _pump(self, client: socket.socket) -> None:
         try:
-            upstream = connect(self.netns_path, self.address, self.connect_timeout)
+            if self.reverse:
+                upstream = socket.create_connection(self.address, timeout=self.connect_timeout)
+            else:
+                upstream = connect(self.netns_path, self.address, self.connect_timeout)
         except OSError as exc:
             log.debug("forward %d: cannot reach %s: %s", self.port, self.address, exc)
             client.close()
