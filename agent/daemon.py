@@ -210,12 +210,12 @@ class Agent:
             self.networking.observe_overlay = self.prom.observe_overlay
             manager = self.manager
             self.prom.watch_agent(
-                cfg.coordinator,
+                # The coordinator the link is on (it moves on failover).
+                coordinator=lambda: (
+                    self.connection.targets.current if self.connection is not None else cfg.coordinator
+                ),
                 link_up=lambda: self.link is not None and self.link.connected,
                 pods=lambda: len(manager.desired),
-                restarts=lambda: sum(
-                    cs.restart_count for s in manager.statuses.values() for cs in s.container_statuses
-                ),
             )
             self.metrics_server = await asyncio.to_thread(
                 MetricsServer(self.prom.registry, cfg.metrics_listen).start

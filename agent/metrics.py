@@ -1,10 +1,14 @@
 """The agent's Prometheus metrics (atoll_agent_*), served on `--metrics-listen` (off unless set).
 
 Counters and histograms sit where the work happens: pod syncs (PodManager's
-hook), container starts and image pulls (a metered runtime under the pod
-syncer), overlay resyncs (NodeNetworking's hook) and nftables transactions
-(a metered Netfilter). What already exists as state (pods held, containers'
-restart counts, the coordinator link) is read at scrape time.
+hook), container starts, restarts and image pulls (a metered runtime under
+the pod syncer), overlay resyncs (NodeNetworking's hook) and nftables
+transactions (a metered Netfilter). What already exists as state (pods held,
+the coordinator link) is read at scrape time.
+
+A restart is what a pod's restartCount counts: an app container started as a
+later attempt (after it exited, went missing or changed), told apart from a
+first start by the attempt label the syncer rendered.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from agent.pods import render
 from agent.proxy import Netfilter
 from agent.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, NetworkResult, PodNetworkSpec
 from atoll.metrics import LATENCY_BUCKETS, Gauges
@@ -30,7 +35,14 @@ class AgentMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.container_starts = Counter("atoll_agent_container_starts", "Containers started", registry=r)
+        self.container_starts = Counter(
+            "atoll_agent_container_starts", "Containers started (infra and app)", registry=r
+        )
+        self.container_restarts = Counter(
+            "atoll_agent_container_restarts",
+            "App containers started again (a later attempt: exited, missing or changed)",
+            registry=r,
+        )
         self.image_pulls = Counter("atoll_agent_image_pulls", "Image pulls by result", ["result"], registry=r)
         self.image_pull_seconds = Histogram(
             "atoll_agent_image_pull_duration_seconds",
@@ -70,10 +82,10 @@ class AgentMetrics:
 
     def watch_agent(
         self,
-        coordinator: str,
+        *,
+        coordinator: Callable[[], str],
         link_up: Callable[[], bool],
         pods: Callable[[], int],
-        restarts: Callable[[], int],
     ) -> None:
         """Figures read from the agent's state at scrape time."""
         r = self.registry
@@ -82,19 +94,11 @@ class AgentMetrics:
                 "atoll_agent_coordinator_link_up",
                 "1 while the coordinator answers",
                 ["coordinator"],
-                lambda: [((coordinator,), 1.0 if link_up() else 0.0)],
+                lambda: [((coordinator(),), 1.0 if link_up() else 0.0)],
             )
         )
         r.register(
             Gauges("atoll_agent_pods", "Pods assigned to this node", [], lambda: [((), float(pods()))])
-        )
-        r.register(
-            Gauges(
-                "atoll_agent_container_restarts",
-                "Restarts of the pods' containers, summed",
-                [],
-                lambda: [((), float(restarts()))],
-            )
         )
 
     def runtime(self, inner: ContainerRuntime) -> ContainerRuntime:
@@ -110,6 +114,7 @@ class MeteredRuntime:
     def __init__(self, inner: ContainerRuntime, metrics: AgentMetrics) -> None:
         self.inner = inner
         self.metrics = metrics
+        self._restarting: set[str] = set()  # created as a later attempt, not started yet
 
     async def version(self) -> str:
         return await self.inner.version()
@@ -127,26 +132,38 @@ class MeteredRuntime:
         start = time.perf_counter()
         try:
             await self.inner.pull_image(ref, auth)
-        except BaseException:
+        except Exception:  # a cancelled pull (the agent stopping) is neither
             self.metrics._pull_failed.inc()
             raise
+        finally:
+            self.metrics.image_pull_seconds.observe(time.perf_counter() - start)
         self.metrics._pull_ok.inc()
-        self.metrics.image_pull_seconds.observe(time.perf_counter() - start)
 
     async def import_image(self, rootfs_tar: bytes, ref: str, changes: tuple[str, ...] = ()) -> None:
         await self.inner.import_image(rootfs_tar, ref, changes)
 
     async def create_container(self, spec: ContainerSpec) -> str:
-        return await self.inner.create_container(spec)
+        container_id = await self.inner.create_container(spec)
+        if is_restart(spec.labels):
+            self._restarting.add(container_id)
+        return container_id
 
     async def start_container(self, container_id: str) -> None:
-        await self.inner.start_container(container_id)
+        try:
+            await self.inner.start_container(container_id)
+        except BaseException:
+            self._restarting.discard(container_id)  # the syncer removes it or gives up on it
+            raise
         self.metrics.container_starts.inc()
+        if container_id in self._restarting:
+            self._restarting.discard(container_id)
+            self.metrics.container_restarts.inc()
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         await self.inner.stop_container(container_id, grace_seconds)
 
     async def remove_container(self, container_id: str) -> None:
+        self._restarting.discard(container_id)
         await self.inner.remove_container(container_id)
 
     def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> AsyncIterator[bytes]:
@@ -160,6 +177,16 @@ class MeteredRuntime:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def is_restart(labels: Mapping[str, str]) -> bool:
+    """Whether a container rendered with these labels is an app container's later attempt."""
+    if labels.get(render.LABEL_CONTAINER) in (None, render.INFRA):
+        return False
+    try:
+        return int(labels.get(render.LABEL_ATTEMPT, "0")) > 0
+    except ValueError:
+        return False
 
 
 class MeteredNetfilter:
@@ -176,7 +203,7 @@ class MeteredNetfilter:
         start = time.perf_counter()
         try:
             await self.inner.apply(script)
-        except BaseException:
+        except Exception:
             self.metrics.nft_failures.inc()
             raise
         finally:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -30,12 +29,6 @@ log = logging.getLogger(__name__)
 
 #: Latency buckets for calls that take from a millisecond to tens of seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def check_listen(value: str, what: str = "metrics_listen") -> None:
-    """'' (off) or HOST:PORT."""
-    if value:
-        layered.split_host_port(value, what)
 
 
 class MetricsServer:
@@ -92,18 +85,3 @@ class Gauges(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
-
-
-class Timer:
-    """`with Timer(histogram):` observes the block's duration; `.labels(...)` histograms too."""
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
-        self.start = 0.0
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.histogram.observe(time.perf_counter() - self.start)

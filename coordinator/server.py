@@ -49,6 +49,7 @@ from coordinator.store.base import Store
 from coordinator.store.compactor import Compactor
 from coordinator.store.election import Elector, LeaderTerm, SoleLeader
 from coordinator.store.open import open_store
+from coordinator.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class Coordinator:
         self.scheduler = Scheduler(
             registry, pods, nodes, recorder=recorder, retry_interval=cfg.scheduler_retry_interval
         )
+        if self.prom is not None:
+            self.scheduler.on_attempt = self.prom.observe_attempt
         lifecycle = NodeLifecycle(
             registry,
             nodes,
@@ -274,7 +277,6 @@ class Coordinator:
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
         if self.prom is not None:
-            scheduler.on_attempt = self.prom.observe_attempt
             store = self.store
             self.prom.watch_cluster(
                 nodes=lambda: nodes.cache.values(),  # noqa: PLW0108 (the informer may swap its cache)
@@ -282,6 +284,8 @@ class Coordinator:
                 pods_bound=lambda: scheduler.bound,
                 leading=lambda: self.leading is not None,
                 revision=lambda: store.revision,
+                objects=lambda: {kind: len(i.cache) for kind, i in informers.items()},
+                store_files=store.files if isinstance(store, SqliteStore) else (),
             )
             self.metrics_server = await asyncio.to_thread(
                 MetricsServer(self.prom.registry, cfg.metrics_listen).start

@@ -2,19 +2,24 @@
 
 - API calls: a call link of the gRPC chain (atoll.rpc.CallInterceptor) counts
   every call by method and status code, times it, and keeps the open
-  watches (server streams) as a gauge.
-- Scheduling: the scheduler reports each attempt (bound, unschedulable) and
-  how long deciding took; pods bound are its own counter, read at scrape time.
-- Store: writes are timed and sized by a metered store under the registry.
-- Nodes by condition, subnet leases and leadership are read from the
-  informers' caches at scrape time: nothing is counted twice.
+  watches (Watch* server streams) as a gauge. Each method's children are
+  resolved once: a heartbeat costs two dict lookups, no label parsing.
+- Scheduling: the scheduler reports each attempt (scheduled once its bind
+  landed, unschedulable, error when the bind failed) and how long it took;
+  pods bound are its own counter, read at scrape time.
+- Store: writes are timed and sized by a metered store under the registry;
+  the SQLite files' size is read at scrape time.
+- Nodes by condition, objects by kind, subnet leases and leadership are read
+  from the informers' caches at scrape time: nothing is counted twice.
 """
 
 from __future__ import annotations
 
 import builtins
+import os
+import pathlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -28,6 +33,8 @@ from atoll.v1 import meta_pb2
 from coordinator.store.base import KV, Op, Store, StoreEvent
 
 SIZE_BUCKETS = (128, 512, 2048, 8192, 32768, 131072, 524288, 1048576)
+#: What a scheduling attempt came to.
+SCHEDULING_RESULTS = ("scheduled", "unschedulable", "error")
 
 
 class CoordinatorMetrics:
@@ -52,10 +59,11 @@ class CoordinatorMetrics:
         )
         self.attempt_seconds = Histogram(
             "atoll_coordinator_scheduling_duration_seconds",
-            "Time to decide one pod's node",
+            "Time of one scheduling attempt: deciding, and binding when a node fits",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._attempts = {result: self.attempts.labels(result) for result in SCHEDULING_RESULTS}
         self.store_write_seconds = Histogram(
             "atoll_coordinator_store_write_duration_seconds",
             "Store write latency by operation",
@@ -74,7 +82,8 @@ class CoordinatorMetrics:
         return _ApiLink(self)
 
     def observe_attempt(self, result: str, seconds: float) -> None:
-        self.attempts.labels(result).inc()
+        child = self._attempts.get(result)
+        (child if child is not None else self.attempts.labels(result)).inc()
         self.attempt_seconds.observe(seconds)
 
     def store(self, inner: Store) -> Store:
@@ -88,29 +97,38 @@ class CoordinatorMetrics:
         pods_bound: Callable[[], int],
         leading: Callable[[], bool],
         revision: Callable[[], int],
+        objects: Callable[[], Mapping[str, int]] = dict,
+        store_files: Sequence[pathlib.Path] = (),
     ) -> None:
-        """Figures read from the coordinator's caches at scrape time."""
-
-        def by_condition() -> list[tuple[tuple[str, ...], float]]:
-            counts: dict[tuple[str, str], int] = {}
-            for node in nodes():
-                for c in node.status.conditions:
-                    key = (
-                        c.type,
-                        meta_pb2.ConditionStatus.Name(c.status).removeprefix("CONDITION_STATUS_").title(),
-                    )
-                    counts[key] = counts.get(key, 0) + 1
-            return [(k, float(v)) for k, v in sorted(counts.items())]
-
+        """Figures read from the coordinator's caches at scrape time. `objects`: cached objects by
+        kind; `store_files`: the store's files on disk (SQLite's database and WAL; none on etcd)."""
         r = self.registry
         r.register(
             Gauges(
                 "atoll_coordinator_nodes",
                 "Nodes by condition and status",
                 ["condition", "status"],
-                by_condition,
+                lambda: nodes_by_condition(nodes()),
             )
         )
+        r.register(
+            Gauges(
+                "atoll_coordinator_objects",
+                "Objects by kind (the informers' caches)",
+                ["kind"],
+                lambda: [((kind,), float(n)) for kind, n in sorted(objects().items())],
+            )
+        )
+        if store_files:
+            files = tuple(store_files)
+            r.register(
+                Gauges(
+                    "atoll_coordinator_store_size_bytes",
+                    "Bytes of the store's files on disk",
+                    [],
+                    lambda: [((), float(files_size(files)))],
+                )
+            )
         r.register(
             Gauges("atoll_coordinator_subnet_leases", "Subnet leases held", [], lambda: [((), subnets())])
         )
@@ -127,6 +145,34 @@ class CoordinatorMetrics:
         )
 
 
+def nodes_by_condition(nodes: Iterable[Any]) -> list[tuple[tuple[str, ...], float]]:
+    """(condition type, status) -> how many nodes, e.g. (("Ready", "True"), 3.0)."""
+    counts: dict[tuple[str, str], int] = {}
+    for node in nodes:
+        for c in node.status.conditions:
+            key = (c.type, _STATUS_NAMES.get(c.status, "Unknown"))
+            counts[key] = counts.get(key, 0) + 1
+    return [(k, float(v)) for k, v in sorted(counts.items())]
+
+
+_STATUS_NAMES = {
+    value: name.removeprefix("CONDITION_STATUS_").title()
+    for name, value in meta_pb2.ConditionStatus.items()
+    if name != "CONDITION_STATUS_UNSPECIFIED"
+}
+
+
+def files_size(paths: Iterable[pathlib.Path]) -> int:
+    """The summed size of the files that exist among `paths` (a WAL may not)."""
+    total = 0
+    for path in paths:
+        try:
+            total += os.stat(path).st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 class _Count(Collector):
     def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
         self.name, self.documentation, self.read = name, documentation, read
@@ -135,23 +181,45 @@ class _Count(Collector):
         yield CounterMetricFamily(self.name, self.documentation, value=self.read())
 
 
+class _Method:
+    """One API method's children: resolved on its first call, reused by every later one."""
+
+    __slots__ = ("codes", "latency", "metrics", "name", "watches")
+
+    def __init__(self, metrics: CoordinatorMetrics, method: str) -> None:
+        self.metrics = metrics
+        self.name = method.rsplit("/", 1)[-1]
+        self.latency = metrics.request_seconds.labels(self.name)
+        # Watches are the streams that stay open for as long as a client follows (not GetLogs).
+        self.watches = metrics.watches.labels(self.name) if self.name.startswith("Watch") else None
+        self.codes: dict[grpc.StatusCode, Counter] = {}
+
+    def count(self, code: grpc.StatusCode) -> None:
+        child = self.codes.get(code)
+        if child is None:
+            child = self.codes[code] = self.metrics.requests.labels(self.name, code.name)
+        child.inc()
+
+
 class _ApiLink(CallInterceptor):
     def __init__(self, metrics: CoordinatorMetrics) -> None:
         self.metrics = metrics
+        self._methods: dict[str, _Method] = {}
 
     async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        name = method.rsplit("/", 1)[-1]
-        streaming = name.startswith("Watch") or name.startswith("Stream")
-        if streaming:
-            self.metrics.watches.labels(name).inc()
-        return (name, streaming, time.perf_counter())
+        m = self._methods.get(method)
+        if m is None:
+            m = self._methods[method] = _Method(self.metrics, method)
+        if m.watches is not None:
+            m.watches.inc()
+        return (m, time.perf_counter())
 
     def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
-        name, streaming, started = ticket
-        if streaming:
-            self.metrics.watches.labels(name).dec()
-        self.metrics.requests.labels(name, code.name).inc()
-        self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+        m, started = ticket
+        if m.watches is not None:
+            m.watches.dec()
+        m.count(code)
+        m.latency.observe(time.perf_counter() - started)
 
 
 class MeteredStore:

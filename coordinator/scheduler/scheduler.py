@@ -96,7 +96,8 @@ class Scheduler:
         self._binds: set[asyncio.Task[None]] = set()
         self._bind_slots = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self.bound = 0
-        # Told of every attempt: "bound" or "unschedulable", and how long deciding took (metrics).
+        # Told of every attempt and how long it took (metrics): "unschedulable" once decided,
+        # "scheduled" or "error" once the bind landed or failed.
         self.on_attempt: Callable[[str, float], None] = lambda result, seconds: None
         pods.add_handler(self._on_pod)
         nodes.add_handler(self._on_node)
@@ -215,11 +216,9 @@ class Scheduler:
     async def _schedule(self, pod: pod_pb2.Pod) -> None:
         started = time.perf_counter()
         decision = self.decide(pod)
-        self.on_attempt(
-            "unschedulable" if decision.node is None else "scheduled", time.perf_counter() - started
-        )
         key = pod_key(pod)
         if decision.node is None:
+            self.on_attempt("unschedulable", time.perf_counter() - started)
             if self._unschedulable.get(key) != decision.message:
                 self._unschedulable[key] = decision.message
                 await self._mark_unschedulable(pod, decision.message)
@@ -232,11 +231,11 @@ class Scheduler:
         assumed.spec.node_name = decision.node
         self.nodes[decision.node].add(assumed)
         await self._bind_slots.acquire()
-        task = asyncio.create_task(self._bind(assumed, decision.node))
+        task = asyncio.create_task(self._bind(assumed, decision.node, started))
         self._binds.add(task)
         task.add_done_callback(self._binds.discard)
 
-    async def _bind(self, assumed: pod_pb2.Pod, node: str) -> None:
+    async def _bind(self, assumed: pod_pb2.Pod, node: str, started: float) -> None:
         uid = assumed.metadata.uid
 
         def bind(obj: Message) -> bool:
@@ -253,6 +252,7 @@ class Scheduler:
                 POD, assumed.metadata.namespace, assumed.metadata.name, bind
             )
             self.bound += 1
+            self.on_attempt("scheduled", time.perf_counter() - started)
             if self._recorder is not None:
                 self._recorder.record(
                     bound, "Normal", "Scheduled", f"Successfully assigned {pod_key(assumed)} to {node}"
@@ -261,6 +261,7 @@ class Scheduler:
                 "bound pod %s to %s", pod_key(assumed), node, extra=logs.pod(assumed.metadata, node=node)
             )
         except errors.AtollError as exc:
+            self.on_attempt("error", time.perf_counter() - started)
             log.info(
                 "binding pod %s to %s failed: %s",
                 pod_key(assumed),

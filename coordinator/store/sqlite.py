@@ -91,6 +91,11 @@ class SqliteStore:
         store._thread.start()
         return store
 
+    @property
+    def files(self) -> tuple[pathlib.Path, ...]:
+        """The store's files on disk: the database and SQLite's side files (those that exist)."""
+        return (self._path, *(self._path.with_name(self._path.name + s) for s in _SIDE_FILES))
+
     # -- reads, served from memory ---------------------------------------------------------
 
     @property

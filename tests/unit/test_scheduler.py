@@ -139,6 +139,8 @@ class Loop:
         self.pods = Informer(self.registry, POD)
         self.nodes = Informer(self.registry, NODE)
         self.scheduler = Scheduler(self.registry, self.pods, self.nodes, retry_interval=retry_interval)
+        self.attempts: list[str] = []  # what each attempt came to, as metrics are told
+        self.scheduler.on_attempt = lambda result, seconds: self.attempts.append(result)
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -174,6 +176,13 @@ async def test_an_unschedulable_pod_is_retried_when_a_node_comes_not_on_the_time
         assert "default/waits" in loop.scheduler._unschedulable
         await loop.registry.create(node("late"))
         assert await loop.bound_to("waits") == "late"
+        for _ in range(100):  # the bind's result is reported once it has landed
+            if "scheduled" in loop.attempts:
+                break
+            await asyncio.sleep(0.01)
+        assert loop.attempts[0] == "unschedulable" and loop.attempts[-1] == "scheduled"
+        assert loop.attempts.count("scheduled") == 1 and "error" not in loop.attempts
+        assert loop.scheduler.bound == 1
 
 
 async def test_a_bind_that_conflicts_gives_the_assumed_resources_back() -> None:
@@ -195,7 +204,9 @@ async def test_a_bind_that_conflicts_gives_the_assumed_resources_back() -> None:
 
         await loop.registry.guaranteed_update(POD, "default", "raced", elsewhere)
         await s._bind_slots.acquire()  # _bind releases the slot _schedule took
-        await s._bind(assumed, "a")
+        await s._bind(assumed, "a", 0.0)
+        assert loop.attempts == ["error"]  # a bind that lost the race: no pod bound
+        assert s.bound == 0
         assert s.nodes["a"].requested_cpu == 0 and "default/raced" not in s.nodes["a"].pods
         another = await loop.registry.create(pod("fits-now", cpu=800))
         assert await loop.bound_to(another.metadata.name) in ("a", "b")  # type: ignore[attr-defined]
