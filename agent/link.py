@@ -26,6 +26,7 @@ import logging
 import os
 import pathlib
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -261,6 +262,8 @@ class CoordinatorLink:
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
+        # When a heartbeat last succeeded (time.monotonic; bench/failover.py times failovers by it).
+        self.last_heartbeat = 0.0
         # Called once per turn of the heartbeat loop (the agent's watchdog liveness).
         self.tick: Callable[[], None] = lambda: None
         # Set by the agent before run(): what to do with pushed node config and services.
@@ -357,6 +360,7 @@ class CoordinatorLink:
                 )
                 resp = await rpc.unary(self._stub.Heartbeat(req, timeout=10))
                 self._source.answered()
+                self.last_heartbeat = time.monotonic()
                 if not self.connected:
                     log.info("coordinator %s reachable", target)
                     self._reporter.resend_all()

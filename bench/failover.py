@@ -10,7 +10,10 @@ with a fake-runtime agent in this process (tests/functional/harness.py).
      a survivor, and time until that pod is bound to a node (a new leader
      scheduling again). The killed coordinator is started again before the
      next round. Printed: p50/p99/max, and the leader's lease TTL.
-  2. Writes: --writes sequential pod creates through one coordinator on etcd
+  2. Agent failover, --kills times: an agent given all three coordinators;
+     kill -9 the one it is on, and time until its heartbeat succeeds on
+     another (the killed one is started again before the next round).
+  3. Writes: --writes sequential pod creates through one coordinator on etcd
      and through one on SQLite (synchronous=FULL, on disk), p50/p99 each and
      the ratio etcd/SQLite.
 
@@ -82,8 +85,8 @@ async def leader_failover(coordinators: CoordinatorProcesses, tmp: pathlib.Path,
             if current == 0:
                 # Move the lead off coordinator 0 (kill and restart it), so the agent's link stays up.
                 coordinators.kill(0)
-                coordinators.start(0)
                 await wait(lambda: _other_leader(coordinators, 1, 0))
+                coordinators.start(0)
                 await wait(lambda: _answers(coordinators, 0))
                 current = await wait(lambda: leader(0))
             coordinators.kill(current)
@@ -101,6 +104,39 @@ async def leader_failover(coordinators: CoordinatorProcesses, tmp: pathlib.Path,
             print(f"  kill {k + 1}/{kills}: leader {current} killed, next pod bound after {took[-1]:.2f}s")
             coordinators.start(current)
             await wait(lambda c=current: _answers(coordinators, c))
+    finally:
+        await node.stop()
+    return took
+
+
+async def agent_failover(coordinators: CoordinatorProcesses, tmp: pathlib.Path, kills: int) -> list[float]:
+    """kill -9 of the coordinator an agent (given all three) is on -> its link up on another one."""
+    everyone = ",".join(coordinators.address(i) for i in range(len(coordinators.ports)))
+    node = await FakeNode(
+        tmp, "node-f", coordinators.ports[0], images=("busybox",), insecure=True, coordinator=everyone
+    ).start()
+    took: list[float] = []
+    try:
+        for k in range(kills):
+            agent = node.agent
+            assert agent.connection is not None and agent.link is not None
+            on = agent.connection.target
+            victim = [coordinators.address(i) for i in range(len(coordinators.ports))].index(on)
+            coordinators.kill(victim)
+            t0 = time.monotonic()
+
+            async def moved(agent=agent, on=on, t0=t0) -> bool | None:  # type: ignore[no-untyped-def]
+                conn, link = agent.connection, agent.link
+                return True if conn.target != on and link.last_heartbeat > t0 else None
+
+            await wait(moved, timeout=60, interval=0.005)
+            took.append(time.monotonic() - t0)
+            print(
+                f"  kill {k + 1}/{kills}: coordinator {victim} killed, agent heartbeating on another after "
+                f"{took[-1]:.3f}s"
+            )
+            coordinators.start(victim)
+            await wait(lambda v=victim: _answers(coordinators, v))
     finally:
         await node.stop()
     return took
@@ -165,6 +201,9 @@ async def main() -> None:
         print(f"leader failover: kill -9 of the leader, {args.kills} times (lease TTL {LEADER_TTL}s)")
         failover = await leader_failover(coordinators, tmp, args.kills)
         print("  " + line("kill -9 of the leader -> the next pod bound", failover, "s"))
+        print(f"agent failover: kill -9 of the coordinator an agent is on, {args.kills} times")
+        agent = await agent_failover(coordinators, tmp, args.kills)
+        print("  " + line("kill -9 of the agent's coordinator -> a heartbeat through another", agent, "s"))
         print(f"writes: {args.writes} sequential pod creates, one client")
         on_etcd = await write_latencies(coordinators.address(0), args.writes, "etcd")
         on_sqlite = await sqlite_writes(tmp, args.writes)
