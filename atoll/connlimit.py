@@ -43,6 +43,8 @@ _LOG_EVERY = 10.0
 _BACKLOG = 4096
 # Connections accepted per wake-up, so that a flood cannot hold the event loop.
 _ACCEPT_BATCH = 64
+# Bytes a client may send before its backend connection is up (a TLS ClientHello is well below).
+_EARLY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,13 @@ class _Backend(_Side):
 
 
 class _Client(_Side):
-    """An admitted client connection; it counts against its source until it is lost."""
+    """An admitted client connection; it counts against its source until it is lost.
+
+    What the client sends before the backend is connected is kept and sent
+    first: pausing the transport in connection_made is not enough, since some
+    Python versions (Debian 12's 3.11.2) start reading anyway, and a dropped
+    ClientHello left the handshake waiting for its 5 s deadline.
+    """
 
     def __init__(self, gate: ConnectionGate, source: str, peer: str) -> None:
         super().__init__()
@@ -123,6 +131,15 @@ class _Client(_Side):
         self.peer = peer
         self.backend_key = 0
         self.task: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # received before the backend was there
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is None:
+            self.early.append(data)
+            if sum(map(len, self.early)) > _EARLY_LIMIT and self.transport is not None:
+                self.transport.pause_reading()  # resumed once the backend is connected
+            return
+        self.other.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -145,7 +162,15 @@ class _Client(_Side):
             return
         self.backend_key = int(backend.get_extra_info("sockname")[1])
         self.gate.peers[self.backend_key] = self.peer
+        self.attach(backend, side)
+
+    def attach(self, backend: asyncio.Transport, side: _Side) -> None:
+        """Splice to the connected backend: what came early first, then everything as it comes."""
+        assert self.transport is not None
         side.other, self.other = self.transport, backend
+        if self.early:
+            backend.write(b"".join(self.early))
+            self.early = []
         self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -70,3 +70,34 @@ def test_raise_nofile_lifts_the_soft_limit_to_the_hard_one(lowered_nofile: int) 
     assert rlimits.raise_nofile() == (256, lowered_nofile)
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (lowered_nofile, lowered_nofile)
     assert rlimits.raise_nofile() == (lowered_nofile, lowered_nofile)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_bytes_that_come_before_the_backend_are_kept_and_sent_first() -> None:
+    # Some Pythons read before connection_made's pause takes effect: a ClientHello must not be lost.
+    client = connlimit._Client(gate(), "10.0.0.1", "ipv4:10.0.0.1:5000")
+    client.transport = FakeTransport()  # type: ignore[assignment]
+    client.data_received(b"client")
+    client.data_received(b"hello")
+    backend = FakeTransport()
+    client.attach(backend, connlimit._Backend())  # type: ignore[arg-type]
+    client.data_received(b"more")
+    assert backend.written == [b"clienthello", b"more"]
+    assert client.transport.paused is False  # type: ignore[union-attr]

@@ -142,7 +142,7 @@ def _create_token(fleet: FleetHost, timeout: float = 60) -> dict[str, str]:
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fleet_host(
     rpm_builds: tuple[RpmBuild, RpmBuild], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FleetHost]:
@@ -165,6 +165,10 @@ def fleet_host(
             systemd.systemctl("start", "atoll-coordinator.service")
             token = _create_token(fleet)
             systemd.write("/etc/sysconfig/atoll-agent", _agent_sysconfig(host, fleet.node_name, token), 0o600)
+            # The agent joins once, here; the tests restart it with the node certificate it got.
+            t0 = time.monotonic()
+            systemd.systemctl("start", "atoll-agent.service")
+            print(f"atoll-agent: systemctl start to READY, joining first, in {time.monotonic() - t0:.2f}s")
             yield fleet
         finally:
             for unit in ("atoll-agent", "atoll-coordinator"):

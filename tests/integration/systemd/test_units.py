@@ -122,7 +122,7 @@ def test_coordinator_unit_is_ready_and_says_what_it_does(fleet_host: FleetHost) 
 def test_agent_is_active_only_once_registered_and_synced(fleet_host: FleetHost) -> None:
     systemd = fleet_host.systemd
     systemd.systemctl("stop", AGENT)
-    # No coordinator to register with: the agent runs, but is not READY.
+    # No coordinator to register with (the agent joined already, in the fixture): it runs, but is not READY.
     systemd.systemctl("stop", COORDINATOR)
     try:
         systemd.systemctl("start", "--no-block", AGENT)
