@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 import pytest
 
 from atoll import errors, kinds
@@ -34,11 +35,20 @@ def sleeper(name: str) -> pod_pb2.Pod:
 
 
 def containers(host: Host) -> dict[str, tuple[str, str]]:
-    """Atoll containers: id -> (name, StartedAt)."""
-    return {
-        c.id: (c.name, c.attrs["State"]["StartedAt"])
-        for c in host.docker().containers.list(all=True, filters=MANAGED)
-    }
+    """Atoll containers: id -> (name, StartedAt).
+
+    The SDK inspects each container it lists: one removed in between (what
+    some tests wait for) is a 404, and the listing is simply taken again.
+    """
+    for _ in range(5):
+        try:
+            return {
+                c.id: (c.name, c.attrs["State"]["StartedAt"])
+                for c in host.docker().containers.list(all=True, filters=MANAGED)
+            }
+        except docker.errors.NotFound:
+            continue
+    raise AssertionError("containers kept vanishing while they were listed")
 
 
 async def agent_kill_storm(
