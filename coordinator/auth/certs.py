@@ -187,11 +187,16 @@ class ClusterPki:
         return True
 
     def _ensure_admin_conf(self) -> bool:
+        """Write admin.conf naming this coordinator; a list of several coordinators that the operator
+        put there (`coordinator config set-server a,b,c --file admin.conf`) is kept if it names this one."""
+        server = self.server
         with contextlib.suppress(OSError, errors.AtollError):
             current = clientconfig.parse(self.admin_conf.read_text(), str(self.admin_conf))
+            if self.server in current.servers:
+                server = current.server
             cert = pki.load_cert(current.cert)
             if (
-                current.server == self.server
+                current.server == server
                 and current.ca == self.authority.cert_pem
                 and self.authority.issued(cert)
                 and not pki.Lifetime.of(cert).due()
@@ -205,7 +210,7 @@ class ClusterPki:
             lifetime=self.settings.cert_lifetime,
         )
         clientconfig.ClientConfig(
-            server=self.server,
+            server=server,
             user=ADMIN_USER,
             ca=self.authority.cert_pem,
             cert=pki.cert_pem(cert),

@@ -581,7 +581,11 @@ async def _serve(args: argparse.Namespace) -> int:
     notifier = sdnotify.notifier_from_env(os.environ)
     interval = sdnotify.watchdog_interval(os.environ, os.getpid())
     notifier.send("STATUS=opening the store and starting")
-    await coordinator.start()
+    try:
+        await coordinator.start()
+    except BaseException:  # e.g. a wrong cluster secret: said by main(), after letting go of the store
+        await coordinator.stop()
+        raise
     notifier.send("READY=1", f"STATUS={coordinator.describe()}")
     liveness = sdnotify.Liveness()
     for name, task in coordinator.tasks.items():
@@ -614,6 +618,8 @@ async def _status_loop(coordinator: Coordinator, notifier: sdnotify.Notifier) ->
 
 def _error_line(args: argparse.Namespace, exc: errors.AtollError, where: str = "") -> str:
     """One line for an error of a client command; `where` names the file and object it was about."""
+    if args.command in ("serve", "store") or getattr(args, "config_command", "") == "set-server":
+        return f"coordinator {args.command}: {where}{exc}"  # no server answered: this process refused
     if isinstance(exc, errors.Unavailable):
         hint = ""
         if args.command != "serve" and clientconfig.resolve(args.client_config, os.environ) is None:
@@ -637,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args))
         if args.command == "store":
             return storecmd.main(args)
+        if args.command == "config" and args.config_command == "set-server":
+            return security.set_server(args)  # a file edit: no coordinator to call
         return asyncio.run(_run_client(args))
     except manifests.ManifestError as exc:
         print(f"error: {exc.report()}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """CLI commands for trust: join tokens (`token create|list|revoke`) and client configs
-(`config create-user`).
+(`config create-user`, and `config set-server`, which rewrites a client config's
+servers without asking a coordinator, like `kubectl config set-cluster --server`).
 
 Token secrets are made here and only their digest is sent; certificates for
 users are signed from a CSR, the key never leaves this machine. What is
@@ -9,7 +10,9 @@ printed or written is the only copy of a secret.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -22,9 +25,10 @@ from coordinator.auth.certs import check_user
 from coordinator.auth.roles import USER_ROLES
 from coordinator.cli import printers
 from coordinator.cli.printers.common import duration
+from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
 from coordinator.client.config import ClientConfig
-from coordinator.config import DEFAULT_TOKEN_PORT
+from coordinator.config import DEFAULT_TOKEN_PORT, server_address
 
 TOKEN = kinds.by_name("Token")
 
@@ -81,8 +85,38 @@ def add_parsers(sub: Any) -> None:
     user.add_argument(
         "--server-address",
         default="",
-        help="the server address to write (default: what the coordinator advertises)",
+        help="the server address to write, or several coordinators' HOST[:PORT],... "
+        "(default: what the coordinator advertises)",
     )
+    servers = csub.add_parser(
+        "set-server",
+        help="set the coordinator(s) a client config calls (offline, like kubectl config set-cluster)",
+        description="Rewrite the server of a client config, keeping its credentials: one coordinator, or "
+        "several of one cluster (written as a servers: list; the client moves to another when one is "
+        "down). The file is --file, else the one the CLI uses (--config, $ATOLL_CONFIG, ~/.atoll/config).",
+    )
+    servers.add_argument("servers", help="HOST[:PORT][,HOST[:PORT]...] (port default 6443), or unix:///PATH")
+    servers.add_argument("--file", "-f", help="the client config to change (e.g. a copy of admin.conf)")
+
+
+def set_server(args: argparse.Namespace) -> int:
+    """`coordinator config set-server`: no coordinator is asked; the file keeps its mode 0600."""
+    path = (
+        pathlib.Path(args.file).expanduser()
+        if args.file
+        else clientconfig.resolve(args.client_config, os.environ)
+    )
+    if path is None:
+        raise errors.InvalidArgument(
+            f"no client config to change: pass --file, --config or ${clientconfig.ENV_VAR}, "
+            f"or create {clientconfig.DEFAULT_PATH} (e.g. a copy of the coordinator's admin.conf)"
+        )
+    current = clientconfig.load(str(path), {})
+    assert current is not None
+    updated = dataclasses.replace(current, server=server_address(args.servers, {}))
+    updated.write(path)
+    print(f"{path}: server{'s' if len(updated.servers) > 1 else ''} {', '.join(updated.servers)}")
+    return 0
 
 
 def join_command(info: cluster_pb2.GetClusterInfoResponse, token: str) -> str:
@@ -218,7 +252,7 @@ async def cmd_config(client: Client, args: argparse.Namespace) -> int:
         signed = await client.sign_user_certificate(name, role, pki.build_csr(key, name), args.ttl)
         cert = pki.load_cert(signed.certificate)
         config = ClientConfig(
-            server=args.server_address or info.server,
+            server=server_address(args.server_address, {}) if args.server_address else info.server,
             user=name,
             ca=signed.ca_certificate,
             cert=signed.certificate,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ import pytest
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2
+from coordinator.cli.main import main as cli
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
 from coordinator.config import ServeConfig
@@ -63,7 +66,9 @@ async def leaders(coordinators: list[Coordinator]) -> list[Coordinator]:
     return [c for c in coordinators if c.leading is not None and not c.leading.lost.is_set()]
 
 
-async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordinator]) -> None:
+async def test_all_serve_one_leads_and_a_successor_takes_over(
+    three: list[Coordinator], tmp_path: pathlib.Path
+) -> None:
     deadline = time.monotonic() + 10
     while not await leaders(three):
         assert time.monotonic() < deadline, "no leader"
@@ -81,11 +86,24 @@ async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordi
         pod = pod_pb2.Pod()
         pod.metadata.name = f"p-{uuid.uuid4().hex[:6]}"
         pod.spec.containers.add(name="main", image="busybox")
-        await client.create(pod)
+        pod_uid = (await client.create(pod)).metadata.uid  # type: ignore[attr-defined]
     for c in three:  # every coordinator answers from the shared store
         async with Client(f"127.0.0.1:{c.port}", config=admin) as client:
             got = await client.get(POD, "default", pod.metadata.name)
             assert got.metadata.name == pod.metadata.name  # type: ignore[attr-defined]
+    # One client config for all three, the leader's address first: the way an operator writes it.
+    several = tmp_path / "admin-all.conf"
+    several.write_text(three[0].security.pki.admin_conf.read_text())  # type: ignore[union-attr]
+    ordered = [leader, *(c for c in three if c is not leader)]
+    assert (
+        cli(
+            ["config", "set-server", ",".join(f"127.0.0.1:{c.port}" for c in ordered), "--file", str(several)]
+        )
+        == 0
+    )
+    listed = clientconfig.parse(several.read_text(), str(several))
+    assert listed.servers == [f"127.0.0.1:{c.port}" for c in ordered] and listed.cert == admin.cert
+    assert "servers:" in several.read_text()
 
     stopped = time.monotonic()
     await leader.stop()
@@ -94,6 +112,9 @@ async def test_all_serve_one_leads_and_a_successor_takes_over(three: list[Coordi
         assert time.monotonic() - stopped < 6, "no successor"
         await asyncio.sleep(0.05)
     assert isinstance(three[0].elector, EtcdElector)
+    async with Client(config=listed) as client:  # the first listed is gone: another answers
+        got = await client.get(POD, "default", pod.metadata.name)
+        assert got.metadata.uid == pod_uid  # type: ignore[attr-defined]
 
 
 async def test_a_coordinator_with_another_secret_is_refused(
@@ -104,3 +125,25 @@ async def test_a_coordinator_with_another_secret_is_refused(
     with pytest.raises(errors.InvalidArgument, match="cluster_secret_file: this secret does not open"):
         await intruder.start()
     await intruder.stop()
+
+
+async def test_serve_on_etcd_names_a_wrong_or_missing_secret_and_exits(
+    three: list[Coordinator], tmp_path: pathlib.Path
+) -> None:
+    """`coordinator serve` as an operator runs it: one line saying what is wrong, a non-zero exit."""
+    wrong = secret_file(tmp_path, "wrong-secret", os.urandom(32).hex().encode())
+
+    def serve(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "coordinator.cli.main", "serve", "--data-dir", str(tmp_path / "proc")]
+        argv += ["--listen", "127.0.0.1:0", "--token-listen", "", "--store", three[0].cfg.store, *extra]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    refused = await asyncio.to_thread(serve, "--cluster-secret-file", wrong)
+    assert refused.returncode == 1, refused.stderr
+    assert (
+        "coordinator serve: cluster_secret_file: this secret does not open the cluster CA in the store"
+        in refused.stderr
+    ), refused.stderr
+    assert not (tmp_path / "proc" / "pki" / "server.crt").exists()  # nothing issued with a wrong secret
+    unsealed = await asyncio.to_thread(serve)
+    assert unsealed.returncode == 2 and "cluster_secret_file: coordinators on etcd share" in unsealed.stderr
