@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     mig.add_argument(
         "--cluster-secret-file", default="", help="the secret the target's coordinators are given"
     )
+    mig.add_argument(
+        "--ca-cert",
+        default="",
+        help="the CA certificate, if the source ran with --ca-cert (default: in --data-dir)",
+    )
+    mig.add_argument("--ca-key", default="", help="its key, if the source ran with --ca-key")
     mig.add_argument("--etcd-cafile", default="")
     mig.add_argument("--etcd-certfile", default="")
     mig.add_argument("--etcd-keyfile", default="")
@@ -46,8 +52,22 @@ def main(args: argparse.Namespace) -> int:
         if not db.is_file():
             raise errors.InvalidArgument(f"--from: {db} does not exist")
         data_dir = pathlib.Path(args.data_dir) if args.data_dir else db.parent
-        ca_cert, ca_key = data_dir / "pki" / "ca.crt", data_dir / "pki" / "ca.key"
+        ca_cert = pathlib.Path(args.ca_cert) if args.ca_cert else data_dir / "pki" / "ca.crt"
+        ca_key = pathlib.Path(args.ca_key) if args.ca_key else data_dir / "pki" / "ca.key"
         extra = {}
+        if ca_cert.exists() != ca_key.exists():
+            have, missing = (ca_cert, ca_key) if ca_cert.exists() else (ca_key, ca_cert)
+            raise errors.InvalidArgument(
+                f"found {have} but not {missing}: if the coordinator ran with --ca-cert/--ca-key, "
+                "pass the same files here, or the target's coordinators would make another CA "
+                "(and every agent would have to join again)"
+            )
+        if not ca_cert.exists():
+            print(
+                f"coordinator store migrate: no cluster CA in {data_dir / 'pki'} (an --insecure cluster?): "
+                "copying the store only",
+                file=sys.stderr,
+            )
         if ca_cert.exists() and ca_key.exists():
             if not args.cluster_secret_file:
                 raise errors.InvalidArgument(

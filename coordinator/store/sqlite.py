@@ -14,13 +14,20 @@ converted by one VACUUM at open). `compact(revision)` deletes the history at and
 below `revision`, then `PRAGMA incremental_vacuum` and a truncating WAL
 checkpoint hand the freed pages back, so the file shrinks after big objects
 are deleted and their history is compacted.
+
+One process at a time: the store holds an exclusive flock(2) on the database
+file while open (SQLite's own locks are POSIX record locks, which flock does
+not touch), so a second coordinator on the same file, or `coordinator store
+migrate` while a coordinator runs, is refused instead of sharing it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import fcntl
 import logging
+import os
 import pathlib
 import queue
 import sqlite3
@@ -81,6 +88,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._rev = 0
         self._compacted = 0  # the writer thread's view of meta.compacted
+        self._lock: int | None = None  # a descriptor of the database holding flock(LOCK_EX)
 
     @classmethod
     async def open(cls, path: pathlib.Path, **kwargs: object) -> SqliteStore:
@@ -144,6 +152,24 @@ class SqliteStore:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _take_lock(self) -> None:
+        """Hold the database for this store alone, or refuse naming the problem."""
+        fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise errors.FailedPrecondition(
+                f"store {self._path} is in use by another process (a running coordinator?): stop it first"
+            ) from None
+        self._lock = fd
 
     # -- the writer thread ----------------------------------------------------------------
 
@@ -155,6 +181,14 @@ class SqliteStore:
         for path in (self._path, *(self._path.with_name(self._path.name + s) for s in _SIDE_FILES)):
             if files.private_file(path, create=path == self._path):
                 log.warning("%s was readable by others: now mode 0600", path)
+        self._take_lock()
+        try:
+            self._open_locked()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open_locked(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
             # Only takes effect before the first table exists, or after a VACUUM.

@@ -58,3 +58,20 @@ async def test_concurrent_writes_commit_together_with_unique_revisions(tmp_path:
         assert len(failures) == 5 and all(isinstance(f, errors.AlreadyExists) for f in failures)
     finally:
         await s.close()
+
+
+async def test_a_second_opener_is_refused_while_the_store_is_open(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "atoll.db"
+    s = await SqliteStore.open(path)
+    try:
+        with pytest.raises(errors.FailedPrecondition, match="in use by another process"):
+            await SqliteStore.open(path)
+        await s.create("/pods/default/a", b"1")  # the refused opener took nothing from the holder
+    finally:
+        await s.close()
+    again = await SqliteStore.open(path)  # closing let go of the lock
+    try:
+        kv = await again.get("/pods/default/a")
+        assert kv is not None and kv.value == b"1"
+    finally:
+        await again.close()

@@ -39,14 +39,19 @@ def migrate(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def snapshot(client: Client) -> dict[str, dict[str, bytes]]:
-    seen: dict[str, dict[str, bytes]] = {}
+async def snapshot(client: Client) -> dict[str, dict[str, tuple[bytes, bytes]]]:
+    """Every object's metadata (uid, labels, times, owners...) and spec; resourceVersions are the
+    store's revisions, which etcd numbers anew."""
+    seen: dict[str, dict[str, tuple[bytes, bytes]]] = {}
     for kind in KINDS:
         items, _ = await client.list(kinds.by_name(kind), "")
-        seen[kind] = {
-            f"{o.metadata.namespace}/{o.metadata.name}": o.metadata.uid.encode() + o.spec.SerializeToString()  # type: ignore[attr-defined]
-            for o in items
-        }
+        seen[kind] = {}
+        for o in items:
+            meta = type(o.metadata)()  # type: ignore[attr-defined]
+            meta.CopyFrom(o.metadata)  # type: ignore[attr-defined]
+            meta.ClearField("resource_version")
+            key = f"{meta.namespace}/{meta.name}"
+            seen[kind][key] = (meta.SerializeToString(deterministic=True), o.spec.SerializeToString())  # type: ignore[attr-defined]
     return seen
 
 
@@ -70,19 +75,30 @@ async def test_migrate_sqlite_to_etcd_keeps_every_object_the_ca_and_the_agents(
 
     await eventually(settled, timeout=30, what="3 pods running")
     before = await snapshot(old.client)
+    assert all(before[k] for k in KINDS), {k: len(v) for k, v in before.items()}
     ca_before = (old.coordinator.cfg.data_path / "pki" / "ca.crt").read_bytes()
-    await node.stop()
-    await old.stop()
+    hash_before = (await old.client.cluster_info()).ca_hash
 
     secret = tmp_path / "cluster-secret"
     secret.write_bytes(os.urandom(24).hex().encode())
     db = old.coordinator.cfg.data_path / "atoll.db"
     target = f"etcd://{etcd_cluster.endpoints}/atoll-{uuid.uuid4().hex[:6]}"
-    res = migrate("--from", f"sqlite://{db}", "--to", target, "--cluster-secret-file", str(secret))
+    args = ("--from", f"sqlite://{db}", "--to", target, "--cluster-secret-file", str(secret))
+    busy = migrate(*args)  # the coordinator still runs: its store is not to be copied under it
+    assert busy.returncode == 1 and "in use by another process" in busy.stderr, busy.stderr
+    await node.stop()
+    await old.stop()
+
+    res = migrate(*args)
     assert res.returncode == 0, res.stderr
     assert "and the cluster CA" in res.stdout, res.stdout
-    again = migrate("--from", f"sqlite://{db}", "--to", target, "--cluster-secret-file", str(secret))
+    copied = dict(line.split(": ") for line in res.stdout.splitlines() if ": " in line)
+    assert copied["pods"] == "3" and copied["replicationcontrollers"] == "1", res.stdout
+    assert copied["services"] == "1" and copied["nodes"] == "1" and int(copied["tokens"]) >= 1, res.stdout
+    again = migrate(*args)
     assert again.returncode == 1 and "already holds" in again.stderr, again.stderr
+    forced = migrate(*args, "--force")
+    assert forced.returncode == 0 and "and the cluster CA" in forced.stdout, forced.stderr
 
     new = Coordinator(
         serve_config(tmp_path / "new", store=target, cluster_secret_file=str(secret), token_listen="")
@@ -93,6 +109,7 @@ async def test_migrate_sqlite_to_etcd_keeps_every_object_the_ca_and_the_agents(
         admin = clientconfig.parse((new.cfg.data_path / "admin.conf").read_text(), "admin.conf")
         async with Client(config=admin) as client:
             assert await snapshot(client) == before
+            assert (await client.cluster_info()).ca_hash == hash_before
             # The agent comes back with its old state dir and certificate, no token: no joining again.
             back = FakeNode(tmp_path / "old", "node-0", new.port, ("busybox",))
             back.runtime = node.runtime
