@@ -169,6 +169,10 @@ class SqliteStore:
             raise errors.FailedPrecondition(
                 f"store {self._path} is in use by another process (a running coordinator?): stop it first"
             ) from None
+        except OSError as exc:  # a file system without flock: serve, unguarded
+            log.warning(
+                "cannot lock store %s (%s): nothing stops a second process opening it", self._path, exc
+            )
         self._lock = fd
 
     # -- the writer thread ----------------------------------------------------------------
