@@ -486,6 +486,26 @@ def servers(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
 
+def multi_address_target(value: str, what: str) -> str:
+    """``h1:p1,h2:p2`` as one gRPC target with every address (``ipv4:A:P,B:P``), names resolved now."""
+    addresses = []
+    for address in servers(value):
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise errors.InvalidArgument(f"{what} {address!r}: expected HOST:PORT")
+        try:
+            ipaddress.ip_address(host)
+            found = [host]
+        except ValueError:
+            found = sorted(
+                {str(i[4][0]) for i in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
+            )
+        addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
+    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
+    return f"{scheme}:{','.join(addresses)}"
+
+
 def coordinator_channel(
     value: str, *, credentials: grpc.ChannelCredentials | None = None
 ) -> grpc.aio.Channel:
@@ -497,26 +517,10 @@ def coordinator_channel(
     The certificates are checked against COORDINATOR_NAME, which each
     coordinator's carries beside its own names.
     """
-    listed = servers(value)
-    if len(listed) <= 1:
+    if len(servers(value)) <= 1:
         return open_channel(value, credentials=credentials)
-    addresses = []
-    for address in listed:
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise errors.InvalidArgument(f"coordinator address {address!r}: expected HOST:PORT")
-        try:
-            ipaddress.ip_address(host)
-            found = [host]
-        except ValueError:
-            found = sorted(
-                {str(i[4][0]) for i in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
-            )
-        addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
-    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
     return open_channel(
-        f"{scheme}:{','.join(addresses)}",
+        multi_address_target(value, "coordinator address"),
         credentials=credentials,
         server_name=COORDINATOR_NAME if credentials is not None else "",
     )

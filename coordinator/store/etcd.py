@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import ipaddress
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,7 +27,7 @@ from typing import Any, TypeVar
 import grpc
 from aetcd.rpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
-from atoll import errors
+from atoll import errors, rpc
 from coordinator.store.base import KV, Op, StoreEvent, check_op
 
 log = logging.getLogger(__name__)
@@ -52,23 +50,7 @@ class EtcdTLS:
 
 def channel_target(endpoints: str) -> str:
     """``h1:2379,h2:2379`` as one gRPC target with every address (``ipv4:a:p,b:p``)."""
-    addresses = []
-    for endpoint in endpoints.split(","):
-        host, _, port = endpoint.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise errors.InvalidArgument(f"etcd endpoint {endpoint!r}: expected HOST:PORT")
-        host = host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-            found = [host]
-        except ValueError:
-            found = sorted(
-                {str(info[4][0]) for info in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)}
-            )
-        addresses += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in found]
-    if any(a.startswith("[") for a in addresses):
-        return "ipv6:" + ",".join(addresses)
-    return "ipv4:" + ",".join(addresses)
+    return rpc.multi_address_target(endpoints, "etcd endpoint")
 
 
 def _prefix_end(prefix: bytes) -> bytes:
