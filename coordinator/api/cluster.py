@@ -69,6 +69,9 @@ def _namespace(info: KindInfo, namespace: str) -> str:
     return namespace or validation.DEFAULT_NAMESPACE
 
 
+_UNCONDITIONAL_UPDATE_ATTEMPTS = 16
+
+
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def __init__(
         self,
@@ -185,29 +188,43 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         return response
 
     async def Update(self, request: cluster_pb2.UpdateRequest, context: Any) -> cluster_pb2.UpdateResponse:
-        info, obj = kinds.unwrap(request.object)
-        meta = obj.metadata  # type: ignore[attr-defined]
+        info, sent = kinds.unwrap(request.object)
+        meta = sent.metadata  # type: ignore[attr-defined]
         meta.namespace = _namespace(info, meta.namespace)
         expected = meta.resource_version or None
-        old = await self._registry.get(info, meta.namespace, meta.name)
-        if expected is not None and old.metadata.resource_version != expected:  # type: ignore[attr-defined]
-            raise errors.Conflict(
-                f'{info.plural} "{meta.name}" was modified (now at {old.metadata.resource_version}, '  # type: ignore[attr-defined]
-                f"you sent {expected}); read it again and retry"
-            )
-        carry_system_metadata(obj, old)
-        if isinstance(obj, workloads_pb2.Service) and isinstance(old, workloads_pb2.Service):
-            if not obj.spec.cluster_ip:
-                obj.spec.cluster_ip = old.spec.cluster_ip
-            elif obj.spec.cluster_ip != old.spec.cluster_ip:
-                raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
-        await self._attach_networks(obj)
-        STRATEGIES[info.message].prepare_update(obj, old)
-        await self._admit(obj, old)
-        if request.dry_run:
-            return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
-        updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]
-        return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(updated)))
+        # Without a resourceVersion an update is unconditional (as in Kubernetes): a write
+        # that lands between our read and our compare-and-swap (the scheduler binding, a
+        # status update) makes us read again, not fail the caller.
+        for _ in range(_UNCONDITIONAL_UPDATE_ATTEMPTS):
+            obj = type(sent)()
+            obj.CopyFrom(sent)
+            old = await self._registry.get(info, meta.namespace, meta.name)
+            if expected is not None and old.metadata.resource_version != expected:  # type: ignore[attr-defined]
+                raise errors.Conflict(
+                    f'{info.plural} "{meta.name}" was modified (now at {old.metadata.resource_version}, '  # type: ignore[attr-defined]
+                    f"you sent {expected}); read it again and retry"
+                )
+            carry_system_metadata(obj, old)
+            if isinstance(obj, workloads_pb2.Service) and isinstance(old, workloads_pb2.Service):
+                if not obj.spec.cluster_ip:
+                    obj.spec.cluster_ip = old.spec.cluster_ip
+                elif obj.spec.cluster_ip != old.spec.cluster_ip:
+                    raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
+            await self._attach_networks(obj)
+            STRATEGIES[info.message].prepare_update(obj, old)
+            await self._admit(obj, old)
+            if request.dry_run:
+                return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
+            try:
+                updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]
+            except errors.Conflict:
+                if expected is not None:
+                    raise
+                continue
+            return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(updated)))
+        raise errors.Conflict(
+            f'{info.plural} "{meta.name}" kept changing; gave up after {_UNCONDITIONAL_UPDATE_ATTEMPTS} attempts'
+        )
 
     async def Delete(self, request: cluster_pb2.DeleteRequest, context: Any) -> cluster_pb2.DeleteResponse:
         info = kinds.by_kind(request.kind)

@@ -64,6 +64,25 @@ async def test_update_is_compare_and_swap(cluster: Cluster) -> None:
         await cluster.client.update(changed)
 
 
+async def test_update_without_resource_version_is_unconditional(cluster: Cluster) -> None:
+    """Like Kubernetes: no resourceVersion means last write wins, even when writes race
+    (the scheduler binding a pod between the API's read and its compare-and-swap)."""
+    assert cluster.client is not None
+    created = await cluster.client.create(make_pod("racy"))
+    assert isinstance(created, pod_pb2.Pod)
+
+    async def relabel(i: int) -> None:
+        assert cluster.client is not None
+        blind = make_pod("racy")  # as written in a manifest: no resourceVersion
+        blind.metadata.labels["writer"] = str(i)
+        await cluster.client.update(blind)
+
+    await asyncio.gather(*(relabel(i) for i in range(12)))
+    final = await cluster.client.get(POD, "default", "racy")
+    assert final.metadata.labels["writer"] in {str(i) for i in range(12)}  # type: ignore[attr-defined]
+    assert final.metadata.resource_version > created.metadata.resource_version  # type: ignore[attr-defined]
+
+
 async def test_watch_from_a_revision_and_too_old(cluster: Cluster) -> None:
     assert cluster.client is not None
     _, revision = await cluster.client.list(POD)
