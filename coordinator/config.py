@@ -45,6 +45,9 @@ class ServeConfig:
         2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
     )
     service_cluster_ip_range: str = layered.option("10.254.0.0/16", "range services' cluster IPs come from")
+    service_node_port_range: str = layered.option(
+        "30000-32767", "ports NodePort and LoadBalancer services get on every node: FIRST-LAST"
+    )
     api_rate: float = layered.option(200.0, "API calls per second allowed per client (token bucket)")
     api_burst: int = layered.option(400, "API calls a client may make in one burst")
     max_watches_per_client: int = layered.option(100, "open watch/log streams per client")
@@ -206,6 +209,7 @@ class ServeConfig:
             raise errors.InvalidArgument(f"service_cluster_ip_range: {exc}") from None
         if net.prefixlen > 28:
             raise errors.InvalidArgument("service_cluster_ip_range: use a /28 or larger range")
+        self.node_port_range  # noqa: B018 - parsed here so that a bad range stops the start
         if self.pod_eviction_timeout < 0:
             raise errors.InvalidArgument("pod_eviction_timeout: must not be negative")
         if (
@@ -267,6 +271,11 @@ class ServeConfig:
             raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")
 
     @property
+    def node_port_range(self) -> range:
+        """service_node_port_range as the ports it holds (FIRST-LAST, both included)."""
+        return parse_port_range(self.service_node_port_range, "service_node_port_range")
+
+    @property
     def data_path(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir)
 
@@ -276,6 +285,18 @@ class ServeConfig:
             rpc.split_listen(self.token_listen) if self.token_listen else []
         )
         return {layered.split_host_port(a, "listen")[1] for a in addresses if not a.startswith("unix:")}
+
+
+def parse_port_range(text: str, what: str) -> range:
+    """ "30000-32767" (Kubernetes' --service-node-port-range) -> range(30000, 32768)."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        low, high = int(first), int(last)
+    except ValueError:
+        raise errors.InvalidArgument(f"{what}: expected FIRST-LAST, e.g. 30000-32767, got {text!r}") from None
+    if not sep or not 1 <= low <= high <= 65535:
+        raise errors.InvalidArgument(f"{what}: expected FIRST-LAST within 1-65535, got {text!r}")
+    return range(low, high + 1)
 
 
 def check_listen(listen: str, what: str = "listen") -> None:

@@ -38,6 +38,7 @@ from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.nodeleases import NodeLeases
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
+from coordinator.network.nodeports import NodePortAllocator
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import LeaseManager, ensure_no_orphans
 from coordinator.objects import quota
@@ -229,6 +230,7 @@ class Coordinator:
             quotas=quotas,
             max_replicas=cfg.max_replicas,
             pod_security=pod_security,
+            node_ports=NodePortAllocator(self.store, cfg.node_port_range),
         )
         node_api = NodeServicer(
             registry,

@@ -113,6 +113,10 @@ def validate_service(svc: workloads_pb2.Service) -> Problems:
         p.add("spec.ports", "must have at least one port")
     names: set[str] = set()
     seen: set[tuple[int, int]] = set()
+    node_ports: set[tuple[int, int]] = set()
+    with_node_ports = spec.type in _NODE_PORT_TYPES
+    if spec.type not in _SERVICE_TYPES:
+        p.add("spec.type", f"unknown service type {spec.type}")
     for i, port in enumerate(spec.ports):
         pf = f"spec.ports[{i}]"
         if port.name:
@@ -137,12 +141,16 @@ def validate_service(svc: workloads_pb2.Service) -> Problems:
                 _target_port_name(p, f"{pf}.targetPort", port.target_port_name)
         else:
             check_port(p, f"{pf}.targetPort", port.target_port)
+        if port.node_port:
+            _node_port(p, f"{pf}.nodePort", port, with_node_ports, node_ports)
     ip = spec.cluster_ip
     if ip and ip != HEADLESS and not is_ipv4(ip):
         p.add(
             "spec.clusterIP",
             f"{ip!r} must be empty (allocated), None (a headless service) or an IPv4 address",
         )
+    if with_node_ports and ip == HEADLESS:
+        p.add("spec.clusterIP", "may not be None (headless) on a NodePort or LoadBalancer service")
     external: set[str] = set()
     for i, addr in enumerate(spec.external_ips):
         problem = _external_ip_problem(addr)
@@ -162,6 +170,29 @@ _PROTOCOLS: dict[int, str] = {
     meta_pb2.PROTOCOL_UDP: "UDP",
     meta_pb2.PROTOCOL_SCTP: "SCTP",
 }
+
+
+_SERVICE_TYPES = (
+    workloads_pb2.SERVICE_TYPE_UNSPECIFIED,
+    workloads_pb2.SERVICE_TYPE_CLUSTER_IP,
+    workloads_pb2.SERVICE_TYPE_NODE_PORT,
+    workloads_pb2.SERVICE_TYPE_LOAD_BALANCER,
+)
+_NODE_PORT_TYPES = (workloads_pb2.SERVICE_TYPE_NODE_PORT, workloads_pb2.SERVICE_TYPE_LOAD_BALANCER)
+
+
+def _node_port(
+    p: Problems, field: str, port: workloads_pb2.ServicePort, allowed: bool, seen: set[tuple[int, int]]
+) -> None:
+    """A node port asked for by number; whether it is in the coordinator's range and free is the
+    allocator's to say (coordinator.network.nodeports)."""
+    if not allowed:
+        p.add(field, "may only be set on NodePort and LoadBalancer services")
+        return
+    check_port(p, field, port.node_port)
+    if (port.node_port, port.protocol) in seen:
+        p.add(field, f"node port {port.node_port}/{_PROTOCOLS.get(port.protocol, '?')} is listed twice")
+    seen.add((port.node_port, port.protocol))
 
 
 def _target_port_name(p: Problems, field: str, name: str) -> None:

@@ -31,6 +31,8 @@ from coordinator.auth import revocation, roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers import nodeleases
 from coordinator.controllers.nodelifecycle import NodeHealth
+from coordinator.network import nodeports
+from coordinator.network.nodeports import NodePortAllocator
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
 from coordinator.objects import quota
@@ -87,11 +89,13 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         external_ips: ExternalIPPolicy | None = None,
         max_replicas: int = objectlimits.DEFAULT_MAX_REPLICAS,
         pod_security: PodSecurityConfig | None = None,
+        node_ports: NodePortAllocator | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
         self._agent_stub = agent_stub
         self._service_ips = service_ips
+        self._node_ports = node_ports or NodePortAllocator(registry.store, range(30000, 32768))
         self._pki = pki
         self._cluster_info = cluster_info
         self._members = members or _no_members
@@ -154,15 +158,22 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
 
     async def _create_service(self, svc: workloads_pb2.Service) -> Message:
         fixed = bool(svc.spec.cluster_ip)
+        asked = [p.node_port for p in svc.spec.ports]
         for _ in range(8):
             claim = await self._service_ips.claim(svc, fixed=fixed)
+            ports = await self._node_ports.claim(svc)
             try:
-                return await self._registry.create(svc, extra=[claim] if claim else [])
+                return await self._registry.create(svc, extra=[*([claim] if claim else []), *ports])
             except errors.AlreadyExists as exc:
-                if fixed or "services" in str(exc):
+                if "services" in str(exc) or (fixed and nodeports.PREFIX not in str(exc)):
                     raise
-                svc.spec.cluster_ip = ""  # lost the address to a concurrent create: pick another
-        raise errors.Unavailable("could not allocate a cluster IP: too much contention, retry")
+                # Lost an address or a port to a concurrent create: pick again (what was asked
+                # for by name is checked again, and refused by name if it is gone).
+                if not fixed:
+                    svc.spec.cluster_ip = ""
+                for port, number in zip(svc.spec.ports, asked, strict=True):
+                    port.node_port = number
+        raise errors.Unavailable("could not allocate a cluster IP or node port: too much contention, retry")
 
     async def Get(self, request: cluster_pb2.GetRequest, context: Any) -> cluster_pb2.GetResponse:
         info = kinds.by_kind(request.kind)
@@ -210,17 +221,27 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                     obj.spec.cluster_ip = old.spec.cluster_ip
                 elif obj.spec.cluster_ip != old.spec.cluster_ip:
                     raise errors.InvalidArgument("field is immutable", field="spec.clusterIP")
+                nodeports.carry_over(obj, old)
             await self._attach_networks(obj)
             STRATEGIES[info.message].prepare_update(obj, old)
             await self._admit(obj, old)
+            extra: list[Op] = []
+            if isinstance(obj, workloads_pb2.Service) and isinstance(old, workloads_pb2.Service):
+                extra = await self._node_ports.claim(obj, old)
             if request.dry_run:
                 return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
             try:
-                updated = await self._registry.update(obj, expected_revision=old.metadata.resource_version)  # type: ignore[attr-defined]
+                updated = await self._registry.update(
+                    obj,
+                    expected_revision=old.metadata.resource_version,  # type: ignore[attr-defined]
+                    extra=extra,
+                )
             except errors.Conflict:
                 if expected is not None:
                     raise
                 continue
+            except errors.AlreadyExists:
+                continue  # a node port picked here went to a concurrent write: pick again
             return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(updated)))
         raise errors.Conflict(
             f'{info.plural} "{meta.name}" kept changing; gave up after {_UNCONDITIONAL_UPDATE_ATTEMPTS} attempts'
@@ -243,7 +264,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         if info.message is workloads_pb2.Service:
             current = await self._registry.get(info, namespace, request.name)
             assert isinstance(current, workloads_pb2.Service)
-            extra = ServiceIPAllocator.release(current)
+            extra = ServiceIPAllocator.release(current) + NodePortAllocator.release(current)
         deleted = await self._registry.delete(
             info, namespace, request.name, request.resource_version or None, extra=extra
         )

@@ -28,6 +28,7 @@ from atoll.v1 import (
 from coordinator.admission import podsecurity
 from coordinator.auth import tokens
 from coordinator.manifests import resourcequota
+from coordinator.network import nodeports
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,21 @@ def _machine_update(new: Message, old: Message) -> None:
     new.metadata.generation = old.metadata.generation + (1 if new.spec != old.spec else 0)
 
 
+_SERVICE = _simple(validation.default_service, validation.validate_service)  # type: ignore[arg-type]
+
+
+def _service_create(obj: Message) -> None:
+    assert isinstance(obj, workloads_pb2.Service)
+    _SERVICE.prepare_create(obj)
+    nodeports.set_status(obj)
+
+
+def _service_update(new: Message, old: Message) -> None:
+    assert isinstance(new, workloads_pb2.Service)
+    _SERVICE.prepare_update(new, old)
+    nodeports.set_status(new)
+
+
 STRATEGIES: dict[type[Message], Strategy] = {
     pod_pb2.Pod: Strategy(_pod_create, _pod_update),
     node_pb2.Node: Strategy(_node_create, _node_update),
@@ -162,7 +178,7 @@ STRATEGIES: dict[type[Message], Strategy] = {
         validation.default_replication_controller,  # type: ignore[arg-type]
         validation.validate_replication_controller,  # type: ignore[arg-type]
     ),
-    workloads_pb2.Service: _simple(validation.default_service, validation.validate_service),  # type: ignore[arg-type]
+    workloads_pb2.Service: Strategy(_service_create, _service_update),
     workloads_pb2.Endpoints: _simple(None, validation.validate_endpoints),  # type: ignore[arg-type]
     workloads_pb2.Event: _simple(None, validation.validate_event),  # type: ignore[arg-type]
     machines_pb2.Machine: Strategy(_machine_create, _machine_update),

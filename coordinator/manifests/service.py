@@ -13,9 +13,12 @@ as Kubernetes' conversion had it. ``publicIPs`` are the external IPs and
 One difference from v1beta1: a service without ``containerPort`` targets the
 same port number on the pods (v1's rule), not the container's first port.
 
-Atoll services are ClusterIP only: ``type: NodePort`` or ``LoadBalancer``
-and their fields are refused by name, pointing at ``externalIPs``, which is
-how a node takes outside traffic for a service.
+``type`` is ClusterIP (the default), NodePort or LoadBalancer; each port of
+the last two has a ``nodePort``, allocated by the coordinator when left out.
+Atoll provisions no load balancers: a LoadBalancer service is served as a
+NodePort one and its status says so (v1beta1/v1beta3's
+``createExternalLoadBalancer: true`` is one too, as Kubernetes converted it).
+The load balancer's own fields are refused by name, and so is ExternalName.
 """
 
 from __future__ import annotations
@@ -29,21 +32,33 @@ from coordinator.manifests import meta, words
 from coordinator.manifests.reader import INT32, Fields, Schema, Value
 from coordinator.manifests.registry import Codec, Shape, Sniff, rules, translator
 
-CLUSTER_IP_ONLY = (
-    "Atoll services are ClusterIP only; to take traffic from outside, list node addresses in externalIPs"
+NO_LOAD_BALANCERS = (
+    "Atoll provisions no load balancers: a LoadBalancer service is served on every node's "
+    "addresses on its node ports, as a NodePort service"
 )
 _IPV4_ONLY = "Atoll services are IPv4"
 
 SERVICE = Schema.of(known=("apiVersion", "kind", "metadata", "spec"), ignored=("status",))
+SERVICE_TYPE: dict[str, workloads_pb2.ServiceType] = {
+    "ClusterIP": workloads_pb2.SERVICE_TYPE_UNSPECIFIED,  # what a service without a type is
+    "NodePort": workloads_pb2.SERVICE_TYPE_NODE_PORT,
+    "LoadBalancer": workloads_pb2.SERVICE_TYPE_LOAD_BALANCER,
+}
+SERVICE_TYPE_WORD = {
+    workloads_pb2.SERVICE_TYPE_UNSPECIFIED: "ClusterIP",
+    workloads_pb2.SERVICE_TYPE_CLUSTER_IP: "ClusterIP",
+    workloads_pb2.SERVICE_TYPE_NODE_PORT: "NodePort",
+    workloads_pb2.SERVICE_TYPE_LOAD_BALANCER: "LoadBalancer",
+}
 SERVICE_SPEC = Schema.of(
     known=("selector", "ports", "clusterIP", "externalIPs", "sessionAffinity", "type"),
     unsupported={
         "clusterIPs": "set clusterIP",
-        "loadBalancerIP": CLUSTER_IP_ONLY,
-        "loadBalancerSourceRanges": CLUSTER_IP_ONLY,
-        "loadBalancerClass": CLUSTER_IP_ONLY,
-        "allocateLoadBalancerNodePorts": CLUSTER_IP_ONLY,
-        "healthCheckNodePort": CLUSTER_IP_ONLY,
+        "loadBalancerIP": NO_LOAD_BALANCERS,
+        "loadBalancerSourceRanges": NO_LOAD_BALANCERS,
+        "loadBalancerClass": NO_LOAD_BALANCERS,
+        "allocateLoadBalancerNodePorts": NO_LOAD_BALANCERS,
+        "healthCheckNodePort": NO_LOAD_BALANCERS,
         "externalName": "",
         "externalTrafficPolicy": "",
         "internalTrafficPolicy": "",
@@ -60,8 +75,8 @@ SERVICE_SPEC_V1BETA3 = Schema(
     SERVICE_SPEC.ignored,
 )
 SERVICE_PORT = Schema.of(
-    known=("name", "protocol", "port", "targetPort"),
-    unsupported={"nodePort": CLUSTER_IP_ONLY, "appProtocol": ""},
+    known=("name", "protocol", "port", "targetPort", "nodePort"),
+    unsupported={"appProtocol": ""},
 )
 
 _FLAT_PORT = ("port", "portName", "protocol", "containerPort")
@@ -75,9 +90,7 @@ SERVICE_V1BETA1 = Schema.of(
 )
 SERVICE_PORT_V1BETA1 = Schema.of(known=("name", "protocol", "port", "containerPort"))
 
-_NOT_CLUSTER_IP = {
-    "NodePort": f"Atoll does not support NodePort services: {CLUSTER_IP_ONLY}",
-    "LoadBalancer": f"Atoll does not support LoadBalancer services: {CLUSTER_IP_ONLY}",
+_UNSUPPORTED_TYPES = {
     "ExternalName": "Atoll does not support ExternalName services (DNS aliases)",
 }
 
@@ -101,7 +114,11 @@ def _decode(root: Value, schema: Schema) -> workloads_pb2.Service:
     if v := sf.get("selector"):
         spec.selector.update(v.string_map())
     for item in v.elements() if (v := sf.get("ports")) else []:
-        spec.ports.append(_port(item.fields(SERVICE_PORT).get, "targetPort"))
+        fields = item.fields(SERVICE_PORT)
+        port = _port(fields.get, "targetPort")
+        if v := fields.get("nodePort"):
+            port.node_port = v.integer(INT32)
+        spec.ports.append(port)
     if v := sf.get("clusterIP") or sf.get("portalIP"):
         spec.cluster_ip = v.string()
     if v := sf.get("externalIPs") or sf.get("publicIPs"):
@@ -109,22 +126,22 @@ def _decode(root: Value, schema: Schema) -> workloads_pb2.Service:
     if v := sf.get("sessionAffinity"):
         spec.session_affinity = v.string()
     if v := sf.get("type"):
-        _type(v)
-    _load_balancer(sf.get("createExternalLoadBalancer"))
+        spec.type = _type(v)
+    _load_balancer(sf.get("createExternalLoadBalancer"), spec)
     return svc
 
 
-def _type(value: Value) -> None:
+def _type(value: Value) -> workloads_pb2.ServiceType:
     kind = value.string()
-    if kind in _NOT_CLUSTER_IP:
-        value.fail(_NOT_CLUSTER_IP[kind])
-    value.word({"ClusterIP": 0})
+    if kind in _UNSUPPORTED_TYPES:
+        value.fail(_UNSUPPORTED_TYPES[kind])
+    return value.word(SERVICE_TYPE)
 
 
-def _load_balancer(value: Value | None) -> None:
-    """v1beta1/v1beta3's ``createExternalLoadBalancer``: false is harmless, true cannot be done."""
+def _load_balancer(value: Value | None, spec: workloads_pb2.ServiceSpec) -> None:
+    """v1beta1/v1beta3's ``createExternalLoadBalancer: true`` is v1's ``type: LoadBalancer``."""
     if value is not None and value.boolean():
-        value.fail(f"Atoll cannot create load balancers: {CLUSTER_IP_ONLY}")
+        spec.type = workloads_pb2.SERVICE_TYPE_LOAD_BALANCER
 
 
 def _port(get: Callable[[str], Value | None], target_key: str) -> workloads_pb2.ServicePort:
@@ -166,7 +183,7 @@ def decode_v1beta1(root: Value) -> workloads_pb2.Service:
         spec.external_ips.extend(v.strings())
     if v := f.get("sessionAffinity"):
         spec.session_affinity = v.string()
-    _load_balancer(f.get("createExternalLoadBalancer"))
+    _load_balancer(f.get("createExternalLoadBalancer"), spec)
     flat = None
     if any(f.get(key) for key in _FLAT_PORT):
         flat = _port(lambda key: f.get("portName" if key == "name" else key), "containerPort")
@@ -257,12 +274,45 @@ def encode(svc: workloads_pb2.Service) -> dict[str, Any]:
         spec["ports"] = [encode_port(p) for p in s.ports]
     if s.cluster_ip:
         spec["clusterIP"] = s.cluster_ip
-    spec["type"] = "ClusterIP"
+    spec["type"] = SERVICE_TYPE_WORD.get(s.type, "ClusterIP")
     if s.external_ips:
         spec["externalIPs"] = list(s.external_ips)
     if s.session_affinity:
         spec["sessionAffinity"] = s.session_affinity
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta.encode(svc.metadata), "spec": spec}
+    out = {"apiVersion": "v1", "kind": "Service", "metadata": meta.encode(svc.metadata), "spec": spec}
+    if svc.HasField("status"):  # written by the server; a manifest read from a file has none
+        out["status"] = encode_status(svc.status)
+    return out
+
+
+def encode_status(status: workloads_pb2.ServiceStatus) -> dict[str, Any]:
+    """Kubernetes' shape: ``loadBalancer: {}`` while there is none, then the conditions."""
+    balancer: dict[str, Any] = {}
+    if status.load_balancer.ingress:
+        balancer["ingress"] = [
+            {k: v for k, v in (("ip", i.ip), ("hostname", i.hostname)) if v}
+            for i in status.load_balancer.ingress
+        ]
+    out: dict[str, Any] = {"loadBalancer": balancer}
+    if status.conditions:
+        out["conditions"] = [_condition(c) for c in status.conditions]
+    return out
+
+
+def _condition(c: workloads_pb2.ServiceCondition) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": c.type,
+        "status": words.word(words.CONDITION_STATUS_WORD, c.status) or "Unknown",
+    }
+    if c.observed_generation:
+        out["observedGeneration"] = c.observed_generation
+    if c.HasField("last_transition_time"):
+        out["lastTransitionTime"] = meta.encode_time(c.last_transition_time)
+    if c.reason:
+        out["reason"] = c.reason
+    if c.message:
+        out["message"] = c.message
+    return out
 
 
 def encode_port(p: workloads_pb2.ServicePort) -> dict[str, Any]:
@@ -272,6 +322,8 @@ def encode_port(p: workloads_pb2.ServicePort) -> dict[str, Any]:
     if protocol := words.word(words.PROTOCOL_WORD, p.protocol):
         out["protocol"] = protocol
     out["port"] = p.port
+    if p.node_port:
+        out["nodePort"] = p.node_port
     # A name wins over a number: only one can be written (validation refuses both).
     if p.target_port_name:
         out["targetPort"] = p.target_port_name

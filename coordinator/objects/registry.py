@@ -205,11 +205,16 @@ class Registry:
         obj.metadata.resource_version = kvs[0].mod_revision  # type: ignore[attr-defined]
         return obj
 
-    async def update(self, obj: M, *, expected_revision: int | None = None) -> M:
+    async def update(self, obj: M, *, expected_revision: int | None = None, extra: Sequence[Op] = ()) -> M:
+        """Update `obj`; `extra` writes commit in the same transaction (allocations taken or given up)."""
         info = kinds.of(obj)
         name = obj.metadata.name  # type: ignore[attr-defined]
+        key, value = self.key(obj), self.encode_checked(obj)
         try:
-            kv = await self.store.update(self.key(obj), self.encode_checked(obj), expected_revision)
+            if extra:
+                kv = (await self.store.txn([Op("update", key, value, expected_revision), *extra]))[0]
+            else:
+                kv = await self.store.update(key, value, expected_revision)
         except errors.NotFound:
             raise _not_found(info, name) from None
         except errors.Conflict:

@@ -150,29 +150,72 @@ def test_a_2014_service_without_kind() -> None:
 # ------------------------------------------------------------------ refusals
 
 
-def test_node_ports_and_load_balancers_are_refused_with_the_way_out() -> None:
-    way_out = (
-        "Atoll services are ClusterIP only; to take traffic from outside, list node addresses in externalIPs"
+def test_node_port_and_load_balancer_services_with_their_node_ports() -> None:
+    got = svc(v1(type="NodePort", ports=[{"port": 80, "nodePort": 30080}]))
+    assert got.spec.type == workloads_pb2.SERVICE_TYPE_NODE_PORT
+    assert got.spec.ports[0].node_port == 30080
+    assert svc(v1(type="LoadBalancer")).spec.type == workloads_pb2.SERVICE_TYPE_LOAD_BALANCER
+    assert svc(v1(type="ClusterIP")).spec.type == workloads_pb2.SERVICE_TYPE_UNSPECIFIED
+    # v1beta1/v1beta3's way of asking for a load balancer, as Kubernetes converted it.
+    assert svc(flat(createExternalLoadBalancer=True)).spec.type == workloads_pb2.SERVICE_TYPE_LOAD_BALANCER
+
+
+def test_load_balancer_fields_and_external_names_are_refused_with_the_reason() -> None:
+    assert error(v1(loadBalancerIP="1.2.3.4")) == (
+        "bad.json: spec.loadBalancerIP: Atoll does not support this Kubernetes field; Atoll provisions "
+        "no load balancers: a LoadBalancer service is served on every node's addresses on its node "
+        "ports, as a NodePort service"
     )
-    assert error(v1(type="NodePort")) == (
-        f"bad.json: spec.type: Atoll does not support NodePort services: {way_out}"
+    assert error(v1(type="ExternalName")) == (
+        "bad.json: spec.type: Atoll does not support ExternalName services (DNS aliases)"
     )
-    assert error(v1(type="LoadBalancer")).startswith(
-        "bad.json: spec.type: Atoll does not support LoadBalancer"
-    )
-    assert error(v1(ports=[{"port": 80, "nodePort": 30080}])) == (
-        f"bad.json: spec.ports[0].nodePort: Atoll does not support this Kubernetes field; {way_out}"
-    )
-    assert error(v1(loadBalancerIP="1.2.3.4")).startswith("bad.json: spec.loadBalancerIP: Atoll does not")
-    assert error(flat(createExternalLoadBalancer=True)) == (
-        f"bad.json: createExternalLoadBalancer: Atoll cannot create load balancers: {way_out}"
-    )
-    assert error(v1(type="clusterIP")) == (
-        'bad.json: spec.type: expected one of ClusterIP, got "clusterIP" (did you mean "ClusterIP"?)'
+    assert error(v1(type="nodePort")) == (
+        "bad.json: spec.type: expected one of ClusterIP, LoadBalancer, NodePort, "
+        'got "nodePort" (did you mean "NodePort"?)'
     )
     assert error(v1(clusterIPs=["10.254.0.10"])) == (
         "bad.json: spec.clusterIPs: Atoll does not support this Kubernetes field; set clusterIP"
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            v1(ports=[{"port": 80, "nodePort": 30080}]),
+            "spec.ports[0].nodePort: may only be set on NodePort and LoadBalancer services",
+        ),
+        (
+            v1(type="NodePort", ports=[{"port": 80, "nodePort": 70000}]),
+            "spec.ports[0].nodePort: must be between 1 and 65535, got 70000",
+        ),
+        (
+            v1(
+                type="NodePort",
+                ports=[
+                    {"name": "a", "port": 80, "nodePort": 30080},
+                    {"name": "b", "port": 81, "nodePort": 30080},
+                ],
+            ),
+            "spec.ports[1].nodePort: node port 30080/TCP is listed twice",
+        ),
+        (
+            v1(type="LoadBalancer", clusterIP="None"),
+            "spec.clusterIP: may not be None (headless) on a NodePort or LoadBalancer service",
+        ),
+        (v1(type="NodePort", ports=[{"port": 80, "nodePort": "x"}]), "spec.ports[0].nodePort: expected"),
+    ],
+)
+def test_node_port_errors_name_the_field(data: dict[str, Any], expected: str) -> None:
+    assert error(data).startswith(f"bad.json: {expected}")
+
+
+def test_the_same_node_port_for_tcp_and_udp_of_one_service() -> None:
+    ports = [
+        {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+        {"name": "dns-tcp", "port": 53, "nodePort": 30053},
+    ]
+    assert [p.node_port for p in svc(v1(type="NodePort", ports=ports)).spec.ports] == [30053, 30053]
 
 
 @pytest.mark.parametrize(
@@ -265,6 +308,34 @@ def test_output_looks_like_kubectl() -> None:
     assert manifests.to_dict(svc(FRONTEND_V1BETA1)) == manifests.to_dict(svc(FRONTEND_V1))
 
 
+def test_node_port_output_and_the_status_the_server_wrote() -> None:
+    got = svc(v1(type="LoadBalancer", ports=[{"port": 80, "nodePort": 30080}], externalIPs=[]))
+    got.status.load_balancer.SetInParent()
+    got.status.conditions.add(
+        type="LoadBalancerProvisioned",
+        status=meta_pb2.CONDITION_STATUS_FALSE,
+        reason="NoLoadBalancerProvider",
+        observed_generation=1,
+    )
+    out = manifests.to_dict(got)
+    assert out["spec"]["type"] == "LoadBalancer"
+    assert out["spec"]["ports"] == [{"port": 80, "nodePort": 30080}]
+    assert out["status"] == {
+        "loadBalancer": {},
+        "conditions": [
+            {
+                "type": "LoadBalancerProvisioned",
+                "status": "False",
+                "observedGeneration": 1,
+                "reason": "NoLoadBalancerProvider",
+            }
+        ],
+    }
+    assert manifests.load_data(out) == [
+        svc(v1(type="LoadBalancer", ports=[{"port": 80, "nodePort": 30080}], externalIPs=[]))
+    ]
+
+
 TEXT = st.text(max_size=8)
 PORTS = st.one_of(
     st.builds(
@@ -273,6 +344,7 @@ PORTS = st.one_of(
         protocol=st.sampled_from([0, 1, 2, 3]),
         port=st.integers(-(2**31), 2**31 - 1),
         target_port=st.integers(-(2**31), 2**31 - 1),
+        node_port=st.integers(-(2**31), 2**31 - 1),
     ),
     st.builds(workloads_pb2.ServicePort, name=TEXT, port=st.integers(0, 65535), target_port_name=TEXT),
 )
@@ -291,6 +363,7 @@ PORTS = st.one_of(
             cluster_ip=TEXT,
             external_ips=st.lists(TEXT, max_size=2),
             session_affinity=TEXT,
+            type=st.sampled_from([0, 2, 3]),
         ),
     )
 )
