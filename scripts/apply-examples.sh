@@ -21,7 +21,7 @@ dir=$1
 shift
 
 files=()
-for manifest in apache-pod.json apache-pod-v1.yaml apache-controller.json apache-v1.yaml frontend-service.json; do
+for manifest in apache-pod.json apache-pod-v1.yaml apache-controller.json apache-v1.yaml frontend-service.json guestbook-v1.yaml; do
   files+=(-f "$dir/$manifest")
 done
 exec "$@" apply --skip-conflicts "${files[@]}"

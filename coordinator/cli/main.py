@@ -382,6 +382,9 @@ def _same_intent(current: Message, wanted: Message) -> bool:
     for assigned in ("node_name", "cluster_ip"):
         if hasattr(spec, assigned) and not getattr(spec, assigned):
             setattr(spec, assigned, getattr(current.spec, assigned))  # type: ignore[attr-defined]
+    if isinstance(spec, workloads_pb2.ServiceSpec) and isinstance(current, workloads_pb2.Service):
+        for port, had in zip(spec.ports, current.spec.ports, strict=False):  # allocated node ports
+            port.node_port = port.node_port or had.node_port
     return (
         spec == current.spec  # type: ignore[attr-defined]
         and dict(wanted.metadata.labels) == dict(current.metadata.labels)  # type: ignore[attr-defined]

@@ -62,12 +62,20 @@ async def test_an_example_the_user_changed_is_reported_and_the_rest_applied(
         "replicationcontroller/apache-v1 created",
         "service/apache-v1 created",
         "service/frontend created",
+        "replicationcontroller/redis-leader created",
+        "service/redis-leader created",
+        "replicationcontroller/redis-follower created",
+        "service/redis-follower created",
+        "replicationcontroller/guestbook created",
+        "service/guestbook created",
     ]
     # Again (make up is idempotent): the same one line, everything else unchanged.
     code, out, err = await apply_examples(EXAMPLES, *cluster.cli_args())
     assert code == 0, err
     assert err == f"warning: {examples}/apache-pod.json: {CONFLICT}\n"
-    assert [line.split()[-1] for line in out.splitlines()] == ["unchanged"] * 5
+    assert [line.split()[-1] for line in out.splitlines()] == ["unchanged"] * 11
+    guestbook = await cluster.client.get(kinds.by_name("Service"), "default", "guestbook")
+    assert 30000 <= guestbook.spec.ports[0].node_port <= 32767  # type: ignore[attr-defined]
     pod = await cluster.client.get(kinds.by_name("Pod"), "default", "apache")
     assert [c.name for c in pod.spec.containers] == ["my-fedora-apache"]  # type: ignore[attr-defined]
 
