@@ -54,6 +54,10 @@ class ServicePort:
     port: int
     external_ips: tuple[str, ...] = ()  # only the ones this node owns, sorted
     endpoints: tuple[Endpoint, ...] = ()  # ready ones, sorted, no duplicates
+    # NodePort and LoadBalancer services: the port served on every address of this node
+    # (`node_addresses`, sorted: all its IPv4 addresses but loopback), as kube-proxy's nodeports.
+    node_port: int = 0
+    node_addresses: tuple[str, ...] = ()
 
     @property
     def owner(self) -> str:
@@ -74,6 +78,9 @@ class Resolved:
     affinity_ignored: tuple[str, ...] = ()
     # (owner, why) of services, or ports of them, refused here: the agent reports them as events.
     refused: tuple[tuple[str, str], ...] = ()
+
+
+_WITH_NODE_PORTS = (workloads_pb2.SERVICE_TYPE_NODE_PORT, workloads_pb2.SERVICE_TYPE_LOAD_BALANCER)
 
 
 @functools.lru_cache(maxsize=65536)  # the same addresses come back with every push
@@ -127,6 +134,9 @@ def resolve(
     range.
     """
     local = {a for a in local_addresses if _is_ipv4(a)}
+    # Not loopback: a DNAT from 127.0.0.1 to a pod needs route_localnet (kube-proxy's
+    # nftables mode leaves it out too).
+    node_addresses = tuple(sorted(a for a in local if not ipaddress.IPv4Address(a).is_loopback))
     endpoints = {(e.metadata.namespace or "default", e.metadata.name): e for e in state.endpoints}
     ports: list[ServicePort] = []
     warnings: list[str] = []
@@ -170,6 +180,13 @@ def resolve(
                     "Atoll's daemons and sshd; served on the cluster IP only",
                 )
                 exposed = ()
+            node_port = port.node_port if spec.type in _WITH_NODE_PORTS and 0 < port.node_port < 65536 else 0
+            if node_port in reserved_ports:
+                refuse(
+                    owner,
+                    f"node port {node_port} is reserved for Atoll's daemons and sshd; served on the cluster IP only",
+                )
+                node_port = 0
             ports.append(
                 ServicePort(
                     namespace=ns,
@@ -180,6 +197,8 @@ def resolve(
                     port=port.port,
                     external_ips=exposed,
                     endpoints=_ready_endpoints(eps, port, node_name),
+                    node_port=node_port,
+                    node_addresses=node_addresses if node_port else (),
                 )
             )
     return Resolved(tuple(ports), tuple(warnings), tuple(affinity), tuple(refused))

@@ -23,7 +23,13 @@ Layout (one table, `table ip atoll`, owned by Atoll alone)::
 
 A service port's keys are its cluster IP and those of its external IPs
 (v1beta1 publicIPs) that this node owns; an external IP owned by another node
-gets no entry here, the node that owns it answers for it. Everything a
+gets no entry here, the node that owns it answers for it. A NodePort (or
+LoadBalancer) service's port also has a key for each of this node's own
+addresses (all but loopback) on its node port: kube-proxy's nodeports, for
+traffic from other hosts, from pods and from the node itself, going to the
+same service chain. Traffic to a remote endpoint through a node port is
+masqueraded (its destination is not the cluster IP), so that the answer comes
+back through the node the client talked to. Everything a
 service owns is its chains and its map elements, so adding, changing or
 removing one service is one transaction that names only those (see
 agent.proxy.diff); other services' chains keep their rules and handles.
@@ -231,7 +237,12 @@ def render(
     claimed: dict[Key, str] = {}
     warnings: list[str] = []
     for port in ports:
-        keys: Iterable[Key] = [(ip, port.protocol, port.port) for ip in (port.cluster_ip, *port.external_ips)]
+        keys: Iterable[Key] = dict.fromkeys(
+            [
+                *((ip, port.protocol, port.port) for ip in (port.cluster_ip, *port.external_ips)),
+                *((ip, port.protocol, port.node_port) for ip in port.node_addresses),
+            ]
+        )
         if port.endpoints:
             made = previous.get((port, mark)) or _service_chains(port, mark)
             if cache is not None:
