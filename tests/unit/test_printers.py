@@ -118,9 +118,18 @@ def test_replication_controllers() -> None:
 
 def test_services() -> None:
     assert lines(printers.render_table(type(SVC), [SVC], wide=False)) == [
-        ["NAME", "LABELS", "SELECTOR", "IP", "PORT(S)", "AGE"],
-        ["frontend", "name=frontend", "name=apache", "10.254.0.10", "80/TCP,53/UDP", "5m"],
+        ["NAME", "TYPE", "LABELS", "SELECTOR", "IP", "PORT(S)", "AGE"],
+        ["frontend", "ClusterIP", "name=frontend", "name=apache", "10.254.0.10", "80/TCP,53/UDP", "5m"],
     ]
+    node_port = workloads_pb2.Service()
+    node_port.CopyFrom(SVC)
+    node_port.spec.type = workloads_pb2.SERVICE_TYPE_NODE_PORT
+    node_port.spec.ports[0].node_port = 30080
+    row = lines(printers.render_table(type(SVC), [node_port], wide=False))[1]
+    assert (row[1], row[5]) == ("NodePort", "80:30080/TCP,53/UDP")
+    described = printers.describe(node_port)
+    assert "Type:" in described and "NodePort" in described
+    assert "30080/TCP" in described
     wide = lines(printers.render_table(type(SVC), [SVC], wide=True))
     assert wide[0][-2:] == ["EXTERNAL IP(S)", "SESSION AFFINITY"]
     assert wide[1][-2:] == ["192.168.2.15,192.168.2.16", "None"]

@@ -99,13 +99,31 @@ def _pods_status(rc: workloads_pb2.ReplicationController, pods: Iterable[pod_pb2
 # -- services
 
 
+SERVICE_TYPES = {
+    workloads_pb2.SERVICE_TYPE_NODE_PORT: "NodePort",
+    workloads_pb2.SERVICE_TYPE_LOAD_BALANCER: "LoadBalancer",
+}
+
+
+def service_type(svc: workloads_pb2.Service) -> str:
+    return SERVICE_TYPES.get(svc.spec.type, "ClusterIP")
+
+
 def service_ports(svc: workloads_pb2.Service) -> str:
-    return ",".join(f"{p.port}/{protocol(p.protocol)}" for p in svc.spec.ports) or "<none>"
+    """kubectl's PORT(S): 80/TCP, or 80:30080/TCP with a node port."""
+    return (
+        ",".join(
+            f"{p.port}{f':{p.node_port}' if p.node_port else ''}/{protocol(p.protocol)}"
+            for p in svc.spec.ports
+        )
+        or "<none>"
+    )
 
 
 def service_row(svc: workloads_pb2.Service, wide: bool) -> list[str]:
     row = [
         svc.metadata.name,
+        service_type(svc),
         labels_text(svc.metadata.labels),
         labels_text(svc.spec.selector),
         svc.spec.cluster_ip or "<pending>",
@@ -117,7 +135,7 @@ def service_row(svc: workloads_pb2.Service, wide: bool) -> list[str]:
     return row
 
 
-SERVICE_HEADERS = ["NAME", "LABELS", "SELECTOR", "IP", "PORT(S)", "AGE"]
+SERVICE_HEADERS = ["NAME", "TYPE", "LABELS", "SELECTOR", "IP", "PORT(S)", "AGE"]
 SERVICE_WIDE = ["EXTERNAL IP(S)", "SESSION AFFINITY"]
 
 
@@ -132,7 +150,7 @@ def describe_service(
         ("Namespace", m.namespace),
         ("Labels", labels_text(m.labels)),
         ("Selector", labels_text(spec.selector)),
-        ("Type", "ClusterIP"),
+        ("Type", service_type(svc)),
         ("IP", spec.cluster_ip or "<pending>"),
     ]
     if spec.external_ips:
@@ -143,6 +161,10 @@ def describe_service(
             ("Port", f"{port.name or '<unnamed>'}  {port.port}/{protocol(port.protocol)}"),
             ("TargetPort", f"{target}/{protocol(port.protocol)}"),
         ]
+        if port.node_port:
+            pairs.append(
+                ("NodePort", f"{port.name or '<unnamed>'}  {port.node_port}/{protocol(port.protocol)}")
+            )
         if endpoints is not None:
             pairs.append(("Endpoints", endpoints_text(endpoints, port.name, limit=None)))
     pairs.append(("Session Affinity", spec.session_affinity or "None"))
