@@ -3,8 +3,10 @@
 The classic Kubernetes-on-OpenStack walkthrough with the 2015 (v1beta1) files
 from examples/: the apache pod, the frontend service with public IPs, the
 replication controller with hostPort 80; then a host dies. Services are
-verified by traffic: every host's publicIP:80, and the cluster IP from inside
-pods on every node (so across hosts, over the overlay).
+verified by traffic: every host's publicIP:80, the cluster IP from inside
+pods on every node (so across hosts, over the overlay), and the guestbook's
+NodePort frontend (examples/guestbook-v1.yaml) on every node's address from
+the master, another host, and from a pod.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ async def test_seed_walkthrough(three: Cluster) -> None:
             return out if code == 0 else ""
 
         assert "Apache" in await eventually(fetch, what=f"cluster IP from a pod on node-{i}")
+    await _guestbook_node_port(three, clients)
 
     # The replication controller: 3 replicas with hostPort 80, adopting the apache pod.
     def with_host_port(doc: dict) -> None:  # type: ignore[type-arg]
@@ -131,6 +134,44 @@ async def test_seed_walkthrough(three: Cluster) -> None:
     three.workers[victim].start_docker()
     await three.start_agent(victim)
     await eventually(one_per_node, timeout=120, what="3 apache pods Running again after the host returned")
+
+
+async def _guestbook_node_port(cluster: Cluster, clients: list[pod_pb2.Pod]) -> None:
+    """The guestbook's frontend (two replicas on three nodes, so at least one node has none of
+    its own) answers on every node's address at its node port: from the master, which is
+    another host, and from a pod on node 0 to every other node's address."""
+    c = cluster.client
+    objs = manifests.load_file(EXAMPLES / "guestbook-v1.yaml")
+    for obj in objs:
+        if obj.metadata.name == "guestbook":  # type: ignore[attr-defined]
+            await c.create(obj)
+    svc = await c.get(SVC, "default", "guestbook")
+    assert isinstance(svc, workloads_pb2.Service)
+    node_port = svc.spec.ports[0].node_port
+    assert 30000 <= node_port <= 32767, svc
+
+    async def two_running() -> bool:
+        items, _ = await c.list(POD, "default", "app=guestbook")
+        return (
+            sum(isinstance(p, pod_pb2.Pod) and p.status.phase == pod_pb2.POD_PHASE_RUNNING for p in items)
+            == 2
+        )
+
+    await eventually(two_running, timeout=60, what="2 guestbook frontends Running")
+    for host in cluster.workers:
+        url = f"http://{host.ip}:{node_port}/"
+        for _ in range(4):  # both endpoints are picked at random: local and remote alike work
+            page = await eventually(lambda url=url: _has_apache(http_from_master(cluster, url)), what=url)
+            assert "Apache" in page
+    for host in cluster.workers[1:]:
+
+        async def from_pod(ip: str = host.ip) -> str:
+            code, out = await cluster.pod_exec(
+                0, clients[0], "timeout", "5", "wget", "-qO-", f"http://{ip}:{node_port}/"
+            )
+            return out if code == 0 and "Apache" in out else ""
+
+        assert "Apache" in await eventually(from_pod, what=f"{host.ip}:{node_port} from a pod on node-0")
 
 
 async def _has_apache(fetch: object) -> str:
