@@ -54,7 +54,7 @@ from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from atoll import errors, kinds
 from atoll.agentconfig import AgentConfig
-from atoll.v1 import pod_pb2, workloads_pb2
+from atoll.v1 import meta_pb2, pod_pb2, workloads_pb2
 from coordinator.auth import tokens
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
@@ -118,6 +118,15 @@ class HollowFleet:
             await asyncio.gather(*(a.start() for a in new[chunk : chunk + 100]))
         self.agents.extend(new)
 
+    def spread(self) -> list[int]:
+        """How many agents each coordinator carries now (by the address of each agent's link)."""
+        counts = dict.fromkeys(self.coordinators, 0)
+        for a in self.agents:
+            server = a.connection.targets.current if a.connection is not None else None
+            if server in counts:
+                counts[server] += 1
+        return list(counts.values())
+
     def pushed(self) -> int:
         return sum(len(a.manager.desired) for a in self.agents if a.manager is not None)
 
@@ -137,6 +146,13 @@ class HollowFleet:
             )
 
 
+def node_ready(node: object) -> bool:
+    return any(
+        c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_TRUE
+        for c in node.status.conditions  # type: ignore[attr-defined]
+    )
+
+
 class Prober:
     """Get and List calls in a loop, timed."""
 
@@ -144,6 +160,7 @@ class Prober:
         self.client = client
         self.get: list[float] = []
         self.list: list[float] = []
+        self.not_ready = 0  # nodes not Ready in the last list
 
     def reset(self) -> None:
         self.get, self.list = [], []
@@ -159,7 +176,8 @@ class Prober:
             self.get.append(time.perf_counter() - t)
             t = time.perf_counter()
             with contextlib.suppress(errors.AtollError):
-                await self.client.list(NODE)
+                nodes, _ = await self.client.list(NODE)
+                self.not_ready = sum(1 for n in nodes if not node_ready(n))
             self.list.append(time.perf_counter() - t)
             await asyncio.sleep(0.1)
 
@@ -179,6 +197,43 @@ class Coordinators:
 
     def memory_info(self) -> argparse.Namespace:
         return argparse.Namespace(rss=sum(p.memory_info().rss for p in self.procs))
+
+
+class CpuBudget:
+    """A CFS quota for one coordinator process: a cgroup of its own (v2 `cpu.max`, or v1's
+    cpu controller), so each coordinator gets the share of a core that a machine of its own
+    would give it. Three coordinators on this 2-core box otherwise share the same two cores
+    as one, and "more coordinators hold more agents" could not show."""
+
+    def __init__(self, name: str, cores: float) -> None:
+        period = 100_000
+        quota = max(1000, int(cores * period))
+        v2 = pathlib.Path("/sys/fs/cgroup")
+        if (v2 / "cgroup.controllers").exists():
+            control = v2 / "cgroup.subtree_control"
+            if "cpu" not in control.read_text().split():
+                control.write_text("+cpu")
+            self.path = v2 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{quota} {period}")
+        else:
+            self.path = pathlib.Path("/sys/fs/cgroup/cpu") / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(period))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled_seconds(self) -> float:
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        if "throttled_usec" in stat:
+            return int(stat["throttled_usec"]) / 1e6
+        return int(stat.get("throttled_time", 0)) / 1e9
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
 
 def rc(replicas: int) -> workloads_pb2.ReplicationController:
@@ -257,7 +312,7 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         await client.delete(RC, "default", "hollow")
 
 
-async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float]]:
+async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
     """Get and List timings from a process of its own.
 
     The hollow agents share this process's event loop; a prober on it would
@@ -269,7 +324,7 @@ async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[lis
     )  # fmt: skip
     out, _ = await proc.communicate()
     timings = json.loads(out)
-    return timings["get"], timings["list"]
+    return timings["get"], timings["list"], timings["not_ready"]
 
 
 async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
@@ -279,7 +334,7 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(seconds, stop.set)
         await prober.run(stop)
-    print(json.dumps({"get": prober.get, "list": prober.list}))
+    print(json.dumps({"get": prober.get, "list": prober.list, "not_ready": prober.not_ready}))
 
 
 async def capacity_phase(
@@ -294,7 +349,7 @@ async def capacity_phase(
         await fleet.add(min(args.step, args.max_agents - len(fleet.agents)))
         await asyncio.sleep(args.settle)
         coord.cpu_percent(), me.cpu_percent()
-        get, lst = await probe_elsewhere(admin_conf, args.measure)
+        get, lst, not_ready = await probe_elsewhere(admin_conf, args.measure)
         coord_cpu, agents_cpu = coord.cpu_percent(), me.cpu_percent()
         g, ls = summary(get), summary(lst)
         worst = max(g["p99"], ls["p99"])
@@ -302,13 +357,14 @@ async def capacity_phase(
             f"  {len(fleet.agents):5d} agents: Get p50/p99 {g['p50'] * 1000:6.1f}/{g['p99'] * 1000:7.1f} ms, "
             f"List(nodes) p50/p99 {ls['p50'] * 1000:6.1f}/{ls['p99'] * 1000:7.1f} ms, "
             f"coordinator CPU {coord_cpu:3.0f}%, RSS {coord.memory_info().rss >> 20} MiB, "
-            f"hollow agents' CPU {agents_cpu:3.0f}%",
+            f"hollow agents' CPU {agents_cpu:3.0f}%, NotReady {not_ready}, "
+            f"agents per coordinator {fleet.spread()}",
             flush=True,
         )
-        if worst > 1.0:
+        if worst > 1.0 or not_ready:
             break
         held = len(fleet.agents)
-    print(f"  held {held} agents with API p99 <= 1 s")
+    print(f"  held {held} agents with API p99 <= 1 s and every node Ready")
 
 
 async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:
@@ -335,37 +391,52 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
     print(f"=== {n} coordinator(s) on {store} ===", flush=True)
     etcd = None
     extra: list[str] = []
-    if store == "etcd":
-        from tests.integration.etcd import EtcdCluster  # the tests' real 3-member etcd on loopback
-
-        etcd = EtcdCluster().start()
-        secret = data / "cluster-secret"
-        secret.write_bytes(os.urandom(24).hex().encode())
-        extra = ["--store", f"etcd://{etcd.endpoints}/hollow", "--cluster-secret-file", str(secret)]
-    log = open(data / "coordinators.log", "w")  # noqa: SIM115 - closed in the finally below
-    procs = []
-    for k in range(n):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
-                 "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
-                 "--log-level", "warning", *extra],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )  # fmt: skip
-        if k == 0 and n > 1:
-            await asyncio.sleep(2)  # the first puts the cluster CA into etcd; the others adopt it
-    admin_conf = data / "store0" / "admin.conf"
+    procs: list[subprocess.Popen[bytes]] = []
+    budgets: list[CpuBudget] = []
+    profilers: list[subprocess.Popen[bytes]] = []
     fleet = HollowFleet(servers, shm, token_ports)
-    profiler = None
-    if args.profile:
-        profiler = subprocess.Popen(
-            ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-p", str(procs[0].pid), "-r", "50"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    log = open(data / "coordinators.log", "w")  # noqa: SIM115 - closed in the finally below
     try:
+        if store == "etcd":
+            from tests.integration.etcd import EtcdCluster  # the tests' real 3-member etcd on loopback
+
+            etcd = EtcdCluster().start()
+            secret = data / "cluster-secret"
+            secret.write_bytes(os.urandom(24).hex().encode())
+            extra = ["--store", f"etcd://{etcd.endpoints}/hollow", "--cluster-secret-file", str(secret)]
+        if args.coordinator_cpu:
+            print(f"each coordinator is held to {args.coordinator_cpu:.2f} of a core (CFS quota)", flush=True)
+        for k in range(n):
+            if args.coordinator_cpu:
+                budgets.append(CpuBudget(f"atoll-hollow-{os.getpid()}-{k}", args.coordinator_cpu))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
+                     "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
+                     "--log-level", "warning", *extra],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )  # fmt: skip
+            if budgets:
+                budgets[k].add(procs[-1].pid)
+            if k == 0 and n > 1:
+                await asyncio.sleep(2)  # the first puts the cluster CA into etcd; the others adopt it
+        admin_conf = data / "store0" / "admin.conf"
+        if args.profile:
+            spy = pathlib.Path(sys.executable).with_name("py-spy")
+            for k, proc in enumerate(procs):
+                out = pathlib.Path(args.profile)
+                if n > 1:  # one profile per coordinator: the leader's differs from the followers'
+                    out = out.with_name(f"{out.stem}-c{k}{out.suffix}")
+                profilers.append(
+                    subprocess.Popen(
+                        [str(spy) if spy.exists() else "py-spy", "record", "-o", str(out), "-f", "speedscope",
+                         "-p", str(proc.pid), "-r", "50"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
         for _ in range(150):
             if admin_conf.exists():
                 break
@@ -390,14 +461,17 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
             await fleet.stop()
         except Exception as exc:  # the coordinators and the temp dirs go regardless
             print(f"stopping the hollow fleet failed: {exc!r}", file=sys.stderr)
-        if profiler is not None:
+        for profiler in profilers:
             profiler.send_signal(2)
+        for profiler in profilers:
             profiler.wait(60)
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(30)
         log.close()
+        for budget in budgets:
+            budget.remove()
         if etcd is not None:
             etcd.stop()
         shutil.rmtree(shm, ignore_errors=True)
@@ -430,6 +504,13 @@ def main() -> None:
         help="one coordinator on SQLite, --coordinators on a real 3-member etcd, or both in turn (one run)",
     )
     parser.add_argument("--coordinators", type=int, default=3, help="coordinators on etcd")
+    parser.add_argument(
+        "--coordinator-cpu",
+        type=float,
+        default=0.0,
+        metavar="CORES",
+        help="hold each coordinator to this share of a core (a CFS quota in a cgroup of its own; root)",
+    )
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process
     args = parser.parse_args()
     if args.probe:

@@ -236,6 +236,7 @@ class Coordinator:
             registry,
             assignments=assignments,
             pods=pods,
+            nodes=informers["Node"],
             health=health,
             leases=leases,
             node_configs=node_configs,

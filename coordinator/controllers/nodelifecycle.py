@@ -50,10 +50,14 @@ class NodeHealth:
         if when > self.last_heartbeat.get(node, 0.0):
             self.last_heartbeat[node] = when
 
-    def silent_for(self, node: str) -> float:
+    def silent_for(self, node: str, persisted: float = 0.0) -> float:
+        """Seconds since the node was last heard of: by this coordinator, through a lease, or by
+        `persisted`, the heartbeat time its Node holds (written when it registered or its status
+        changed, possibly at another coordinator whose lease has not reached us yet: a node
+        that just registered elsewhere is not silent)."""
         # Never longer than this coordinator has been up: after a restart every node gets a
         # full grace period, as the Kubernetes node controller gives it.
-        return self._clock() - max(self.last_heartbeat.get(node, 0.0), self._started)
+        return self._clock() - max(self.last_heartbeat.get(node, 0.0), persisted, self._started)
 
     def forget(self, node: str) -> None:
         self.last_heartbeat.pop(node, None)
@@ -113,7 +117,7 @@ class NodeLifecycle:
                     await self._evict(name)
                 continue
             self._evicted.discard(name)
-            silent = self._health.silent_for(name)
+            silent = self._health.silent_for(name, obj.status.last_heartbeat_time.ToNanoseconds() / 1e9)
             if silent < self.grace:
                 continue
             log.warning(

@@ -121,6 +121,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         assignments: AssignmentTracker,
         pods: Informer,
         health: NodeHealth,
+        nodes: Informer | None = None,
         leases: LeaseManager,
         node_configs: NodeConfigTracker,
         service_state: ServiceStateTracker,
@@ -134,6 +135,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._registry = registry
         self._assignments = assignments
         self._pods = pods
+        self._nodes = nodes
         self._health = health
         self._leases = leases
         self._node_configs = node_configs
@@ -197,12 +199,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     ) -> node_api_pb2.HeartbeatResponse:
         name = request.node_name
         self._check_name(name)
-        kv = await self._registry.store.get(f"/{NODE.plural}/{name}")
-        if kv is None:
-            raise errors.NotFound(f'nodes "{name}" not found; register first')
+        current = await self._current_node(name)
         now = self._health.beat(name)
-        current = self._registry.decode(NODE, kv)
-        assert isinstance(current, node_pb2.Node)
         stale = now - self._health.last_status_write.get(name, 0.0) >= self._status_interval
         unknown = any(
             c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_UNKNOWN
@@ -225,6 +223,23 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name), heartbeat_interval_ms=self._heartbeat_ms
         )
+
+    async def _current_node(self, name: str) -> node_pb2.Node:
+        """The node as this coordinator's informer holds it (decoded once, for every heartbeat
+        that compares against it), or as the store has it when the informer has not seen it yet
+        (it registered a moment ago, or the informer is still listing)."""
+        key = f"/{NODE.plural}/{name}"
+        cached = (
+            self._nodes.cache.get(key) if self._nodes is not None and self._nodes.synced.is_set() else None
+        )
+        if isinstance(cached, node_pb2.Node):
+            return cached
+        kv = await self._registry.store.get(key)
+        if kv is None:
+            raise errors.NotFound(f'nodes "{name}" not found; register first')
+        node = self._registry.decode(NODE, kv)
+        assert isinstance(node, node_pb2.Node)
+        return node
 
     async def GetAssignment(
         self, request: node_api_pb2.GetAssignmentRequest, context: Any
