@@ -181,7 +181,7 @@ def resolve(
                 )
                 exposed = ()
             node_port = port.node_port if spec.type in _WITH_NODE_PORTS and 0 < port.node_port < 65536 else 0
-            if node_port in reserved_ports:
+            if node_port and node_port in reserved_ports:
                 refuse(
                     owner,
                     f"node port {node_port} is reserved for Atoll's daemons and sshd; served on the cluster IP only",

@@ -161,7 +161,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         asked = [p.node_port for p in svc.spec.ports]
         for _ in range(8):
             claim = await self._service_ips.claim(svc, fixed=fixed)
-            ports = await self._node_ports.claim(svc)
+            ports = await self._node_ports.claim(svc, reserved=self._reserved_node_ports(svc))
             try:
                 return await self._registry.create(svc, extra=[*([claim] if claim else []), *ports])
             except errors.AlreadyExists as exc:
@@ -174,6 +174,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 for port, number in zip(svc.spec.ports, asked, strict=True):
                     port.node_port = number
         raise errors.Unavailable("could not allocate a cluster IP or node port: too much contention, retry")
+
+    def _reserved_node_ports(self, svc: workloads_pb2.Service) -> frozenset[int]:
+        """sshd's and the daemons' ports: open on every node address, a node port must not take one."""
+        return self._external_ips.reserved() if nodeports.has_node_ports(svc) else frozenset()
 
     async def Get(self, request: cluster_pb2.GetRequest, context: Any) -> cluster_pb2.GetResponse:
         info = kinds.by_kind(request.kind)
@@ -227,7 +231,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             await self._admit(obj, old)
             extra: list[Op] = []
             if isinstance(obj, workloads_pb2.Service) and isinstance(old, workloads_pb2.Service):
-                extra = await self._node_ports.claim(obj, old)
+                extra = await self._node_ports.claim(obj, old, reserved=self._reserved_node_ports(obj))
             if request.dry_run:
                 return cluster_pb2.UpdateResponse(object=kinds.wrap(self._present(obj)))
             try:

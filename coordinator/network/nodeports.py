@@ -100,9 +100,18 @@ class NodePortAllocator:
     def range_text(self) -> str:
         return f"{self.ports.start}-{self.ports.stop - 1}"
 
-    async def claim(self, svc: workloads_pb2.Service, old: workloads_pb2.Service | None = None) -> list[Op]:
+    async def claim(
+        self,
+        svc: workloads_pb2.Service,
+        old: workloads_pb2.Service | None = None,
+        *,
+        reserved: frozenset[int] = frozenset(),
+    ) -> list[Op]:
         """Check the node ports `svc` asks for and allocate the ones left at 0; return the ops that
-        take the new ones and give up those `old` (the stored version) held and `svc` does not."""
+        take the new ones and give up those `old` (the stored version) held and `svc` does not.
+
+        `reserved` ports (sshd's, Atoll's daemons': a node port is open on every node address,
+        CVE-2020-8554 again) are never allocated, and refused when asked for."""
         before = held(old)
         if not has_node_ports(svc):
             return [Op("delete", _key(p)) for p in sorted(before)]
@@ -118,6 +127,10 @@ class NodePortAllocator:
                     f"the range of valid ports is {self.range_text}",
                     field=field,
                 )
+            if port.node_port in reserved and port.node_port not in before:
+                raise errors.InvalidArgument(
+                    f"{port.node_port}: reserved for Atoll's daemons and sshd", field=field
+                )
             taken_here.add(port.node_port)
             if port.node_port in before:
                 continue
@@ -128,7 +141,7 @@ class NodePortAllocator:
             ops.append(Op("create", _key(port.node_port), _owner(svc)))
         for port in svc.spec.ports:
             if not port.node_port:
-                port.node_port = await self._free(taken_here)
+                port.node_port = await self._free(taken_here | reserved)
                 taken_here.add(port.node_port)
                 ops.append(Op("create", _key(port.node_port), _owner(svc)))
         ops += [Op("delete", _key(p)) for p in sorted(before - taken_here)]

@@ -79,6 +79,17 @@ async def test_taken_out_of_range_and_full_are_refused() -> None:
         await alloc.claim(svc(0, 0))
 
 
+async def test_reserved_ports_are_never_node_ports() -> None:
+    alloc = NodePortAllocator(MemoryStore(), range(30000, 30002))
+    with pytest.raises(errors.InvalidArgument, match="30000: reserved for Atoll's daemons and sshd") as info:
+        await alloc.claim(svc(30000), reserved=frozenset({30000}))
+    assert info.value.field == "spec.ports[0].nodePort"
+    for _ in range(5):
+        s = svc(0)
+        await alloc.claim(s, reserved=frozenset({30000}))
+        assert s.spec.ports[0].node_port == 30001
+
+
 def test_carry_over_keeps_left_out_ports_and_drops_repeated_ones_with_the_type() -> None:
     old = svc(30001, 30002)
     new = svc(0, 0)

@@ -68,6 +68,9 @@ def test_a_reserved_port_is_never_a_node_port() -> None:
             "node port 22 is reserved for Atoll's daemons and sshd; served on the cluster IP only",
         ),
     )
+    # A ClusterIP service has no node port to refuse, whatever the reserved ports hold.
+    plain = service("plain", "10.254.0.11")
+    assert resolve(state(plain), HERE, reserved_ports=frozenset({0, 22})).refused == ()
 
 
 def test_the_node_port_as_an_nft_transaction_and_back() -> None:
