@@ -98,6 +98,11 @@ class ServeConfig:
     metrics_listen: str = layered.option(
         "", "serve Prometheus metrics over HTTP on HOST:PORT (e.g. 127.0.0.1:9100); empty: off"
     )
+    kube_listen: str = layered.option(
+        "",
+        "serve the Kubernetes REST API (for kubectl and Kubernetes clients) over HTTPS on HOST:PORT, "
+        "with the same CA, credentials and roles as the gRPC API; empty: off",
+    )
     # Security (see README "Security").
     token_listen: str = layered.option(
         f"0.0.0.0:{DEFAULT_TOKEN_PORT}",
@@ -266,6 +271,10 @@ class ServeConfig:
             )
         if self.metrics_listen:
             layered.split_host_port(self.metrics_listen, "metrics_listen")
+        if self.kube_listen:
+            layered.split_host_port(self.kube_listen, "kube_listen")
+            if self.insecure and not tls.is_loopback(self.kube_listen):
+                raise errors.InvalidArgument("kube_listen: with --insecure only a loopback address")
         self.log_format = self.log_format.lower()
         if self.log_format not in logs.FORMATS:
             raise errors.InvalidArgument(f"log_format: expected text or json, got {self.log_format!r}")

@@ -15,7 +15,9 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from atoll import config as layered
 from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
 from atoll.metrics import MetricsServer
@@ -51,6 +53,9 @@ from coordinator.store.compactor import Compactor
 from coordinator.store.election import Elector, LeaderTerm, SoleLeader
 from coordinator.store.open import open_store
 from coordinator.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from coordinator.kube.server import KubeServer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,7 @@ class Coordinator:
         self.leading: LeaderTerm | None = None  # the current term while this coordinator leads
         self.prom: CoordinatorMetrics | None = None
         self.metrics_server: MetricsServer | None = None
+        self.kube: KubeServer | None = None  # the Kubernetes REST API, with --kube-listen
 
     @property
     def port(self) -> int:
@@ -279,6 +285,8 @@ class Coordinator:
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
+        if cfg.kube_listen:
+            await self._start_kube(cluster, registry, security)
         if self.prom is not None:
             store = self.store
             self.prom.watch_cluster(
@@ -300,6 +308,19 @@ class Coordinator:
             self.store.revision,
         )
 
+    async def _start_kube(self, cluster: ClusterServicer, registry: Registry, security: Security) -> None:
+        try:
+            from coordinator.kube.server import KubeApi, KubeServer  # aiohttp only where it is served
+        except ImportError as exc:
+            raise errors.FailedPrecondition(
+                f"kube_listen: the Kubernetes API needs aiohttp (pip install 'atoll[coordinator]'): {exc}"
+            ) from None
+
+        host, port = layered.split_host_port(self.cfg.kube_listen, "kube_listen")
+        files = security.pki.server_files if security.pki is not None else None
+        self.kube = KubeServer(KubeApi(cluster, registry, security.interceptor), host, port, files)
+        await self.kube.start()
+
     def _daemon_ports(self) -> set[int]:
         """Ports no service may take on an external IP: ours (as bound) and every node's agent's."""
         ports = set(self.server.ports) if self.server is not None else set()
@@ -320,6 +341,8 @@ class Coordinator:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self.kube is not None:
+            await self.kube.stop()
         if self.server is not None:
             await self.server.stop(0.5)
         for task in self._tasks:

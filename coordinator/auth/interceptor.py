@@ -47,23 +47,27 @@ class AuthInterceptor(rpc.CallInterceptor):
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
         peer = tls.peer_of(context)
-        if peer.verified_cert:
-            assert peer.cert_pem is not None
-            cn, orgs, lifetime = tls.describe_cert(peer.cert_pem)
+        return await self.identify(
+            peer.cert_pem if peer.verified_cert else None, _bearer(context), peer.transport
+        )
+
+    async def identify(self, cert_pem: bytes | None, bearer: str, transport: str) -> Identity:
+        """Who calls, from what the transport verified: also used by the Kubernetes API (coordinator.kube)."""
+        if cert_pem is not None:
+            cn, orgs, lifetime = tls.describe_cert(cert_pem)
             if lifetime.expired():
                 raise errors.Unauthenticated(
                     f"client certificate of {cn} expired at {lifetime.not_after:%Y-%m-%dT%H:%M:%SZ}"
                 )
-            if self._revoked is not None and self._revoked.is_revoked(peer.cert_pem):
+            if self._revoked is not None and self._revoked.is_revoked(cert_pem):
                 raise errors.Unauthenticated(f"the certificate of {cn} was revoked (its node was deleted)")
             role = next((roles.GROUP_ROLES[o] for o in orgs if o in roles.GROUP_ROLES), "")
             return Identity(user=cn, role=role, via="certificate", node=cn if role == "node" else "")
-        bearer = _bearer(context)
         if bearer:
             return await self._tokens.authenticate(bearer)
-        if peer.transport == "local":
+        if transport == "local":
             return Identity(user="unix-socket", role="admin", via="unix socket")
-        if peer.transport == "insecure" and self._insecure:
+        if transport == "insecure" and self._insecure:
             return Identity(user="anonymous", role="admin", via="insecure")
         raise errors.Unauthenticated(
             "no credentials: present a client certificate signed by the cluster CA (mutual TLS) "
@@ -90,6 +94,17 @@ class AuthInterceptor(rpc.CallInterceptor):
             return
         identity, permission, peer, started = ticket
         self._record(method, (identity, permission, peer), code, took=time.monotonic() - started)
+
+    def record(
+        self,
+        method: str,
+        ticket: tuple[Identity | None, Permission | None, str],
+        code: grpc.StatusCode,
+        reason: str = "",
+        took: float | None = None,
+    ) -> None:
+        """One audit entry, for callers outside gRPC (the Kubernetes API) in the same log."""
+        self._record(method, ticket, code, reason, took)
 
     def _record(
         self,

@@ -29,6 +29,7 @@ from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
 from coordinator.client.config import ClientConfig
 from coordinator.config import DEFAULT_TOKEN_PORT, server_address
+from coordinator.kube import kubeconfig
 
 TOKEN = kinds.by_name("Token")
 
@@ -88,6 +89,25 @@ def add_parsers(sub: Any) -> None:
         help="the server address to write, or several coordinators' HOST[:PORT],... "
         "(default: what the coordinator advertises)",
     )
+    kube = csub.add_parser(
+        "kubeconfig",
+        help="write a kubeconfig for kubectl and Kubernetes clients (coordinator serve --kube-listen)",
+        description="Without --user: your own credentials (those of the client config the CLI uses) as a "
+        "kubeconfig. With --user and --role: a new user's, as config create-user makes them.",
+    )
+    kube.add_argument("--user", default="", help="a new user (lower-case letters, digits and -._@)")
+    kube.add_argument("--role", choices=USER_ROLES, help="the new user's role (with --user)")
+    kube.add_argument("--token", action="store_true", help="with --user: a bearer token, not a certificate")
+    kube.add_argument("--ttl", type=_duration, default=0.0, help="with --user: lifetime, as create-user")
+    kube.add_argument(
+        "--server",
+        dest="kube_server",
+        default="",
+        help="the Kubernetes API: https://HOST:PORT or HOST[:PORT] (default: the coordinator's host, "
+        f"port {kubeconfig.DEFAULT_KUBE_PORT})",
+    )
+    kube.add_argument("--namespace", "-n", default="", help="the context's namespace")
+    kube.add_argument("--file", "-f", help="where to write it, mode 0600 (default: ./kubeconfig)")
     servers = csub.add_parser(
         "set-server",
         help="set the coordinator(s) a client config calls (offline, like kubectl config set-cluster)",
@@ -221,6 +241,8 @@ async def _token_list(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_config(client: Client, args: argparse.Namespace) -> int:
+    if args.config_command == "kubeconfig":
+        return await _kubeconfig(client, args)
     name, role = args.name, args.role
     check_user(name)
     target = pathlib.Path(args.file or f"{name}.conf")
@@ -262,4 +284,56 @@ async def cmd_config(client: Client, args: argparse.Namespace) -> int:
     config.write(target)
     print(f"wrote {target} for {name} ({role}): {how}")
     print(f"use it with: coordinator --config {target} get pods   (or ATOLL_CONFIG={target})")
+    return 0
+
+
+async def _kubeconfig(client: Client, args: argparse.Namespace) -> int:
+    """`coordinator config kubeconfig`: a kubeconfig with the caller's or a new user's credentials."""
+    target = pathlib.Path(args.file or "kubeconfig")
+    info = await client.cluster_info()
+    secure = bool(info.ca_certificate)
+    if args.kube_server:
+        server = kubeconfig.server_url(args.kube_server, secure=secure)
+    else:  # the coordinator's advertised host, on the default port of the Kubernetes API
+        host = info.server.split(",")[0].rpartition(":")[0] or "127.0.0.1"
+        server = kubeconfig.server_url(host.strip("[]"), secure=secure)
+    if args.user:
+        if not args.role:
+            raise errors.InvalidArgument("--role is required with --user")
+        check_user(args.user)
+        user, ca, cert, key, token = args.user, info.ca_certificate, b"", b"", ""
+        if args.token:
+            token_id, secret = tokens.generate()
+            await client.create(
+                tokens.new_token(
+                    token_id,
+                    secret,
+                    ttl=args.ttl,
+                    usages=(tokens.USAGE_AUTH,),
+                    user=user,
+                    role=args.role,
+                    description=f"bearer token of {user} (kubeconfig)",
+                )
+            )
+            token = f"{token_id}.{secret}"
+        else:
+            private = pki.new_key()
+            signed = await client.sign_user_certificate(
+                user, args.role, pki.build_csr(private, user), args.ttl
+            )
+            ca, cert, key = signed.ca_certificate, signed.certificate, pki.key_pem(private)
+        role = args.role
+    else:
+        own = clientconfig.load(args.client_config, os.environ)
+        if own is None or not (own.cert or own.token):
+            raise errors.FailedPrecondition(
+                "no credentials to write: pass --config with a client config (e.g. admin.conf), "
+                "or --user NAME --role ROLE for a new user"
+            )
+        user, ca, cert, key, token = own.user or "atoll-user", own.ca, own.cert, own.key, own.token
+        role = "your own"
+    doc = kubeconfig.build(server, user, ca=ca, cert=cert, key=key, token=token, namespace=args.namespace)
+    pki.write_private(target, kubeconfig.dump(doc).encode())
+    print(f"wrote {target} for {user} ({role} credentials) calling {server}")
+    print(f"use it with: KUBECONFIG={target} kubectl get pods")
     return 0
