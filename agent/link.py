@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from agent.pods.manager import PodManager
+from agent.servicecache import ServiceView, StreamGap
 from atoll import errors, rpc
 from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff, jittered
@@ -234,6 +235,10 @@ class EventReporter:
 
 
 class CoordinatorLink:
+    # Service pushes as deltas after a first full state (off: a full state every time, as agents
+    # before deltas asked; bench/hollow.py compares the two).
+    service_deltas = True
+
     def __init__(
         self,
         source: CoordinatorSource,
@@ -270,6 +275,8 @@ class CoordinatorLink:
         self.on_node_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]] | None = None
         self.on_services: Callable[[node_api_pb2.ServiceState], Awaitable[None]] | None = None
         self.events: EventReporter | None = None
+        # The service generation last received and when (time.monotonic; bench/hollow.py reads it).
+        self.services_received = (-1, 0.0)
 
     @property
     def _stub(self) -> node_api_pb2_grpc.NodeServiceStub:
@@ -447,6 +454,8 @@ class CoordinatorLink:
                     backoff.reset()
                     try:
                         await handle(resp, target)
+                    except StreamGap:
+                        raise  # the stream is out of step: reopen it for a full state
                     except Exception:  # one bad push must not end the stream
                         log.exception("handling %s failed", what)
             except errors.AtollError as exc:
@@ -489,12 +498,18 @@ class CoordinatorLink:
             return
         on_services = self.on_services
 
+        view = ServiceView()  # each stream starts with a full state, then deltas
+
         async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
-            await on_services(resp.state)
+            state = view.apply(resp)
+            self.services_received = (state.generation, time.monotonic())
+            await on_services(state)
 
         await self._follow(
             "services",
-            lambda: self._stub.WatchServices(node_api_pb2.WatchServicesRequest(node_name=self._node)),
+            lambda: self._stub.WatchServices(
+                node_api_pb2.WatchServicesRequest(node_name=self._node, accept_deltas=self.service_deltas)
+            ),
             handle,
             stop,
         )

@@ -256,6 +256,24 @@ def caller_name(context: grpc.aio.ServicerContext) -> str:
     return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A streamed response serialised once and sent as these bytes to every stream that needs
+    it (the same service state to every node), instead of once per stream."""
+
+    data: bytes
+
+
+def _passing_encoded(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message.data if isinstance(message, Encoded) else serializer(message)
+
+    return serialize
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parses requests, runs the call links, maps AtollError to statuses for every Atoll service."""
 
@@ -288,7 +306,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     handler.unary_stream, method, handler.request_deserializer, self.links, self.resolve_peer
                 ),
                 request_deserializer=None,
-                response_serializer=handler.response_serializer,
+                response_serializer=_passing_encoded(handler.response_serializer),
             )
         return handler
 

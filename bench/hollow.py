@@ -49,6 +49,7 @@ from common import summary  # type: ignore[import-not-found]
 
 from agent.daemon import Agent
 from agent.host.metrics import FakeMetrics
+from agent.link import CoordinatorLink
 from agent.network import FakeFirewall, FakeNetlink
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
@@ -66,6 +67,7 @@ RC = kinds.by_name("ReplicationController")
 IMAGE = "hollow/app"
 # The admin client config the coordinator writes, once it has (the agents join with a token).
 ADMIN: list[ClientConfig | None] = [None]
+ENDPOINTS = kinds.by_name("Endpoints")
 
 
 def free_port() -> int:
@@ -84,6 +86,9 @@ class HollowFleet:
         self.agents: list[Agent] = []
         # Join settings (token, CA hash, token port): every agent joins and speaks mutual TLS.
         self.join: dict[str, str] = {}
+        # The services phase times pushes to the node, not this process rendering 1,000 nodes'
+        # rules: hollow agents then note what arrived and program nothing.
+        self.record_services_only = False
 
     async def add(self, count: int) -> None:
         start = len(self.agents)
@@ -113,6 +118,8 @@ class HollowFleet:
                 netfilter=FakeNetfilter,
                 serve_api=False,
             )
+            if self.record_services_only:
+                agent._on_services = _arrived_only  # type: ignore[method-assign]
             new.append(agent)
         for chunk in range(0, len(new), 100):
             await asyncio.gather(*(a.start() for a in new[chunk : chunk + 100]))
@@ -151,6 +158,10 @@ def node_ready(node: object) -> bool:
         c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_TRUE
         for c in node.status.conditions  # type: ignore[attr-defined]
     )
+
+
+async def _arrived_only(state: object) -> None:
+    """A hollow agent's service handler in the services phase: the link already noted the arrival."""
 
 
 class Prober:
@@ -312,6 +323,95 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         await client.delete(RC, "default", "hollow")
 
 
+def service(i: int) -> workloads_pb2.Service:
+    s = workloads_pb2.Service()
+    s.metadata.name = f"svc-{i:05d}"
+    s.spec.ports.add(name="http", port=80, target_port=8080, protocol="TCP")
+    return s  # no selector: its endpoints are written by hand, as the bench does
+
+
+def endpoints(i: int, count: int, salt: int = 0) -> workloads_pb2.Endpoints:
+    e = workloads_pb2.Endpoints()
+    e.metadata.name = f"svc-{i:05d}"
+    subset = e.subsets.add()
+    for k in range(count):
+        subset.addresses.add(
+            ip=f"10.{100 + (k + salt) // 65536 % 100}.{(k + salt) // 256 % 256}.{(k + salt) % 256}"
+        )
+    subset.ports.add(name="http", port=8080, protocol="TCP")
+    return e
+
+
+async def services_phase(
+    args: argparse.Namespace, server: str, fleet: HollowFleet, coord: Coordinators
+) -> None:
+    """--services N with --endpoints M each, then single Endpoints changes: how long until every
+    node has each change, and what each costs the coordinator."""
+    mode = "deltas" if CoordinatorLink.service_deltas else "full states"
+    async with Client(server, config=ADMIN[0]) as client:
+        if not fleet.agents:
+            await fleet.add(args.nodes)
+        sem = asyncio.Semaphore(32)
+        last = 0
+
+        async def put(obj: workloads_pb2.Service | workloads_pb2.Endpoints) -> None:
+            nonlocal last
+            async with sem:
+                made = await client.create(obj)
+                last = max(last, made.metadata.resource_version)  # type: ignore[attr-defined]
+
+        t0 = time.perf_counter()
+        cpu0 = coord.cpu_times()
+        await asyncio.gather(*(put(service(i)) for i in range(args.services)))
+        await asyncio.gather(*(put(endpoints(i, args.endpoints)) for i in range(args.services)))
+        await until_every_node_has(fleet, last, args.timeout)
+        cpu1 = coord.cpu_times()
+        print()
+        print(
+            f"services: {args.services} services x {args.endpoints} endpoints, {len(fleet.agents)} nodes, {mode}"
+        )
+        print(
+            f"  created and on every node in {time.perf_counter() - t0:.1f}s, coordinator CPU "
+            f"{(cpu1.user + cpu1.system) - (cpu0.user + cpu0.system):.1f}s"
+        )
+        latencies: list[float] = []
+        cpu_per_change: list[float] = []
+        for change in range(args.changes):
+            i = change * 7919 % args.services
+            current = await client.get(ENDPOINTS, "default", f"svc-{i:05d}")
+            changed = endpoints(i, args.endpoints, salt=change + 1)
+            changed.metadata.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
+            cpu0 = coord.cpu_times()
+            start = time.monotonic()
+            updated = await client.update(changed)
+            revision = updated.metadata.resource_version  # type: ignore[attr-defined]
+            await until_every_node_has(fleet, revision, args.timeout)
+            cpu1 = coord.cpu_times()
+            latencies.extend(a.link.services_received[1] - start for a in fleet.agents if a.link is not None)
+            cpu_per_change.append((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
+            await asyncio.sleep(0.5)  # one change at a time, as the target says
+        lat = summary(latencies)
+        cpu = summary(cpu_per_change)
+        print(
+            f"  one Endpoints change on every node: p50/p99 {lat['p50'] * 1000:.0f}/{lat['p99'] * 1000:.0f} ms "
+            f"over {args.changes} changes x {len(fleet.agents)} nodes"
+        )
+        print(
+            f"  coordinator CPU per change: p50/p99 {cpu['p50'] * 1000:.0f}/{cpu['p99'] * 1000:.0f} ms "
+            "(includes its heartbeats meanwhile)"
+        )
+
+
+async def until_every_node_has(fleet: HollowFleet, revision: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        behind = sum(1 for a in fleet.agents if a.link is None or a.link.services_received[0] < revision)
+        if not behind:
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"{behind} nodes still lack service generation {revision} after {timeout}s")
+
+
 async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
     """Get and List timings from a process of its own.
 
@@ -395,6 +495,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
     budgets: list[CpuBudget] = []
     profilers: list[subprocess.Popen[bytes]] = []
     fleet = HollowFleet(servers, shm, token_ports)
+    fleet.record_services_only = bool(args.services)
     log = open(data / "coordinators.log", "w")  # noqa: SIM115 - closed in the finally below
     try:
         if store == "etcd":
@@ -456,6 +557,8 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
             await load_phase(args, servers[0], fleet, coord)
         if not args.skip_capacity:
             await capacity_phase(args, fleet, coord, admin_conf)
+        if args.services:
+            await services_phase(args, servers[0], fleet, coord)
     finally:
         try:
             await fleet.stop()
@@ -511,6 +614,15 @@ def main() -> None:
         metavar="CORES",
         help="hold each coordinator to this share of a core (a CFS quota in a cgroup of its own; root)",
     )
+    parser.add_argument("--services", type=int, default=0, help="services phase: this many services")
+    parser.add_argument("--endpoints", type=int, default=10, help="endpoints per service")
+    parser.add_argument("--changes", type=int, default=20, help="single Endpoints changes timed")
+    parser.add_argument(
+        "--service-pushes",
+        choices=("delta", "full", "both"),
+        default="delta",
+        help="agents take deltas, full states (as before deltas), or both in turn (one run)",
+    )
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process
     args = parser.parse_args()
     if args.probe:
@@ -520,6 +632,12 @@ def main() -> None:
     logging.getLogger("agent.network.node").setLevel(logging.ERROR)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.service_pushes == "both":
+        argv = [a for a in sys.argv[1:] if a not in ("--service-pushes", "both")]
+        for pushes in ("full", "delta"):
+            subprocess.run([sys.executable, __file__, *argv, "--service-pushes", pushes], check=True)
+        return
+    CoordinatorLink.service_deltas = args.service_pushes == "delta"
     if args.store == "both":
         # One process per store: gRPC's asyncio machinery belongs to one event loop per process.
         argv = [a for a in sys.argv[1:] if a not in ("--store", "both")]

@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds, validation
+from atoll import errors, kinds, rpc, validation
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
@@ -313,14 +313,14 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     async def WatchServices(
         self, request: node_api_pb2.WatchServicesRequest, context: Any
-    ) -> AsyncIterator[node_api_pb2.WatchServicesResponse]:
+    ) -> AsyncIterator[node_api_pb2.WatchServicesResponse | rpc.Encoded]:
         self._check_name(request.node_name)
         sent = -1
         while True:
             await self._service_state.wait_change(sent)
-            state = self._service_state.state()
-            sent = state.generation
-            yield node_api_pb2.WatchServicesResponse(state=state)
+            # Built and serialised once per generation for all streams (servicestate).
+            sent, payload = self._service_state.encoded(sent, request.accept_deltas)
+            yield payload
 
     async def ReportEvents(
         self, request: node_api_pb2.ReportEventsRequest, context: Any
