@@ -501,9 +501,9 @@ class CoordinatorLink:
         view = ServiceView()  # each stream starts with a full state, then deltas
 
         async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
-            state = view.apply(resp)
-            self.services_received = (state.generation, time.monotonic())
-            await on_services(state)
+            view.apply(resp)
+            self.services_received = (view.generation, time.monotonic())
+            await on_services(view.state())
 
         await self._follow(
             "services",

@@ -19,8 +19,8 @@ class ServiceView:
         self._services: dict[tuple[str, str], workloads_pb2.Service] = {}
         self._endpoints: dict[tuple[str, str], workloads_pb2.Endpoints] = {}
 
-    def apply(self, response: node_api_pb2.WatchServicesResponse) -> node_api_pb2.ServiceState:
-        """Take a full state or a delta; returns the whole state after it."""
+    def apply(self, response: node_api_pb2.WatchServicesResponse) -> None:
+        """Take a full state or a delta (`state()` is the whole state after it)."""
         if response.HasField("delta"):
             self._apply_delta(response.delta)
         else:
@@ -29,7 +29,6 @@ class ServiceView:
             self.service_cidr = state.service_cidr
             self._services = {_key(s): s for s in state.services}
             self._endpoints = {_key(e): e for e in state.endpoints}
-        return self.state()
 
     def _apply_delta(self, delta: node_api_pb2.ServiceDelta) -> None:
         if delta.base_generation != self.generation:
