@@ -19,11 +19,14 @@ def top_frames(path: pathlib.Path, top: int, needle: str, thread: str = "MainThr
     own: collections.Counter[int] = collections.Counter()
     inclusive: collections.Counter[int] = collections.Counter()
     total = 0.0
-    for profile in doc["profiles"]:
-        # The event loop's thread by default: py-spy counts gRPC's poller and the idle executor
-        # threads, blocked in C, as busy.
-        if thread and thread not in profile["name"]:
-            continue
+    profiles = doc["profiles"]
+    if thread == "MainThread" and not any(thread in p["name"] for p in profiles):
+        profiles = profiles[:1]  # py-spy did not name it: the process's first thread is the main one
+    elif thread:
+        profiles = [p for p in profiles if thread in p["name"]]
+    # The event loop's thread by default: py-spy counts gRPC's poller and the idle executor
+    # threads, blocked in C, as busy.
+    for profile in profiles:
         for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
             total += weight
             if stack:
