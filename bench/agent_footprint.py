@@ -1,0 +1,115 @@
+"""The agent's footprint: RSS and CPU at rest with 20 and with 100 pods, beside kubelet's.
+
+    .venv/bin/python bench/agent_footprint.py [--pods 20,100] [--rest 30]
+
+Brings up a one-host test bed (private dockerd in its own namespace), runs the
+coordinator and a real agent there as processes, creates the pods (one busybox
+container each, plus the infra container), waits until all are Running, lets
+the agent settle, then samples the agent process for --rest seconds: RSS (and
+USS, what it alone holds) and CPU in % of one core. The targets (issue 14):
+idle RSS <= 50 MB and <= 1% of a core with 20 pods, <= 80 MB with 100 pods;
+kubelet's e2e resource-usage ceilings are 70-200 MB. dockerd and the
+coordinator are printed for scale, not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import psutil
+from common import ROOT  # type: ignore[import-not-found]  # noqa: F401 - puts the repo on sys.path
+
+from atoll import kinds
+from atoll.v1 import pod_pb2
+from coordinator.client.api import Client
+from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
+from tests.integration.testbed import TestBed
+
+POD = kinds.by_name("Pod")
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+
+
+def pod(i: int) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = f"idle-{i:03d}"
+    p.metadata.labels["bench"] = "footprint"
+    p.spec.termination_grace_period_seconds = 1
+    p.spec.containers.add(name="main", image="atoll/busybox", command=COMMAND)
+    return p
+
+
+async def running(client: Client) -> int:
+    pods, _ = await client.list(POD, "default", "bench=footprint")
+    return sum(1 for p in pods if p.status.phase == pod_pb2.POD_PHASE_RUNNING)  # type: ignore[attr-defined]
+
+
+async def grow_to(server: str, count: int, have: int) -> None:
+    async with Client(server) as client:
+        await eventually(lambda: node_ready(client, "node-1"), timeout=60, what="node Ready")
+        await asyncio.gather(*(client.create(pod(i)) for i in range(have, count)))
+
+        async def all_running() -> bool:
+            return await running(client) >= count
+
+        await eventually(all_running, timeout=600, what=f"{count} pods Running")
+
+
+def sample(proc: psutil.Process, seconds: float) -> tuple[float, float, float]:
+    """(RSS MiB, USS MiB, CPU % of one core) of `proc` over `seconds`."""
+    t0, c0 = time.monotonic(), proc.cpu_times()
+    time.sleep(seconds)  # a measuring window, not a wait for a condition
+    t1, c1 = time.monotonic(), proc.cpu_times()
+    info = proc.memory_full_info()
+    cpu = ((c1.user + c1.system) - (c0.user + c0.system)) / (t1 - t0) * 100
+    return info.rss / 2**20, info.uss / 2**20, cpu
+
+
+def find(root_pid: int, needle: str) -> psutil.Process:
+    """The process (the spawned one or a descendant) whose command line has `needle`."""
+    root = psutil.Process(root_pid)
+    for p in [root, *root.children(recursive=True)]:
+        if needle in " ".join(p.cmdline()):
+            return p
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", default="20,100", help="pod counts to measure at, ascending")
+    parser.add_argument("--rest", type=float, default=30.0, help="seconds sampled at rest per count")
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds after the last pod runs")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.pods.split(",")]
+
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
+    with TestBed(1) as bed:
+        host = bed.hosts[0]
+        coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
+        agent = AgentProcess(host, "127.0.0.1:6443", host.dir / "agent", "node-1").start()
+        assert agent.process is not None and coordinator.process is not None
+        agent_proc = find(agent.process.pid, "agent")
+        coord_proc = find(coordinator.process.pid, "coordinator")
+        asyncio.run(grow_to(coordinator.server, 0, 0))
+        rss, uss, cpu = sample(agent_proc, args.rest)
+        print(f"{'pods':>5} {'agent RSS':>10} {'agent USS':>10} {'agent CPU':>10} {'coordinator RSS':>16}")
+        print(f"{0:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB")
+        have = 0
+        for count in counts:
+            asyncio.run(grow_to(coordinator.server, count, have))
+            have = count
+            time.sleep(args.settle)  # let the start-up work (events, status reports) drain
+            rss, uss, cpu = sample(agent_proc, args.rest)
+            print(
+                f"{count:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB",
+                flush=True,
+            )
+    print("targets: <= 50 MB and <= 1% of a core with 20 pods, <= 80 MB with 100; kubelet: 70-200 MB")
+
+
+if __name__ == "__main__":
+    main()
