@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from atoll import config as layered
 from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
+from atoll.loopstalls import LoopStalls
 from atoll.metrics import MetricsServer
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
@@ -166,6 +167,7 @@ class Coordinator:
         )
         if self.prom is not None:
             self.scheduler.on_attempt = self.prom.observe_attempt
+        stalls = LoopStalls()
         lifecycle = NodeLifecycle(
             registry,
             nodes,
@@ -174,6 +176,7 @@ class Coordinator:
             eviction_timeout=cfg.pod_eviction_timeout,
             pods=pods,
             recorder=recorder,
+            stalls=stalls,
         )
         pod_security = PodSecurityConfig.from_config(cfg.allowed_host_paths, cfg.allowed_host_ports)
         replication = ReplicationManager(
@@ -219,6 +222,7 @@ class Coordinator:
             *(asyncio.create_task(i.run(stop), name=f"{i.info.plural}-informer") for i in informers.values()),
             asyncio.create_task(security.run(stop), name="certificate-renewal"),
             asyncio.create_task(node_leases.run(stop), name="node-leases"),
+            asyncio.create_task(stalls.run(stop), name="loop-stalls"),
             asyncio.create_task(self.elector.run(stop, lead), name="leader-election"),
         ]
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers.values())), 30)

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds, logs
 from atoll.aio import wait_or_stop
+from atoll.loopstalls import LoopStalls
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
@@ -94,8 +95,11 @@ class NodeLifecycle:
         recorder: EventRecorder | None = None,
         period: float = 1.0,
         clock: Callable[[], float] = time.time,
+        stalls: LoopStalls | None = None,
     ) -> None:
         self._registry = registry
+        # This coordinator's own stalls: silence it could not have heard is not held against a node.
+        self._stalls = stalls
         self._nodes = nodes
         self._health = health
         self.grace = grace
@@ -119,6 +123,16 @@ class NodeLifecycle:
             self._evicted.discard(name)
             silent = self._health.silent_for(name, obj.status.last_heartbeat_time.ToNanoseconds() / 1e9)
             if silent < self.grace:
+                continue
+            deaf = self._stalls.within(silent) if self._stalls is not None else 0.0
+            if silent - deaf < self.grace:
+                log.info(
+                    "node %s: silent for %.0fs, of which this coordinator was stalled %.0fs: not judged yet",
+                    name,
+                    silent,
+                    deaf,
+                    extra={"node": name},
+                )
                 continue
             log.warning(
                 "node %s: no heartbeat for %.0fs; marking it NotReady (Unknown)",

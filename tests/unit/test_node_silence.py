@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atoll.loopstalls import LoopStalls
 from atoll.v1 import meta_pb2, node_pb2
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 
@@ -66,3 +67,29 @@ async def test_a_node_that_just_registered_at_another_coordinator_is_not_silent(
     lifecycle = NodeLifecycle(registry, nodes, health, grace=8.0, clock=clock)  # type: ignore[arg-type]
     await lifecycle.check()
     assert registry.updates == ["gone"]
+
+
+def test_stalls_count_only_within_the_window() -> None:
+    clock = Clock(100.0)
+    stalls = LoopStalls(clock=clock)
+    stalls.record(90.0, 93.0)  # 3 s stalled, 7-10 s ago
+    stalls.record(98.0, 99.5)  # 1.5 s stalled, 0.5-2 s ago
+    assert stalls.within(1.0) == 0.5
+    assert stalls.within(5.0) == 1.5
+    assert stalls.within(8.0) == 1.5 + 1.0
+    assert stalls.within(60.0) == 4.5
+
+
+async def test_silence_while_the_coordinator_was_stalled_is_not_the_nodes() -> None:
+    """A scheduling burst held the loop: heartbeats waited in it, through no fault of the nodes."""
+    wall = Clock(1000.0)
+    health = NodeHealth(wall)  # up long past the grace period
+    wall.now = 2000.0
+    mono = Clock(500.0)
+    stalls = LoopStalls(clock=mono)
+    stalls.record(490.0, 496.0)  # the loop ran nothing for 6 of the last 10 seconds
+    registry = RecordingRegistry()
+    nodes = Nodes(ready_node("busy", heartbeat=1990.0), ready_node("dead", heartbeat=1975.0))
+    lifecycle = NodeLifecycle(registry, nodes, health, grace=8.0, clock=wall, stalls=stalls)  # type: ignore[arg-type]
+    await lifecycle.check()
+    assert registry.updates == ["dead"]  # silent 25 s, 6 of them stalled: still past the grace
