@@ -18,7 +18,8 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2
-from coordinator.cli.main import build_parser, cmd_get
+from coordinator.cli.getcmd import cmd_get
+from coordinator.cli.parser import build_parser
 from coordinator.store.base import Store
 from coordinator.store.compactor import Compactor
 from coordinator.store.memory import MemoryStore

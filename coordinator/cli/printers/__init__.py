@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
@@ -27,7 +28,6 @@ from atoll.v1 import (
     sriov_pb2,
     workloads_pb2,
 )
-from coordinator import manifests
 from coordinator.cli.printers import machines, network, pods, tokens, workloads
 from coordinator.cli.printers.common import age, fields, labels_text, table, timestamp
 from coordinator.cli.printers.pods import (
@@ -51,6 +51,7 @@ __all__ = [
     "CONDITION",
     "PHASES",
     "ROWS",
+    "TableOptions",
     "age",
     "describe",
     "describe_events",
@@ -114,6 +115,16 @@ ROWS: dict[type[Message], tuple[list[str], list[str], Row]] = {
 }
 
 
+@dataclass(frozen=True)
+class TableOptions:
+    """kubectl's additions to any table: NAMESPACE first (``-A``), LABELS last (``--show-labels``),
+    and names as ``pod/apache`` when several kinds are listed together (``kind_prefix``)."""
+
+    namespace: bool = False
+    labels: bool = False
+    kind_prefix: str = ""
+
+
 def render_table(
     message_type: type[Message],
     items: Sequence[Message],
@@ -121,6 +132,7 @@ def render_table(
     headers: bool = True,
     *,
     nodes: Sequence[node_pb2.Node] | None = None,
+    options: TableOptions | None = None,
 ) -> str:
     """``nodes``: the cluster's nodes, for kinds shown beside them (machines); others ignore it."""
     head, extra, row = ROWS[message_type]
@@ -128,9 +140,26 @@ def render_table(
         row = functools.partial(machines.machine_row, nodes={n.metadata.name: n for n in nodes})
     rows = [row(item, wide) for item in items]
     columns = head + (extra if wide else [])
+    if options is not None:
+        columns, rows = _with_options(options, columns, rows, items)
     if not headers:
         return table(columns, rows).split("\n", 1)[1] if rows else ""
     return table(columns, rows)
+
+
+def _with_options(
+    options: TableOptions, columns: list[str], rows: list[list[str]], items: Sequence[Message]
+) -> tuple[list[str], list[list[str]]]:
+    metas = [item.metadata for item in items]  # type: ignore[attr-defined]
+    if options.kind_prefix and columns[:1] == ["NAME"]:
+        rows = [[f"{options.kind_prefix}/{row[0]}", *row[1:]] for row in rows]
+    if options.labels and "LABELS" not in columns:
+        columns = [*columns, "LABELS"]
+        rows = [[*row, labels_text(meta.labels)] for row, meta in zip(rows, metas, strict=True)]
+    if options.namespace and "NAMESPACE" not in columns:
+        columns = ["NAMESPACE", *columns]
+        rows = [[meta.namespace, *row] for row, meta in zip(rows, metas, strict=True)]
+    return columns, rows
 
 
 def describe(
@@ -155,6 +184,8 @@ def describe(
 
 def describe_object(obj: Message, events: Sequence[workloads_pb2.Event] | None = None) -> str:
     """The generic layout: identity, then the rest of the v1 encoding, its nested parts as YAML."""
+    from coordinator import manifests  # YAML: imported when describing, not for every `get`
+
     data = manifests.to_dict(obj)
     meta = obj.metadata  # type: ignore[attr-defined]
     pairs = [("Name", meta.name)]
