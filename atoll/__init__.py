@@ -4,11 +4,11 @@ The API itself lives in `atoll.v1`, generated from protos/ by
 `make proto`; everything else in this package is written by hand.
 """
 
-import importlib.metadata
-
 
 def version() -> str:
     """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    import importlib.metadata  # here, not at the top: every command imports `atoll`, few ask this
+
     try:
         return importlib.metadata.version("atoll")
     except importlib.metadata.PackageNotFoundError:

@@ -7,7 +7,6 @@ server nor the OpenStack SDK, and YAML only when it reads or prints some.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import os
@@ -66,6 +65,8 @@ async def _run_client(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from atoll import errors, files, logs, rlimits, sdnotify
     from coordinator import config
     from coordinator.server import Coordinator
@@ -149,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"coordinator {version()}")
         return 0
+    import asyncio
+
     try:
         if args.command == "completion":
             from coordinator.cli import completion

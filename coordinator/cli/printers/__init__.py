@@ -151,7 +151,7 @@ def _with_options(
     options: TableOptions, columns: list[str], rows: list[list[str]], items: Sequence[Message]
 ) -> tuple[list[str], list[list[str]]]:
     metas = [item.metadata for item in items]  # type: ignore[attr-defined]
-    if options.kind_prefix and columns[:1] == ["NAME"]:
+    if options.kind_prefix and columns[0] in ("NAME", "CONTROLLER"):
         rows = [[f"{options.kind_prefix}/{row[0]}", *row[1:]] for row in rows]
     if options.labels and "LABELS" not in columns:
         columns = [*columns, "LABELS"]
