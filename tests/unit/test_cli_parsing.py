@@ -121,6 +121,12 @@ def test_table_options_namespace_labels_and_kind_prefix() -> None:
     )
     header, row = text.splitlines()
     assert header.split()[:2] == ["NAMESPACE", "NAME"] and row.split()[:2] == ["team-a", "p"]
+    wide = printers.render_table(
+        pod_pb2.Pod, [_pod("p", "team-a")], True, options=printers.TableOptions(namespace=True)
+    )
+    header, row = wide.splitlines()
+    assert header.split()[:2] == ["NAMESPACE", "NAME"] and header.count("NAMESPACE") == 1
+    assert row.split()[:2] == ["team-a", "p"]
 
 
 def test_completion_scripts_complete_kinds() -> None:

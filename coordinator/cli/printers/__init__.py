@@ -156,9 +156,14 @@ def _with_options(
     if options.labels and "LABELS" not in columns:
         columns = [*columns, "LABELS"]
         rows = [[*row, labels_text(meta.labels)] for row, meta in zip(rows, metas, strict=True)]
-    if options.namespace and "NAMESPACE" not in columns:
-        columns = ["NAMESPACE", *columns]
-        rows = [[meta.namespace, *row] for row, meta in zip(rows, metas, strict=True)]
+    if options.namespace:
+        if "NAMESPACE" in columns:  # pods' -o wide has it last: kubectl's -A shows it first
+            at = columns.index("NAMESPACE")
+            columns = [columns[at], *columns[:at], *columns[at + 1 :]]
+            rows = [[row[at], *row[:at], *row[at + 1 :]] for row in rows]
+        else:
+            columns = ["NAMESPACE", *columns]
+            rows = [[meta.namespace, *row] for row, meta in zip(rows, metas, strict=True)]
     return columns, rows
 
 
