@@ -121,7 +121,8 @@ class NodePortAllocator:
             if not port.node_port or port.node_port in taken_here:
                 continue
             field = f"spec.ports[{i}].nodePort"
-            if port.node_port not in self.ports:
+            # A port it already holds stays valid after the range was changed (as clusterIP does).
+            if port.node_port not in self.ports and port.node_port not in before:
                 raise errors.InvalidArgument(
                     f"{port.node_port}: provided port is not in the valid range; "
                     f"the range of valid ports is {self.range_text}",

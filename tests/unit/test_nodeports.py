@@ -120,3 +120,9 @@ def test_the_status_says_no_load_balancer_exists_and_keeps_its_transition_time()
     lb.spec.type = workloads_pb2.SERVICE_TYPE_NODE_PORT
     nodeports.set_status(lb, now=300.0)
     assert not lb.status.conditions and lb.status.HasField("load_balancer")
+
+
+async def test_a_port_held_before_the_range_changed_stays_valid() -> None:
+    old = svc(30005)
+    alloc = NodePortAllocator(MemoryStore(), range(31000, 31010))
+    assert await alloc.claim(svc(30005), old) == []
