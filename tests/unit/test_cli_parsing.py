@@ -148,3 +148,23 @@ def test_get_imports_neither_the_server_nor_the_cloud_sdk_nor_yaml() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1].strip() == ""
+
+
+@pytest.mark.allow_subprocess
+def test_bash_completes_commands_flags_and_kinds(tmp_path: pathlib.Path) -> None:
+    script = tmp_path / "coordinator.bash"
+    script.write_text(completion.script("bash"))
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f'"{w}"' for w in words)
+        probe = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+            'COMP_LINE="${COMP_WORDS[*]}"; COMP_POINT=${#COMP_LINE}; _shtab_coordinator; '
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+        return sorted(done.stdout.split())
+
+    assert complete("coordinator", "de") == ["delete", "deprovision", "describe"]
+    assert complete("coordinator", "get", "po") == ["po", "pod", "pods"]
+    assert complete("coordinator", "delete", "pods", "--ig") == ["--ignore-not-found"]
