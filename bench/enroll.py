@@ -62,7 +62,7 @@ async def atoll_enroll(
     started = time.monotonic()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            code = await cli_main.COMMANDS["enroll"](cluster.client, args)
+            code = await cli_main.runner("enroll")(cluster.client, args)
     finally:
         ironic.CallLog = original  # type: ignore[misc]
     elapsed = time.monotonic() - started

@@ -114,7 +114,7 @@ async def run(cluster: Cluster, argv: list[str], capsys: pytest.CaptureFixture[s
     """One CLI command, in-process, against the cluster's coordinator."""
     args = cli_main.build_parser().parse_args(argv)
     assert cluster.client is not None
-    code = await cli_main.COMMANDS[args.command](cluster.client, args)
+    code = await cli_main.runner(args.command)(cluster.client, args)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -62,7 +62,7 @@ def provision_argv(prefix: str, *extra: str) -> list[str]:
 async def run(cluster: Cluster, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     args = cli_main.build_parser().parse_args(argv)
     assert cluster.client is not None
-    code = await cli_main.COMMANDS[args.command](cluster.client, args)
+    code = await cli_main.runner(args.command)(cluster.client, args)
     out, err = capsys.readouterr()
     return code, out, err
 
