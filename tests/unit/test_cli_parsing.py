@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import pathlib
 import subprocess
 import sys
@@ -168,3 +169,12 @@ def test_bash_completes_commands_flags_and_kinds(tmp_path: pathlib.Path) -> None
     assert complete("coordinator", "de") == ["delete", "deprovision", "describe"]
     assert complete("coordinator", "get", "po") == ["po", "pod", "pods"]
     assert complete("coordinator", "delete", "pods", "--ig") == ["--ignore-not-found"]
+
+
+def test_every_client_command_has_a_runner() -> None:
+    from coordinator.cli import main
+
+    local = {"serve", "store", "version", "completion"}  # run by main() itself, no coordinator called
+    assert set(main.RUNNERS) == set(parser.COMMANDS) - local
+    for command in main.RUNNERS:
+        assert inspect.iscoroutinefunction(main.runner(command)), command
