@@ -95,6 +95,14 @@ async def test_get_several_kinds_all_namespaces_and_labels(
 
     code, out, _ = await cli(cluster, capsys, "get", "pods,services", "-o", "name")
     assert out.splitlines() == ["pod/p1", "service/web"]
+    code, out, _ = await cli(cluster, capsys, "get", "po,svc", "-A", "-o", "json")
+    doc = json.loads(out)
+    assert doc["kind"] == "List"
+    assert sorted((i["kind"], i["metadata"]["name"]) for i in doc["items"]) == [
+        ("Pod", "p1"),
+        ("Pod", "p2"),
+        ("Service", "web"),
+    ]
 
     code, _, err = await cli(cluster, capsys, "get", "podz")
     assert code == 1
