@@ -264,6 +264,7 @@ class CoordinatorLink:
         self._generation_via = ""
         # Set by a broken stream: heartbeat now to learn whether the coordinator is gone.
         self._probe = asyncio.Event()
+        self._fetch_wanted = asyncio.Event()  # a heartbeat found the assignment behind
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -382,7 +383,10 @@ class CoordinatorLink:
                     or not self._manager.authoritative
                     or self._generation_via != target
                 ):
-                    await self.fetch_assignment()
+                    # Fetched beside the heartbeats, never in their way: during a scheduling burst
+                    # a fetch can take several round trips to a busy coordinator, and heartbeats
+                    # waiting behind it made healthy nodes silent past the grace period.
+                    self._fetch_wanted.set()
             except errors.NotFound:
                 log.warning("the coordinator does not know node %s; registering again", self._node)
                 self.connected = False
@@ -412,6 +416,18 @@ class CoordinatorLink:
             whole.pods.extend(self._parts[i].pods)
         self._parts.clear()
         return whole
+
+    async def assignment_fetch_loop(self, stop: asyncio.Event) -> None:
+        """Fetch the whole assignment whenever a heartbeat finds ours behind (the watch pushes it
+        too; this is the check that nothing was missed)."""
+        while not await wait_any(stop, 3600.0, self._fetch_wanted):
+            if not self._fetch_wanted.is_set():
+                continue
+            self._fetch_wanted.clear()
+            try:
+                await self.fetch_assignment()
+            except errors.AtollError as exc:  # the next heartbeat asks again
+                log.warning("fetching the assignment failed: %s", exc)
 
     async def fetch_assignment(self) -> None:
         via = self._source.target
@@ -529,6 +545,7 @@ class CoordinatorLink:
             return
         tasks = [
             asyncio.create_task(self.heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self.assignment_fetch_loop(stop), name="assignment-fetch"),
             asyncio.create_task(self.watch_loop(stop), name="assignment-watch"),
             asyncio.create_task(self.node_config_loop(stop), name="node-config-watch"),
             asyncio.create_task(self.services_loop(stop), name="services-watch"),
