@@ -188,10 +188,13 @@ class Handlers:
         body = await _body(request)
         if target.sub == "scale":
             current = await self.scale(caller, target)
-            return await self.update_scale(caller, target, patch.apply(content_type, current, body))
+            patched = patch.apply(content_type, current, body)
+            if not _pinned(body):  # the read above is not a precondition: retry on conflicts
+                patched.get("metadata", {}).pop("resourceVersion", None)
+            return await self.update_scale(caller, target, patched)
         if target.sub:
             raise errors.Unimplemented(f"PATCH on {target.resource.plural}/{target.sub}")
-        pinned = isinstance(body, dict) and bool((body.get("metadata") or {}).get("resourceVersion"))
+        pinned = _pinned(body)
         for _ in range(_PATCH_ATTEMPTS):
             current = convert.to_json(await self.fetch(caller, target))
             patched = patch.apply(content_type, current, body)
@@ -267,6 +270,11 @@ class Handlers:
                 continue
             return json_response(await self.scale(caller, target))
         raise errors.Conflict(f'replicationcontrollers "{target.name}" kept changing; scale again')
+
+
+def _pinned(body: Any) -> bool:
+    """Whether a patch names the resourceVersion it applies to (then a conflict is the caller's)."""
+    return isinstance(body, dict) and bool((body.get("metadata") or {}).get("resourceVersion"))
 
 
 def _scale_of(rc: workloads_pb2.ReplicationController) -> dict[str, Any]:

@@ -240,7 +240,8 @@ async def test_patch_scale_and_update(kube: tuple[Cluster, Kube]) -> None:
     container = patched["spec"]["template"]["spec"]["containers"][0]
     assert code == 200 and container["image"] == "nginx:2" and container["ports"][0]["containerPort"] == 80
     code, scaled = await k.call("PATCH", f"{path}/scale", {"spec": {"replicas": 3}}, **merge)
-    assert code == 200 and scaled["kind"] == "Scale" and scaled["spec"]["replicas"] == 3
+    assert code == 200, scaled
+    assert scaled["kind"] == "Scale" and scaled["spec"]["replicas"] == 3
     code, scale = await k.call("GET", f"{path}/scale")
     assert scale["spec"]["replicas"] == 3 and scale["status"]["selector"] == "app=web"
     code, _refused = await k.call(
@@ -249,6 +250,7 @@ async def test_patch_scale_and_update(kube: tuple[Cluster, Kube]) -> None:
     assert code == 415
     code, current = await k.call("GET", path)
     current["spec"]["replicas"] = 0
+    del current["metadata"]["resourceVersion"]  # unconditional: the controller writes its status meanwhile
     code, updated = await k.call("PUT", path, current)
     assert code == 200 and updated["spec"]["replicas"] == 0
     code, _ = await k.call("DELETE", path, {"propagationPolicy": "Orphan"})
@@ -290,3 +292,57 @@ async def test_watch_streams_events_after_a_revision(kube: tuple[Cluster, Kube])
         await asyncio.gather(task, return_exceptions=True)
     code, _gone = await k.call("GET", "/api/v1/namespaces/default/pods?watch=1&resourceVersion=x")
     assert code == 422
+
+
+async def _watch_lines(k: Kube, query: str, until: str) -> list[dict[str, Any]]:
+    """The events of a watch of default's pods, up to the first of type `until`."""
+    events: list[dict[str, Any]] = []
+    async with k.session.get(f"{k.base}/api/v1/namespaces/default/pods?watch=1&{query}") as response:
+        assert response.status == 200
+        async for line in response.content:
+            events.append(json.loads(line))
+            if events[-1]["type"] == until:
+                break
+    return events
+
+
+async def test_watch_bookmarks_initial_events_and_gone(kube: tuple[Cluster, Kube]) -> None:
+    c, k = kube
+    assert c.coordinator.kube is not None and c.coordinator.store is not None
+    c.coordinator.kube.api.streams.bookmark_interval = 0.1
+    code, created = await k.call("POST", "/api/v1/namespaces/default/pods", pod("web-1"))
+    revision = int(created["metadata"]["resourceVersion"])
+    quiet = await asyncio.wait_for(
+        _watch_lines(k, f"resourceVersion={revision}&allowWatchBookmarks=true", "BOOKMARK"), 10
+    )
+    assert int(quiet[-1]["object"]["metadata"]["resourceVersion"]) >= revision
+    assert {e["type"] for e in quiet[:-1]} <= {"MODIFIED"}  # the scheduler's writes, if any
+    initial = await asyncio.wait_for(
+        _watch_lines(
+            k, "sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan", "BOOKMARK"
+        ),
+        10,
+    )
+    assert [e["type"] for e in initial] == ["ADDED", "BOOKMARK"]
+    assert initial[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    await k.call("POST", "/api/v1/namespaces/default/pods", pod("web-2"))
+    await c.coordinator.store.compact(c.coordinator.store.revision)
+    code, gone = await k.call("GET", f"/api/v1/namespaces/default/pods?watch=1&resourceVersion={revision}")
+    assert code == 410 and gone["reason"] == "Expired"
+
+
+async def test_tables_in_a_watch_name_their_columns_once(kube: tuple[Cluster, Kube]) -> None:
+    c, k = kube
+    assert c.coordinator.store is not None
+    await k.call("POST", "/api/v1/namespaces/default/pods", pod("web-1"))
+    await k.call("POST", "/api/v1/namespaces/default/pods", pod("web-2"))
+    events: list[dict[str, Any]] = []
+    url = f"{k.base}/api/v1/namespaces/default/pods?watch=1"
+    async with k.session.get(url, headers={"Accept": TABLE}) as response:
+        async for line in response.content:
+            events.append(json.loads(line))
+            if len(events) == 2:
+                break
+    assert [e["object"]["kind"] for e in events] == ["Table", "Table"]
+    assert events[0]["object"]["columnDefinitions"] and not events[1]["object"]["columnDefinitions"]
+    assert {e["object"]["rows"][0]["cells"][0] for e in events} == {"web-1", "web-2"}
