@@ -39,6 +39,7 @@ def _is_ip(value: str) -> bool:
 
 
 NODE = kinds.by_name("Node")
+STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat waits for its node's status write
 POD = kinds.by_name("Pod")
 TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
 
@@ -136,6 +137,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._assignments = assignments
         self._pods = pods
         self._nodes = nodes
+        self._status_writes: dict[str, asyncio.Task[Message]] = {}
         self._health = health
         self._leases = leases
         self._node_configs = node_configs
@@ -218,11 +220,39 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 obj.status.last_heartbeat_time.FromNanoseconds(now_ns)
                 return True
 
-            await self._registry.guaranteed_update(NODE, "", name, refresh)
-            self._health.last_status_write[name] = now
+            await self._write_status(name, refresh, now)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name), heartbeat_interval_ms=self._heartbeat_ms
         )
+
+    async def _write_status(self, name: str, refresh: Callable[[Message], bool], now: float) -> None:
+        """Write a node's status, waiting for it at most STATUS_WRITE_WAIT seconds.
+
+        Under a burst of pod writes a status write can wait seconds in the store's queue; the
+        agent sends its next heartbeat only after this one's answer, so a heartbeat held by
+        its write made a healthy node silent past the grace period. Past the wait the write
+        finishes in the background (one at a time per node; the next heartbeat that finds the
+        status stale writes again)."""
+        if name in self._status_writes:
+            return  # one in flight already
+        task = asyncio.create_task(self._registry.guaranteed_update(NODE, "", name, refresh))
+        self._status_writes[name] = task
+
+        def finished(t: asyncio.Task[Message]) -> None:
+            self._status_writes.pop(name, None)
+            if t.cancelled():
+                return
+            if t.exception() is None:
+                self._health.last_status_write[name] = now
+            elif late:
+                log.warning("writing node %s status failed: %s", name, t.exception(), extra={"node": name})
+
+        late = False
+        task.add_done_callback(finished)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STATUS_WRITE_WAIT)
+        except TimeoutError:
+            late = True  # the answer goes now; the write lands when the store gets to it
 
     async def _current_node(self, name: str) -> node_pb2.Node:
         """The node as this coordinator's informer holds it (decoded once, for every heartbeat
