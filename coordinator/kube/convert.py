@@ -16,6 +16,40 @@ from atoll import errors, kinds
 from coordinator import manifests
 from coordinator.kube.resources import Resource
 
+# Kinds whose answers carry live facts beside the stored object (a node's last heartbeat, a
+# quota's usage): the same resourceVersion may read differently, so they are never cached.
+_LIVE = frozenset({"Node", "ResourceQuota"})
+CACHE_SIZE = 50_000
+
+
+class EncodeCache:
+    """The v1 JSON of objects by kind, namespace, name and resourceVersion.
+
+    An object at one resourceVersion never changes, so its encoding (the costly
+    part of a list: about 150 us a pod) is made once, like the API server's
+    serialization cache; lists and watches of the same objects reuse it. The
+    dicts handed out are shared: callers must not change them (patch copies).
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+
+    def to_json(self, message: Message) -> dict[str, Any]:
+        meta = message.metadata  # type: ignore[attr-defined]
+        kind = type(message).__name__
+        if kind in _LIVE or not meta.resource_version:
+            return manifests.to_dict(message)
+        key = (kind, meta.namespace, meta.name, meta.resource_version)
+        found = self._entries.get(key)
+        if found is None:
+            if len(self._entries) >= self._size:
+                # Drop the oldest half (insertion order): cheap, and recent objects stay.
+                for old in list(self._entries)[: self._size // 2]:
+                    del self._entries[old]
+            found = self._entries[key] = manifests.to_dict(message)
+        return found
+
 
 def to_json(message: Message) -> dict[str, Any]:
     return manifests.to_dict(message)

@@ -86,15 +86,16 @@ def _dry_run(query: Any, body: Any = None) -> bool:
 
 
 class Handlers:
-    def __init__(self, cluster: ClusterServicer, access: Access) -> None:
+    def __init__(self, cluster: ClusterServicer, access: Access, cache: convert.EncodeCache) -> None:
         self.cluster = cluster
         self.access = access
+        self.cache = cache
 
     # -- reads ----------------------------------------------------------------------------------
 
     async def get(self, caller: Caller, target: Target, request: web.Request) -> web.StreamResponse:
         obj = await self.fetch(caller, target)
-        data = convert.to_json(obj)
+        data = self.cache.to_json(obj)
         if tables.wants_table(request.headers.get("Accept", "")):
             meta = data.get("metadata") or {}
             return json_response(
@@ -123,7 +124,7 @@ class Handlers:
         )
         response = await self.access.call(caller, "List", req, self.cluster.List)
         items = [kinds.unwrap(o)[1] for o in response.items]
-        data = [convert.to_json(o) for o in items if fields.empty or fields.matches(o)]
+        data = [self.cache.to_json(o) for o in items if fields.empty or fields.matches(o)]
         if tables.wants_table(request.headers.get("Accept", "")):
             return json_response(
                 tables.table(

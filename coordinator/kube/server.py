@@ -26,7 +26,7 @@ from aiohttp import web
 from atoll import errors, tls
 from coordinator.api.cluster import ClusterServicer
 from coordinator.auth.interceptor import AuthInterceptor
-from coordinator.kube import discovery, openapi, resources, status
+from coordinator.kube import convert, discovery, openapi, resources, status
 from coordinator.kube.access import Access, Caller
 from coordinator.kube.handlers import Handlers, Target, json_response, parse_path
 from coordinator.kube.streams import Streams
@@ -59,8 +59,9 @@ class KubeApi:
         bookmark_interval: float = 5.0,
     ) -> None:
         self.access = Access(interceptor)
-        self.handlers = Handlers(cluster, self.access)
-        self.streams = Streams(cluster, registry, self.access, bookmark_interval=bookmark_interval)
+        cache = convert.EncodeCache()
+        self.handlers = Handlers(cluster, self.access, cache)
+        self.streams = Streams(cluster, registry, self.access, cache, bookmark_interval=bookmark_interval)
         self.version = version
         self.app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
         self.app.router.add_get("/version", self._version)

@@ -42,8 +42,15 @@ def _line(event: dict[str, Any]) -> bytes:
 
 class Streams:
     def __init__(
-        self, cluster: ClusterServicer, registry: Registry, access: Access, *, bookmark_interval: float = 5.0
+        self,
+        cluster: ClusterServicer,
+        registry: Registry,
+        access: Access,
+        cache: convert.EncodeCache,
+        *,
+        bookmark_interval: float = 5.0,
     ) -> None:
+        self.cache = cache
         self.cluster = cluster
         self.registry = registry
         self.access = access
@@ -87,7 +94,7 @@ class Streams:
             seen = max(seen, obj.metadata.resource_version)
             if not fields.empty and not fields.matches(obj):
                 return
-            data = convert.to_json(obj)
+            data = self.cache.to_json(obj)
             if table:
                 data = tables.table(resource.plural, [data], with_columns=first_table)
                 first_table = False

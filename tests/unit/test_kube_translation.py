@@ -237,3 +237,24 @@ def test_kubeconfig_carries_the_ca_and_credentials() -> None:
     assert kubeconfig.server_url("10.0.0.1") == "https://10.0.0.1:6445"
     assert kubeconfig.server_url("10.0.0.1:7000", secure=False) == "http://10.0.0.1:7000"
     assert kubeconfig.server_url("::1") == "https://[::1]:6445"
+
+
+def test_the_encode_cache_reuses_an_object_version_but_never_a_node() -> None:
+    from atoll.v1 import node_pb2
+    from coordinator.kube.convert import EncodeCache
+
+    cache = EncodeCache(size=4)
+    p = _pod()
+    p.metadata.resource_version = 7
+    first = cache.to_json(p)
+    assert cache.to_json(p) is first
+    p.metadata.resource_version = 8
+    p.metadata.labels["x"] = "y"
+    assert cache.to_json(p)["metadata"]["labels"] == {"x": "y"}
+    node = node_pb2.Node()
+    node.metadata.name, node.metadata.resource_version = "n", 3
+    assert cache.to_json(node) is not cache.to_json(node)
+    for i in range(10):  # stays within its size
+        p.metadata.resource_version = 100 + i
+        cache.to_json(p)
+    assert len(cache._entries) <= 4
