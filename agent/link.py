@@ -265,6 +265,7 @@ class CoordinatorLink:
         # Set by a broken stream: heartbeat now to learn whether the coordinator is gone.
         self._probe = asyncio.Event()
         self._fetch_wanted = asyncio.Event()  # a heartbeat found the assignment behind
+        self.heartbeat_failures = 0  # heartbeats that got no answer (bench/hollow.py counts them)
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -394,9 +395,11 @@ class CoordinatorLink:
                 continue
             except LINK_LOST as exc:
                 # The coordinator is gone: the next one (the pods keep running meanwhile).
+                self.heartbeat_failures += 1
                 self.connected = False
                 delay = self._source.fail_over(exc)
             except errors.AtollError as exc:
+                self.heartbeat_failures += 1
                 if self.connected:
                     log.warning("heartbeat failed: %s", exc)
                 self.connected = False

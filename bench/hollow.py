@@ -56,6 +56,7 @@ from agent.runtime.fake import FakeRuntime
 from agent.servicecache import ServiceView
 from atoll import errors, kinds
 from atoll.agentconfig import AgentConfig
+from atoll.loopstalls import LoopStalls
 from atoll.v1 import meta_pb2, pod_pb2, workloads_pb2
 from coordinator.auth import tokens
 from coordinator.client import config as clientconfig
@@ -134,6 +135,9 @@ class HollowFleet:
             if server in counts:
                 counts[server] += 1
         return list(counts.values())
+
+    def heartbeat_failures(self) -> int:
+        return sum(a.link.heartbeat_failures for a in self.agents if a.link is not None)
 
     def pushed(self) -> int:
         return sum(len(a.manager.desired) for a in self.agents if a.manager is not None)
@@ -307,7 +311,10 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         cpu0 = coord.cpu_times()
         me = psutil.Process()
         fleet_cpu0 = me.cpu_times()
-        failures0 = HEARTBEAT_FAILURES.count
+        failures0 = fleet.heartbeat_failures()
+        # This process's own stalls: a hollow agent whose heartbeat waits here is silent for real.
+        own_stalls = LoopStalls()
+        stalls_task = asyncio.create_task(own_stalls.run(stop))
         start = time.perf_counter()
         await client.create(rc(args.replicas))
         pushed_at = running_at = None
@@ -329,6 +336,7 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         print(f"  the API lists {total} pods, {bound} bound, {running} Running")
         stop.set()
         await probe
+        await stalls_task
         cpu1 = coord.cpu_times()
         fleet_cpu1 = me.cpu_times()
         elapsed = time.perf_counter() - start
@@ -349,8 +357,12 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         )
         print(f"  coordinator peak RSS   {peak_rss / 2**20:7.0f} MiB")
         print(
-            f"  during the burst       {HEARTBEAT_FAILURES.count - failures0} heartbeat failures, "
+            f"  during the burst       {fleet.heartbeat_failures() - failures0} heartbeat failures, "
             f"at most {worst_not_ready} nodes not Ready"
+        )
+        print(
+            f"  hollow loop stalled    {own_stalls.within(1e9):7.1f}s in all, longest "
+            f"{own_stalls.longest():.1f}s (heartbeats of hollow agents wait there too)"
         )
         print(
             f"  API Get  p50/p99       {g['p50'] * 1000:7.1f} / {g['p99'] * 1000:.1f} ms  ({len(prober.get)} calls)"
