@@ -8,6 +8,8 @@ servicers nor the CLI ever look at grpc.StatusCode themselves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 
 
@@ -125,9 +127,54 @@ _BY_CODE: dict[grpc.StatusCode, type[AtollError]] = {
     )
 }
 
-# Trailing metadata key that carries AtollError.field across the wire.
+# Trailing metadata key that carried AtollError.field across the wire before the standard
+# details below; still sent beside them and read when they are missing (older coordinators).
 # Binary metadata ("-bin"): field paths may hold any character a client sent (a label key, say).
 FIELD_METADATA_KEY = "atoll-field-bin"
+# The standard trailer every gRPC library reads a google.rpc.Status from (grpcio-status, Go's
+# status.FromError, Java's StatusProto): a field's error carries a google.rpc.BadRequest there.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def field_trailers(err: AtollError) -> tuple[tuple[str, bytes], ...]:
+    """The trailing metadata naming err's field: a google.rpc.Status whose BadRequest has one
+    field violation (its message is the status message, as grpcio-status checks), and the
+    older atoll-field-bin. None when the error names no field."""
+    if not err.field:
+        return ()
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    violation = error_details_pb2.BadRequest.FieldViolation(field=err.field, description=err.message)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    status = status_pb2.Status(code=err.code.value[0], message=str(err), details=[detail])
+    standard: tuple[tuple[str, bytes], ...] = rpc_status.to_status(status).trailing_metadata
+    return (*standard, (FIELD_METADATA_KEY, err.field.encode("utf-8", "replace")))
+
+
+def field_of_trailers(trailing: Iterable[tuple[str, str | bytes]]) -> str:
+    """The field path an error's trailers name: the first field violation of the standard
+    details, else the older atoll-field-bin; "" when neither is there or they do not parse."""
+    from google.protobuf.message import DecodeError
+    from google.rpc import error_details_pb2, status_pb2
+
+    legacy = ""
+    for key, value in trailing:
+        raw = value if isinstance(value, bytes) else value.encode()
+        if key == FIELD_METADATA_KEY:
+            legacy = raw.decode("utf-8", "replace")
+        elif key == STATUS_DETAILS_KEY:
+            try:
+                status = status_pb2.Status.FromString(raw)
+            except DecodeError:
+                continue
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad) and bad.field_violations:
+                    return str(bad.field_violations[0].field)
+    return legacy
 
 
 def from_status(code: grpc.StatusCode, details: str, field: str = "") -> AtollError:

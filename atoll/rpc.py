@@ -4,9 +4,10 @@ Both daemons and the CLI go through here, so transport security, message
 limits, keepalives and error mapping change in this module only.
 
 Errors: servicers raise `atoll.errors.AtollError`; `ErrorInterceptor` turns
-them into statuses (field path in trailing metadata) and turns any other
-exception into INTERNAL without leaking a traceback to the client. Clients
-wrap calls in `unary()` / `stream()` to get AtollError back.
+them into statuses (a field path as google.rpc.BadRequest details in the
+standard grpc-status-details-bin trailer, which clients in any language
+decode) and any other exception into INTERNAL without leaking a traceback to
+the client. Clients wrap calls in `unary()` / `stream()` to get AtollError back.
 
 The chain of a server, outermost first: the caller's grpc interceptors (which
 see raw requests), then `ErrorInterceptor`, which parses each request and runs
@@ -45,6 +46,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from atoll import connlimit, errors, tls
+from atoll.healthservice import HealthServicer
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,8 @@ _REFLECTION_PREFIX = "/grpc.reflection."
 
 
 def _abort_args(err: errors.AtollError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    trailing = ((errors.FIELD_METADATA_KEY, err.field.encode("utf-8", "replace")),) if err.field else ()
-    return err.code, str(err), trailing
+    # The field path travels as standard google.rpc.BadRequest details (errors.field_trailers).
+    return err.code, str(err), errors.field_trailers(err)
 
 
 Deserializer = Callable[[bytes], Any] | None
@@ -367,7 +369,7 @@ class ServiceBinding:
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     service_names: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     gates: list[connlimit.ConnectionGate] = field(default_factory=list)
@@ -454,7 +456,7 @@ async def start_server(
         interceptors=[*interceptors, ReflectionGate(), ErrorInterceptor(links, _resolver(gates))],
         options=[*_SERVER_OPTIONS, ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))],
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()  # with List, which the library's lacks
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
     for binding in bindings:
@@ -565,10 +567,7 @@ def open_channel(
 
 
 def error_from_rpc(err: grpc.aio.AioRpcError) -> errors.AtollError:
-    field_path = ""
-    for key, value in err.trailing_metadata() or ():
-        if key == errors.FIELD_METADATA_KEY:
-            field_path = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    field_path = errors.field_of_trailers(err.trailing_metadata() or ())
     return errors.from_status(err.code(), err.details() or "", field_path)
 
 

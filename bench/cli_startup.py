@@ -5,7 +5,7 @@ types it, --runs times (interleaved with the baseline, so a busy machine slows b
 the medians are printed with their ratio to the baseline's:
 
     python -c pass                       the interpreter alone
-    coordinator version                  the entry point and its parser
+    coordinator version --client         the entry point and its parser
     coordinator get --help               `get`'s parser with every kind listed
     coordinator get pods                 a real call (mutual TLS) to an in-process coordinator
     coordinator get pods,svc -A -o wide  two lists and the NAMESPACE column
@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> None:
             client = [COORDINATOR, *cluster.cli_args()]
             cases = {
                 "python -c pass": [sys.executable, "-c", "pass"],
-                "coordinator version": [COORDINATOR, "version"],
+                "coordinator version --client": [COORDINATOR, "version", "--client"],
                 "coordinator get --help": [COORDINATOR, "get", "--help"],
                 f"coordinator get pods ({args.pods} pods)": [*client, "get", "pods"],
                 "coordinator get pods,svc -A -o wide": [*client, "get", "pods,svc", "-A", "-o", "wide"],

@@ -23,7 +23,7 @@ from atoll.v1 import (
     workloads_pb2,
 )
 from coordinator.admission.podsecurity import PodSecurityConfig
-from coordinator.api import objectlimits, paging, podnetworks
+from coordinator.api import objectlimits, paging, podnetworks, serverversion
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.podsecurity import PodSecurityAdmission
 from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
@@ -380,6 +380,11 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: cluster_pb2.GetClusterInfoRequest, context: Any
     ) -> cluster_pb2.GetClusterInfoResponse:
         return self._cluster_info()
+
+    async def GetVersion(
+        self, request: cluster_pb2.GetVersionRequest, context: Any
+    ) -> cluster_pb2.GetVersionResponse:
+        return serverversion.response()
 
     async def SignUserCertificate(
         self, request: cluster_pb2.SignUserCertificateRequest, context: Any

@@ -1,11 +1,12 @@
 """Paged lists, like Kubernetes' `limit` and `continue`.
 
 A page holds at most `limit` items and never more than about PAGE_BYTES of
-objects, so that no list fails for its size: gRPC refuses messages over
-rpc.MAX_RESPONSE_BYTES, and with objects capped at --max-object-bytes (at most
-2 MiB) a page stays well under it. A list without a limit that fits comes back
-whole, as before; one that does not fit is cut and carries a continue token
-(clients that ignore it saw a failure before, now a first page).
+objects, so that no list fails for its size in any client: gRPC clients in Go,
+Java, C++ and Node refuse messages over 4 MiB unless told otherwise, and with
+objects capped at --max-object-bytes (at most 2 MiB) a page of PAGE_BYTES stays
+under it. A list without a limit that fits comes back whole, as before; one
+that does not fit is cut and carries a continue token (clients that ignore it
+saw a failure before, now a first page).
 
 The token is opaque to clients: base64 of the snapshot revision and the last
 key sent. Later pages read the same snapshot (the store rolls its history back
@@ -19,12 +20,14 @@ import base64
 import binascii
 import json
 
-from atoll import errors, labels, rpc
+from atoll import errors, labels
 from atoll.kinds import KindInfo
 from coordinator.objects.registry import Page, Registry, prefix_for
 
-# Objects per page by size: half the largest response leaves room for the wrapping.
-PAGE_BYTES = rpc.MAX_RESPONSE_BYTES // 2
+# The message size every gRPC client accepts by default (grpc-go, grpc-java, grpc-js).
+CLIENT_DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+# Objects per page by size: 3/4 of it leaves room for the wrapping of each item.
+PAGE_BYTES = CLIENT_DEFAULT_MAX_BYTES * 3 // 4
 
 
 def encode_token(page: Page) -> str:

@@ -142,6 +142,7 @@ PERMISSIONS: dict[str, Callable[[Any], Permission]] = {
     _CLUSTER + "GetClusterInfo": lambda r: Permission("get", "clusterinfo"),
     _CLUSTER + "SignUserCertificate": lambda r: Permission("create", "certificates", name=r.user),
     _CLUSTER + "ListCoordinators": lambda r: Permission("list", "coordinators"),
+    _CLUSTER + "GetVersion": lambda r: Permission("get", "version"),
     _NODE + "Register": lambda r: Permission(
         "node", "nodes", node=r.node.metadata.name, name=r.node.metadata.name
     ),

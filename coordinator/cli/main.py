@@ -52,16 +52,26 @@ def runner(command: str) -> Callable[[Any, argparse.Namespace], Awaitable[int]]:
     return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
-async def _run_client(args: argparse.Namespace) -> int:
+async def _run_client(
+    args: argparse.Namespace, run: Callable[[Any, argparse.Namespace], Awaitable[int]] | None = None
+) -> int:
     from coordinator import config
     from coordinator.client import config as clientconfig
     from coordinator.client.api import Client
 
     settings = clientconfig.load(args.client_config, os.environ)
     server = config.server_address(args.server, os.environ, settings.server if settings else "")
-    run = runner(args.command)
+    run = run or runner(args.command)
     async with Client(server, config=settings) as client:
         return await run(client, args)
+
+
+async def _server_version(client: Any, args: argparse.Namespace) -> int:
+    """The second half of `coordinator version`, as kubectl's: what the coordinator runs."""
+    info = await client.version()
+    print(f"Server Version: {info.server_version}\nAPI Version: {info.api_version}")
+    print(f"Features: {', '.join(info.features)}")
+    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -148,11 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         from atoll import version
 
-        print(f"coordinator {version()}")
-        return 0
+        print(f"Client Version: {version()}")
+        if args.client:
+            return 0
     import asyncio
 
     try:
+        if args.command == "version":
+            return asyncio.run(_run_client(args, _server_version))
         if args.command == "completion":
             from coordinator.cli import completion
 

@@ -52,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "provision",
     ),
     "completion": ("print a shell completion script (bash, zsh, tcsh)", "core"),
-    "version": ("print the client version", "core"),
+    "version": ("print the client's and the server's versions", "core"),
 }
 
 # Global options that take a value: the command is the first word that is not one of them.
@@ -188,7 +188,9 @@ def _add_core(sub: Any) -> None:
     _namespaced(logs)
     completion = parser("completion")
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
-    parser("version")
+    parser("version").add_argument(
+        "--client", action="store_true", help="only the client's version: ask no coordinator"
+    )
 
 
 def _add_serve(sub: Any) -> None:

@@ -191,6 +191,11 @@ class Client:
             )
         )
 
+    async def version(self) -> cluster_pb2.GetVersionResponse:
+        return await self._again(
+            lambda: rpc.unary(self.stub.GetVersion(cluster_pb2.GetVersionRequest(), timeout=DEFAULT_TIMEOUT))
+        )
+
     async def sign_user_certificate(
         self, user: str, role: str, csr: bytes, ttl: float = 0
     ) -> cluster_pb2.SignUserCertificateResponse:
