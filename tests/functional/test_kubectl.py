@@ -198,3 +198,39 @@ async def test_a_viewer_kubeconfig_reads_but_is_refused_writes(
         await kubeconfig_for(c, token_home / "kubeconfig", "--user", "ops", "--role", "operator", "--token")
     )
     await operator.out("create", "-f", "-", stdin=POD.format(name="o", app="o"))
+
+
+async def test_edit_field_selectors_events_and_delete_all(
+    kubectl: tuple[Cluster, Kubectl], tmp_path: pathlib.Path
+) -> None:
+    _, k = kubectl
+    await k.out("create", "-f", "-", stdin=POD.format(name="web-1", app="web"))
+    await k.out("create", "-f", "-", stdin=POD.format(name="web-2", app="web"))
+    await k.out("wait", "--for=condition=Ready", "pod/web-1", "pod/web-2", "--timeout=20s")
+    editor = tmp_path / "editor.sh"  # kubectl edit runs $KUBE_EDITOR FILE
+    editor.write_text("#!/bin/sh\nsed -i 's/^  labels:$/  labels:\\n    team: blue/' \"$1\"\n")
+    editor.chmod(0o755)
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        "edit",
+        "pod",
+        "web-1",
+        env={**k.env, "KUBE_EDITOR": str(editor)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert await k.out("get", "pod", "web-1", "-o", "jsonpath={.metadata.labels.team}") == "blue"
+    running = await k.out(
+        "get", "pods", "--field-selector", "status.phase=Running,metadata.name=web-2", "-o", "name"
+    )
+    assert running.split() == ["pod/web-2"]
+    on_node = await k.out("get", "pods", "-A", "--field-selector", "spec.nodeName=node-1", "-o", "name")
+    assert sorted(on_node.split()) == ["pod/web-1", "pod/web-2"]
+    assert "web-1" in await k.out("get", "pod", "web-1", "-o", "yaml")
+    events = await k.out("get", "events")
+    assert "LAST SEEN" in events and "pod/web-1" in events
+    await k.out("delete", "pods", "--all")
+    code, _, err = await k.run("get", "pods", check=False)
+    assert code == 0 and "No resources found" in err
