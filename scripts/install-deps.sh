@@ -12,6 +12,11 @@ PACKAGES=(
   rpm rpmlint systemd
   mariadb-server rabbitmq-server
 )
+# The Node.js gRPC client test (tests/functional/test_node_client.py) needs node and npm:
+# Debian's, unless a node with its npm is already installed (from NodeSource, say).
+if ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

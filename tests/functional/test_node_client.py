@@ -1,0 +1,120 @@
+"""Issue 15, point 3: a Node.js @grpc/grpc-js client lists pods, pages, watches and decodes a
+validation error's standard field violations, against an in-process coordinator on a port.
+
+The client (tests/clients/node/client.js) loads our protos at run time, so loading them is
+its compile step; `buf build` and `buf lint` run with the pinned buf of the same package.json.
+The npm packages come from tests/clients/node/package-lock.json through `npm ci`, once per
+run (again only when the lock changes), into its git-ignored node_modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import pathlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import status_pb2
+from grpc_tools import protoc
+
+import atoll
+from atoll.v1 import pod_pb2
+from tests.functional.harness import Cluster
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLIENT_DIR = ROOT / "tests" / "clients" / "node"
+MODULES = CLIENT_DIR / "node_modules"
+STAMP = MODULES / ".atoll-installed-lock"
+BUF = MODULES / ".bin" / "buf"
+INCLUDE_DIRS = [
+    ROOT / "protos",
+    pathlib.Path(protoc.__file__).parent / "_proto",  # google/protobuf/*.proto
+    pathlib.Path(status_pb2.__file__).parents[2],  # googleapis-common-protos: google/rpc/*.proto
+]
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path) -> Iterator[None]:
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> pathlib.Path:
+    """`npm ci` from the lock, unless node_modules already holds this very lock's install."""
+    npm = shutil.which("npm")
+    assert npm and shutil.which("node"), "node and npm are missing: run scripts/install-deps.sh"
+    digest = hashlib.sha256((CLIENT_DIR / "package-lock.json").read_bytes()).hexdigest()
+    with _locked(CLIENT_DIR / ".npm-ci.lock"):
+        if not (STAMP.exists() and STAMP.read_text() == digest):
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=CLIENT_DIR,
+                check=True,
+                timeout=600,
+            )
+            STAMP.write_text(digest)
+    return MODULES
+
+
+def test_buf_builds_and_lints_the_protos(node_modules: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    image = tmp_path / "atoll.binpb"
+    built = subprocess.run(
+        [BUF, "build", "-o", image], cwd=ROOT / "protos", capture_output=True, text=True, timeout=300
+    )
+    assert built.returncode == 0, built.stderr
+    assert image.stat().st_size > 0
+    linted = subprocess.run([BUF, "lint"], cwd=ROOT / "protos", capture_output=True, text=True, timeout=300)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def pod(name: str) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    p.spec.containers.add(name="main", image="busybox")
+    return p
+
+
+async def test_a_node_client_lists_pages_watches_and_decodes_field_violations(
+    node_modules: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    cluster = await Cluster(tmp_path, insecure=True).start()
+    try:
+        assert cluster.client is not None
+        for i in range(5):
+            await cluster.client.create(pod(f"p{i}"))
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(CLIENT_DIR / "client.js"),
+            f"127.0.0.1:{cluster.coordinator.port}",
+            "default",
+            *map(str, INCLUDE_DIRS),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        result = json.loads(out)
+    finally:
+        await cluster.stop()
+
+    # Every service of the protos became a client.
+    assert {"ClusterService", "NodeService"} <= set(result["services"])
+    assert result["version"]["server"] == atoll.version() and result["version"]["api"] == "atoll.v1"
+    assert "list-paging" in result["version"]["features"]
+    assert result["pages"] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert result["watched"] == {"type": "EVENT_TYPE_ADDED", "name": "from-node"}
+    error = result["error"]
+    assert error["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert len(error["violations"]) == 1
+    violation = error["violations"][0]
+    assert violation["field"].startswith("spec.containers[0]") and violation["description"]
+    assert error["details"] == f"{violation['field']}: {violation['description']}"
