@@ -258,6 +258,16 @@ class Coordinator:
             pki=pki,
             tokens=security.tokens,
         )
+        # One set of per-client limits for both APIs: a user's gRPC and REST calls count together.
+        limits = Limits(
+            LimitConfig(
+                rate=cfg.api_rate,
+                burst=cfg.api_burst,
+                max_watches=cfg.max_watches_per_client,
+                max_total_watches=cfg.max_watches,
+            ),
+            clock=self._clock,
+        )
         self.server = await rpc.start_server(
             security.listeners(),
             [
@@ -275,22 +285,14 @@ class Coordinator:
             links=[
                 *([self.prom.link()] if self.prom is not None else []),
                 security.interceptor,
-                Limits(
-                    LimitConfig(
-                        rate=cfg.api_rate,
-                        burst=cfg.api_burst,
-                        max_watches=cfg.max_watches_per_client,
-                        max_total_watches=cfg.max_watches,
-                    ),
-                    clock=self._clock,
-                ),
+                limits,
             ],
             handshake_timeout=cfg.handshake_timeout,
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
         if cfg.kube_listen:
-            await self._start_kube(cluster, registry, security)
+            await self._start_kube(cluster, registry, security, limits)
         if self.prom is not None:
             store = self.store
             self.prom.watch_cluster(
@@ -312,7 +314,9 @@ class Coordinator:
             self.store.revision,
         )
 
-    async def _start_kube(self, cluster: ClusterServicer, registry: Registry, security: Security) -> None:
+    async def _start_kube(
+        self, cluster: ClusterServicer, registry: Registry, security: Security, limits: Limits
+    ) -> None:
         try:
             from coordinator.kube.server import KubeApi, KubeServer  # aiohttp only where it is served
         except ImportError as exc:
@@ -322,7 +326,8 @@ class Coordinator:
 
         host, port = layered.split_host_port(self.cfg.kube_listen, "kube_listen")
         files = security.pki.server_files if security.pki is not None else None
-        self.kube = KubeServer(KubeApi(cluster, registry, security.interceptor), host, port, files)
+        api = KubeApi(cluster, registry, security.interceptor, limits=limits)
+        self.kube = KubeServer(api, host, port, files)
         await self.kube.start()
 
     def _daemon_ports(self) -> set[int]:

@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import Message
 
 from atoll import errors, rpc
+from atoll.limits import Limits
 from coordinator.auth import roles
 from coordinator.auth.interceptor import AuthInterceptor
 from coordinator.auth.roles import Identity
@@ -51,8 +52,9 @@ def bearer_of(authorization: str) -> str:
 
 
 class Access:
-    def __init__(self, interceptor: AuthInterceptor) -> None:
+    def __init__(self, interceptor: AuthInterceptor, limits: Limits | None = None) -> None:
         self._interceptor = interceptor
+        self._limits = limits  # the gRPC server's per-client rate and stream limits, shared
 
     async def authenticate(self, ssl_object: ssl.SSLObject | None, authorization: str, peer: str) -> Caller:
         transport = "ssl" if ssl_object is not None else "insecure"
@@ -83,6 +85,8 @@ class Access:
             raise
         roles.CURRENT.set(caller.identity)
         rpc.CALLER.set(caller.identity.user)
+        if self._limits is not None:
+            await self._limits.admit(full, request, None)  # keys on rpc.CALLER, set above
         started = time.monotonic()
         ticket = (caller.identity, permission, caller.peer)
         try:
@@ -95,8 +99,9 @@ class Access:
             self._interceptor.record(full, ticket, grpc.StatusCode.OK, took=time.monotonic() - started)
         return result
 
-    def authorize_stream(self, caller: Caller, method: str, request: Message) -> None:
-        """For streaming calls (Watch, GetLogs): checked once, before the stream starts."""
+    async def open_stream(self, caller: Caller, method: str, request: Message) -> object:
+        """For streaming calls (Watch, GetLogs): checked once, before the stream starts; the
+        ticket returned goes to `close_stream` when it ends (it holds one of the caller's streams)."""
         full = SERVICE + method
         permission = None
         try:
@@ -107,3 +112,10 @@ class Access:
             raise
         roles.CURRENT.set(caller.identity)
         rpc.CALLER.set(caller.identity.user)
+        if self._limits is None:
+            return None
+        return await self._limits.admit(full, request, None)
+
+    def close_stream(self, method: str, ticket: object) -> None:
+        if self._limits is not None:
+            self._limits.finish(SERVICE + method, ticket, grpc.StatusCode.OK)

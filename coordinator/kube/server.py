@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from atoll import errors, tls
+from atoll.limits import Limits
 from coordinator.api.cluster import ClusterServicer
 from coordinator.auth.interceptor import AuthInterceptor
 from coordinator.kube import convert, discovery, openapi, resources, status
@@ -57,8 +58,9 @@ class KubeApi:
         *,
         version: str = "0.1.0",
         bookmark_interval: float = 5.0,
+        limits: Limits | None = None,
     ) -> None:
-        self.access = Access(interceptor)
+        self.access = Access(interceptor, limits)
         cache = convert.EncodeCache()
         self.handlers = Handlers(cluster, self.access, cache)
         self.streams = Streams(cluster, registry, self.access, cache, bookmark_interval=bookmark_interval)

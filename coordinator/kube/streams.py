@@ -79,7 +79,22 @@ class Streams:
             label_selector=selector,
             resource_version=revision,
         )
-        self.access.authorize_stream(caller, "Watch", req)
+        ticket = await self.access.open_stream(caller, "Watch", req)
+        try:
+            return await self._serve_watch(req, target, request, fields, initial=initial)
+        finally:
+            self.access.close_stream("Watch", ticket)
+
+    async def _serve_watch(
+        self,
+        req: cluster_pb2.WatchRequest,
+        target: Target,
+        request: web.Request,
+        fields: selectors.FieldSelector,
+        *,
+        initial: bool,
+    ) -> web.StreamResponse:
+        query, resource, revision = request.query, target.resource, req.resource_version
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
         table = tables.wants_table(request.headers.get("Accept", ""))
         timeout = min(float(_int(query, "timeoutSeconds") or _MAX_TIMEOUT), _MAX_TIMEOUT)
@@ -185,7 +200,13 @@ class Streams:
             previous=_truthy(query.get("previous")),
             timestamps=_truthy(query.get("timestamps")),
         )
-        self.access.authorize_stream(caller, "GetLogs", req)
+        ticket = await self.access.open_stream(caller, "GetLogs", req)
+        try:
+            return await self._serve_logs(req, request)
+        finally:
+            self.access.close_stream("GetLogs", ticket)
+
+    async def _serve_logs(self, req: cluster_pb2.GetLogsRequest, request: web.Request) -> web.StreamResponse:
         chunks = self._chunks(req)
         # The first chunk (or error) before the headers: a missing pod is a 404, not an empty 200.
         try:

@@ -346,3 +346,23 @@ async def test_tables_in_a_watch_name_their_columns_once(kube: tuple[Cluster, Ku
     assert [e["object"]["kind"] for e in events] == ["Table", "Table"]
     assert events[0]["object"]["columnDefinitions"] and not events[1]["object"]["columnDefinitions"]
     assert {e["object"]["rows"][0]["cells"][0] for e in events} == {"web-1", "web-2"}
+
+
+async def test_rest_and_grpc_calls_share_the_per_client_rate_limit(tmp_path: pathlib.Path) -> None:
+    c = await Cluster(tmp_path, kube_listen="127.0.0.1:0", api_rate=0.001, api_burst=6).start()
+    try:
+        assert c.admin is not None and c.coordinator.kube is not None and c.client is not None
+        admin = Kube(
+            f"https://127.0.0.1:{c.coordinator.kube.port}",
+            _context(tmp_path, c.admin.ca, c.admin.cert, c.admin.key),
+        )
+        try:
+            codes = [(await admin.call("GET", "/api/v1/pods"))[0] for _ in range(6)]
+            _, refused = await admin.call("GET", "/api/v1/pods")
+        finally:
+            await admin.close()
+        # The harness's own gRPC call (a join token) took one of the burst of 6.
+        assert codes[:5] == [200] * 5 and codes[5] == 429
+        assert refused["reason"] == "TooManyRequests" and "rate limit" in refused["message"]
+    finally:
+        await c.stop()
