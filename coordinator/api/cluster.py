@@ -190,8 +190,16 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         info = kinds.by_kind(request.kind)
         selector = labels.parse(request.label_selector)
         namespace = request.namespace if info.namespaced else ""
+        # A gRPC reply stays under the 4 MiB clients in other languages accept; an in-process
+        # caller (context None: the Kubernetes API) gets a list without a limit whole.
         page = await paging.list_page(
-            self._registry, info, namespace, selector, limit=request.limit, token=request.continue_token
+            self._registry,
+            info,
+            namespace,
+            selector,
+            limit=request.limit,
+            token=request.continue_token,
+            max_bytes=paging.PAGE_BYTES if context is not None else paging.IN_PROCESS_PAGE_BYTES,
         )
         response = cluster_pb2.ListResponse(
             items=[kinds.wrap(self._present(o)) for o in page.items],

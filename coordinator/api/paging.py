@@ -20,7 +20,7 @@ import base64
 import binascii
 import json
 
-from atoll import errors, labels
+from atoll import errors, labels, rpc
 from atoll.kinds import KindInfo
 from coordinator.objects.registry import Page, Registry, prefix_for
 
@@ -28,6 +28,9 @@ from coordinator.objects.registry import Page, Registry, prefix_for
 CLIENT_DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 # Objects per page by size: 3/4 of it leaves room for the wrapping of each item.
 PAGE_BYTES = CLIENT_DEFAULT_MAX_BYTES * 3 // 4
+# For callers in the coordinator's process (the Kubernetes API, which encodes JSON itself):
+# a list without a limit comes whole there, as Kubernetes' does, up to what a reply may hold.
+IN_PROCESS_PAGE_BYTES = rpc.MAX_RESPONSE_BYTES // 2
 
 
 def encode_token(page: Page) -> str:
