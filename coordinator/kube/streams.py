@@ -104,11 +104,21 @@ class Streams:
         await response.prepare(request)
         first_table = True
 
+        visible: set[tuple[str, str]] = set()  # objects sent that match the field selector
+
         async def send(kind: str, obj: Any) -> None:
             nonlocal first_table, seen
             seen = max(seen, obj.metadata.resource_version)
-            if not fields.empty and not fields.matches(obj):
-                return
+            if not fields.empty:
+                # As for labels: an object that stops matching (a pod leaving Running) is DELETED.
+                key = (obj.metadata.namespace, obj.metadata.name)
+                if fields.matches(obj) and kind != "DELETED":
+                    visible.add(key)
+                elif key in visible:
+                    visible.discard(key)
+                    kind = "DELETED"
+                elif not fields.matches(obj):
+                    return
             data = self.cache.to_json(obj)
             if table:
                 data = tables.table(resource.plural, [data], with_columns=first_table)

@@ -366,3 +366,47 @@ async def test_rest_and_grpc_calls_share_the_per_client_rate_limit(tmp_path: pat
         assert refused["reason"] == "TooManyRequests" and "rate limit" in refused["message"]
     finally:
         await c.stop()
+
+
+async def test_a_watch_by_field_sees_an_object_leave_the_selection_as_deleted(
+    kube: tuple[Cluster, Kube],
+) -> None:
+    c, k = kube
+    node = await c.add_node("node-1", images=("nginx",))
+    job = pod("job")
+    job["spec"]["restartPolicy"] = "Never"
+    job["spec"]["containers"][0]["name"] = "main"
+    await k.call("POST", "/api/v1/namespaces/default/pods", job)
+    events: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        url = f"{k.base}/api/v1/namespaces/default/pods?watch=1&fieldSelector=status.phase%3DRunning"
+        async with k.session.get(url) as response:
+            async for line in response.content:
+                events.append(json.loads(line))
+
+    task = asyncio.create_task(follow())
+    try:
+
+        async def running() -> bool:
+            return any(e["object"]["status"].get("phase") == "Running" for e in events)
+
+        await eventually(running, what="the job Running")
+        container = next(
+            ct.id
+            for ct in node.runtime.containers.values()
+            if ct.labels.get("io.atoll.pod.name") == "job"
+            and ct.labels.get("io.atoll.container.name") == "main"
+        )
+        node.runtime.exit(container, 0)
+
+        async def left() -> bool:
+            return bool(events) and events[-1]["type"] == "DELETED"
+
+        await eventually(left, what="DELETED once the job stops Running")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert events[-1]["object"]["status"]["phase"] == "Succeeded"
+    code, still = await k.call("GET", "/api/v1/namespaces/default/pods/job")
+    assert code == 200 and still["status"]["phase"] == "Succeeded"
