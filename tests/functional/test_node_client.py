@@ -1,5 +1,6 @@
 """Issue 15, point 3: a Node.js @grpc/grpc-js client lists pods, pages, watches and decodes a
-validation error's standard field violations, against an in-process coordinator on a port.
+validation error's standard field violations, against an in-process coordinator on a port,
+over mutual TLS with the admin's certificate.
 
 The client (tests/clients/node/client.js) loads our protos at run time, so loading them is
 its compile step; `buf build` and `buf lint` run with the pinned buf of the same package.json.
@@ -14,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -93,17 +95,22 @@ def pod(name: str) -> pod_pb2.Pod:
 async def test_a_node_client_lists_pages_watches_and_decodes_field_violations(
     node_modules: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    cluster = await Cluster(tmp_path, insecure=True).start()
+    cluster = await Cluster(tmp_path).start()  # mutual TLS, with the admin's certificate
     try:
-        assert cluster.client is not None
+        assert cluster.client is not None and cluster.admin is not None
         for i in range(5):
             await cluster.client.create(pod(f"p{i}"))
+        tls_dir = tmp_path / "node-tls"
+        tls_dir.mkdir()
+        for name, pem in (("ca", cluster.admin.ca), ("cert", cluster.admin.cert), ("key", cluster.admin.key)):
+            (tls_dir / f"{name}.pem").write_bytes(pem)
         proc = await asyncio.create_subprocess_exec(
             "node",
             str(CLIENT_DIR / "client.js"),
-            f"127.0.0.1:{cluster.coordinator.port}",
+            cluster.admin.server,
             "default",
             *map(str, INCLUDE_DIRS),
+            env={**os.environ, "ATOLL_TLS_DIR": str(tls_dir)},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

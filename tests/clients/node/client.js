@@ -2,7 +2,7 @@
 // @grpc/grpc-js with the protos loaded at run time by @grpc/proto-loader, and protobufjs to
 // decode the standard error details. Run by tests/functional/test_node_client.py:
 //
-//   node client.js ADDRESS NAMESPACE INCLUDE_DIR...
+//   [ATOLL_TLS_DIR=DIR] node client.js ADDRESS NAMESPACE INCLUDE_DIR...
 //
 // It loads every proto of protos/atoll/v1 (each service must build a client), asks
 // GetVersion, lists the namespace's pods two at a time through continue_token, watches pods
@@ -46,7 +46,16 @@ const definition = protoLoader.loadSync(files, {
   oneofs: true,
 });
 const atoll = grpc.loadPackageDefinition(definition).atoll.v1;
-const credentials = grpc.credentials.createInsecure();
+// Mutual TLS with a user's certificate when ATOLL_TLS_DIR holds ca.pem, cert.pem and key.pem
+// (what a client config carries), else plain text (an --insecure coordinator on loopback).
+const tlsDir = process.env.ATOLL_TLS_DIR;
+const credentials = tlsDir
+  ? grpc.credentials.createSsl(
+      fs.readFileSync(path.join(tlsDir, "ca.pem")),
+      fs.readFileSync(path.join(tlsDir, "key.pem")),
+      fs.readFileSync(path.join(tlsDir, "cert.pem")),
+    )
+  : grpc.credentials.createInsecure();
 // Every service compiles into a client constructor.
 const services = Object.keys(atoll).filter((name) => typeof atoll[name] === "function" && atoll[name].service);
 const cluster = new atoll.ClusterService(address, credentials);
