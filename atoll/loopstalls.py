@@ -51,6 +51,10 @@ class LoopStalls:
             total += end - max(start, since)
         return min(total, seconds)
 
+    def longest(self) -> float:
+        """The longest stall still remembered."""
+        return max((end - start for start, end in self._stalls), default=0.0)
+
     async def run(self, stop: asyncio.Event) -> None:
         while True:
             before = self._clock()
