@@ -52,7 +52,7 @@ class ServiceStateTracker:
         self._floor = 0  # deltas can start at any generation >= this
         self._full: tuple[int, bytes] | None = None
         self._deltas: dict[int, bytes] = {}  # base generation -> encoded delta to self.generation
-        self.encodings = 0  # how many payloads were serialised (a test and the bench read it)
+        self.encodings = 0  # how many payloads were serialised (tests read it)
         services.add_handler(self._on_service)
         endpoints.add_handler(self._on_endpoints)
 
