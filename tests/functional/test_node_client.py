@@ -2,8 +2,9 @@
 validation error's standard field violations, against an in-process coordinator on a port,
 over mutual TLS with the admin's certificate.
 
-The client (tests/clients/node/client.js) loads our protos at run time, so loading them is
-its compile step; `buf build` and `buf lint` run with the pinned buf of the same package.json.
+The client (tests/clients/node/client.js) loads our protos at run time; a TypeScript client
+(typed_client.ts) is type-checked by tsc against types generated from the protos; `buf build`
+and `buf lint` run with the pinned buf of the same package.json.
 The npm packages come from tests/clients/node/package-lock.json through `npm ci`, once per
 run (again only when the lock changes), into its git-ignored node_modules.
 """
@@ -83,6 +84,39 @@ def test_buf_builds_and_lints_the_protos(node_modules: pathlib.Path, tmp_path: p
         [BUF, "lint"], check=False, cwd=ROOT / "protos", capture_output=True, text=True, timeout=300
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_a_typescript_client_compiles_against_types_generated_from_the_protos(
+    node_modules: pathlib.Path,
+) -> None:
+    """proto-loader-gen-types generates the messages' and services' types from protos/; tsc --strict
+    type-checks typed_client.ts (a paging List client) against them. A proto change that breaks a
+    typed client fails here. The scratch directory sits under the client's directory so that
+    tsc finds its node_modules, and goes away afterwards."""
+    scratch = CLIENT_DIR / "build" / f"tsc-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        files = sorted(
+            str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos" / "atoll" / "v1").glob("*.proto")
+        )
+        generated = subprocess.run(
+            [node_modules / ".bin" / "proto-loader-gen-types", "--grpcLib=@grpc/grpc-js",
+             f"--outDir={scratch / 'gen'}", "--keepCase", "--longs=String", "--enums=String", "--defaults",
+             "--oneofs", "--includeDirs", *map(str, INCLUDE_DIRS), "--", *files],
+            check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert generated.returncode == 0, generated.stderr
+        assert (scratch / "gen" / "atoll" / "v1" / "ClusterService.ts").exists()
+        shutil.copy(CLIENT_DIR / "typed_client.ts", scratch)
+        compiled = subprocess.run(
+            [node_modules / ".bin" / "tsc", "--noEmit", "--strict", "--target", "es2022", "--module", "commonjs",
+             "--moduleResolution", "node", "--types", "node", "--skipLibCheck", "typed_client.ts"],
+            check=False, cwd=scratch, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def pod(name: str) -> pod_pb2.Pod:
