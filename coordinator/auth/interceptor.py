@@ -83,7 +83,7 @@ class AuthInterceptor(rpc.CallInterceptor):
             identity = await self.authenticate(context)
             roles.authorize(identity, permission)
         except errors.AtollError as err:
-            self._record(method, (identity, permission, rpc.peer_address(context)), err.code, str(err))
+            self.record(method, (identity, permission, rpc.peer_address(context)), err.code, str(err))
             raise
         roles.CURRENT.set(identity)
         rpc.CALLER.set(identity.user)
@@ -93,7 +93,7 @@ class AuthInterceptor(rpc.CallInterceptor):
         if method not in roles.MUTATING or ticket is None:
             return
         identity, permission, peer, started = ticket
-        self._record(method, (identity, permission, peer), code, took=time.monotonic() - started)
+        self.record(method, (identity, permission, peer), code, took=time.monotonic() - started)
 
     def record(
         self,
@@ -103,17 +103,7 @@ class AuthInterceptor(rpc.CallInterceptor):
         reason: str = "",
         took: float | None = None,
     ) -> None:
-        """One audit entry, for callers outside gRPC (the Kubernetes API) in the same log."""
-        self._record(method, ticket, code, reason, took)
-
-    def _record(
-        self,
-        method: str,
-        ticket: tuple[Identity | None, Permission | None, str],
-        code: grpc.StatusCode,
-        reason: str = "",
-        took: float | None = None,
-    ) -> None:
+        """One audit entry; callers outside gRPC (the Kubernetes API) write to the same log."""
         identity, permission, peer = ticket
         entry: dict[str, Any] = {
             "user": identity.user if identity else "",

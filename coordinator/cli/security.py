@@ -250,18 +250,7 @@ async def cmd_config(client: Client, args: argparse.Namespace) -> int:
     if not info.ca_certificate:
         raise errors.FailedPrecondition("the coordinator runs --insecure: it has no credentials to give")
     if args.token:
-        token_id, secret = tokens.generate()
-        await client.create(
-            tokens.new_token(
-                token_id,
-                secret,
-                ttl=args.ttl,
-                usages=(tokens.USAGE_AUTH,),
-                user=name,
-                role=role,
-                description=f"bearer token of {name}",
-            )
-        )
+        token_id, secret = await _new_bearer_token(client, name, role, args.ttl, f"bearer token of {name}")
         config = ClientConfig(
             server=args.server_address or info.token_server,
             user=name,
@@ -287,6 +276,25 @@ async def cmd_config(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _new_bearer_token(
+    client: Client, user: str, role: str, ttl: Any, description: str
+) -> tuple[str, str]:
+    """A bearer token for `user` with `role`, stored on the coordinator; (id, secret)."""
+    token_id, secret = tokens.generate()
+    await client.create(
+        tokens.new_token(
+            token_id,
+            secret,
+            ttl=ttl,
+            usages=(tokens.USAGE_AUTH,),
+            user=user,
+            role=role,
+            description=description,
+        )
+    )
+    return token_id, secret
+
+
 async def _kubeconfig(client: Client, args: argparse.Namespace) -> int:
     """`coordinator config kubeconfig`: a kubeconfig with the caller's or a new user's credentials."""
     target = pathlib.Path(args.file or "kubeconfig")
@@ -303,17 +311,8 @@ async def _kubeconfig(client: Client, args: argparse.Namespace) -> int:
         check_user(args.user)
         user, ca, cert, key, token = args.user, info.ca_certificate, b"", b"", ""
         if args.token:
-            token_id, secret = tokens.generate()
-            await client.create(
-                tokens.new_token(
-                    token_id,
-                    secret,
-                    ttl=args.ttl,
-                    usages=(tokens.USAGE_AUTH,),
-                    user=user,
-                    role=args.role,
-                    description=f"bearer token of {user} (kubeconfig)",
-                )
+            token_id, secret = await _new_bearer_token(
+                client, user, args.role, args.ttl, f"bearer token of {user} (kubeconfig)"
             )
             token = f"{token_id}.{secret}"
         else:

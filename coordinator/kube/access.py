@@ -23,7 +23,7 @@ from atoll import errors, rpc
 from atoll.limits import Limits
 from coordinator.auth import roles
 from coordinator.auth.interceptor import AuthInterceptor
-from coordinator.auth.roles import Identity
+from coordinator.auth.roles import Identity, Permission
 
 R = TypeVar("R")
 
@@ -67,15 +67,9 @@ class Access:
             raise
         return Caller(identity, peer)
 
-    async def call(
-        self,
-        caller: Caller,
-        method: str,
-        request: Message,
-        handler: Callable[[Any, Any], Awaitable[R]],
-    ) -> R:
-        """`handler(request, None)` (a ClusterServicer method) if the caller may make this call."""
-        full = SERVICE + method
+    def _authorize(self, caller: Caller, full: str, request: Message) -> Permission:
+        """The permission `full` needs, if the caller has it (a refusal is audited); the caller
+        becomes the current one for the role checks and rate limits below."""
         permission = None
         try:
             permission = roles.required(full, request)
@@ -85,6 +79,18 @@ class Access:
             raise
         roles.CURRENT.set(caller.identity)
         rpc.CALLER.set(caller.identity.user)
+        return permission
+
+    async def call(
+        self,
+        caller: Caller,
+        method: str,
+        request: Message,
+        handler: Callable[[Any, Any], Awaitable[R]],
+    ) -> R:
+        """`handler(request, None)` (a ClusterServicer method) if the caller may make this call."""
+        full = SERVICE + method
+        permission = self._authorize(caller, full, request)
         if self._limits is not None:
             await self._limits.admit(full, request, None)  # keys on rpc.CALLER, set above
         started = time.monotonic()
@@ -103,15 +109,7 @@ class Access:
         """For streaming calls (Watch, GetLogs): checked once, before the stream starts; the
         ticket returned goes to `close_stream` when it ends (it holds one of the caller's streams)."""
         full = SERVICE + method
-        permission = None
-        try:
-            permission = roles.required(full, request)
-            roles.authorize(caller.identity, permission)
-        except errors.AtollError as err:
-            self._interceptor.record(full, (caller.identity, permission, caller.peer), err.code, str(err))
-            raise
-        roles.CURRENT.set(caller.identity)
-        rpc.CALLER.set(caller.identity.user)
+        self._authorize(caller, full, request)
         if self._limits is None:
             return None
         return await self._limits.admit(full, request, None)

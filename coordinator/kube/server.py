@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -103,22 +104,10 @@ class KubeApi:
         return json_response(discovery.version(self.version))
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        aggregated = discovery.wants_aggregated(request.headers.get("Accept", ""))
-        if aggregated:
-            return json_response(
-                discovery.aggregated_core(aggregated),
-                content_type=discovery.AGGREGATED_V2 if aggregated == "v2" else discovery.AGGREGATED_V2BETA1,
-            )
-        return json_response(discovery.api_versions(request.host))
+        return _discovery(request, discovery.aggregated_core, lambda: discovery.api_versions(request.host))
 
     async def _apis(self, request: web.Request) -> web.StreamResponse:
-        aggregated = discovery.wants_aggregated(request.headers.get("Accept", ""))
-        if aggregated:
-            return json_response(
-                discovery.aggregated_groups(aggregated),
-                content_type=discovery.AGGREGATED_V2 if aggregated == "v2" else discovery.AGGREGATED_V2BETA1,
-            )
-        return json_response(discovery.api_group_list())
+        return _discovery(request, discovery.aggregated_groups, discovery.api_group_list)
 
     async def _api_v1(self, request: web.Request) -> web.StreamResponse:
         return json_response(discovery.api_resource_list())
@@ -228,3 +217,17 @@ class KubeServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
         await self._runner.cleanup()
+
+
+def _discovery(
+    request: web.Request, aggregated_doc: Callable[[str], Any], legacy_doc: Callable[[], Any]
+) -> web.StreamResponse:
+    """The aggregated discovery document when the client asks for it (current kubectl does,
+    first), else the legacy one."""
+    aggregated = discovery.wants_aggregated(request.headers.get("Accept", ""))
+    if aggregated:
+        return json_response(
+            aggregated_doc(aggregated),
+            content_type=discovery.AGGREGATED_V2 if aggregated == "v2" else discovery.AGGREGATED_V2BETA1,
+        )
+    return json_response(legacy_doc())
