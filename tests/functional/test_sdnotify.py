@@ -11,6 +11,7 @@ import asyncio
 import logging
 import pathlib
 import socket
+from collections.abc import Mapping
 
 import pytest
 
@@ -131,6 +132,55 @@ async def test_reload_says_reloading_then_ready_and_applies_log_level_and_regist
     finally:
         node.agent.stop_event.set()
         await asyncio.wait_for(run, 30)
+
+
+async def test_stop_finishes_a_pod_sync_in_flight_and_says_so(
+    cluster: Cluster, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM (what its handler does: set stop_event) in the middle of a pod's sync: the sync is
+    finished, not abandoned, before the agent exits, and the log says what the stop did."""
+    caplog.set_level(logging.INFO)
+    assert cluster.client is not None
+    node = FakeNode(tmp_path, "node-s", cluster.coordinator.port, **cluster.join_settings())
+    node.runtime.pullable.add("redis")
+    pulling, release = asyncio.Event(), asyncio.Event()
+    pull = node.runtime.pull_image
+
+    async def held_pull(ref: str, auth: Mapping[str, str] | None = None) -> None:
+        pulling.set()
+        await release.wait()
+        await pull(ref, auth)
+
+    node.runtime.pull_image = held_pull  # type: ignore[method-assign]
+    notifier = RecordingNotifier()
+    run = asyncio.create_task(service.run(node.agent, notifier, install_signals=False))
+    try:
+        await eventually(lambda: _said(notifier, "READY=1"), timeout=20, what="READY=1")
+        await cluster.client.create(make_pod("slow", image="redis"))
+        await asyncio.wait_for(pulling.wait(), 20)
+        node.agent.stop_event.set()
+        await asyncio.sleep(0.5)
+        assert not run.done(), "the agent exited with a pod sync in flight"
+        assert notifier.sent("STOPPING=1")
+        release.set()
+        await asyncio.wait_for(run, 30)
+    finally:
+        release.set()
+        node.agent.stop_event.set()
+        await asyncio.wait_for(run, 30)
+    # The sync went on past the stop: the image pulled, the app container created and started.
+    assert "redis" in node.runtime.images
+    (main,) = [
+        c
+        for c in node.runtime.containers.values()
+        if c.labels.get("io.atoll.pod.name") == "slow" and c.labels.get("io.atoll.container.name") == "main"
+    ]
+    assert main.running
+    messages = [r.getMessage() for r in caplog.records]
+    assert "stopping: 1 pods keep running; finishing syncs in flight" in messages, messages
+    assert "stopping: finishing 1 pod syncs in flight" in messages, messages
+    assert "stopped; 1 pods left running" in messages, messages
+    assert not [m for m in messages if "still running after" in m], messages
 
 
 def test_socket_notifier_sends_one_datagram_per_message(tmp_path: pathlib.Path) -> None:
