@@ -44,6 +44,18 @@ class ServeConfig:
     pod_eviction_timeout: float = layered.option(
         2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
     )
+    node_eviction_rate: float = layered.option(
+        0.1, "silent nodes per second whose pods may be declared lost, per zone (Kubernetes' default)"
+    )
+    secondary_node_eviction_rate: float = layered.option(
+        0.01, "the same in a zone where --unhealthy-zone-threshold of the nodes are silent"
+    )
+    unhealthy_zone_threshold: float = layered.option(
+        0.55, "share of a zone's nodes silent at once that slows its evictions to the secondary rate"
+    )
+    large_cluster_size_threshold: int = layered.option(
+        50, "a zone with at most this many nodes stops evicting when the threshold is passed"
+    )
     service_cluster_ip_range: str = layered.option("10.254.0.0/16", "range services' cluster IPs come from")
     service_node_port_range: str = layered.option(
         "30000-32767", "ports NodePort and LoadBalancer services get on every node: FIRST-LAST"
@@ -217,6 +229,14 @@ class ServeConfig:
         self.node_port_range  # noqa: B018 - parsed here so that a bad range stops the start
         if self.pod_eviction_timeout < 0:
             raise errors.InvalidArgument("pod_eviction_timeout: must not be negative")
+        if self.node_eviction_rate <= 0 or self.secondary_node_eviction_rate < 0:
+            raise errors.InvalidArgument(
+                "node_eviction_rate: must be positive (secondary_node_eviction_rate: not negative)"
+            )
+        if not 0 < self.unhealthy_zone_threshold <= 1 or self.large_cluster_size_threshold < 0:
+            raise errors.InvalidArgument(
+                "unhealthy_zone_threshold: must be in (0, 1] (large_cluster_size_threshold: not negative)"
+            )
         if (
             self.api_rate <= 0
             or self.api_burst < 1

@@ -38,6 +38,7 @@ from coordinator.api.strategy import STRATEGIES, carry_system_metadata
 from coordinator.auth import Security, sharedca
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
+from coordinator.controllers.evictionpace import EvictionPolicy
 from coordinator.controllers.nodeleases import NodeLeases
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
@@ -174,6 +175,12 @@ class Coordinator:
             health,
             grace=cfg.node_grace_period,
             eviction_timeout=cfg.pod_eviction_timeout,
+            eviction_policy=EvictionPolicy(
+                rate=cfg.node_eviction_rate,
+                secondary_rate=cfg.secondary_node_eviction_rate,
+                unhealthy_threshold=cfg.unhealthy_zone_threshold,
+                large_zone=cfg.large_cluster_size_threshold,
+            ),
             pods=pods,
             recorder=recorder,
             stalls=stalls,

@@ -24,6 +24,7 @@ from atoll import errors, kinds, logs
 from atoll.aio import wait_or_stop
 from atoll.loopstalls import LoopStalls
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
+from coordinator.controllers.evictionpace import ZONE_LABEL, EvictionPacer, EvictionPolicy
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
 from coordinator.objects.registry import Registry
@@ -81,6 +82,8 @@ class NodeLifecycle:
 
     Only silence (Unknown) evicts: a node that reports itself NotReady (False) is
     alive and keeps its pods, as a broken runtime is better repaired than fled.
+    Evictions are paced per zone, and stop when every node is silent
+    (coordinator.controllers.evictionpace).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class NodeLifecycle:
         period: float = 1.0,
         clock: Callable[[], float] = time.time,
         stalls: LoopStalls | None = None,
+        eviction_policy: EvictionPolicy | None = None,
     ) -> None:
         self._registry = registry
         # This coordinator's own stalls: silence it could not have heard is not held against a node.
@@ -109,19 +113,46 @@ class NodeLifecycle:
         self._period = period
         self._clock = clock
         self._evicted: set[str] = set()
+        self.pacer = EvictionPacer(eviction_policy or EvictionPolicy(), clock)
+        self._deferred: set[str] = set()  # due for eviction, held back by the pace (logged once)
 
     async def check(self) -> None:
-        for obj in self._nodes.items():
-            assert isinstance(obj, node_pb2.Node)
-            name = obj.metadata.name
-            cond = ready_condition(obj)
+        nodes = [o for o in self._nodes.items() if isinstance(o, node_pb2.Node)]
+        silent_since: dict[str, float] = {}
+        for node in nodes:
+            cond = ready_condition(node)
             if cond is not None and cond.status == meta_pb2.CONDITION_STATUS_UNKNOWN:
-                since = cond.last_transition_time.ToNanoseconds() / 1e9
-                if name not in self._evicted and self._clock() - since >= self.eviction_timeout:
-                    await self._evict(name)
+                silent_since[node.metadata.name] = cond.last_transition_time.ToNanoseconds() / 1e9
+        self.pacer.observe(
+            (n.metadata.labels.get(ZONE_LABEL, ""), n.metadata.name in silent_since) for n in nodes
+        )
+        due = sorted(
+            (since, n.metadata.name, n.metadata.labels.get(ZONE_LABEL, ""))
+            for n in nodes
+            if (since := silent_since.get(n.metadata.name)) is not None
+            and n.metadata.name not in self._evicted
+            and self._clock() - since >= self.eviction_timeout
+        )
+        for _, name, zone in due:  # the longest silent first
+            if self.pacer.admit(zone):
+                self._deferred.discard(name)
+                await self._evict(name)
+            elif name not in self._deferred:
+                self._deferred.add(name)
+                log.info(
+                    "node %s: eviction of its pods deferred (zone %r %s, paced evictions)",
+                    name,
+                    zone,
+                    "all nodes silent" if self.pacer.all_disrupted else self.pacer.states.get(zone),
+                    extra={"node": name},
+                )
+        for node in nodes:
+            name = node.metadata.name
+            if name in silent_since:
                 continue
             self._evicted.discard(name)
-            silent = self._health.silent_for(name, obj.status.last_heartbeat_time.ToNanoseconds() / 1e9)
+            self._deferred.discard(name)
+            silent = self._health.silent_for(name, node.status.last_heartbeat_time.ToNanoseconds() / 1e9)
             if silent < self.grace:
                 continue
             deaf = self._stalls.within(silent) if self._stalls is not None else 0.0

@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from atoll import errors, kinds, labels, logs
 from atoll.aio import wait_or_stop
 from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator.controllers.ownedpods import OwnedPods, is_active, is_lost, is_ready
 from coordinator.controllers.queue import WorkQueue
 from coordinator.objects.events import EventRecorder
 from coordinator.objects.informer import Informer
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 RC = kinds.by_name("ReplicationController")
 POD = kinds.by_name("Pod")
-TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
 _SUFFIX_CHARS = string.ascii_lowercase + string.digits
 
 
@@ -54,12 +54,8 @@ def controller_uid(pod: pod_pb2.Pod) -> str:
     return next((ref.uid for ref in pod.metadata.owner_references if ref.controller), "")
 
 
-def is_active(pod: pod_pb2.Pod) -> bool:
-    return pod.status.phase not in TERMINAL
-
-
-def is_ready(pod: pod_pb2.Pod) -> bool:
-    return any(c.type == "Ready" and c.status == 1 for c in pod.status.conditions)
+def _key(pod: pod_pb2.Pod) -> str:
+    return f"{pod.metadata.namespace}/{pod.metadata.name}"
 
 
 def deletion_rank(pod: pod_pb2.Pod) -> tuple[int, int, int, int]:
@@ -107,7 +103,8 @@ class ReplicationManager:
         self._burst = burst
         self._expectation_timeout = expectation_timeout
         self._expect: dict[str, _Expectations] = {}
-        self._by_owner: dict[str, dict[str, pod_pb2.Pod]] = {}
+        self._by_owner: dict[str, OwnedPods] = {}  # by controller uid
+        self._key_by_uid: dict[str, str] = {}  # controller uid -> namespace/name
         self._unowned: dict[str, dict[str, pod_pb2.Pod]] = {}
         self._status_delay = status_delay
         self.queue = WorkQueue("replication", self.sync)
@@ -118,12 +115,19 @@ class ReplicationManager:
 
     def _on_rc(self, type_: str, obj: Message, old: Message | None) -> None:
         key = f"{obj.metadata.namespace}/{obj.metadata.name}"  # type: ignore[attr-defined]
+        uid = obj.metadata.uid  # type: ignore[attr-defined]
         if type_ == "DELETED":
             self._expect.pop(key, None)
+            self._key_by_uid.pop(uid, None)
+        else:
+            self._key_by_uid[uid] = key
         self.queue.add(key)
 
     def _owners_of(self, pod: pod_pb2.Pod) -> list[str]:
         uid = controller_uid(pod)
+        if uid:  # owned: one lookup, not a walk over every controller
+            key = self._key_by_uid.get(uid)
+            return [key] if key is not None and key.partition("/")[0] == pod.metadata.namespace else []
         keys = []
         for rc in self._rcs.items():
             assert isinstance(rc, workloads_pb2.ReplicationController)
@@ -139,13 +143,18 @@ class ReplicationManager:
         """Keep pods grouped by controller uid, and the unowned ones by namespace."""
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         if old is not None:
-            self._by_owner.get(controller_uid(old), {}).pop(key, None)
+            previous_owner = controller_uid(old)
+            owned = self._by_owner.get(previous_owner)
+            if owned is not None:
+                owned.remove(key)
+                if not owned and previous_owner not in self._key_by_uid:
+                    del self._by_owner[previous_owner]
             self._unowned.get(old.metadata.namespace, {}).pop(key, None)
         if type_ == "DELETED":
             return
         owner = controller_uid(pod)
         if owner:
-            self._by_owner.setdefault(owner, {})[key] = pod
+            self._by_owner.setdefault(owner, OwnedPods()).put(key, pod)
         else:
             self._unowned.setdefault(pod.metadata.namespace, {})[key] = pod
 
@@ -188,30 +197,30 @@ class ReplicationManager:
         if exp is not None and not exp.satisfied(self._clock()):
             return  # the informer has not caught up with our last writes yet
         selector = labels.Selector.from_map(selector_of(rc))
-        mine: list[pod_pb2.Pod] = []
-        orphans: list[pod_pb2.Pod] = []
-        lost: list[pod_pb2.Pod] = []
-        mine.extend(self._by_owner.get(rc.metadata.uid, {}).values())
-        orphans.extend(
+        owned = self._by_owner.setdefault(rc.metadata.uid, OwnedPods())
+        owned.use_selector(selector_of(rc))
+        orphans = [
             p for p in self._unowned.get(namespace, {}).values() if selector.matches(p.metadata.labels)
-        )
-        for pod in orphans:
-            if await self._adopt(rc, pod):
-                mine.append(pod)
-        active = [p for p in mine if is_active(p) and selector.matches(p.metadata.labels)]
-        lost = [
-            p for p in mine if p.status.phase == pod_pb2.POD_PHASE_FAILED and p.status.reason == "NodeLost"
         ]
+        # Pods adopted now count at once; the informer files them under this controller when
+        # their new owner reference comes back.
+        adopted = [pod for pod in orphans if await self._adopt(rc, pod)]
+        # (unless the informer has filed them already, while the adoption was awaited)
+        adopted_active = [p for p in adopted if is_active(p) and _key(p) not in owned.active]
+        count = len(owned.active) + len(adopted_active)
+        ready = len(owned.ready) + sum(1 for p in adopted_active if is_ready(p))
+        lost = owned.lost_pods() + [p for p in adopted if is_lost(p)]
         want = rc.spec.replicas if rc.spec.HasField("replicas") else 1
-        diff = want - len(active)
+        diff = want - count
         if diff > 0:
             await self._create(key, rc, min(diff, self._burst))
         elif diff < 0:
-            surplus = sorted(active, key=deletion_rank)[: min(-diff, self._burst)]
+            candidates = owned.active_pods() + adopted_active
+            surplus = sorted(candidates, key=deletion_rank)[: min(-diff, self._burst)]
             await self._delete(key, rc, surplus, "SuccessfulDelete")
         if lost and diff <= 0:
             await self._delete(key, rc, lost, "DeletedLostPod")
-        await self._update_status(rc, len(active), sum(1 for p in active if is_ready(p)))
+        await self._update_status(rc, count, ready)
 
     async def _adopt(self, rc: workloads_pb2.ReplicationController, pod: pod_pb2.Pod) -> bool:
         def adopt(obj: Message) -> bool:
