@@ -21,6 +21,7 @@ answer is older than what it has (a coordinator whose watch lags behind).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -266,6 +267,7 @@ class CoordinatorLink:
         self._probe = asyncio.Event()
         self._fetch_wanted = asyncio.Event()  # a heartbeat found the assignment behind
         self.heartbeat_failures = 0  # heartbeats that got no answer (bench/hollow.py counts them)
+        self.heartbeat_failure_kinds: collections.Counter[str] = collections.Counter()  # by error class
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -396,10 +398,12 @@ class CoordinatorLink:
             except LINK_LOST as exc:
                 # The coordinator is gone: the next one (the pods keep running meanwhile).
                 self.heartbeat_failures += 1
+                self.heartbeat_failure_kinds[type(exc).__name__] += 1
                 self.connected = False
                 delay = self._source.fail_over(exc)
             except errors.AtollError as exc:
                 self.heartbeat_failures += 1
+                self.heartbeat_failure_kinds[type(exc).__name__] += 1
                 if self.connected:
                     log.warning("heartbeat failed: %s", exc)
                 self.connected = False

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ import os
 import pathlib
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +142,13 @@ class HollowFleet:
     def heartbeat_failures(self) -> int:
         return sum(a.link.heartbeat_failures for a in self.agents if a.link is not None)
 
+    def heartbeat_failure_kinds(self) -> dict[str, int]:
+        kinds: collections.Counter[str] = collections.Counter()
+        for a in self.agents:
+            if a.link is not None:
+                kinds.update(a.link.heartbeat_failure_kinds)
+        return dict(kinds)
+
     def pushed(self) -> int:
         return sum(len(a.manager.desired) for a in self.agents if a.manager is not None)
 
@@ -240,7 +249,9 @@ async def count_pods(client: Client) -> tuple[int, int, int]:
     return len(items), bound, running
 
 
-async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, coord: Coordinators) -> None:
+async def load_phase(
+    args: argparse.Namespace, server: str, fleet: HollowFleet, coord: Coordinators, admin_conf: pathlib.Path
+) -> None:
     async with Client(server, config=ADMIN[0]) as client:
         t0 = time.perf_counter()
         await fleet.add(args.nodes)
@@ -253,9 +264,11 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
             await asyncio.sleep(0.5)
         print(f"{args.nodes} hollow agents registered in {time.perf_counter() - t0:.1f}s")
 
+        # In this process only to watch for nodes turning NotReady; latencies come from `elsewhere`.
         prober = Prober(client)
         stop = asyncio.Event()
         probe = asyncio.create_task(prober.run(stop))
+        elsewhere = await start_prober(admin_conf, args.timeout)
         coord.cpu_percent(None)
         cpu0 = coord.cpu_times()
         me = psutil.Process()
@@ -286,12 +299,14 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         stop.set()
         await probe
         await stalls_task
+        elsewhere.terminate()
+        get_times, list_times, _ = await prober_timings(elsewhere)
         cpu1 = coord.cpu_times()
         fleet_cpu1 = me.cpu_times()
         elapsed = time.perf_counter() - start
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         fleet_cpu = (fleet_cpu1.user + fleet_cpu1.system) - (fleet_cpu0.user + fleet_cpu0.system)
-        g, lst = summary(prober.get), summary(prober.list)
+        g, lst = summary(get_times), summary(list_times)
         print()
         print(f"load: {args.nodes} hollow nodes, rc of {args.replicas} replicas")
         if pushed_at:
@@ -307,32 +322,42 @@ async def load_phase(args: argparse.Namespace, server: str, fleet: HollowFleet, 
         print(f"  coordinator peak RSS   {peak_rss / 2**20:7.0f} MiB")
         print(
             f"  during the burst       {fleet.heartbeat_failures() - failures0} heartbeat failures, "
-            f"at most {worst_not_ready} nodes not Ready"
+            f"at most {worst_not_ready} nodes not Ready; since the fleet joined, by kind: "
+            f"{fleet.heartbeat_failure_kinds() or 'none'}"
         )
         print(
             f"  hollow loop stalled    {own_stalls.within(1e9):7.1f}s in all, longest "
             f"{own_stalls.longest():.1f}s (heartbeats of hollow agents wait there too)"
         )
         print(
-            f"  API Get  p50/p99       {g['p50'] * 1000:7.1f} / {g['p99'] * 1000:.1f} ms  ({len(prober.get)} calls)"
+            f"  API Get  p50/p99       {g['p50'] * 1000:7.1f} / {g['p99'] * 1000:.1f} ms  "
+            f"({len(get_times)} calls, from a process of its own)"
         )
         print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
         await client.delete(RC, "default", "hollow")
 
 
-async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
-    """Get and List timings from a process of its own.
+async def start_prober(admin_conf: pathlib.Path, seconds: float) -> asyncio.subprocess.Process:
+    """A prober in a process of its own, for `seconds` or until it is sent SIGTERM.
 
     The hollow agents share this process's event loop; a prober on it would
     time the loop's lag as much as the coordinator's answers.
     """
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--probe", str(admin_conf), "--measure", str(seconds),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def prober_timings(proc: asyncio.subprocess.Process) -> tuple[list[float], list[float], int]:
     out, _ = await proc.communicate()
     timings = json.loads(out)
     return timings["get"], timings["list"], timings["not_ready"]
+
+
+async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
+    """Get and List timings from a process of its own, for `seconds`."""
+    return await prober_timings(await start_prober(admin_conf, seconds))
 
 
 async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
@@ -340,7 +365,9 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
     async with Client(config=admin) as client:
         prober = Prober(client)
         stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(seconds, stop.set)
+        loop = asyncio.get_running_loop()
+        loop.call_later(seconds, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
         await prober.run(stop)
     print(json.dumps({"get": prober.get, "list": prober.list, "not_ready": prober.not_ready}))
 
@@ -464,7 +491,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         fleet.join = await join_settings(admin, token_ports[0])
         coord = Coordinators([p.pid for p in procs])
         if not args.skip_load:
-            await load_phase(args, servers[0], fleet, coord)
+            await load_phase(args, servers[0], fleet, coord, admin_conf)
         if not args.skip_capacity:
             await capacity_phase(args, fleet, coord, admin_conf)
         if args.services:

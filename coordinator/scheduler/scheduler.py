@@ -34,7 +34,12 @@ from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts, holds_resources, 
 log = logging.getLogger(__name__)
 
 POD = kinds.by_name("Pod")
-MAX_BINDS_IN_FLIGHT = 512
+# Binds are store writes the scheduler does not wait for one by one. Each one in flight is a task
+# in the event loop, and heartbeats and API reads wait behind every ready task in a turn: with
+# 512, a 10,000-pod burst on 1,000 hollow nodes (bench/hollow.py) cost 636-1,014 heartbeat
+# deadlines per run; with 64, 0-128, and API read p99 1.9 s instead of 4.6 s, for about 25 % fewer
+# pods bound per second (290 against 400). Liveness first.
+MAX_BINDS_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True)
