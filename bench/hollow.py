@@ -32,23 +32,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
 import pathlib
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import psutil
 from common import summary  # type: ignore[import-not-found]
 from cpubudget import CpuBudget  # type: ignore[import-not-found]
+from hollow_probe import (  # type: ignore[import-not-found]
+    Prober,
+    probe_elsewhere,
+    probe_main,
+    prober_timings,
+    start_prober,
+)
+from hollow_procs import FleetWorkers, fleet_stats, worker_main  # type: ignore[import-not-found]
 from hollow_services import services_phase  # type: ignore[import-not-found]
 
 from agent.daemon import Agent
@@ -61,7 +68,7 @@ from agent.servicecache import ServiceView
 from atoll import errors, kinds
 from atoll.agentconfig import AgentConfig
 from atoll.loopstalls import LoopStalls
-from atoll.v1 import meta_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import pod_pb2, workloads_pb2
 from coordinator.auth import tokens
 from coordinator.client import config as clientconfig
 from coordinator.client.api import Client
@@ -89,6 +96,7 @@ class HollowFleet:
         self.token_ports = token_ports
         self.base = base
         self.agents: list[Agent] = []
+        self.first_index = 0  # a fleet worker's agents are numbered from its slice's start
         # Join settings (token, CA hash, token port): every agent joins and speaks mutual TLS.
         self.join: dict[str, str] = {}
         # The services phase times pushes to the node, not this process rendering 1,000 nodes'
@@ -96,7 +104,7 @@ class HollowFleet:
         self.record_services_only = False
 
     async def add(self, count: int) -> None:
-        start = len(self.agents)
+        start = self.first_index + len(self.agents)
         new = []
         for i in range(start, start + count):
             name = f"hollow-{i:05d}"
@@ -168,13 +176,6 @@ class HollowFleet:
             )
 
 
-def node_ready(node: object) -> bool:
-    return any(
-        c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_TRUE
-        for c in node.status.conditions  # type: ignore[attr-defined]
-    )
-
-
 async def _arrived_only(state: object) -> None:
     """A hollow agent's service handler in the services phase: the link already noted the arrival."""
 
@@ -182,35 +183,6 @@ async def _arrived_only(state: object) -> None:
 def _no_state(view: ServiceView) -> None:
     """In the services phase hollow agents do not assemble the whole state for a proxy: 1,000
     of them doing so in this one process would time this process, not the coordinator's push."""
-
-
-class Prober:
-    """Get and List calls in a loop, timed."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.get: list[float] = []
-        self.list: list[float] = []
-        self.not_ready = 0  # nodes not Ready in the last list
-
-    def reset(self) -> None:
-        self.get, self.list = [], []
-
-    async def run(self, stop: asyncio.Event, pod_name: str | None = None) -> None:
-        while not stop.is_set():
-            t = time.perf_counter()
-            with contextlib.suppress(errors.AtollError):
-                if pod_name:
-                    await self.client.get(POD, "default", pod_name)
-                else:
-                    await self.client.get(NODE, "", "hollow-00000")
-            self.get.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            with contextlib.suppress(errors.AtollError):
-                nodes, _ = await self.client.list(NODE)
-                self.not_ready = sum(1 for n in nodes if not node_ready(n))
-            self.list.append(time.perf_counter() - t)
-            await asyncio.sleep(0.1)
 
 
 class Coordinators:
@@ -249,12 +221,37 @@ async def count_pods(client: Client) -> tuple[int, int, int]:
     return len(items), bound, running
 
 
+async def fleet_totals(fleet: HollowFleet, workers: FleetWorkers) -> dict[str, Any]:
+    """The fleet's counts, this process's agents and every worker's together."""
+    parts = [fleet_stats(fleet), *(await workers.ask("stats") if workers.procs else [])]
+    kinds: collections.Counter[str] = collections.Counter()
+    for part in parts:
+        kinds.update(part["kinds"])
+    totals = {k: sum(part[k] for part in parts) for k in ("pushed", "running", "failures")}
+    stalls = [(part["stalled"], part["longest"]) for part in parts[1:]]
+    return {**totals, "kinds": dict(kinds), "worker_stalls": stalls}
+
+
 async def load_phase(
-    args: argparse.Namespace, server: str, fleet: HollowFleet, coord: Coordinators, admin_conf: pathlib.Path
+    args: argparse.Namespace,
+    server: str,
+    fleet: HollowFleet,
+    coord: Coordinators,
+    admin_conf: pathlib.Path,
+    workers: FleetWorkers,
 ) -> None:
     async with Client(server, config=ADMIN[0]) as client:
         t0 = time.perf_counter()
-        await fleet.add(args.nodes)
+        per = args.nodes // args.fleet_procs
+        here = args.nodes - per * (args.fleet_procs - 1)
+        settings = {
+            "coordinators": fleet.coordinators,
+            "token_ports": fleet.token_ports,
+            "base": str(fleet.base),
+            "join": fleet.join,
+        }
+        slices = [(here + k * per, per) for k in range(args.fleet_procs - 1)]
+        await asyncio.gather(fleet.add(here), workers.start(settings, slices))
 
         async def all_ready() -> bool:
             nodes, _ = await client.list(NODE)
@@ -273,7 +270,8 @@ async def load_phase(
         cpu0 = coord.cpu_times()
         me = psutil.Process()
         fleet_cpu0 = me.cpu_times()
-        failures0 = fleet.heartbeat_failures()
+        workers_cpu0 = workers.cpu_seconds()
+        failures0 = (await fleet_totals(fleet, workers))["failures"]
         # This process's own stalls: a hollow agent whose heartbeat waits here is silent for real.
         own_stalls = LoopStalls()
         stalls_task = asyncio.create_task(own_stalls.run(stop))
@@ -285,7 +283,8 @@ async def load_phase(
         # Progress is read from the hollow agents (no API calls), so measuring does not load the coordinator.
         while running_at is None and time.perf_counter() - start < args.timeout:
             await asyncio.sleep(args.poll)
-            pushed, running = fleet.pushed(), fleet.reported_running()
+            totals = await fleet_totals(fleet, workers)
+            pushed, running = totals["pushed"], totals["running"]
             now = time.perf_counter() - start
             peak_rss = max(peak_rss, coord.memory_info().rss)
             if pushed_at is None and pushed >= args.replicas:
@@ -306,6 +305,8 @@ async def load_phase(
         elapsed = time.perf_counter() - start
         cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         fleet_cpu = (fleet_cpu1.user + fleet_cpu1.system) - (fleet_cpu0.user + fleet_cpu0.system)
+        fleet_cpu += workers.cpu_seconds() - workers_cpu0
+        totals = await fleet_totals(fleet, workers)
         g, lst = summary(get_times), summary(list_times)
         print()
         print(f"load: {args.nodes} hollow nodes, rc of {args.replicas} replicas")
@@ -317,59 +318,26 @@ async def load_phase(
         )
         print(
             f"  hollow fleet CPU       {fleet_cpu:7.1f}s ({100 * fleet_cpu / elapsed:.0f}% of one core; "
-            "this process, prober included)"
+            f"{args.fleet_procs} process(es), the in-process prober included)"
         )
         print(f"  coordinator peak RSS   {peak_rss / 2**20:7.0f} MiB")
         print(
-            f"  during the burst       {fleet.heartbeat_failures() - failures0} heartbeat failures, "
+            f"  during the burst       {totals['failures'] - failures0} heartbeat failures, "
             f"at most {worst_not_ready} nodes not Ready; since the fleet joined, by kind: "
-            f"{fleet.heartbeat_failure_kinds() or 'none'}"
+            f"{totals['kinds'] or 'none'}"
         )
         print(
             f"  hollow loop stalled    {own_stalls.within(1e9):7.1f}s in all, longest "
             f"{own_stalls.longest():.1f}s (heartbeats of hollow agents wait there too)"
         )
+        for k, (stalled, longest) in enumerate(totals["worker_stalls"], 1):
+            print(f"  fleet worker {k} stalled {stalled:5.1f}s in all (its life), longest {longest:.1f}s")
         print(
             f"  API Get  p50/p99       {g['p50'] * 1000:7.1f} / {g['p99'] * 1000:.1f} ms  "
             f"({len(get_times)} calls, from a process of its own)"
         )
         print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
         await client.delete(RC, "default", "hollow")
-
-
-async def start_prober(admin_conf: pathlib.Path, seconds: float) -> asyncio.subprocess.Process:
-    """A prober in a process of its own, for `seconds` or until it is sent SIGTERM.
-
-    The hollow agents share this process's event loop; a prober on it would
-    time the loop's lag as much as the coordinator's answers.
-    """
-    return await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--probe", str(admin_conf), "--measure", str(seconds),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-
-async def prober_timings(proc: asyncio.subprocess.Process) -> tuple[list[float], list[float], int]:
-    out, _ = await proc.communicate()
-    timings = json.loads(out)
-    return timings["get"], timings["list"], timings["not_ready"]
-
-
-async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
-    """Get and List timings from a process of its own, for `seconds`."""
-    return await prober_timings(await start_prober(admin_conf, seconds))
-
-
-async def probe_main(admin_conf: pathlib.Path, seconds: float) -> None:
-    admin = clientconfig.parse(admin_conf.read_text(), str(admin_conf))
-    async with Client(config=admin) as client:
-        prober = Prober(client)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.call_later(seconds, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        await prober.run(stop)
-    print(json.dumps({"get": prober.get, "list": prober.list, "not_ready": prober.not_ready}))
 
 
 async def capacity_phase(
@@ -430,6 +398,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
     budgets: list[CpuBudget] = []
     profilers: list[subprocess.Popen[bytes]] = []
     fleet = HollowFleet(servers, shm, token_ports)
+    workers = FleetWorkers()
     fleet.record_services_only = bool(args.services)
     if args.services:
         ServiceView.state = _no_state  # type: ignore[assignment,method-assign]
@@ -491,12 +460,13 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         fleet.join = await join_settings(admin, token_ports[0])
         coord = Coordinators([p.pid for p in procs])
         if not args.skip_load:
-            await load_phase(args, servers[0], fleet, coord, admin_conf)
+            await load_phase(args, servers[0], fleet, coord, admin_conf, workers)
         if not args.skip_capacity:
             await capacity_phase(args, fleet, coord, admin_conf)
         if args.services:
             await services_phase(args, servers[0], ADMIN[0], fleet, coord)
     finally:
+        await workers.stop()
         try:
             await fleet.stop()
         except Exception as exc:  # the coordinators and the temp dirs go regardless
@@ -560,6 +530,13 @@ def main() -> None:
         default="delta",
         help="agents take deltas, full states (as before deltas), or both in turn (one run)",
     )
+    parser.add_argument(
+        "--fleet-procs",
+        type=int,
+        default=1,
+        help="run the load phase's hollow agents in this many processes (bench/hollow_procs.py)",
+    )
+    parser.add_argument("--fleet-worker", help=argparse.SUPPRESS)  # a fleet worker's process
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process
     args = parser.parse_args()
     if args.probe:
@@ -571,6 +548,11 @@ def main() -> None:
     logging.getLogger("agent.link").setLevel(logging.ERROR)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.fleet_worker:
+        asyncio.run(worker_main(json.loads(args.fleet_worker), HollowFleet))
+        return
+    if not 1 <= args.fleet_procs <= args.nodes:
+        parser.error("--fleet-procs: between 1 and --nodes")
     if args.service_pushes == "both":
         argv = [a for a in sys.argv[1:] if a not in ("--service-pushes", "both")]
         for pushes in ("full", "delta"):
