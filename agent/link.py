@@ -268,6 +268,10 @@ class CoordinatorLink:
         self._fetch_wanted = asyncio.Event()  # a heartbeat found the assignment behind
         self.heartbeat_failures = 0  # heartbeats that got no answer (bench/hollow.py counts them)
         self.heartbeat_failure_kinds: collections.Counter[str] = collections.Counter()  # by error class
+        # The slowest answered heartbeat and the longest overslept pause between two (seconds):
+        # which side of the link a late heartbeat lost its time on (bench/hollow.py prints them).
+        self.heartbeat_slowest = 0.0
+        self.heartbeat_overslept = 0.0
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -369,9 +373,11 @@ class CoordinatorLink:
                     status=self._build_status(),
                     observed_assignment_generation=self._manager.generation,
                 )
+                sent = time.monotonic()
                 resp = await rpc.unary(self._stub.Heartbeat(req, timeout=10))
                 self._source.answered()
                 self.last_heartbeat = time.monotonic()
+                self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
                 if not self.connected:
                     log.info("coordinator %s reachable", target)
                     self._reporter.resend_all()
@@ -409,7 +415,9 @@ class CoordinatorLink:
                 self.connected = False
                 delay = backoff.next()
             # A broken stream cuts a normal interval short (not a backoff).
+            paused = time.monotonic()
             await wait_any(stop, delay, *([self._probe] if self.connected else []))
+            self.heartbeat_overslept = max(self.heartbeat_overslept, time.monotonic() - paused - delay)
 
     def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
         """Collect the parts of one generation; the whole assignment once every part is here."""

@@ -229,7 +229,14 @@ async def fleet_totals(fleet: HollowFleet, workers: FleetWorkers) -> dict[str, A
         kinds.update(part["kinds"])
     totals = {k: sum(part[k] for part in parts) for k in ("pushed", "running", "failures")}
     stalls = [(part["stalled"], part["longest"]) for part in parts[1:]]
-    return {**totals, "kinds": dict(kinds), "worker_stalls": stalls}
+    slowest = sorted(x for part in parts for x in part["slowest"])
+    return {
+        **totals,
+        "kinds": dict(kinds),
+        "worker_stalls": stalls,
+        "slowest": slowest,
+        "overslept": max(part["overslept"] for part in parts),
+    }
 
 
 async def load_phase(
@@ -330,6 +337,13 @@ async def load_phase(
             f"  hollow loop stalled    {own_stalls.within(1e9):7.1f}s in all, longest "
             f"{own_stalls.longest():.1f}s (heartbeats of hollow agents wait there too)"
         )
+        slowest = totals["slowest"]
+        if slowest:
+            print(
+                f"  answered heartbeats    slowest per agent: median {slowest[len(slowest) // 2]:.2f}s, "
+                f"worst {slowest[-1]:.2f}s; longest pause overslept {totals['overslept']:.2f}s "
+                "(since the fleet joined)"
+            )
         for k, (stalled, longest) in enumerate(totals["worker_stalls"], 1):
             print(f"  fleet worker {k} stalled {stalled:5.1f}s in all (its life), longest {longest:.1f}s")
         print(

@@ -7,7 +7,7 @@ from typing import Any
 from atoll.v1 import meta_pb2, node_pb2
 from coordinator.controllers.evictionpace import EvictionPacer, EvictionPolicy, ZoneState, zone_state
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
-from tests.unit.test_node_silence import Clock, Nodes
+from tests.unit.test_node_silence import Clock, Nodes, RecordingRegistry, ready_node
 
 
 def test_zone_states_follow_kubernetes() -> None:
@@ -50,14 +50,6 @@ def test_every_node_silent_stops_evictions_until_one_is_heard() -> None:
     assert pacer.admit("a")
 
 
-class Registry:
-    def __init__(self) -> None:
-        self.updates: list[str] = []
-
-    async def guaranteed_update(self, info: Any, namespace: str, name: str, mutate: Any) -> None:
-        self.updates.append(name)
-
-
 class Pods:
     def __init__(self, nodes: list[str]) -> None:
         from atoll.v1 import pod_pb2
@@ -81,14 +73,6 @@ def silent_node(name: str, since: float) -> node_pb2.Node:
     return node
 
 
-def ready(name: str, at: float) -> node_pb2.Node:
-    node = node_pb2.Node()
-    node.metadata.name = name
-    node.status.conditions.add(type="Ready", status=meta_pb2.CONDITION_STATUS_TRUE)
-    node.status.last_heartbeat_time.FromNanoseconds(int(at * 1e9))
-    return node
-
-
 async def test_the_lifecycle_evicts_the_longest_silent_node_first_and_paces_the_rest() -> None:
     clock = Clock(1000.0)
     health = NodeHealth(clock)
@@ -98,9 +82,9 @@ async def test_the_lifecycle_evicts_the_longest_silent_node_first_and_paces_the_
     nodes = Nodes(
         silent_node("late", 990.0),
         silent_node("early", 980.0),
-        *(ready(n, 1000.0) for n in ("ok-1", "ok-2", "ok-3", "ok-4")),
+        *(ready_node(n, 1000.0) for n in ("ok-1", "ok-2", "ok-3", "ok-4")),
     )
-    registry = Registry()
+    registry = RecordingRegistry()
     lifecycle = NodeLifecycle(
         registry,  # type: ignore[arg-type]
         nodes,  # type: ignore[arg-type]
