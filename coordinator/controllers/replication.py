@@ -119,6 +119,8 @@ class ReplicationManager:
         if type_ == "DELETED":
             self._expect.pop(key, None)
             self._key_by_uid.pop(uid, None)
+            if not self._by_owner.get(uid, True):
+                del self._by_owner[uid]  # no pods left to count (those left go with their events)
         else:
             self._key_by_uid[uid] = key
         self.queue.add(key)
