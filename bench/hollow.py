@@ -355,23 +355,35 @@ async def load_phase(
 
 
 async def capacity_phase(
-    args: argparse.Namespace, fleet: HollowFleet, coord: Coordinators, admin_conf: pathlib.Path
+    args: argparse.Namespace,
+    fleet: HollowFleet,
+    coord: Coordinators,
+    admin_conf: pathlib.Path,
+    workers: FleetWorkers,
 ) -> None:
     print()
     print(f"capacity: API p99 while agents heartbeat at the default interval (step {args.step})")
     print("  (probed from a separate process; CPU in % of one core over the probe window)")
-    held = 0
+    held = total = 0
     me = psutil.Process()
-    while len(fleet.agents) < args.max_agents:
-        await fleet.add(min(args.step, args.max_agents - len(fleet.agents)))
+    settings = {"coordinators": fleet.coordinators, "token_ports": fleet.token_ports, "base": str(fleet.base)}
+    while total < args.max_agents:
+        step = min(args.step, args.max_agents - total)
+        if args.fleet_procs > 1:  # each step's agents in a worker process of their own
+            await workers.start({**settings, "join": fleet.join}, [(10_000 + total, step)])
+        else:
+            await fleet.add(step)
+        total += step
         await asyncio.sleep(args.settle)
         coord.cpu_percent(), me.cpu_percent()
+        cpu0, t0 = workers.cpu_seconds(), time.monotonic()
         get, lst, not_ready = await probe_elsewhere(admin_conf, args.measure)
-        coord_cpu, agents_cpu = coord.cpu_percent(), me.cpu_percent()
+        coord_cpu = coord.cpu_percent()
+        agents_cpu = me.cpu_percent() + 100 * (workers.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         g, ls = summary(get), summary(lst)
         worst = max(g["p99"], ls["p99"])
         print(
-            f"  {len(fleet.agents):5d} agents: Get p50/p99 {g['p50'] * 1000:6.1f}/{g['p99'] * 1000:7.1f} ms, "
+            f"  {total:5d} agents: Get p50/p99 {g['p50'] * 1000:6.1f}/{g['p99'] * 1000:7.1f} ms, "
             f"List(nodes) p50/p99 {ls['p50'] * 1000:6.1f}/{ls['p99'] * 1000:7.1f} ms, "
             f"coordinator CPU {coord_cpu:3.0f}%, RSS {coord.memory_info().rss >> 20} MiB, "
             f"hollow agents' CPU {agents_cpu:3.0f}%, NotReady {not_ready}, "
@@ -380,7 +392,7 @@ async def capacity_phase(
         )
         if worst > 1.0 or not_ready:
             break
-        held = len(fleet.agents)
+        held = total
     print(f"  held {held} agents with API p99 <= 1 s and every node Ready")
 
 
@@ -476,7 +488,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         if not args.skip_load:
             await load_phase(args, servers[0], fleet, coord, admin_conf, workers)
         if not args.skip_capacity:
-            await capacity_phase(args, fleet, coord, admin_conf)
+            await capacity_phase(args, fleet, coord, admin_conf, workers)
         if args.services:
             await services_phase(args, servers[0], ADMIN[0], fleet, coord)
     finally:

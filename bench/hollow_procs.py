@@ -56,7 +56,7 @@ class FleetWorkers:
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
             )  # fmt: skip
             self.procs.append(proc)
-        for proc in self.procs:
+        for proc in self.procs[-len(slices) :]:
             await self._answer(proc)  # {"started": n}
 
     @staticmethod
