@@ -39,7 +39,7 @@ class OwnedPods:
         self.ready: set[str] = set()  # the active ones with Ready=True
         self.lost: set[str] = set()
         self._selector: dict[str, str] | None = None  # None: not known yet, nothing counted
-        self._matcher = labels.Selector()
+        self.matcher = labels.Selector()  # the selector's matcher, for the controller's orphans too
 
     def __len__(self) -> int:
         return len(self.pods)
@@ -59,7 +59,7 @@ class OwnedPods:
         if self._selector is not None and self._selector == selector:
             return
         self._selector = dict(selector)
-        self._matcher = labels.Selector.from_map(selector)
+        self.matcher = labels.Selector.from_map(selector)
         for key, pod in self.pods.items():
             self._file(key, pod)
 
@@ -76,7 +76,7 @@ class OwnedPods:
             self.lost.discard(key)
         if self._selector is None:
             return  # filed when the controller's selector is known (its first sync)
-        if is_active(pod) and self._matcher.matches(pod.metadata.labels):
+        if is_active(pod) and self.matcher.matches(pod.metadata.labels):
             self.active.add(key)
             if is_ready(pod):
                 self.ready.add(key)

@@ -143,7 +143,7 @@ class ReplicationManager:
 
     def _index(self, type_: str, pod: pod_pb2.Pod, old: pod_pb2.Pod | None) -> None:
         """Keep pods grouped by controller uid, and the unowned ones by namespace."""
-        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        key = _key(pod)
         if old is not None:
             previous_owner = controller_uid(old)
             owned = self._by_owner.get(previous_owner)
@@ -198,11 +198,10 @@ class ReplicationManager:
         exp = self._expect.get(key)
         if exp is not None and not exp.satisfied(self._clock()):
             return  # the informer has not caught up with our last writes yet
-        selector = labels.Selector.from_map(selector_of(rc))
         owned = self._by_owner.setdefault(rc.metadata.uid, OwnedPods())
         owned.use_selector(selector_of(rc))
         orphans = [
-            p for p in self._unowned.get(namespace, {}).values() if selector.matches(p.metadata.labels)
+            p for p in self._unowned.get(namespace, {}).values() if owned.matcher.matches(p.metadata.labels)
         ]
         # Pods adopted now count at once; the informer files them under this controller when
         # their new owner reference comes back.
