@@ -14,13 +14,13 @@ import pathlib
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent import bootstrap, failover
 from agent.execute import AsyncioRunner, CommandRunner
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
-from agent.metrics import AgentMetrics
 from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
 from agent.network.node import NodeNetworking
 from agent.pods import images, plan, render
@@ -38,8 +38,12 @@ from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
 from atoll import files, rpc, tls
 from atoll.agentconfig import AgentConfig
-from atoll.metrics import MetricsServer
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2, workloads_pb2
+
+if TYPE_CHECKING:
+    # prometheus_client (4.6 MB resident) is imported only when metrics are served.
+    from agent.metrics import AgentMetrics
+    from atoll.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,11 @@ class Agent:
         self.runner: CommandRunner = runner or AsyncioRunner()
         self._firewall: Callable[[], Firewall] = firewall or (lambda: IptablesFirewall(self.runner))
         # Metrics only when served: otherwise no registry, no wrappers, no cost (hollow fleets).
-        self.prom: AgentMetrics | None = AgentMetrics() if cfg.metrics_listen else None
+        self.prom: AgentMetrics | None = None
+        if cfg.metrics_listen:
+            from agent.metrics import AgentMetrics
+
+            self.prom = AgentMetrics()
         self.metrics_server: MetricsServer | None = None
         nf = netfilter() if netfilter is not None else NftNetfilter(self.runner)
         if self.prom is not None:
@@ -217,6 +225,8 @@ class Agent:
                 link_up=lambda: self.link is not None and self.link.connected,
                 pods=lambda: len(manager.desired),
             )
+            from atoll.metrics import MetricsServer
+
             self.metrics_server = await asyncio.to_thread(
                 MetricsServer(self.prom.registry, cfg.metrics_listen).start
             )

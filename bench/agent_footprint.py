@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pathlib
+import subprocess
+import sys
 import time
 
 import psutil
@@ -29,6 +32,10 @@ from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventual
 from tests.integration.testbed import TestBed
 
 POD = kinds.by_name("Pod")
+# The test harness speeds both daemons up (a relist every 0.2 s, a heartbeat every second); a
+# footprint is measured at the defaults a deployed agent runs with.
+DEFAULT_INTERVALS_COORDINATOR = ("--heartbeat-interval", "3", "--node-grace-period", "8")
+DEFAULT_INTERVALS_AGENT = ("--relist-interval", "1")
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
 
@@ -57,14 +64,40 @@ async def grow_to(server: str, count: int, have: int) -> None:
         await eventually(all_running, timeout=600, what=f"{count} pods Running")
 
 
-def sample(proc: psutil.Process, seconds: float) -> tuple[float, float, float]:
-    """(RSS MiB, USS MiB, CPU % of one core) of `proc` over `seconds`."""
+def sample(
+    proc: psutil.Process, seconds: float, profile: pathlib.Path | None = None
+) -> tuple[float, float, float]:
+    """(RSS MiB, USS MiB, CPU % of one core) of `proc` over `seconds`, recorded by py-spy into `profile`."""
+    spy = None
+    if profile is not None:
+        exe = pathlib.Path(sys.executable).with_name("py-spy")
+        spy = subprocess.Popen(
+            [str(exe) if exe.exists() else "py-spy", "record", "-o", str(profile), "-f", "speedscope",
+             "-p", str(proc.pid), "-r", "100", "-d", str(int(seconds))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     t0, c0 = time.monotonic(), proc.cpu_times()
     time.sleep(seconds)  # a measuring window, not a wait for a condition
     t1, c1 = time.monotonic(), proc.cpu_times()
+    if spy is not None:
+        spy.wait(timeout=60)
     info = proc.memory_full_info()
     cpu = ((c1.user + c1.system) - (c0.user + c0.system)) / (t1 - t0) * 100
     return info.rss / 2**20, info.uss / 2**20, cpu
+
+
+def breakdown(proc: psutil.Process) -> str:
+    """Where the agent's resident memory is: anonymous (heap, Python objects) against mapped files."""
+    fields = {}
+    for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem", "Threads"):
+            fields[name] = int(value.split()[0])
+    return (
+        f"anon {fields['RssAnon'] / 1024:.1f}MB, files {fields['RssFile'] / 1024:.1f}MB, "
+        f"{fields['Threads']} threads"
+    )
 
 
 def find(root_pid: int, needle: str) -> psutil.Process:
@@ -83,29 +116,46 @@ def main() -> None:
     parser.add_argument("--pods", default="20,100", help="pod counts to measure at, ascending")
     parser.add_argument("--rest", type=float, default=30.0, help="seconds sampled at rest per count")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the last pod runs")
+    parser.add_argument(
+        "--profile", type=pathlib.Path, help="record the agent with py-spy at rest into DIR/agent-PODS.json"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.pods.split(",")]
 
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
     with TestBed(1) as bed:
         host = bed.hosts[0]
-        coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
-        agent = AgentProcess(host, "127.0.0.1:6443", host.dir / "agent", "node-1").start()
+        coordinator = CoordinatorProcess(
+            host, host.dir / "coordinator", DEFAULT_INTERVALS_COORDINATOR
+        ).start()
+        agent = AgentProcess(
+            host, "127.0.0.1:6443", host.dir / "agent", "node-1", DEFAULT_INTERVALS_AGENT
+        ).start()
         assert agent.process is not None and coordinator.process is not None
         agent_proc = find(agent.process.pid, "agent")
         coord_proc = find(coordinator.process.pid, "coordinator")
         asyncio.run(grow_to(coordinator.server, 0, 0))
-        rss, uss, cpu = sample(agent_proc, args.rest)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+
+        def profile(count: int) -> pathlib.Path | None:
+            return args.profile / f"agent-{count}.json" if args.profile else None
+
+        rss, uss, cpu = sample(agent_proc, args.rest, profile(0))
         print(f"{'pods':>5} {'agent RSS':>10} {'agent USS':>10} {'agent CPU':>10} {'coordinator RSS':>16}")
-        print(f"{0:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB")
+        print(
+            f"{0:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB"
+            f"   agent: {breakdown(agent_proc)}"
+        )
         have = 0
         for count in counts:
             asyncio.run(grow_to(coordinator.server, count, have))
             have = count
             time.sleep(args.settle)  # let the start-up work (events, status reports) drain
-            rss, uss, cpu = sample(agent_proc, args.rest)
+            rss, uss, cpu = sample(agent_proc, args.rest, profile(count))
             print(
-                f"{count:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB",
+                f"{count:5d} {rss:8.1f}MB {uss:8.1f}MB {cpu:9.2f}% {coord_proc.memory_info().rss / 2**20:14.1f}MB"
+                f"   agent: {breakdown(agent_proc)}",
                 flush=True,
             )
     print("targets: <= 50 MB and <= 1% of a core with 20 pods, <= 80 MB with 100; kubelet: 70-200 MB")

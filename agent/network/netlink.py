@@ -16,7 +16,8 @@ there. The agent itself runs in the host's namespace and passes nothing;
 tests point the driver at a simulated host.
 
 pyroute2 is imported on the worker thread when first used (importing it
-costs a third of a second and probes the host), and its NetlinkError is
+costs a third of a second and probes the host), only as much of it as IPRoute
+needs (agent.network.pyroute), and its NetlinkError is
 turned into OSError(errno) right at the call, so nothing else depends on it.
 """
 
@@ -180,10 +181,10 @@ class PyrouteNetlink:
             ):
                 # Only the worker thread has joined the namespace; never act anywhere else.
                 raise OSError(errno.EINVAL, f"netlink call outside network namespace {self._netns}")
-            from pyroute2 import IPRoute
-            from pyroute2.netlink.exceptions import NetlinkError
+            from agent.network import pyroute
 
-            ipr = ErrnoIPRoute(IPRoute(), NetlinkError)
+            iproute, netlink_error = pyroute.load()
+            ipr = ErrnoIPRoute(iproute(), netlink_error)
             self._local.ipr = ipr
         return ipr
 

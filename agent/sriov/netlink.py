@@ -32,10 +32,10 @@ _UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def _ipr() -> Any:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from agent.network import pyroute
 
-    return ErrnoIPRoute(IPRoute(), NetlinkError)
+    iproute, netlink_error = pyroute.load()
+    return ErrnoIPRoute(iproute(), netlink_error)
 
 
 def run_in(netns: str | None, fn: Callable[[Any], T]) -> T:
