@@ -89,16 +89,45 @@ class PodFacts:
 
     @classmethod
     def of(cls, pod: pod_pb2.Pod) -> PodFacts:
-        cpu, mem = requests_of(pod)
+        # What requests_of, extended_of and host_ports_of give, in one pass over the containers:
+        # this runs for every decision and every add and remove, and most pods have no
+        # extended resources (no Counter then) and no host ports.
+        cpu = mem = 0
+        extended: Counter[str] | None = None
+        ports: list[HostPort] = []
+        for c in pod.spec.containers:
+            requests = c.resources.requests
+            cpu += requests.cpu_millis
+            mem += requests.memory_bytes
+            if requests.extended:
+                if extended is None:
+                    extended = Counter()
+                extended.update(requests.extended)
+            for p in c.ports:
+                if p.host_port:
+                    ports.append(HostPort(p.host_port, p.protocol, p.host_ip))
         return cls(
             pod=pod,
             cpu=cpu,
             memory=mem,
-            host_ports=tuple(host_ports_of(pod)),
+            host_ports=tuple(ports),
             controller=controller_of(pod),
             labels=label_key(pod),
             node_selector=tuple(pod.spec.node_selector.items()),
-            extended=extended_of(pod),
+            extended=tuple(sorted((name, n) for name, n in extended.items() if n)) if extended else (),
+        )
+
+    def shape(self) -> tuple[object, ...]:
+        """All that plugins.NODE_STATE_FILTERS and plugins.SCORES read of a pod: pods alike in
+        this fit and score alike on a node that has not changed (see NodeInfo.memo).
+        Labels count only without a controller, as in selector_spread."""
+        return (
+            self.controller,
+            None if self.controller else self.labels,
+            self.cpu,
+            self.memory,
+            self.extended,
+            self.host_ports,
         )
 
 
@@ -117,12 +146,21 @@ class NodeInfo:
     allocatable_pods: int = 0
     requested_extended: Counter[str] = field(default_factory=Counter)
     allocatable_extended: dict[str, int] = field(default_factory=dict)
+    # node.spec, held so the scheduler's cordon check is one read less per node. The same
+    # message, not a copy: a change made in place to node.spec shows here too.
+    spec: node_pb2.NodeSpec = field(init=False, repr=False, compare=False)
+    # The scheduler's verdicts on this node by pod shape (a token per PodFacts.shape()):
+    # the weighted score, or None when plugins.NODE_STATE_FILTERS turn the pod away. They
+    # read only what add, remove and set_node change, so those forget it all.
+    memo: dict[object, float | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.set_node(self.node)
 
     def set_node(self, node: node_pb2.Node) -> None:
+        self.memo.clear()
         self.node = node
+        self.spec = node.spec
         self.ready = any(
             c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_TRUE for c in node.status.conditions
         )
@@ -139,6 +177,7 @@ class NodeInfo:
         return self.node.metadata.name
 
     def add(self, pod: pod_pb2.Pod) -> None:
+        self.memo.clear()
         key = pod_key(pod)
         if key in self.pods:
             self.remove(self.pods[key])
@@ -156,6 +195,7 @@ class NodeInfo:
         old = self.pods.pop(pod_key(pod), None)
         if old is None:
             return
+        self.memo.clear()
         facts = PodFacts.of(old)
         self.requested_cpu -= facts.cpu
         self.requested_memory -= facts.memory

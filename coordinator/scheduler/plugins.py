@@ -82,3 +82,19 @@ FILTERS: tuple[Filter, ...] = (node_ready, node_schedulable, node_selector, reso
 # Spreading matters more than balance: weights as in Kubernetes' old defaults, where
 # SelectorSpreadPriority decided between nodes that LeastRequested scored alike.
 SCORES: tuple[tuple[Score, float], ...] = ((selector_spread, 2.0), (least_allocated, 1.0))
+
+# The filters that read only what NodeInfo.add, remove and set_node change, and of the pod
+# only PodFacts.shape(), like every score: their verdict on a node holds for every pod of
+# that shape until the node changes, so Scheduler.decide() remembers it (NodeInfo.memo).
+# The others read the node's object as it is now and run every time (inlined in decide()).
+NODE_STATE_FILTERS: tuple[Filter, ...] = (resources_fit, host_ports_free)
+LIVE_FILTERS: tuple[Filter, ...] = (node_ready, node_schedulable, node_selector)
+
+
+def fit_and_score(pod: PodFacts, info: NodeInfo) -> float | None:
+    """None if a NODE_STATE_FILTERS turns the pod away, else its weighted score: the same
+    sum, in the same order, that ranks nodes without the memo, so ties stay ties."""
+    for f in NODE_STATE_FILTERS:
+        if f(pod, info) is not None:
+            return None
+    return sum(w * score(pod, info) for score, w in SCORES)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ POD = kinds.by_name("Pod")
 # deadlines per run; with 64, 0-128, and API read p99 1.9 s instead of 4.6 s, for about 25 % fewer
 # pods bound per second (290 against 400). Liveness first.
 MAX_BINDS_IN_FLIGHT = 64
+# Pod shapes remembered (scheduler tokens, verdicts per node): a few controllers scale at once;
+# past this many, start over rather than grow without bound.
+MAX_SHAPES = 64
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class Scheduler:
         self._retry_interval = retry_interval
         self._filters = filters
         self._scores = scores
+        # Only the default plugins are known to split into node-state and live filters.
+        self._memoize = filters == plugins.FILTERS and scores == plugins.SCORES
+        self._shapes: dict[tuple[object, ...], object] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._queued: set[str] = set()
@@ -167,14 +174,75 @@ class Scheduler:
         facts = PodFacts.of(pod)
         infos = list(self.nodes.values())
         total = len(infos)
+        # Round-robin from where the last search stopped (modulo: nodes may have gone since).
+        start = self._start % total if total else 0
+        order = infos[start:] + infos[:start] if start else infos
+        if not self._memoize:
+            return self._decide_plainly(facts, order)
+        # The default plugins, in one pass: per node a memo lookup for the node-state filters and
+        # the score (NodeInfo.memo; a miss runs them, on the one node changed since the last
+        # pod of this shape), then the live filters inlined: plugins.node_ready,
+        # node_schedulable (through info.spec, which is info.node.spec) and node_selector.
+        # Same nodes examined, same stop, same first-of-the-best as max() over the feasible.
+        want = nodes_to_find(total)
+        token = self._token(facts)
+        selector = facts.node_selector
+        node_selector, fit_and_score = plugins.node_selector, plugins.fit_and_score
+        best: NodeInfo | None = None
+        best_score = -math.inf  # below every score: the first feasible node is the first best
+        left = want
+        skipped = 0
+        for info in order:
+            try:
+                score = info.memo[token]
+            except KeyError:
+                if len(info.memo) >= MAX_SHAPES:
+                    info.memo.clear()
+                score = info.memo[token] = fit_and_score(facts, info)
+            if (
+                score is None
+                or not info.ready
+                or info.spec.unschedulable
+                or (selector and node_selector(facts, info) is not None)
+            ):
+                skipped += 1
+                continue
+            if score > best_score:
+                best, best_score = info, score
+            left -= 1
+            if not left:
+                break
+        if total:
+            self._start = (start + want - left + skipped) % total  # the nodes examined
+        if best is None:  # every node was examined and none fits: say why, filter by filter
+            reasons = collections.Counter(r for info in infos if (r := self._reason(facts, info)) is not None)
+            return Decision(None, unschedulable_message(total, reasons))
+        return Decision(best.name)
+
+    def _token(self, facts: PodFacts) -> object:
+        """One token per pod shape, for NodeInfo.memo: an identity-hashed key costs less to look
+        up 420 times than the shape's tuple."""
+        shape = facts.shape()
+        token = self._shapes.get(shape)
+        if token is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()  # the nodes' memos forget dropped tokens as they change or fill
+            token = self._shapes[shape] = object()
+        return token
+
+    def _reason(self, facts: PodFacts, info: NodeInfo) -> str | None:
+        return next((r for f in self._filters if (r := f(facts, info)) is not None), None)
+
+    def _decide_plainly(self, facts: PodFacts, order: list[NodeInfo]) -> Decision:
+        """decide() for filters and scores other than the defaults: no memo, every plugin called."""
+        total = len(order)
         want = nodes_to_find(total)
         feasible: list[NodeInfo] = []
         reasons: dict[str, int] = collections.Counter()
         examined = 0
-        for i in range(total):
-            info = infos[(self._start + i) % total]
+        for info in order:
             examined += 1
-            reason = next((r for f in self._filters if (r := f(facts, info)) is not None), None)
+            reason = self._reason(facts, info)
             if reason is None:
                 feasible.append(info)
                 if len(feasible) >= want:
