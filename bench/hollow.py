@@ -409,6 +409,25 @@ async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:
     }
 
 
+def pin_cores(pin: bool) -> list[str]:
+    """With --pin: the coordinators on CPU 0, this process (the fleet, and the prober and fleet
+    workers it starts) on the others, as if the agents ran on machines of their own. Returns
+    the prefix of a coordinator's command (taskset execs it: every thread it makes is on CPU 0)."""
+    if not pin:
+        return []
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    fleet = set(cores[1:])
+    for tid in os.listdir("/proc/self/task"):  # every thread this process already has
+        os.sched_setaffinity(int(tid), fleet)
+    print(
+        f"pinned: coordinators on CPU {cores[0]}, the hollow fleet and the prober on {sorted(fleet)}",
+        flush=True,
+    )
+    return ["taskset", "-c", str(cores[0])]
+
+
 async def main_async(args: argparse.Namespace, store: str) -> None:
     n = args.coordinators if store == "etcd" else 1
     ports, token_ports = [free_port() for _ in range(n)], [free_port() for _ in range(n)]
@@ -439,12 +458,13 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
             extra = ["--store", f"etcd://{etcd.endpoints}/hollow", "--cluster-secret-file", str(secret)]
         if args.coordinator_cpu:
             print(f"each coordinator is held to {args.coordinator_cpu:.2f} of a core (CFS quota)", flush=True)
+        pin = pin_cores(args.pin)
         for k in range(n):
             if args.coordinator_cpu:
                 budgets.append(CpuBudget(f"atoll-hollow-{os.getpid()}-{k}", args.coordinator_cpu))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
+                    [*pin, sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
                      "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
                      "--log-level", "warning", *extra],
                     stdout=log,
@@ -546,6 +566,11 @@ def main() -> None:
         default=0.0,
         metavar="CORES",
         help="hold each coordinator to this share of a core (a CFS quota in a cgroup of its own; root)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="coordinators on CPU 0, the fleet and the prober on the other CPUs (no core shared)",
     )
     parser.add_argument("--services", type=int, default=0, help="services phase: this many services")
     parser.add_argument("--endpoints", type=int, default=10, help="endpoints per service")
