@@ -82,16 +82,21 @@ class PodStateStore:
     def __init__(self, pods_dir: pathlib.Path) -> None:
         self._dir = pods_dir
         self._records: dict[str, PodRecord] = {}
+        # What each pod's file holds: a sync saves its record every time (resyncs included),
+        # and most find nothing changed, so an unchanged record costs no file, no fsync.
+        self._written: dict[str, str] = {}
 
     def load_all(self) -> dict[str, PodRecord]:
         self._dir.mkdir(parents=True, exist_ok=True)
         for path in self._dir.glob("*/state.json"):
             try:
-                record = PodRecord.from_json(json.loads(path.read_text()))
+                text = path.read_text()
+                record = PodRecord.from_json(json.loads(text))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable pod state %s: %s", path, exc)
                 continue
             self._records[record.uid] = record
+            self._written[record.uid] = text
         return dict(self._records)
 
     def get(self, uid: str) -> PodRecord:
@@ -104,14 +109,20 @@ class PodStateStore:
         return set(self._records)
 
     def save(self, record: PodRecord) -> None:
+        """Write `record` through (atomically, fsync'd) unless its file already says the same."""
+        text = json.dumps(asdict(record))
+        if self._written.get(record.uid) == text:
+            return
         path = self._dir / record.uid / "state.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
         with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(record), fh)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        self._written[record.uid] = text
 
     def forget(self, uid: str) -> None:
         self._records.pop(uid, None)
+        self._written.pop(uid, None)

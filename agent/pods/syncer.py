@@ -81,6 +81,19 @@ class PodSyncer:
         self.registries: Callable[[], ImageResolver] = registries or (lambda: DEFAULT_RESOLVER)
         self.networks = networks
         self._refused: dict[str, str] = {}  # pod uid -> why it was refused (one event per reason)
+        # pod uid -> (the pod as last validated, the verdict): a pod is synced again and again
+        # (every event, every resync) and validating it walks every string it has.
+        self._verdicts: dict[str, tuple[bytes, str]] = {}
+
+    def _refusal(self, pod: pod_pb2.Pod) -> str:
+        uid = pod.metadata.uid
+        raw = pod.SerializeToString(deterministic=True)
+        known = self._verdicts.get(uid)
+        if known is not None and known[0] == raw:
+            return known[1]
+        verdict = refusal(pod)
+        self._verdicts[uid] = (raw, verdict)
+        return verdict
 
     def _refuse(self, pod: pod_pb2.Pod, problem: str) -> SyncResult:
         """Defence in depth: a pod the coordinator should never have sent gets no container, an
@@ -103,7 +116,7 @@ class PodSyncer:
 
     async def sync(self, pod: pod_pb2.Pod) -> SyncResult:
         uid = pod.metadata.uid
-        if problem := refusal(pod):
+        if problem := self._refusal(pod):
             return self._refuse(pod, problem)
         self._refused.pop(uid, None)
         record = self.states.get(uid)
@@ -175,6 +188,8 @@ class PodSyncer:
         if self.networks is not None:
             await self.networks.removed(uid)  # after the sandbox: its VFs are home (or on their way)
         self.states.forget(uid)
+        self._verdicts.pop(uid, None)
+        self._refused.pop(uid, None)
         directory = render.pod_dir(self.ctx, uid)
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)

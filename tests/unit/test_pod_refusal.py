@@ -55,3 +55,33 @@ async def test_a_pod_that_got_past_the_coordinator_is_refused_with_one_event(
     # Once the pod is right again it runs.
     await syncer.sync(_pod())
     assert any(s.labels[render.LABEL_CONTAINER] == "web" for s in rt.specs.values())
+
+
+async def test_a_pod_is_validated_again_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.pods import syncer as syncer_module
+
+    calls: list[str] = []
+    real = syncer_module.refusal
+
+    def counting(pod: pod_pb2.Pod) -> str:
+        calls.append(pod.spec.containers[0].image)
+        return real(pod)
+
+    monkeypatch.setattr(syncer_module, "refusal", counting)
+    rt = FakeRuntime(images=("atoll/pause:1.0", "busybox", "busybox\n"))
+    ctx = render.RenderContext(
+        node_name="n1", infra_image="atoll/pause:1.0", pod_network="bridge", pods_dir=tmp_path / "pods"
+    )
+    syncer = PodSyncer(rt, PodStateStore(tmp_path / "pods"), ctx, host_ip=lambda: "10.0.0.1")
+    good = _pod()
+    for _ in range(3):
+        await syncer.sync(good)
+    assert calls == ["busybox"]  # resyncs of the same pod: validated once
+    bad = _pod(image="busybox\n")  # the same uid, changed: validated again, and refused
+    result = await syncer.sync(bad)
+    assert calls == ["busybox", "busybox\n"] and result.status.reason == "FailedValidation"
+    await syncer.remove(good.metadata.uid)
+    await syncer.sync(good)  # gone and back: validated afresh
+    assert calls == ["busybox", "busybox\n", "busybox"]

@@ -1,0 +1,43 @@
+"""PodStateStore: atomic per-pod files, written only when the record says something new."""
+
+from __future__ import annotations
+
+import pathlib
+
+from agent.pods.state import PodStateStore
+
+
+def test_an_unchanged_record_is_not_written_again(tmp_path: pathlib.Path) -> None:
+    store = PodStateStore(tmp_path)
+    record = store.get("uid-1")
+    record.container("app").attempt = 0
+    store.save(record)
+    path = tmp_path / "uid-1" / "state.json"
+    first = path.stat().st_ino
+    store.save(record)  # a resync that changed nothing: no new file
+    assert path.stat().st_ino == first
+    record.container("app").attempt = 1
+    store.save(record)
+    assert path.stat().st_ino != first
+    assert PodStateStore(tmp_path).load_all()["uid-1"].containers["app"].attempt == 1
+
+
+def test_a_loaded_record_saved_unchanged_keeps_its_file(tmp_path: pathlib.Path) -> None:
+    store = PodStateStore(tmp_path)
+    store.save(store.get("uid-1"))
+    path = tmp_path / "uid-1" / "state.json"
+    inode = path.stat().st_ino
+    again = PodStateStore(tmp_path)  # the agent restarted
+    again.save(again.load_all()["uid-1"])
+    assert path.stat().st_ino == inode
+
+
+def test_a_forgotten_pod_is_written_afresh(tmp_path: pathlib.Path) -> None:
+    store = PodStateStore(tmp_path)
+    record = store.get("uid-1")
+    store.save(record)
+    path = tmp_path / "uid-1" / "state.json"
+    store.forget("uid-1")
+    path.unlink()  # its directory went with the pod
+    store.save(store.get("uid-1"))
+    assert path.exists()
