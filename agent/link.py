@@ -272,6 +272,8 @@ class CoordinatorLink:
         # which side of the link a late heartbeat lost its time on (bench/hollow.py prints them).
         self.heartbeat_slowest = 0.0
         self.heartbeat_overslept = 0.0
+        # (sent, answered) of every answered heartbeat, kept only when a benchmark sets a list here.
+        self.heartbeat_times: list[tuple[float, float]] | None = None
         self.heartbeat_interval = heartbeat_interval
         self.connected = False
         self.registered = asyncio.Event()
@@ -378,6 +380,8 @@ class CoordinatorLink:
                 self._source.answered()
                 self.last_heartbeat = time.monotonic()
                 self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
+                if self.heartbeat_times is not None:
+                    self.heartbeat_times.append((sent, self.last_heartbeat))
                 if not self.connected:
                     log.info("coordinator %s reachable", target)
                     self._reporter.resend_all()

@@ -52,7 +52,7 @@ from hollow_probe import (  # type: ignore[import-not-found]
     Prober,
     probe_elsewhere,
     probe_main,
-    prober_timings,
+    prober_results,
     start_prober,
 )
 from hollow_procs import FleetWorkers, fleet_stats, worker_main  # type: ignore[import-not-found]
@@ -102,12 +102,13 @@ class HollowFleet:
         # The services phase times pushes to the node, not this process rendering 1,000 nodes'
         # rules: hollow agents then note what arrived and program nothing.
         self.record_services_only = False
+        self.prefix = "hollow"  # node names: PREFIX-INDEX
 
     async def add(self, count: int) -> None:
         start = self.first_index + len(self.agents)
         new = []
         for i in range(start, start + count):
-            name = f"hollow-{i:05d}"
+            name = f"{self.prefix}-{i:05d}"
             k = i % len(self.coordinators)
             cfg = AgentConfig(
                 coordinator=",".join(self.coordinators[k:] + self.coordinators[:k]),
@@ -272,7 +273,8 @@ async def load_phase(
         prober = Prober(client)
         stop = asyncio.Event()
         probe = asyncio.create_task(prober.run(stop))
-        elsewhere = await start_prober(admin_conf, args.timeout)
+        # The sentinel: one more agent, in the prober's process, its heartbeats timed there.
+        elsewhere = await start_prober(admin_conf, args.timeout, sentinel=settings)
         coord.cpu_percent(None)
         cpu0 = coord.cpu_times()
         me = psutil.Process()
@@ -306,7 +308,7 @@ async def load_phase(
         await probe
         await stalls_task
         elsewhere.terminate()
-        get_times, list_times, _ = await prober_timings(elsewhere)
+        get_times, list_times, _, sentinel = await prober_results(elsewhere)
         cpu1 = coord.cpu_times()
         fleet_cpu1 = me.cpu_times()
         elapsed = time.perf_counter() - start
@@ -351,6 +353,14 @@ async def load_phase(
             f"({len(get_times)} calls, from a process of its own)"
         )
         print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
+        if sentinel.get("rtt"):
+            h = summary(sentinel["rtt"])
+            print(
+                f"  sentinel heartbeats    p50/p99/max {h['p50'] * 1000:.0f} / {h['p99'] * 1000:.0f} / "
+                f"{sentinel['rtt'][-1] * 1000:.0f} ms ({sentinel['heartbeats']}), longest gap "
+                f"{sentinel['longest_gap']:.2f}s, seen not Ready in {sentinel['not_ready_lists']} lists "
+                "(one agent in the prober's process: the coordinator's side of the link alone)"
+            )
         await client.delete(RC, "default", "hollow")
 
 
@@ -589,9 +599,16 @@ def main() -> None:
     )
     parser.add_argument("--fleet-worker", help=argparse.SUPPRESS)  # a fleet worker's process
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process
+    parser.add_argument("--probe-sentinel", help=argparse.SUPPRESS)  # and its sentinel agent
     args = parser.parse_args()
     if args.probe:
-        asyncio.run(probe_main(pathlib.Path(args.probe), args.measure))
+        sentinel = None
+        if args.probe_sentinel:
+            spec = json.loads(args.probe_sentinel)
+            sentinel = HollowFleet(spec["coordinators"], pathlib.Path(spec["base"]), spec["token_ports"])
+            sentinel.join, sentinel.prefix, sentinel.first_index = spec["join"], "sentinel", 60_000
+            logging.getLogger("agent").setLevel(logging.ERROR)
+        asyncio.run(probe_main(pathlib.Path(args.probe), args.measure, sentinel))
         return
     # Hollow agents have no docker0 in their fake netlink: the service route's warning is noise here.
     logging.getLogger("agent.network.node").setLevel(logging.ERROR)
