@@ -14,9 +14,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from atoll.aio import wait_or_stop
+
+
+class DeafTime(Protocol):
+    def within(self, seconds: float) -> float:
+        """How many of the last `seconds` this process could not hear calls."""
+        ...
+
+
+class Deafness:
+    """The larger of several measures of deaf time (they overlap: a stalled loop delays calls
+    too, and coordinator.api.callqueue times calls held in gRPC's queue as well)."""
+
+    def __init__(self, sources: Sequence[DeafTime]) -> None:
+        self._sources = tuple(sources)
+
+    def within(self, seconds: float) -> float:
+        return max((s.within(seconds) for s in self._sources), default=0.0)
 
 
 class LoopStalls:

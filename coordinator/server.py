@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -20,12 +22,13 @@ from typing import TYPE_CHECKING
 from atoll import config as layered
 from atoll import errors, kinds, rpc
 from atoll.limits import LimitConfig, Limits
-from atoll.loopstalls import LoopStalls
+from atoll.loopstalls import Deafness, LoopStalls
 from atoll.metrics import MetricsServer
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
 from coordinator.admission.podsecurity import PodSecurityConfig
 from coordinator.api.agentchannels import AgentClients
+from coordinator.api.callqueue import CallQueueProbe
 from coordinator.api.cluster import ClusterServicer
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.metrics import CoordinatorMetrics
@@ -61,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROBE_SOCKET = "calls.sock"  # coordinator.api.callqueue's way in
+
 # Kinds the coordinator keeps informers (local caches) for.
 _WATCHED_KINDS = (
     "Pod",
@@ -95,6 +100,8 @@ class Coordinator:
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._probe_dir = ""  # the call-queue probe's socket directory, when not the data dir
+        self._probe_target = ""
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None
         self.agents: AgentClients | None = None
@@ -169,6 +176,8 @@ class Coordinator:
         if self.prom is not None:
             self.scheduler.on_attempt = self.prom.observe_attempt
         stalls = LoopStalls()
+        call_queue = CallQueueProbe(self._probe_socket())
+        self._probe_target = call_queue.target
         lifecycle = NodeLifecycle(
             registry,
             nodes,
@@ -183,7 +192,7 @@ class Coordinator:
             ),
             pods=pods,
             recorder=recorder,
-            stalls=stalls,
+            stalls=Deafness([stalls, call_queue]),
         )
         pod_security = PodSecurityConfig.from_config(cfg.allowed_host_paths, cfg.allowed_host_ports)
         replication = ReplicationManager(
@@ -276,7 +285,7 @@ class Coordinator:
             clock=self._clock,
         )
         self.server = await rpc.start_server(
-            security.listeners(),
+            [*security.listeners(), rpc.Listener(call_queue.target)],
             [
                 rpc.ServiceBinding(
                     cluster,
@@ -298,6 +307,7 @@ class Coordinator:
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
+        self._tasks.append(asyncio.create_task(call_queue.run(stop), name="call-queue-probe"))
         if cfg.kube_listen:
             await self._start_kube(cluster, registry, security, limits)
         if self.prom is not None:
@@ -372,6 +382,24 @@ class Coordinator:
             await self.store.close()
         if self.security is not None:
             self.security.close()
+        self._remove_probe_socket()
+
+    def _remove_probe_socket(self) -> None:
+        if self._probe_dir:
+            shutil.rmtree(self._probe_dir, ignore_errors=True)
+        elif self._probe_target.startswith("unix://"):
+            pathlib.Path(self._probe_target.removeprefix("unix://")).unlink(missing_ok=True)
+
+    def _probe_socket(self) -> str:
+        """Where the call-queue probe reaches the API server: a private unix socket in the data
+        dir (0700), or in a directory of its own when that path would be too long for a socket
+        (107 bytes at most)."""
+        path = self.cfg.data_path / PROBE_SOCKET
+        if path.parent.is_dir() and len(str(path).encode()) <= 100:
+            path.unlink(missing_ok=True)  # left by a coordinator that did not stop cleanly
+            return str(path)
+        self._probe_dir = tempfile.mkdtemp(prefix="atoll-coordinator-")
+        return str(pathlib.Path(self._probe_dir) / PROBE_SOCKET)
 
     async def run_forever(self) -> None:
         await self.start()

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from atoll import errors, kinds, logs
 from atoll.aio import wait_or_stop
-from atoll.loopstalls import LoopStalls
+from atoll.loopstalls import DeafTime
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.controllers.evictionpace import ZONE_LABEL, EvictionPacer, EvictionPolicy
 from coordinator.objects.events import EventRecorder
@@ -98,7 +98,7 @@ class NodeLifecycle:
         recorder: EventRecorder | None = None,
         period: float = 1.0,
         clock: Callable[[], float] = time.time,
-        stalls: LoopStalls | None = None,
+        stalls: DeafTime | None = None,
         eviction_policy: EvictionPolicy | None = None,
     ) -> None:
         self._registry = registry
@@ -158,7 +158,7 @@ class NodeLifecycle:
             deaf = self._stalls.within(silent) if self._stalls is not None else 0.0
             if silent - deaf < self.grace:
                 log.info(
-                    "node %s: silent for %.0fs, of which this coordinator was stalled %.0fs: not judged yet",
+                    "node %s: silent for %.0fs, of which this coordinator could not hear calls for %.0fs: not judged yet",
                     name,
                     silent,
                     deaf,

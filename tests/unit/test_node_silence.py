@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from atoll.loopstalls import LoopStalls
+from atoll.loopstalls import Deafness, LoopStalls
 from atoll.v1 import meta_pb2, node_pb2
+from coordinator.api.callqueue import CallQueueProbe
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 
 
@@ -93,3 +94,52 @@ async def test_silence_while_the_coordinator_was_stalled_is_not_the_nodes() -> N
     lifecycle = NodeLifecycle(registry, nodes, health, grace=8.0, clock=wall, stalls=stalls)  # type: ignore[arg-type]
     await lifecycle.check()
     assert registry.updates == ["dead"]  # silent 25 s, 6 of them stalled: still past the grace
+
+
+def test_calls_held_in_the_queue_count_from_sending_to_answer() -> None:
+    clock = Clock(100.0)
+    probe = CallQueueProbe("/nonexistent.sock", threshold=0.25, clock=clock)
+    probe.record(80.0, 80.1)  # answered at once: not deaf
+    probe.record(90.0, 94.0)  # held 4 s, 6-10 s ago
+    probe.record(94.5, 96.0)  # held 1.5 s, 4-5.5 s ago
+    assert probe.within(5.0) == 1.0
+    assert probe.within(10.0) == 5.5
+    assert probe.within(30.0) == 5.5
+    assert probe.slowest == 4.0
+
+
+def test_a_call_still_waiting_counts_until_now() -> None:
+    clock = Clock(100.0)
+    probe = CallQueueProbe("/nonexistent.sock", threshold=0.25, clock=clock)
+    probe.record(90.0, 92.0)
+    probe._pending_since = 97.0  # sent 3 s ago, no answer yet
+    assert probe.within(10.0) == 2.0 + 3.0
+    probe._pending_since = 99.9  # in flight for less than the threshold: an ordinary call
+    assert probe.within(10.0) == 2.0
+
+
+def test_deafness_takes_the_larger_measure_not_their_sum() -> None:
+    clock = Clock(100.0)
+    stalls = LoopStalls(clock=clock)
+    stalls.record(95.0, 97.0)  # the loop stalled 2 s...
+    probe = CallQueueProbe("/nonexistent.sock", clock=clock)
+    probe.record(94.0, 98.0)  # ...and so a call sent meanwhile waited 4 s
+    assert Deafness([stalls, probe]).within(10.0) == 4.0
+    assert Deafness([]).within(10.0) == 0.0
+
+
+async def test_silence_while_calls_waited_in_the_queue_is_not_the_nodes() -> None:
+    """The loop turned, but heartbeats waited in gRPC's queue behind a burst of status reports."""
+    wall = Clock(1000.0)
+    health = NodeHealth(wall)
+    wall.now = 2000.0
+    mono = Clock(500.0)
+    probe = CallQueueProbe("/nonexistent.sock", clock=mono)
+    probe.record(493.0, 499.0)  # a probe call held 6 s
+    registry = RecordingRegistry()
+    nodes = Nodes(ready_node("busy", heartbeat=1990.0), ready_node("dead", heartbeat=1975.0))
+    lifecycle = NodeLifecycle(  # type: ignore[arg-type]
+        registry, nodes, health, grace=8.0, clock=wall, stalls=Deafness([LoopStalls(clock=mono), probe])
+    )
+    await lifecycle.check()
+    assert registry.updates == ["dead"]
