@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from agent.assignmentfetch import fetch_needed
 from agent.pods.manager import PodManager
 from agent.servicecache import ServiceView, StreamGap
 from atoll import errors, rpc
@@ -173,6 +174,11 @@ class StatusReporter:
                     self._sent[uid] = report.status
 
 
+# Seconds an event waits for others to go in the same call. Events are not on any pod's path to
+# Running; during a scheduling burst, 0.2 s made one ReportEvents call per pod start on most nodes.
+EVENT_GATHER = 1.0
+
+
 class EventReporter:
     """An EventRecorder that ships pod events to the coordinator in batches; never blocks the caller."""
 
@@ -219,7 +225,7 @@ class EventReporter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), 1.0)
                 continue
-            await asyncio.sleep(0.2)  # gather a burst
+            await asyncio.sleep(EVENT_GATHER)
             batch, self._pending = self._pending, []
             try:
                 await rpc.unary(
@@ -266,6 +272,10 @@ class CoordinatorLink:
         # Set by a broken stream: heartbeat now to learn whether the coordinator is gone.
         self._probe = asyncio.Event()
         self._fetch_wanted = asyncio.Event()  # a heartbeat found the assignment behind
+        # The generation the last heartbeat announced while ours was behind (see
+        # assignment_fetch_needed), and whether the assignment watch is delivering.
+        self._announced_behind: int | None = None
+        self._assignment_stream_up = False
         self.heartbeat_failures = 0  # heartbeats that got no answer (bench/hollow.py counts them)
         self.heartbeat_failure_kinds: collections.Counter[str] = collections.Counter()  # by error class
         # The slowest answered heartbeat and the longest overslept pause between two (seconds):
@@ -391,15 +401,22 @@ class CoordinatorLink:
                 backoff.reset()
                 if resp.heartbeat_interval_ms:
                     self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
-                if (
-                    resp.assignment_generation != self._manager.generation
-                    or not self._manager.authoritative
-                    or self._generation_via != target
+                have = self._manager.generation
+                if fetch_needed(
+                    announced=resp.assignment_generation,
+                    have=have,
+                    announced_before=self._announced_behind,
+                    authoritative=self._manager.authoritative,
+                    same_coordinator=self._generation_via == target,
+                    stream_up=self._assignment_stream_up,
                 ):
                     # Fetched beside the heartbeats, never in their way: during a scheduling burst
                     # a fetch can take several round trips to a busy coordinator, and heartbeats
                     # waiting behind it made healthy nodes silent past the grace period.
                     self._fetch_wanted.set()
+                self._announced_behind = (
+                    resp.assignment_generation if resp.assignment_generation > have else None
+                )
             except errors.NotFound:
                 log.warning("the coordinator does not know node %s; registering again", self._node)
                 self.connected = False
@@ -477,15 +494,17 @@ class CoordinatorLink:
         open_stream: Callable[[], AsyncIterator[Any]],
         handle: Callable[[Any, str], Awaitable[None]],
         stop: asyncio.Event,
+        up: Callable[[bool], None] = lambda _: None,
     ) -> None:
         """Follow a server stream for as long as the agent runs, reopening it with backoff (at once on
-        the next coordinator when the link moves)."""
+        the next coordinator when the link moves). `up` hears when it delivers and when it ends."""
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not stop.is_set():
             moved = self._source.moved
             target = self._source.target
             try:
                 async for resp in rpc.stream(open_stream()):
+                    up(True)
                     backoff.reset()
                     try:
                         await handle(resp, target)
@@ -497,6 +516,7 @@ class CoordinatorLink:
                 log.debug("%s stream from %s ended: %s", what, target, exc)
                 if isinstance(exc, LINK_LOST) and not stop.is_set() and target == self._source.target:
                     self._probe.set()  # is the coordinator gone? the heartbeat finds out now
+            up(False)
             if moved.is_set():
                 backoff.reset()
                 continue
@@ -506,12 +526,19 @@ class CoordinatorLink:
         async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
             self.apply(resp.assignment, via)
 
-        await self._follow(
-            "assignment",
-            lambda: self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node)),
-            handle,
-            stop,
-        )
+        def up(delivering: bool) -> None:
+            self._assignment_stream_up = delivering
+
+        try:
+            await self._follow(
+                "assignment",
+                lambda: self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node)),
+                handle,
+                stop,
+                up,
+            )
+        finally:
+            self._assignment_stream_up = False
 
     async def node_config_loop(self, stop: asyncio.Event) -> None:
         if self.on_node_config is None:
