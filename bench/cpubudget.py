@@ -1,8 +1,9 @@
-"""A CFS quota for one process: what bench/hollow.py --coordinator-cpu gives each coordinator."""
+"""CPU for bench/hollow.py's processes: a CFS quota for one (--coordinator-cpu), and pinning (--pin)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 
 
@@ -41,3 +42,22 @@ class CpuBudget:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+def pin_cores(pin: bool) -> list[str]:
+    """With --pin: the coordinators on CPU 0, this process (the fleet, and the prober and fleet
+    workers it starts) on the others, as if the agents ran on machines of their own. Returns
+    the prefix of a coordinator's command (taskset execs it: every thread it makes is on CPU 0)."""
+    if not pin:
+        return []
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    fleet = set(cores[1:])
+    for tid in os.listdir("/proc/self/task"):  # every thread this process already has
+        os.sched_setaffinity(int(tid), fleet)
+    print(
+        f"pinned: coordinators on CPU {cores[0]}, the hollow fleet and the prober on {sorted(fleet)}",
+        flush=True,
+    )
+    return ["taskset", "-c", str(cores[0])]

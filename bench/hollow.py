@@ -47,12 +47,13 @@ from typing import Any
 
 import psutil
 from common import summary  # type: ignore[import-not-found]
-from cpubudget import CpuBudget  # type: ignore[import-not-found]
+from cpubudget import CpuBudget, pin_cores  # type: ignore[import-not-found]
 from hollow_probe import (  # type: ignore[import-not-found]
     Prober,
     probe_elsewhere,
     probe_main,
     prober_results,
+    scrape_calls,
     start_prober,
 )
 from hollow_procs import FleetWorkers, fleet_stats, worker_main  # type: ignore[import-not-found]
@@ -80,6 +81,8 @@ RC = kinds.by_name("ReplicationController")
 IMAGE = "hollow/app"
 # The admin client config the coordinator writes, once it has (the agents join with a token).
 ADMIN: list[ClientConfig | None] = [None]
+# The coordinators' --metrics-listen ports, with --calls (the load phase scrapes them).
+METRICS_PORTS: list[int] = []
 
 
 def free_port() -> int:
@@ -285,6 +288,7 @@ async def load_phase(
         own_stalls = LoopStalls()
         stalls_task = asyncio.create_task(own_stalls.run(stop))
         start = time.perf_counter()
+        calls0 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
         await client.create(rc(args.replicas))
         pushed_at = running_at = None
         peak_rss = 0
@@ -304,6 +308,7 @@ async def load_phase(
             print(f"  t={now:6.1f}s pushed={pushed} reported-running={running}", flush=True)
         total, bound, running = await count_pods(client)
         print(f"  the API lists {total} pods, {bound} bound, {running} Running")
+        calls1 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
         stop.set()
         await probe
         await stalls_task
@@ -353,6 +358,12 @@ async def load_phase(
             f"({len(get_times)} calls, from a process of its own)"
         )
         print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
+        if calls1:
+            during: collections.Counter[str] = collections.Counter()
+            for before, after in zip(calls0, calls1, strict=True):
+                during.update({m: after[m] - before.get(m, 0) for m in after})
+            busiest = ", ".join(f"{m} {c}" for m, c in during.most_common() if c)
+            print(f"  API calls by method    {sum(during.values())} in all: {busiest}")
         if sentinel.get("rtt"):
             h = summary(sentinel["rtt"])
             print(
@@ -419,25 +430,6 @@ async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:
     }
 
 
-def pin_cores(pin: bool) -> list[str]:
-    """With --pin: the coordinators on CPU 0, this process (the fleet, and the prober and fleet
-    workers it starts) on the others, as if the agents ran on machines of their own. Returns
-    the prefix of a coordinator's command (taskset execs it: every thread it makes is on CPU 0)."""
-    if not pin:
-        return []
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        raise SystemExit("--pin needs at least 2 CPUs")
-    fleet = set(cores[1:])
-    for tid in os.listdir("/proc/self/task"):  # every thread this process already has
-        os.sched_setaffinity(int(tid), fleet)
-    print(
-        f"pinned: coordinators on CPU {cores[0]}, the hollow fleet and the prober on {sorted(fleet)}",
-        flush=True,
-    )
-    return ["taskset", "-c", str(cores[0])]
-
-
 async def main_async(args: argparse.Namespace, store: str) -> None:
     n = args.coordinators if store == "etcd" else 1
     ports, token_ports = [free_port() for _ in range(n)], [free_port() for _ in range(n)]
@@ -469,6 +461,8 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         if args.coordinator_cpu:
             print(f"each coordinator is held to {args.coordinator_cpu:.2f} of a core (CFS quota)", flush=True)
         pin = pin_cores(args.pin)
+        metrics_ports = [free_port() for _ in range(n)]
+        METRICS_PORTS[:] = metrics_ports if args.calls else []
         for k in range(n):
             if args.coordinator_cpu:
                 budgets.append(CpuBudget(f"atoll-hollow-{os.getpid()}-{k}", args.coordinator_cpu))
@@ -476,7 +470,8 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
                 subprocess.Popen(
                     [*pin, sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
                      "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
-                     "--log-level", "warning", *extra],
+                     "--log-level", "warning", *extra,
+                     *(["--metrics-listen", f"127.0.0.1:{metrics_ports[k]}"] if args.calls else [])],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -576,6 +571,11 @@ def main() -> None:
         default=0.0,
         metavar="CORES",
         help="hold each coordinator to this share of a core (a CFS quota in a cgroup of its own; root)",
+    )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="count the burst's API calls by method (the coordinators serve --metrics-listen)",
     )
     parser.add_argument(
         "--pin",

@@ -176,3 +176,19 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float, sentinel: Fleet |
         result["sentinel"] = sentinel_figures(list(times), prober.sentinel_not_ready)
         await sentinel.stop()
     print(json.dumps(result), flush=True)
+
+
+def scrape_calls(port: int) -> dict[str, int]:
+    """API calls so far by method (atoll_coordinator_api_requests_total, all codes), from a
+    coordinator serving --metrics-listen on 127.0.0.1:`port`. Blocking; run it in a thread."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    calls: dict[str, int] = {}
+    for m in re.finditer(r"^atoll_coordinator_api_requests_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
+        method = re.search(r'method="([^"]*)"', m.group(1))
+        if method:
+            name = method.group(1).rsplit("/", 1)[-1]
+            calls[name] = calls.get(name, 0) + int(float(m.group(2)))
+    return calls
