@@ -19,9 +19,9 @@ def fetch_needed(
     it was not). The watch stream pushes every generation, so a heartbeat that finds the agent
     one step behind is usually only ahead of a push in flight: during a scheduling burst that
     was a redundant GetAssignment for most heartbeats. Fetch at once when the agent has no
-    assignment from this coordinator yet, when the stream is down, or when the coordinator's
-    numbering went backwards (it restarted); otherwise only when a generation announced a whole
-    heartbeat ago has still not arrived.
+    assignment from this coordinator yet, when the stream is down (or delivers from another
+    coordinator), or when the coordinator's numbering is below ours, as the agent always did;
+    otherwise only when a generation announced a whole heartbeat ago has still not arrived.
     """
     if not authoritative or not same_coordinator or not stream_up:
         return announced != have or not authoritative or not same_coordinator

@@ -275,7 +275,7 @@ class CoordinatorLink:
         # The generation the last heartbeat announced while ours was behind (see
         # assignment_fetch_needed), and whether the assignment watch is delivering.
         self._announced_behind: int | None = None
-        self._assignment_stream_up = False
+        self._assignment_stream_via = ""  # the coordinator whose watch delivers ("": none)
         self.heartbeat_failures = 0  # heartbeats that got no answer (bench/hollow.py counts them)
         self.heartbeat_failure_kinds: collections.Counter[str] = collections.Counter()  # by error class
         # The slowest answered heartbeat and the longest overslept pause between two (seconds):
@@ -408,7 +408,7 @@ class CoordinatorLink:
                     announced_before=self._announced_behind,
                     authoritative=self._manager.authoritative,
                     same_coordinator=self._generation_via == target,
-                    stream_up=self._assignment_stream_up,
+                    stream_up=self._assignment_stream_via == target,
                 ):
                     # Fetched beside the heartbeats, never in their way: during a scheduling burst
                     # a fetch can take several round trips to a busy coordinator, and heartbeats
@@ -494,7 +494,7 @@ class CoordinatorLink:
         open_stream: Callable[[], AsyncIterator[Any]],
         handle: Callable[[Any, str], Awaitable[None]],
         stop: asyncio.Event,
-        up: Callable[[bool], None] = lambda _: None,
+        up: Callable[[bool, str], None] = lambda _delivering, _via: None,
     ) -> None:
         """Follow a server stream for as long as the agent runs, reopening it with backoff (at once on
         the next coordinator when the link moves). `up` hears when it delivers and when it ends."""
@@ -504,7 +504,7 @@ class CoordinatorLink:
             target = self._source.target
             try:
                 async for resp in rpc.stream(open_stream()):
-                    up(True)
+                    up(True, target)
                     backoff.reset()
                     try:
                         await handle(resp, target)
@@ -516,7 +516,7 @@ class CoordinatorLink:
                 log.debug("%s stream from %s ended: %s", what, target, exc)
                 if isinstance(exc, LINK_LOST) and not stop.is_set() and target == self._source.target:
                     self._probe.set()  # is the coordinator gone? the heartbeat finds out now
-            up(False)
+            up(False, target)
             if moved.is_set():
                 backoff.reset()
                 continue
@@ -526,8 +526,8 @@ class CoordinatorLink:
         async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
             self.apply(resp.assignment, via)
 
-        def up(delivering: bool) -> None:
-            self._assignment_stream_up = delivering
+        def up(delivering: bool, via: str) -> None:
+            self._assignment_stream_via = via if delivering else ""
 
         try:
             await self._follow(
@@ -538,7 +538,7 @@ class CoordinatorLink:
                 up,
             )
         finally:
-            self._assignment_stream_up = False
+            self._assignment_stream_via = ""
 
     async def node_config_loop(self, stop: asyncio.Event) -> None:
         if self.on_node_config is None:

@@ -14,7 +14,6 @@ import logging
 import pathlib
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from atoll.metrics import MetricsServer
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc, network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator import manifests
 from coordinator.admission.podsecurity import PodSecurityConfig
+from coordinator.api import callqueue
 from coordinator.api.agentchannels import AgentClients
 from coordinator.api.callqueue import CallQueueProbe
 from coordinator.api.cluster import ClusterServicer
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
     from coordinator.kube.server import KubeServer
 
 log = logging.getLogger(__name__)
-
-PROBE_SOCKET = "calls.sock"  # coordinator.api.callqueue's way in
 
 # Kinds the coordinator keeps informers (local caches) for.
 _WATCHED_KINDS = (
@@ -391,15 +389,10 @@ class Coordinator:
             pathlib.Path(self._probe_target.removeprefix("unix://")).unlink(missing_ok=True)
 
     def _probe_socket(self) -> str:
-        """Where the call-queue probe reaches the API server: a private unix socket in the data
-        dir (0700), or in a directory of its own when that path would be too long for a socket
-        (107 bytes at most)."""
-        path = self.cfg.data_path / PROBE_SOCKET
-        if path.parent.is_dir() and len(str(path).encode()) <= 100:
-            path.unlink(missing_ok=True)  # left by a coordinator that did not stop cleanly
-            return str(path)
-        self._probe_dir = tempfile.mkdtemp(prefix="atoll-coordinator-")
-        return str(pathlib.Path(self._probe_dir) / PROBE_SOCKET)
+        """Where the call-queue probe reaches the API server (callqueue.socket_path)."""
+        path, made = callqueue.socket_path(self.cfg.data_path)
+        self._probe_dir = made or ""
+        return path
 
     async def run_forever(self) -> None:
         await self.start()

@@ -21,24 +21,41 @@ import types
 from typing import Any
 
 PACKAGE = "pyroute2"
-_lock = threading.Lock()
+_lock = threading.RLock()
+
+
+# The package's own names that a lean package answers by becoming the full one (other dunder
+# names are the import system's and Python's probes: plain AttributeError).
+_PUBLIC_DUNDERS = frozenset({"__version__", "__all__"})
 
 
 class _LeanPackage(types.ModuleType):
+    _loading = False  # __init__ is running (in the thread holding _lock)
+
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("__") and name not in _PUBLIC_DUNDERS:
             raise AttributeError(name)
         spec = self.__spec__
         assert spec is not None and spec.submodule_search_locations is not None
-        if importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
+        if not name.startswith("__") and importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
             return importlib.import_module(f"{PACKAGE}.{name}")  # sets the attribute on us
         # Not a submodule: somebody wants the package's own names. Become the full package.
+        # The class changes only once __init__ has run: until then every other thread asking
+        # comes here and waits on the lock; __init__ itself, asking for a name it has not
+        # defined yet, sees a partly initialised module, as it would in a plain import.
         with _lock:
-            if type(self) is _LeanPackage:
-                self.__class__ = types.ModuleType  # type: ignore[assignment]
+            if type(self) is _LeanPackage and not _LeanPackage._loading:
                 assert spec.loader is not None
-                spec.loader.exec_module(self)
-        return getattr(self, name)
+                _LeanPackage._loading = True
+                try:
+                    spec.loader.exec_module(self)  # on failure the package stays lean
+                    self.__class__ = types.ModuleType  # type: ignore[assignment]
+                finally:
+                    _LeanPackage._loading = False
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}") from None
 
 
 def _install_lean_package() -> None:

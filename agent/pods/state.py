@@ -111,9 +111,9 @@ class PodStateStore:
     def save(self, record: PodRecord) -> None:
         """Write `record` through (atomically, fsync'd) unless its file already says the same."""
         text = json.dumps(asdict(record))
-        if self._written.get(record.uid) == text:
-            return
         path = self._dir / record.uid / "state.json"
+        if self._written.get(record.uid) == text and path.exists():
+            return  # (exists: a file removed behind our back is written again)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
         with os.fdopen(fd, "w") as fh:

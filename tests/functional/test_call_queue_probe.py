@@ -1,8 +1,13 @@
-"""The call-queue probe against a real gRPC server: a call held before its handler runs is deaf time."""
+"""The call-queue probe against a real gRPC server, and in a coordinator.
+
+A held call is deaf time. Here the handler holds it (the probe cannot tell that from a wait in
+gRPC's queue, which is what it is for); bench/hollow.py shows the queue itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import shutil
 import tempfile
@@ -79,3 +84,48 @@ async def test_a_server_not_there_is_no_deaf_time(socket_path: str) -> None:
     stop.set()
     await task
     assert probe.within(5.0) == 0.0 and probe.slowest == 0.0
+
+
+async def test_a_coordinator_probes_through_its_own_socket_and_removes_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coordinator.server import Coordinator
+    from tests.functional.harness import serve_config
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "coordinator"
+    data.mkdir(mode=0o700)
+    stale = data / "calls-999999999-0.sock"  # left by a coordinator that is gone
+    stale.touch()
+    mine_elsewhere = data / f"calls-{os.getpid()}-99.sock"  # a live process's: not touched
+    mine_elsewhere.touch()
+    coordinator = Coordinator(serve_config(tmp_path, data_dir="coordinator"))  # relative, as a user may
+    await coordinator.start()
+    try:
+        (socket,) = [p for p in data.glob("calls-*.sock") if p.is_socket()]
+        assert socket.stat().st_mode & 0o777 == 0o600
+        assert not stale.exists() and mine_elsewhere.exists()
+        assert not coordinator.tasks["call-queue-probe"].done()
+    finally:
+        await coordinator.stop()
+    assert not socket.exists() and mine_elsewhere.exists()
+
+
+async def test_a_call_that_ran_out_of_time_was_held_all_that_time(socket_path: str) -> None:
+    probe = CallQueueProbe(socket_path, interval=0.05, threshold=0.25, timeout=0.6)
+    health = SlowHealth()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    server.add_secure_port(probe.target, tls.local_server_credentials())
+    await server.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(probe.run(stop))
+    try:
+        await wait_for(lambda: probe.slowest > 0)
+        health.hold = 5.0  # longer than the probe waits
+        await wait_for(lambda: probe.slowest >= 0.6)  # recorded at its deadline, not dropped
+        assert probe.within(5.0) >= 0.6
+    finally:
+        stop.set()
+        await task
+        await server.stop(0)

@@ -96,15 +96,18 @@ async def test_silence_while_the_coordinator_was_stalled_is_not_the_nodes() -> N
     assert registry.updates == ["dead"]  # silent 25 s, 6 of them stalled: still past the grace
 
 
-def test_calls_held_in_the_queue_count_from_sending_to_answer() -> None:
+def test_the_longest_hold_within_the_window_counts_not_their_sum() -> None:
+    """A node sends its next heartbeat after the answer to the last: a queue full for long
+    delays it by one hold, not by all of them."""
     clock = Clock(100.0)
     probe = CallQueueProbe("/nonexistent.sock", threshold=0.25, clock=clock)
     probe.record(80.0, 80.1)  # answered at once: not deaf
-    probe.record(90.0, 94.0)  # held 4 s, 6-10 s ago
-    probe.record(94.5, 96.0)  # held 1.5 s, 4-5.5 s ago
-    assert probe.within(5.0) == 1.0
-    assert probe.within(10.0) == 5.5
-    assert probe.within(30.0) == 5.5
+    probe.record(90.0, 94.0)  # held 4 s, answered 6 s ago
+    probe.record(94.5, 96.0)  # held 1.5 s, answered 4 s ago
+    assert probe.within(5.0) == 1.5
+    assert probe.within(10.0) == 4.0
+    assert probe.within(3.0) == 0.0
+    assert probe.within(2.0) == 0.0
     assert probe.slowest == 4.0
 
 
@@ -112,8 +115,9 @@ def test_a_call_still_waiting_counts_until_now() -> None:
     clock = Clock(100.0)
     probe = CallQueueProbe("/nonexistent.sock", threshold=0.25, clock=clock)
     probe.record(90.0, 92.0)
-    probe._pending_since = 97.0  # sent 3 s ago, no answer yet
-    assert probe.within(10.0) == 2.0 + 3.0
+    probe._pending_since = 95.0  # sent 5 s ago, no answer yet
+    assert probe.within(10.0) == 5.0
+    assert probe.within(2.0) == 2.0  # capped at the window
     probe._pending_since = 99.9  # in flight for less than the threshold: an ordinary call
     assert probe.within(10.0) == 2.0
 

@@ -41,3 +41,13 @@ def test_a_forgotten_pod_is_written_afresh(tmp_path: pathlib.Path) -> None:
     path.unlink()  # its directory went with the pod
     store.save(store.get("uid-1"))
     assert path.exists()
+
+
+def test_a_file_removed_behind_its_back_is_written_again(tmp_path: pathlib.Path) -> None:
+    store = PodStateStore(tmp_path)
+    record = store.get("uid-1")
+    store.save(record)
+    path = tmp_path / "uid-1" / "state.json"
+    path.unlink()
+    store.save(record)  # unchanged, but the file is gone
+    assert path.exists()

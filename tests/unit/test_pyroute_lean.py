@@ -58,3 +58,26 @@ def test_load_after_a_full_import_uses_the_full_package() -> None:
         """
     )
     assert out == "True"
+
+
+def test_threads_asking_for_package_names_at_once_all_get_them() -> None:
+    out = run(
+        """
+        import threading
+        from agent.network import pyroute
+        pyroute.load()
+        results, errors = [], []
+        def ask():
+            try:
+                from pyroute2 import WireGuard, NDB
+                import pyroute2
+                results.append((WireGuard.__name__, NDB.__name__, bool(pyroute2.__version__)))
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(len(results), errors, results[0])
+        """
+    )
+    assert out == "8 [] ('WireGuard', 'NDB', True)"
