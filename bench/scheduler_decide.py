@@ -10,8 +10,9 @@ one replication controller, one at a time, in three cases:
     fill       1500m and 6 GiB each: nodes fill up, so later decisions walk past full
                nodes, and the last pods find no room (the reasons path)
 
-The baseline is measured in the same run, on the same states: `old_decide` below is a
-frozen copy of the decide() and plugins this replaced. Before each pod is assumed both
+The baseline is measured in the same run, on the same states: the same Scheduler with
+memoize=False, which calls every filter and score for every node it examines, as decide()
+did before nodes remembered their verdicts per pod shape. Before each pod is assumed both
 decide from the same cache and the same round-robin start; the bench checks they agree
 on where the next search starts, on the message when nothing fits, and that their nodes
 score alike (ties may go either way; the new one's choice is assumed). Old and new alternate
@@ -25,13 +26,11 @@ other work: the new one timed alone comes out about a quarter faster.
 from __future__ import annotations
 
 import argparse
-import collections
 import cProfile
 import os
 import pstats
 import statistics
 import time
-from collections.abc import Callable
 
 from common import summary  # type: ignore[import-not-found, unused-ignore]
 
@@ -39,133 +38,16 @@ from atoll import kinds
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from coordinator.objects.informer import Informer
 from coordinator.objects.registry import Registry
-from coordinator.scheduler.nodeinfo import (
-    NodeInfo,
-    PodFacts,
-    controller_of,
-    extended_of,
-    host_ports_of,
-    label_key,
-    requests_of,
-)
-from coordinator.scheduler.scheduler import Scheduler, nodes_to_find, unschedulable_message
+from coordinator.scheduler import plugins
+from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts
+from coordinator.scheduler.scheduler import Scheduler, nodes_to_find
 from coordinator.store.memory import MemoryStore
 
 CASES = {"plain": (0, 0), "requests": (10, 16 << 20), "fill": (1500, 6 << 30)}
 
-# -- the baseline: decide() and its plugins as they were, kept verbatim ------------------------
 
-
-def _node_ready(pod: PodFacts, info: NodeInfo) -> str | None:
-    return None if info.ready else "node(s) not ready"
-
-
-def _node_schedulable(pod: PodFacts, info: NodeInfo) -> str | None:
-    return "node(s) cordoned" if info.node.spec.unschedulable else None
-
-
-def _node_selector(pod: PodFacts, info: NodeInfo) -> str | None:
-    if not pod.node_selector:
-        return None
-    labels = info.node.metadata.labels
-    for key, value in pod.node_selector:
-        if labels.get(key) != value:
-            return "node(s) didn't match the node selector"
-    return None
-
-
-def _resources_fit(pod: PodFacts, info: NodeInfo) -> str | None:
-    if info.allocatable_pods and len(info.pods) + 1 > info.allocatable_pods:
-        return "too many pods"
-    if pod.cpu and info.requested_cpu + pod.cpu > info.allocatable_cpu:
-        return "insufficient cpu"
-    if pod.memory and info.requested_memory + pod.memory > info.allocatable_memory:
-        return "insufficient memory"
-    for name, count in pod.extended:
-        if info.requested_extended[name] + count > info.allocatable_extended.get(name, 0):
-            return f"insufficient {name}"
-    return None
-
-
-def _host_ports_free(pod: PodFacts, info: NodeInfo) -> str | None:
-    for wanted in pod.host_ports:
-        if any(wanted.conflicts(used) for used in info.host_ports):
-            return f"hostPort {wanted} in use"
-    return None
-
-
-def _least_allocated(pod: PodFacts, info: NodeInfo) -> float:
-    total, parts = 0.0, 0
-    if info.allocatable_cpu:
-        total += 1 - min(1.0, (info.requested_cpu + pod.cpu) / info.allocatable_cpu)
-        parts += 1
-    if info.allocatable_memory:
-        total += 1 - min(1.0, (info.requested_memory + pod.memory) / info.allocatable_memory)
-        parts += 1
-    if info.allocatable_pods:
-        total += 1 - min(1.0, (len(info.pods) + 1) / info.allocatable_pods)
-        parts += 1
-    return 100 * total / parts if parts else 0.0
-
-
-def _selector_spread(pod: PodFacts, info: NodeInfo) -> float:
-    if pod.controller:
-        same = info.by_controller[pod.controller]
-    elif pod.labels:
-        same = info.by_labels[pod.labels]
-    else:
-        return 100.0
-    return 100.0 / (1 + same)
-
-
-def old_facts(pod: pod_pb2.Pod) -> PodFacts:
-    """PodFacts.of as it was: one pass over the containers per fact."""
-    cpu, mem = requests_of(pod)
-    return PodFacts(
-        pod=pod,
-        cpu=cpu,
-        memory=mem,
-        host_ports=tuple(host_ports_of(pod)),
-        controller=controller_of(pod),
-        labels=label_key(pod),
-        node_selector=tuple(pod.spec.node_selector.items()),
-        extended=extended_of(pod),
-    )
-
-
-OLD_FILTERS = (_node_ready, _node_schedulable, _node_selector, _resources_fit, _host_ports_free)
-OLD_SCORES = ((_selector_spread, 2.0), (_least_allocated, 1.0))
-
-
-def old_score(facts: PodFacts, info: NodeInfo) -> float:
-    return sum(w * score(facts, info) for score, w in OLD_SCORES)
-
-
-def old_decide(nodes: dict[str, NodeInfo], start: int, pod: pod_pb2.Pod) -> tuple[str | None, str, int]:
-    """The replaced Scheduler.decide(): (node or None, message, the next search's start)."""
-    facts = old_facts(pod)
-    infos = list(nodes.values())
-    total = len(infos)
-    want = nodes_to_find(total)
-    feasible: list[NodeInfo] = []
-    reasons: dict[str, int] = collections.Counter()
-    examined = 0
-    for i in range(total):
-        info = infos[(start + i) % total]
-        examined += 1
-        reason = next((r for f in OLD_FILTERS if (r := f(facts, info)) is not None), None)
-        if reason is None:
-            feasible.append(info)
-            if len(feasible) >= want:
-                break
-        else:
-            reasons[reason] += 1
-    if total:
-        start = (start + examined) % total
-    if not feasible:
-        return None, unschedulable_message(total, reasons), start
-    best = max(feasible, key=lambda info: old_score(facts, info))
-    return best.name, "", start
+def score(facts: PodFacts, info: NodeInfo) -> float:
+    return sum(w * f(facts, info) for f, w in plugins.SCORES)
 
 
 # -- the state: hollow nodes, a controller's pods -------------------------------------------------
@@ -194,10 +76,13 @@ def replica(i: int, cpu: int, memory: int) -> pod_pb2.Pod:
     return p
 
 
-def new_scheduler(nodes: int) -> Scheduler:
+def new_scheduler(nodes: int, memoize: bool = True) -> Scheduler:
     registry = Registry(MemoryStore())
     s = Scheduler(
-        registry, Informer(registry, kinds.by_name("Pod")), Informer(registry, kinds.by_name("Node"))
+        registry,
+        Informer(registry, kinds.by_name("Pod")),
+        Informer(registry, kinds.by_name("Node")),
+        memoize=memoize,
     )
     for i in range(nodes):
         n = hollow_node(i)
@@ -219,6 +104,8 @@ def assume(s: Scheduler, pod: pod_pb2.Pod, where: str) -> None:
 def run_case(name: str, nodes: int, pods: int) -> dict[str, float]:
     cpu, memory = CASES[name]
     s = new_scheduler(nodes)
+    plain = new_scheduler(0, memoize=False)
+    plain.nodes = s.nodes  # the same NodeInfos: both decide on the same state
     old_us: list[float] = []
     new_us: list[float] = []
     add_us: list[float] = []
@@ -228,10 +115,11 @@ def run_case(name: str, nodes: int, pods: int) -> dict[str, float]:
     extra = 20 if name == "fill" else 0
     for i in range(pods + extra):
         p = replica(i, cpu, memory)
-        start = s._start
+        plain._start = s._start
         t0 = clock()
-        old_node, old_message, old_start = old_decide(s.nodes, start, p)
+        old = plain.decide(p)
         t1 = clock()
+        old_node, old_message, old_start = old.node, old.message, plain._start
         decision = s.decide(p)
         t2 = clock()
         old_us.append((t1 - t0) * 1e6)
@@ -246,7 +134,7 @@ def run_case(name: str, nodes: int, pods: int) -> dict[str, float]:
             continue
         if where != old_node:
             facts = PodFacts.of(p)
-            mine, theirs = old_score(facts, s.nodes[where]), old_score(facts, s.nodes[old_node])
+            mine, theirs = score(facts, s.nodes[where]), score(facts, s.nodes[old_node])
             if mine != theirs:
                 raise SystemExit(f"{name} pod {i}: {where} scores {mine}, baseline's {old_node} {theirs}")
             ties += 1
@@ -267,18 +155,10 @@ def run_case(name: str, nodes: int, pods: int) -> dict[str, float]:
 def profile(side: str, name: str, nodes: int, pods: int) -> None:
     """cProfile one side alone on one case; prints the top frames by own time."""
     cpu, memory = CASES[name]
-    s = new_scheduler(nodes)
-    decide: Callable[[pod_pb2.Pod], str | None]
-    if side == "old":
+    s = new_scheduler(nodes, memoize=side == "new")
 
-        def decide(p: pod_pb2.Pod) -> str | None:
-            where, _, s._start = old_decide(s.nodes, s._start, p)
-            return where
-
-    else:
-
-        def decide(p: pod_pb2.Pod) -> str | None:
-            return s.decide(p).node
+    def decide(p: pod_pb2.Pod) -> str | None:
+        return s.decide(p).node
 
     prof = cProfile.Profile()
     for i in range(pods):

@@ -87,6 +87,7 @@ class Scheduler:
         retry_interval: float = 10.0,
         filters: tuple[plugins.Filter, ...] = plugins.FILTERS,
         scores: tuple[tuple[plugins.Score, float], ...] = plugins.SCORES,
+        memoize: bool = True,
     ) -> None:
         self._registry = registry
         self._pods = pods
@@ -97,7 +98,8 @@ class Scheduler:
         self._filters = filters
         self._scores = scores
         # Only the default plugins are known to split into node-state and live filters.
-        self._memoize = filters == plugins.FILTERS and scores == plugins.SCORES
+        # (memoize=False: every plugin called for every node, as bench/scheduler_decide.py's baseline.)
+        self._memoize = memoize and filters == plugins.FILTERS and scores == plugins.SCORES
         self._shapes: dict[tuple[object, ...], object] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self._queue: collections.deque[str] = collections.deque()

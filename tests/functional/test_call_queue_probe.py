@@ -7,6 +7,7 @@ gRPC's queue, which is what it is for); bench/hollow.py shows the queue itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import shutil
@@ -52,8 +53,9 @@ class SlowHealth(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
-async def test_answered_probes_are_not_deaf_time_and_a_held_one_is(socket_path: str) -> None:
-    probe = CallQueueProbe(socket_path, interval=0.05, threshold=0.25)
+@contextlib.asynccontextmanager
+async def probing(probe: CallQueueProbe) -> AsyncIterator[SlowHealth]:
+    """`probe` running against a server of SlowHealth on its socket, for the block's length."""
     health = SlowHealth()
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -62,6 +64,16 @@ async def test_answered_probes_are_not_deaf_time_and_a_held_one_is(socket_path: 
     stop = asyncio.Event()
     task = asyncio.create_task(probe.run(stop))
     try:
+        yield health
+    finally:
+        stop.set()
+        await task
+        await server.stop(0)
+
+
+async def test_answered_probes_are_not_deaf_time_and_a_held_one_is(socket_path: str) -> None:
+    probe = CallQueueProbe(socket_path, interval=0.05, threshold=0.25)
+    async with probing(probe) as health:
         await wait_for(lambda: probe.slowest > 0)
         await asyncio.sleep(0.3)
         assert probe.within(5.0) == 0.0  # answered at once, time after time
@@ -70,10 +82,6 @@ async def test_answered_probes_are_not_deaf_time_and_a_held_one_is(socket_path: 
         health.hold = 0.0
         await wait_for(lambda: probe.slowest >= 0.8)
         assert 0.7 < probe.within(5.0) < 2.0  # one held call (and maybe part of the next)
-    finally:
-        stop.set()
-        await task
-        await server.stop(0)
 
 
 async def test_a_server_not_there_is_no_deaf_time(socket_path: str) -> None:
@@ -113,19 +121,8 @@ async def test_a_coordinator_probes_through_its_own_socket_and_removes_it(
 
 async def test_a_call_that_ran_out_of_time_was_held_all_that_time(socket_path: str) -> None:
     probe = CallQueueProbe(socket_path, interval=0.05, threshold=0.25, timeout=0.6)
-    health = SlowHealth()
-    server = grpc.aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    server.add_secure_port(probe.target, tls.local_server_credentials())
-    await server.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(probe.run(stop))
-    try:
+    async with probing(probe) as health:
         await wait_for(lambda: probe.slowest > 0)
         health.hold = 5.0  # longer than the probe waits
         await wait_for(lambda: probe.slowest >= 0.6)  # recorded at its deadline, not dropped
         assert probe.within(5.0) >= 0.6
-    finally:
-        stop.set()
-        await task
-        await server.stop(0)
