@@ -64,23 +64,43 @@ def bench_pod(i: int) -> pod_pb2.Pod:
     return p
 
 
-async def through_atoll(server: str, count: int) -> tuple[list[float], float]:
+# The steps of one pod's start, in wall-clock seconds (one machine, one clock): seen bound by
+# the client's watch, begun by the agent (status.startTime), its app container started
+# (state.running.startedAt, the engine's word), seen Running with the container ready.
+STEPS = (
+    ("create -> bound (API, scheduler, bind, watch)", "created", "bound"),
+    ("create -> agent begins (+ push to the agent)", "created", "begun"),
+    ("agent begins -> app started (infra, network, app)", "begun", "started"),
+    ("app started -> Running seen (report, store, watch)", "started", "running"),
+)
+
+
+async def through_atoll(server: str, count: int) -> tuple[list[float], float, dict[str, list[float]]]:
     async with Client(server) as client:
         await eventually(lambda: node_ready(client, "node-1"), timeout=60, what="node Ready")
         _, revision = await client.list(POD)
         created: dict[str, float] = {}
         running: dict[str, float] = {}
+        marks: dict[str, dict[str, float]] = {}  # pod -> step -> wall-clock time
         done = asyncio.Event()
 
         async def watch() -> None:
             async for _, obj in client.watch(POD, "default", "bench=startup", revision):
                 assert isinstance(obj, pod_pb2.Pod)
+                now = time.time()
                 name = obj.metadata.name
+                mark = marks.setdefault(name, {})
+                if obj.spec.node_name:
+                    mark.setdefault("bound", now)
                 ready = obj.status.container_statuses and all(
                     cs.ready for cs in obj.status.container_statuses
                 )
                 if obj.status.phase == pod_pb2.POD_PHASE_RUNNING and ready and name not in running:
                     running[name] = time.perf_counter()
+                    mark["running"] = now
+                    mark["begun"] = obj.status.start_time.ToNanoseconds() / 1e9
+                    app = obj.status.container_statuses[0].state.running
+                    mark["started"] = app.started_at.ToNanoseconds() / 1e9
                     if len(running) == count:
                         done.set()
                         return
@@ -90,6 +110,7 @@ async def through_atoll(server: str, count: int) -> tuple[list[float], float]:
 
         async def create(i: int) -> None:
             created[f"bench-{i}"] = time.perf_counter()
+            marks.setdefault(f"bench-{i}", {})["created"] = time.time()
             await client.create(bench_pod(i))
 
         start = time.perf_counter()
@@ -97,7 +118,8 @@ async def through_atoll(server: str, count: int) -> tuple[list[float], float]:
         await asyncio.wait_for(done.wait(), 600)
         wall = time.perf_counter() - start
         watcher.cancel()
-        return [running[n] - created[n] for n in created], wall
+        steps = {label: [marks[n][b] - marks[n][a] for n in created] for label, a, b in STEPS}
+        return [running[n] - created[n] for n in created], wall, steps
 
 
 def main() -> None:
@@ -117,7 +139,7 @@ def main() -> None:
         AgentProcess(
             host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
         ).start()
-        atoll, atoll_wall = asyncio.run(through_atoll(coordinator.server, args.pods))
+        atoll, atoll_wall, steps = asyncio.run(through_atoll(coordinator.server, args.pods))
 
     b, a = summary(base), summary(atoll)
     print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
@@ -128,6 +150,10 @@ def main() -> None:
         f"{'ratio atoll / docker':28}{a['p50'] / b['p50']:8.2f}{a['p90'] / b['p90']:8.2f}"
         f"{a['p99'] / b['p99']:8.2f}{atoll_wall / base_wall:8.2f}"
     )
+    print("where an Atoll pod's time goes (seconds; steps overlap: the agent starts --parallel at a time)")
+    for label, values in steps.items():
+        st = summary(values)
+        print(f"  {label:52}{st['p50']:8.3f}{st['p90']:8.3f}{st['p99']:8.3f}")
 
 
 if __name__ == "__main__":
