@@ -15,9 +15,11 @@ import contextlib
 import itertools
 import json
 import pathlib
+import re
 import signal
 import sys
 import time
+import urllib.request
 from typing import Any, Protocol
 
 from atoll import errors, kinds
@@ -108,11 +110,6 @@ async def start_prober(
     return proc
 
 
-async def prober_timings(proc: asyncio.subprocess.Process) -> tuple[list[float], list[float], int]:
-    get, lst, not_ready, _ = await prober_results(proc)
-    return get, lst, not_ready
-
-
 async def prober_results(
     proc: asyncio.subprocess.Process,
 ) -> tuple[list[float], list[float], int, dict[str, Any]]:
@@ -151,7 +148,8 @@ async def cordon(client: Client, name: str, timeout: float = 60.0) -> None:
 
 async def probe_elsewhere(admin_conf: pathlib.Path, seconds: float) -> tuple[list[float], list[float], int]:
     """Get and List timings from a process of its own, for `seconds`."""
-    return await prober_timings(await start_prober(admin_conf, seconds))
+    get, lst, not_ready, _ = await prober_results(await start_prober(admin_conf, seconds))
+    return get, lst, not_ready
 
 
 async def probe_main(admin_conf: pathlib.Path, seconds: float, sentinel: Fleet | None = None) -> None:
@@ -181,9 +179,6 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float, sentinel: Fleet |
 def scrape_calls(port: int) -> dict[str, int]:
     """API calls so far by method (atoll_coordinator_api_requests_total, all codes), from a
     coordinator serving --metrics-listen on 127.0.0.1:`port`. Blocking; run it in a thread."""
-    import re
-    import urllib.request
-
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     calls: dict[str, int] = {}
     for m in re.finditer(r"^atoll_coordinator_api_requests_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):

@@ -99,7 +99,7 @@ class Coordinator:
         self.server: rpc.RunningServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._probe_dir = ""  # the call-queue probe's socket directory, when not the data dir
-        self._probe_target = ""
+        self._probe_path = ""  # and its socket
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None
         self.agents: AgentClients | None = None
@@ -174,8 +174,9 @@ class Coordinator:
         if self.prom is not None:
             self.scheduler.on_attempt = self.prom.observe_attempt
         stalls = LoopStalls()
-        call_queue = CallQueueProbe(self._probe_socket())
-        self._probe_target = call_queue.target
+        path, made = callqueue.socket_path(self.cfg.data_path)
+        self._probe_path, self._probe_dir = path, made or ""
+        call_queue = CallQueueProbe(path)
         lifecycle = NodeLifecycle(
             registry,
             nodes,
@@ -385,14 +386,8 @@ class Coordinator:
     def _remove_probe_socket(self) -> None:
         if self._probe_dir:
             shutil.rmtree(self._probe_dir, ignore_errors=True)
-        elif self._probe_target.startswith("unix://"):
-            pathlib.Path(self._probe_target.removeprefix("unix://")).unlink(missing_ok=True)
-
-    def _probe_socket(self) -> str:
-        """Where the call-queue probe reaches the API server (callqueue.socket_path)."""
-        path, made = callqueue.socket_path(self.cfg.data_path)
-        self._probe_dir = made or ""
-        return path
+        elif self._probe_path:
+            pathlib.Path(self._probe_path).unlink(missing_ok=True)
 
     async def run_forever(self) -> None:
         await self.start()

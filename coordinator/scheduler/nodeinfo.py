@@ -27,20 +27,6 @@ def pod_key(pod: pod_pb2.Pod) -> str:
     return f"{pod.metadata.namespace}/{pod.metadata.name}"
 
 
-def requests_of(pod: pod_pb2.Pod) -> tuple[int, int]:
-    cpu = sum(c.resources.requests.cpu_millis for c in pod.spec.containers)
-    mem = sum(c.resources.requests.memory_bytes for c in pod.spec.containers)
-    return cpu, mem
-
-
-def extended_of(pod: pod_pb2.Pod) -> tuple[tuple[str, int], ...]:
-    """Extended resources (SR-IOV VFs, ...) the pod's containers request, summed by name."""
-    total: Counter[str] = Counter()
-    for c in pod.spec.containers:
-        total.update(c.resources.requests.extended)
-    return tuple(sorted((name, n) for name, n in total.items() if n))
-
-
 @dataclass(frozen=True)
 class HostPort:
     port: int
@@ -55,15 +41,6 @@ class HostPort:
 
     def __str__(self) -> str:
         return f"{self.port}/{PROTOCOL_NAMES.get(self.protocol, 'TCP')}"
-
-
-def host_ports_of(pod: pod_pb2.Pod) -> list[HostPort]:
-    return [
-        HostPort(p.host_port, p.protocol, p.host_ip)
-        for c in pod.spec.containers
-        for p in c.ports
-        if p.host_port
-    ]
 
 
 def controller_of(pod: pod_pb2.Pod) -> str:
@@ -89,7 +66,7 @@ class PodFacts:
 
     @classmethod
     def of(cls, pod: pod_pb2.Pod) -> PodFacts:
-        # What requests_of, extended_of and host_ports_of give, in one pass over the containers:
+        # Requests (cpu, memory, extended resources summed by name) and host ports in one pass over the containers:
         # this runs for every decision and every add and remove, and most pods have no
         # extended resources (no Counter then) and no host ports.
         cpu = mem = 0
