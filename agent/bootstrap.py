@@ -27,6 +27,7 @@ import pathlib
 import grpc
 
 from agent import failover
+from agent.leaselane import LeaseLane
 from atoll import config as layered
 from atoll import errors, files, pki, rpc, tls
 from atoll.agentconfig import DEFAULT_JOIN_PORT
@@ -210,6 +211,7 @@ class CoordinatorConnection:
         self._remember = remember
         self._channel = self._open()
         self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
+        self.lane = LeaseLane(self._open_to)
         self.renewals = 0
         self._old: list[grpc.aio.Channel] = []
         # Set (and replaced) whenever the channel moves to another coordinator: loops waiting
@@ -223,15 +225,36 @@ class CoordinatorConnection:
 
     def _open(self) -> grpc.aio.Channel:
         # One coordinator or several (a:6443,b:6443): a dead one costs a reconnect, not a re-join.
+        return self._open_to(self.target)
+
+    def _open_to(self, address: str) -> grpc.aio.Channel:
         if self.credentials is None:
-            return rpc.coordinator_channel(self.target)
-        return rpc.coordinator_channel(self.target, credentials=self.credentials.channel_credentials())
+            return rpc.coordinator_channel(address)
+        return rpc.coordinator_channel(address, credentials=self.credentials.channel_credentials())
+
+    @property
+    def lease_stub(self) -> node_api_pb2_grpc.NodeServiceStub:
+        """Where heartbeats go: the coordinator's heartbeat lane once connected, else the API's
+        listener (agent.leaselane)."""
+        return self.lane.stub_for(self.target) or self.stub
+
+    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None:
+        """The current coordinator serves heartbeats on `port` (0: no lane); said in an answer that
+        came through the lane (`on_lane`) or the API's listener."""
+        if on_lane:
+            self.lane.answered()
+        self.lane.offer(self.target, port)
+
+    def lease_failed(self, why: object) -> None:
+        """A heartbeat on the lane got no answer: the next goes to the API's listener."""
+        self.lane.failed(why)
 
     def reopen(self) -> None:
         """A new channel with the current files; calls in flight finish on the old one."""
         self._old.append(self._channel)
         self._channel = self._open()
         self.stub = node_api_pb2_grpc.NodeServiceStub(self._channel)
+        self.lane.reopen()
 
     def fail_over(self, why: object) -> float:
         """The current coordinator did not answer: move to the next one (a new channel, the same
@@ -316,6 +339,7 @@ class CoordinatorConnection:
             await channel.close()
 
     async def close(self) -> None:
+        await self.lane.close()
         for channel in [*self._old, self._channel]:
             await channel.close()
         self._old = []

@@ -61,6 +61,13 @@ class CoordinatorSource(StubSource, Protocol):
 
     def answered(self) -> None: ...
 
+    @property
+    def lease_stub(self) -> node_api_pb2_grpc.NodeServiceStub: ...
+
+    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None: ...
+
+    def lease_failed(self, why: object) -> None: ...
+
 
 # What says the coordinator itself is gone (dead, unreachable, stuck), not that it refused the call.
 LINK_LOST = (errors.Unavailable, errors.DeadlineExceeded)
@@ -358,6 +365,7 @@ class CoordinatorLink:
                 await wait_or_stop(stop, delay)
                 continue
             self._source.answered()
+            self._source.offer_lease_port(resp.lease_port)
             if resp.heartbeat_interval_ms:
                 self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
             log.info(
@@ -379,6 +387,7 @@ class CoordinatorLink:
             delay = jittered(self.heartbeat_interval)
             target = self._source.target
             self._probe.clear()
+            on_lane = False
             try:
                 req = node_api_pb2.HeartbeatRequest(
                     node_name=self._node,
@@ -386,8 +395,11 @@ class CoordinatorLink:
                     observed_assignment_generation=self._manager.generation,
                 )
                 sent = time.monotonic()
-                resp = await rpc.unary(self._stub.Heartbeat(req, timeout=10))
+                stub = self._source.lease_stub
+                on_lane = stub is not self._stub
+                resp = await rpc.unary(stub.Heartbeat(req, timeout=10))
                 self._source.answered()
+                self._source.offer_lease_port(resp.lease_port, on_lane=on_lane)
                 self.last_heartbeat = time.monotonic()
                 self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
                 if self.heartbeat_times is not None:
@@ -423,6 +435,10 @@ class CoordinatorLink:
                 await self.register(stop)
                 continue
             except LINK_LOST as exc:
+                if on_lane:
+                    # The lane, not necessarily the coordinator: again at once on the API's listener.
+                    self._source.lease_failed(exc)
+                    continue
                 # The coordinator is gone: the next one (the pods keep running meanwhile).
                 self.heartbeat_failures += 1
                 self.heartbeat_failure_kinds[type(exc).__name__] += 1

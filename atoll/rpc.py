@@ -365,6 +365,42 @@ class ServiceBinding:
     full_name: str
 
 
+class _HandlerCapture:
+    """Stands in for a server while a generated add_*_to_server function registers a service."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers come again, by name, below
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers[service] = dict(handlers)
+
+
+def only_methods(
+    add_to_server: Callable[[Any, grpc.aio.Server], None], methods: Iterable[str]
+) -> Callable[[Any, grpc.aio.Server], None]:
+    """A generated add_*_to_server function that registers only `methods` of its service (a
+    listener serving one part of an API: the others answer UNIMPLEMENTED there)."""
+    wanted = set(methods)
+
+    def add(servicer: Any, server: grpc.aio.Server) -> None:
+        capture = _HandlerCapture()
+        add_to_server(servicer, capture)
+        for service, handlers in capture.handlers.items():
+            missing = wanted - handlers.keys()
+            if missing:
+                raise ValueError(f"{service} has no method {sorted(missing)}")
+            kept = {name: h for name, h in handlers.items() if name in wanted}
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, kept),))
+            server.add_registered_method_handlers(service, kept)
+
+    return add
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -439,6 +475,7 @@ async def start_server(
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     links: Sequence[CallInterceptor] = (),
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
@@ -446,6 +483,8 @@ async def start_server(
     must be loopback). The returned port is the first TCP listener's; `ports`
     has every TCP listener's, in order (a gated one's public port); unix
     sockets report none. A TLS handshake not done in `handshake_timeout` s is dropped.
+    `reuse_port`: several servers of this process share the ports (SO_REUSEPORT; the kernel
+    spreads connections over them); off, a port in use is an error.
     """
     targets = listeners(listen, None) if isinstance(listen, str) else list(listen)
     for target in targets:
@@ -454,7 +493,11 @@ async def start_server(
     gates: list[connlimit.ConnectionGate] = []
     server = grpc.aio.server(
         interceptors=[*interceptors, ReflectionGate(), ErrorInterceptor(links, _resolver(gates))],
-        options=[*_SERVER_OPTIONS, ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000))],
+        options=[
+            *(o for o in _SERVER_OPTIONS if not (reuse_port and o[0] == "grpc.so_reuseport")),
+            *([("grpc.so_reuseport", 1)] if reuse_port else []),
+            ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
+        ],
     )
     health_servicer = HealthServicer()  # with List, which the library's lacks
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -471,6 +471,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
                     [*pin, sys.executable, "-m", "coordinator.cli.main", "serve", "--listen", servers[k],
                      "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
                      "--log-level", "warning", *extra,
+                     "--lease-listen", "" if args.no_lease_lane else f"127.0.0.1:{free_port()}",
                      *(["--metrics-listen", f"127.0.0.1:{metrics_ports[k]}"] if args.calls else [])],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -596,6 +597,11 @@ def main() -> None:
         type=int,
         default=1,
         help="run the load phase's hollow agents in this many processes (bench/hollow_procs.py)",
+    )
+    parser.add_argument(
+        "--no-lease-lane",
+        action="store_true",
+        help="coordinators serve no heartbeat lane (--lease-listen ''): heartbeats share the API's queue",
     )
     parser.add_argument("--fleet-worker", help=argparse.SUPPRESS)  # a fleet worker's process
     parser.add_argument("--probe", metavar="ADMIN_CONF", help=argparse.SUPPRESS)  # the prober's process

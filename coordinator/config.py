@@ -28,6 +28,7 @@ DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
 DEFAULT_PORT = 6443
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TOKEN_PORT = 6444
+LEASE_PORT_OFFSET = 2  # the heartbeat lane's default port: the API's + 2 (6445)
 
 
 @dataclass
@@ -121,6 +122,13 @@ class ServeConfig:
         "addresses for callers without a client certificate (nodes joining with a bootstrap token, "
         "users with bearer tokens): TLS without client certificates; '' to serve none",
     )
+    lease_listen: str = layered.option(
+        "auto",
+        "addresses of the heartbeat lane, a listener for agents' heartbeats alone (so they never queue "
+        "behind other calls during a burst), same credentials as --listen; auto: each --listen TCP host "
+        f"at its port + {LEASE_PORT_OFFSET} ({DEFAULT_PORT + LEASE_PORT_OFFSET}); '' to serve none "
+        "(heartbeats then share the API's listener)",
+    )
     handshake_timeout: float = layered.option(
         5.0,
         "drop a connection whose TLS handshake is not done after this long (s; gRPC's default is 120 s)",
@@ -194,8 +202,14 @@ class ServeConfig:
         check_listen(self.listen)
         if self.token_listen:
             check_listen(self.token_listen, "token_listen")
+        if self.lease_listen and self.lease_listen != "auto":
+            check_listen(self.lease_listen, "lease_listen")
+            if any(a.startswith("unix:") for a in rpc.split_listen(self.lease_listen)):
+                raise errors.InvalidArgument(
+                    "lease_listen: TCP addresses only (agents reach it over the network)"
+                )
         if self.insecure:
-            for address in rpc.split_listen(self.listen):
+            for address in rpc.split_listen(self.listen) + self.lease_addresses():
                 tls.check_plaintext(address)
         if self.store.startswith("etcd://") and not self.insecure and not self.cluster_secret_file:
             raise errors.InvalidArgument(
@@ -308,10 +322,30 @@ class ServeConfig:
     def data_path(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir)
 
+    def lease_addresses(self) -> list[str]:
+        """The heartbeat lane's addresses: --lease-listen, or under auto each TCP --listen host at
+        its port + LEASE_PORT_OFFSET (port 0, a free port, stays 0)."""
+        if self.lease_listen != "auto":
+            return rpc.split_listen(self.lease_listen)
+        result = []
+        for address in rpc.split_listen(self.listen):
+            if address.startswith("unix:"):
+                continue
+            host, port = layered.split_host_port(address, "listen")
+            lane = port + LEASE_PORT_OFFSET if port else 0
+            if lane > 65535:
+                raise errors.InvalidArgument(
+                    f"lease_listen: {address} leaves no port for the heartbeat lane; set --lease-listen"
+                )
+            result.append(f"[{host}]:{lane}" if ":" in host else f"{host}:{lane}")
+        return result
+
     def listen_ports(self) -> set[int]:
-        """TCP ports the coordinator's own listeners take (API and token port)."""
-        addresses = rpc.split_listen(self.listen) + (
-            rpc.split_listen(self.token_listen) if self.token_listen else []
+        """TCP ports the coordinator's own listeners take (API, token port and heartbeat lane)."""
+        addresses = (
+            rpc.split_listen(self.listen)
+            + self.lease_addresses()
+            + (rpc.split_listen(self.token_listen) if self.token_listen else [])
         )
         return {layered.split_host_port(a, "listen")[1] for a in addresses if not a.startswith("unix:")}
 

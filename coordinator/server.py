@@ -97,6 +97,7 @@ class Coordinator:
         self.store: Store | None = store
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
+        self.lease_servers: list[rpc.RunningServer] = []  # the heartbeat lane (--lease-listen)
         self._tasks: list[asyncio.Task[None]] = []
         self._probe_dir = ""  # the call-queue probe's socket directory, when not the data dir
         self._probe_path = ""  # and its socket
@@ -283,8 +284,32 @@ class Coordinator:
             ),
             clock=self._clock,
         )
+        links: list[rpc.CallInterceptor] = [
+            *([self.prom.link()] if self.prom is not None else []),
+            security.interceptor,
+            limits,
+        ]
+        probe = rpc.Listener(call_queue.target)
+        if security.lease_listeners():
+            try:
+                self.lease_servers = await _start_lease_lane(
+                    security.lease_listeners, probe, node_api, links, cfg.handshake_timeout
+                )
+            except (errors.Unavailable, RuntimeError) as exc:
+                if cfg.lease_listen != "auto":
+                    raise errors.Unavailable(
+                        f"lease_listen: cannot listen on {cfg.lease_listen}: {exc}"
+                    ) from None
+                # The lane is an optimisation: without it heartbeats share the API's listener.
+                log.warning(
+                    "no heartbeat lane: cannot listen on %s (%s); set --lease-listen",
+                    ",".join(cfg.lease_addresses()),
+                    exc,
+                )
+            else:
+                node_api.lease_port = self.lease_servers[0].port
         self.server = await rpc.start_server(
-            [*security.listeners(), rpc.Listener(call_queue.target)],
+            [*security.listeners(), *([] if self.lease_servers else [probe])],
             [
                 rpc.ServiceBinding(
                     cluster,
@@ -297,11 +322,7 @@ class Coordinator:
                     node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                 ),
             ],
-            links=[
-                *([self.prom.link()] if self.prom is not None else []),
-                security.interceptor,
-                limits,
-            ],
+            links=links,
             handshake_timeout=cfg.handshake_timeout,
         )
         await asyncio.to_thread(security.bind, self.server.ports)
@@ -324,9 +345,10 @@ class Coordinator:
                 MetricsServer(self.prom.registry, cfg.metrics_listen).start
             )
         log.info(
-            "coordinator serving on %s (port %d), store at revision %d",
+            "coordinator serving on %s (port %d, heartbeat lane %s), store at revision %d",
             cfg.listen,
             self.port,
+            f"port {node_api.lease_port}" if node_api.lease_port else "off",
             self.store.revision,
         )
 
@@ -348,7 +370,7 @@ class Coordinator:
 
     def _daemon_ports(self) -> set[int]:
         """Ports no service may take on an external IP: ours (as bound) and every node's agent's."""
-        ports = set(self.server.ports) if self.server is not None else set()
+        ports = {p for s in (self.server, *self.lease_servers) if s is not None for p in s.ports}
         ports |= self.cfg.listen_ports() - {0}
         nodes = self.informers["Node"].cache.values() if "Node" in self.informers else ()
         return ports | {n.status.agent_port for n in nodes if n.status.agent_port}  # type: ignore[attr-defined]
@@ -368,8 +390,9 @@ class Coordinator:
         self.stop_event.set()
         if self.kube is not None:
             await self.kube.stop()
-        if self.server is not None:
-            await self.server.stop(0.5)
+        for server in (self.server, *self.lease_servers):
+            if server is not None:
+                await server.stop(0.5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -393,6 +416,59 @@ class Coordinator:
         await self.start()
         await self.stop_event.wait()
         await self.stop()
+
+
+# Servers sharing the heartbeat lane's ports. gRPC's asyncio server accepts one call at a time
+# (the next is asked for only once the last was handed to a task), and on a busy event loop
+# each accept takes a few turns of the loop: one server took about 140 heartbeats/s during a
+# burst while 1,000 nodes sent 333/s, and its queue grew to 9 s (bench/hollow.py). The kernel
+# spreads the agents' connections over these servers (SO_REUSEPORT); their accepts run side by
+# side, so heartbeats get that many turns of the loop for each one the API's listener gets.
+LEASE_SERVERS = 16
+
+
+async def _start_lease_lane(
+    lease_listeners: Callable[[], list[rpc.Listener]],
+    probe: rpc.Listener,
+    node_api: NodeServicer,
+    links: list[rpc.CallInterceptor],
+    handshake_timeout: float,
+) -> list[rpc.RunningServer]:
+    """The heartbeat lane: servers of their own, so that a heartbeat waits behind heartbeats only
+    (on the API's listener it waited 5-8 s behind a burst's status reports and events). The
+    call-queue probe listens on the first: the wait it measures is the one heartbeats see."""
+    binding = rpc.ServiceBinding(
+        node_api,
+        rpc.only_methods(node_api_pb2_grpc.add_NodeServiceServicer_to_server, ["Heartbeat"]),
+        node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+    )
+    servers: list[rpc.RunningServer] = []
+    try:
+        for i in range(LEASE_SERVERS):
+            listeners = lease_listeners()  # credentials of its own: gRPC takes one per server
+            if i:  # the ports the first one took (port 0 picked one)
+                listeners = [
+                    rpc.Listener(_with_port(lst.address, port), lst.credentials)
+                    for lst, port in zip(listeners, servers[0].ports, strict=True)
+                ]
+            servers.append(
+                await rpc.start_server(
+                    [*listeners, *([] if i else [probe])],
+                    [binding],
+                    links=links,
+                    handshake_timeout=handshake_timeout,
+                    reuse_port=True,
+                )
+            )
+    except BaseException:
+        for server in servers:
+            await server.stop(0)
+        raise
+    return servers
+
+
+def _with_port(address: str, port: int) -> str:
+    return f"{address.rpartition(':')[0]}:{port}"
 
 
 def _on_etcd(store: Store) -> bool:

@@ -12,6 +12,8 @@ import ipaddress
 import logging
 import socket
 
+import grpc
+
 from atoll import config as layered
 from atoll import rpc
 from atoll.connlimit import ConnLimits
@@ -121,13 +123,25 @@ class Security:
         if self.pki is not None:
             self.pki.ensure()
 
+    def _mutual(self) -> grpc.ServerCredentials | None:
+        if self.pki is None:
+            return None
+        from atoll import tls
+
+        return tls.ReloadingServerCredentials(self.pki.server_files, require_client_cert=True).credentials()
+
+    def lease_listeners(self) -> list[rpc.Listener]:
+        """The heartbeat lane's listeners: the API's credentials, on their own addresses."""
+        addresses = self.cfg.lease_addresses()
+        return rpc.listeners(",".join(addresses), self._mutual()) if addresses else []
+
     def listeners(self) -> list[rpc.Listener]:
         cfg = self.cfg
         if self.pki is None:
             return rpc.listeners(cfg.listen, None)
         from atoll import tls
 
-        mutual = tls.ReloadingServerCredentials(self.pki.server_files, require_client_cert=True).credentials()
+        mutual = self._mutual()
         result = rpc.listeners(cfg.listen, mutual)
         if cfg.token_listen:
             server_only = tls.ReloadingServerCredentials(

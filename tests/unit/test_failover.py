@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+from typing import Any
 
 import grpc
 import pytest
@@ -128,12 +129,22 @@ class FakeSource:
     def __init__(self) -> None:
         self.target = A
         self.moved = asyncio.Event()
-        self.stub = None  # type: ignore[assignment]
+        self.stub: Any = None  # no calls in these tests
 
     def fail_over(self, why: object) -> float:
         return 0.0
 
     def answered(self) -> None:
+        pass
+
+    @property
+    def lease_stub(self) -> Any:
+        return self.stub
+
+    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None:
+        pass
+
+    def lease_failed(self, why: object) -> None:
         pass
 
 

@@ -148,6 +148,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._clock = clock
         self._pki = pki
         self._tokens = tokens
+        # The heartbeat lane's port, told to agents in every answer (0: no lane; set once it listens).
+        self.lease_port = 0
 
     def _check_name(self, name: str) -> None:
         if not name or not validation.DNS1123_SUBDOMAIN.fullmatch(name):
@@ -174,7 +176,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 created = await self._registry.create(node)
                 log.info("node %s registered", name, extra={"node": name})
                 self._health.last_status_write[name] = now
-                return node_api_pb2.RegisterResponse(node=created, heartbeat_interval_ms=self._heartbeat_ms)
+                return node_api_pb2.RegisterResponse(
+                    node=created, heartbeat_interval_ms=self._heartbeat_ms, lease_port=self.lease_port
+                )
             except errors.AlreadyExists:
                 pass  # registered concurrently: refresh it below
 
@@ -194,7 +198,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         assert isinstance(updated, node_pb2.Node)
         self._health.last_status_write[name] = now
         log.info("node %s re-registered", name, extra={"node": name})
-        return node_api_pb2.RegisterResponse(node=updated, heartbeat_interval_ms=self._heartbeat_ms)
+        return node_api_pb2.RegisterResponse(
+            node=updated, heartbeat_interval_ms=self._heartbeat_ms, lease_port=self.lease_port
+        )
 
     async def Heartbeat(
         self, request: node_api_pb2.HeartbeatRequest, context: Any
@@ -222,7 +228,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
             await self._write_status(name, refresh, now)
         return node_api_pb2.HeartbeatResponse(
-            assignment_generation=self._assignments.generation(name), heartbeat_interval_ms=self._heartbeat_ms
+            assignment_generation=self._assignments.generation(name),
+            heartbeat_interval_ms=self._heartbeat_ms,
+            lease_port=self.lease_port,
         )
 
     async def _write_status(self, name: str, refresh: Callable[[Message], bool], now: float) -> None:
