@@ -238,16 +238,19 @@ class CoordinatorConnection:
         listener (agent.leaselane)."""
         return self.lane.stub_for(self.target) or self.stub
 
-    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None:
-        """The current coordinator serves heartbeats on `port` (0: no lane); said in an answer that
-        came through the lane (`on_lane`) or the API's listener."""
+    def offer_lease_port(self, port: int, *, on_lane: bool = False, target: str = "") -> None:
+        """Coordinator `target` (default: the current one) serves heartbeats on `port` (0: no lane),
+        said in an answer that came through the lane (`on_lane`) or the API's listener. An answer
+        from a coordinator the link has since left is not about the current one: ignored."""
+        if target and target != self.target:
+            return
         if on_lane:
             self.lane.answered()
         self.lane.offer(self.target, port)
 
-    def lease_failed(self, why: object) -> None:
-        """A heartbeat on the lane got no answer: the next goes to the API's listener."""
-        self.lane.failed(why)
+    def lease_failed(self, why: object, stub: node_api_pb2_grpc.NodeServiceStub) -> None:
+        """A heartbeat through `stub` on the lane failed: the next goes to the API's listener."""
+        self.lane.failed(why, stub)
 
     def reopen(self) -> None:
         """A new channel with the current files; calls in flight finish on the old one."""
@@ -265,6 +268,7 @@ class CoordinatorConnection:
             log.warning(
                 "coordinator %s did not answer (%s); moving to %s in %.2fs", before, why, self.target, delay
             )
+            self.lane.offer(self.target, 0)  # the old one's lane goes; the new one tells its own
             self.reopen()
             self.moved.set()
             self.moved = asyncio.Event()

@@ -30,7 +30,7 @@ from atoll.v1 import node_api_pb2_grpc
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 5.0  # a lane not connected by then is given up until the backoff ends
-RETIRE_AFTER = 5.0  # a dropped lane's channel is closed this long after (its calls finish first)
+RETIRE_AFTER = 15.0  # a dropped lane's channel is closed this long after (its calls end first)
 
 
 def lane_address(target: str, port: int) -> str:
@@ -87,8 +87,11 @@ class LeaseLane:
         if port and self._clock() >= self._retry_at:
             self._open()
 
-    def failed(self, why: object) -> None:
-        """A heartbeat on the lane got no answer: drop it, try again after a backoff."""
+    def failed(self, why: object, stub: node_api_pb2_grpc.NodeServiceStub | None = None) -> None:
+        """A heartbeat through `stub` on the lane failed: drop the lane, try again after a backoff.
+        A failure on a lane already replaced (new credentials, another port) is not this one's."""
+        if stub is not None and stub is not self._stub:
+            return
         self.failures += 1
         delay = self._backoff.next()
         self._retry_at = self._clock() + delay

@@ -64,10 +64,14 @@ class CoordinatorSource(StubSource, Protocol):
     @property
     def lease_stub(self) -> node_api_pb2_grpc.NodeServiceStub: ...
 
-    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None: ...
+    def offer_lease_port(self, port: int, *, on_lane: bool = False, target: str = "") -> None: ...
 
-    def lease_failed(self, why: object) -> None: ...
+    def lease_failed(self, why: object, stub: node_api_pb2_grpc.NodeServiceStub) -> None: ...
 
+
+# A heartbeat's deadline on the heartbeat lane: a lane that drops or stalls calls costs at most
+# this before the heartbeat goes to the API's listener (the node grace period is 8 s by default).
+LANE_TIMEOUT = 5.0
 
 # What says the coordinator itself is gone (dead, unreachable, stuck), not that it refused the call.
 LINK_LOST = (errors.Unavailable, errors.DeadlineExceeded)
@@ -382,24 +386,27 @@ class CoordinatorLink:
 
     async def heartbeat_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(initial=1.0, maximum=max(30.0, self.heartbeat_interval))
+        lane_failed_at: float | None = None  # when a heartbeat that failed on the lane was first sent
         while not stop.is_set():
             self.tick()
             delay = jittered(self.heartbeat_interval)
             target = self._source.target
             self._probe.clear()
             on_lane = False
+            stub = self._stub
             try:
                 req = node_api_pb2.HeartbeatRequest(
                     node_name=self._node,
                     status=self._build_status(),
                     observed_assignment_generation=self._manager.generation,
                 )
-                sent = time.monotonic()
+                sent = lane_failed_at or time.monotonic()  # a retry after the lane: since the first try
+                lane_failed_at = None
                 stub = self._source.lease_stub
                 on_lane = stub is not self._stub
-                resp = await rpc.unary(stub.Heartbeat(req, timeout=10))
+                resp = await rpc.unary(stub.Heartbeat(req, timeout=LANE_TIMEOUT if on_lane else 10))
                 self._source.answered()
-                self._source.offer_lease_port(resp.lease_port, on_lane=on_lane)
+                self._source.offer_lease_port(resp.lease_port, on_lane=on_lane, target=target)
                 self.last_heartbeat = time.monotonic()
                 self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
                 if self.heartbeat_times is not None:
@@ -430,27 +437,29 @@ class CoordinatorLink:
                     resp.assignment_generation if resp.assignment_generation > have else None
                 )
             except errors.NotFound:
+                lane_failed_at = None
                 log.warning("the coordinator does not know node %s; registering again", self._node)
                 self.connected = False
                 await self.register(stop)
                 continue
-            except LINK_LOST as exc:
+            except errors.AtollError as exc:
                 if on_lane:
                     # The lane, not necessarily the coordinator: again at once on the API's listener.
-                    self._source.lease_failed(exc)
+                    self.heartbeat_failure_kinds[f"lane {type(exc).__name__}"] += 1
+                    self._source.lease_failed(exc, stub)
+                    lane_failed_at = sent
                     continue
-                # The coordinator is gone: the next one (the pods keep running meanwhile).
                 self.heartbeat_failures += 1
                 self.heartbeat_failure_kinds[type(exc).__name__] += 1
-                self.connected = False
-                delay = self._source.fail_over(exc)
-            except errors.AtollError as exc:
-                self.heartbeat_failures += 1
-                self.heartbeat_failure_kinds[type(exc).__name__] += 1
-                if self.connected:
-                    log.warning("heartbeat failed: %s", exc)
-                self.connected = False
-                delay = backoff.next()
+                if isinstance(exc, LINK_LOST):
+                    # The coordinator is gone: the next one (the pods keep running meanwhile).
+                    self.connected = False
+                    delay = self._source.fail_over(exc)
+                else:
+                    if self.connected:
+                        log.warning("heartbeat failed: %s", exc)
+                    self.connected = False
+                    delay = backoff.next()
             # A broken stream cuts a normal interval short (not a backoff).
             paused = time.monotonic()
             await wait_any(stop, delay, *([self._probe] if self.connected else []))

@@ -204,10 +204,14 @@ class ServeConfig:
             check_listen(self.token_listen, "token_listen")
         if self.lease_listen and self.lease_listen != "auto":
             check_listen(self.lease_listen, "lease_listen")
-            if any(a.startswith("unix:") for a in rpc.split_listen(self.lease_listen)):
+            lanes = rpc.split_listen(self.lease_listen)
+            if any(a.startswith("unix:") for a in lanes):
                 raise errors.InvalidArgument(
                     "lease_listen: TCP addresses only (agents reach it over the network)"
                 )
+            clash = {layered.split_host_port(a, "lease_listen")[1] for a in lanes} & self._other_ports()
+            if clash:
+                raise errors.InvalidArgument(f"lease_listen: port {min(clash)} is another listener's")
         if self.insecure:
             for address in rpc.split_listen(self.listen) + self.lease_addresses():
                 tls.check_plaintext(address)
@@ -327,18 +331,33 @@ class ServeConfig:
         its port + LEASE_PORT_OFFSET (port 0, a free port, stays 0)."""
         if self.lease_listen != "auto":
             return rpc.split_listen(self.lease_listen)
+        taken = self._other_ports()
         result = []
         for address in rpc.split_listen(self.listen):
             if address.startswith("unix:"):
                 continue
             host, port = layered.split_host_port(address, "listen")
             lane = port + LEASE_PORT_OFFSET if port else 0
-            if lane > 65535:
-                raise errors.InvalidArgument(
-                    f"lease_listen: {address} leaves no port for the heartbeat lane; set --lease-listen"
-                )
+            if lane > 65535 or lane in taken:
+                continue  # no room there: that address has no lane (set --lease-listen)
             result.append(f"[{host}]:{lane}" if ":" in host else f"{host}:{lane}")
         return result
+
+    def _other_ports(self) -> set[int]:
+        """The fixed TCP ports of every listener but the heartbeat lane."""
+        addresses = rpc.split_listen(self.listen) + (
+            rpc.split_listen(self.token_listen) if self.token_listen else []
+        )
+        addresses += [a for a in (self.kube_listen, self.metrics_listen) if a]
+        ports = set()
+        for address in addresses:
+            if address.startswith("unix:"):
+                continue
+            try:
+                ports.add(layered.split_host_port(address, "listen")[1])
+            except errors.InvalidArgument:
+                continue  # validate() names it
+        return ports - {0}
 
     def listen_ports(self) -> set[int]:
         """TCP ports the coordinator's own listeners take (API, token port and heartbeat lane)."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import pathlib
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -99,8 +100,9 @@ class Coordinator:
         self.server: rpc.RunningServer | None = None
         self.lease_servers: list[rpc.RunningServer] = []  # the heartbeat lane (--lease-listen)
         self._tasks: list[asyncio.Task[None]] = []
-        self._probe_dir = ""  # the call-queue probe's socket directory, when not the data dir
-        self._probe_path = ""  # and its socket
+        # The call-queue probes' sockets, and the directories made for them when not the data dir.
+        self._probe_paths: list[str] = []
+        self._probe_dirs: list[str] = []
         self.registry: Registry | None = None
         self.scheduler: Scheduler | None = None
         self.agents: AgentClients | None = None
@@ -175,9 +177,9 @@ class Coordinator:
         if self.prom is not None:
             self.scheduler.on_attempt = self.prom.observe_attempt
         stalls = LoopStalls()
-        path, made = callqueue.socket_path(self.cfg.data_path)
-        self._probe_path, self._probe_dir = path, made or ""
-        call_queue = CallQueueProbe(path)
+        # One probe on the API's listener, one on the heartbeat lane: agents heartbeat on either
+        # (old agents, a firewalled lane, a lane in its backoff), so both waits count.
+        call_queues = [CallQueueProbe(self._probe_socket()) for _ in range(2)]
         lifecycle = NodeLifecycle(
             registry,
             nodes,
@@ -192,7 +194,7 @@ class Coordinator:
             ),
             pods=pods,
             recorder=recorder,
-            stalls=Deafness([stalls, call_queue]),
+            stalls=Deafness([stalls, *call_queues]),
         )
         pod_security = PodSecurityConfig.from_config(cfg.allowed_host_paths, cfg.allowed_host_ports)
         replication = ReplicationManager(
@@ -289,11 +291,11 @@ class Coordinator:
             security.interceptor,
             limits,
         ]
-        probe = rpc.Listener(call_queue.target)
+        api_probe, lane_probe = (rpc.Listener(q.target) for q in call_queues)
         if security.lease_listeners():
             try:
                 self.lease_servers = await _start_lease_lane(
-                    security.lease_listeners, probe, node_api, links, cfg.handshake_timeout
+                    security.lease_listeners, lane_probe, node_api, links, cfg.handshake_timeout
                 )
             except (errors.Unavailable, RuntimeError) as exc:
                 if cfg.lease_listen != "auto":
@@ -309,7 +311,7 @@ class Coordinator:
             else:
                 node_api.lease_port = self.lease_servers[0].port
         self.server = await rpc.start_server(
-            [*security.listeners(), *([] if self.lease_servers else [probe])],
+            [*security.listeners(), api_probe],
             [
                 rpc.ServiceBinding(
                     cluster,
@@ -327,7 +329,9 @@ class Coordinator:
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
-        self._tasks.append(asyncio.create_task(call_queue.run(stop), name="call-queue-probe"))
+        self._tasks.append(asyncio.create_task(call_queues[0].run(stop), name="call-queue-probe"))
+        if self.lease_servers:
+            self._tasks.append(asyncio.create_task(call_queues[1].run(stop), name="lane-queue-probe"))
         if cfg.kube_listen:
             await self._start_kube(cluster, registry, security, limits)
         if self.prom is not None:
@@ -390,9 +394,7 @@ class Coordinator:
         self.stop_event.set()
         if self.kube is not None:
             await self.kube.stop()
-        for server in (self.server, *self.lease_servers):
-            if server is not None:
-                await server.stop(0.5)
+        await asyncio.gather(*(s.stop(0.5) for s in (self.server, *self.lease_servers) if s is not None))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -406,11 +408,18 @@ class Coordinator:
             self.security.close()
         self._remove_probe_socket()
 
+    def _probe_socket(self) -> str:
+        path, made = callqueue.socket_path(self.cfg.data_path)
+        self._probe_paths.append(path)
+        if made:
+            self._probe_dirs.append(made)
+        return path
+
     def _remove_probe_socket(self) -> None:
-        if self._probe_dir:
-            shutil.rmtree(self._probe_dir, ignore_errors=True)
-        elif self._probe_path:
-            pathlib.Path(self._probe_path).unlink(missing_ok=True)
+        for path in self._probe_paths:
+            pathlib.Path(path).unlink(missing_ok=True)
+        for made in self._probe_dirs:
+            shutil.rmtree(made, ignore_errors=True)
 
     async def run_forever(self) -> None:
         await self.start()
@@ -442,15 +451,16 @@ async def _start_lease_lane(
         rpc.only_methods(node_api_pb2_grpc.add_NodeServiceServicer_to_server, ["Heartbeat"]),
         node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     )
+    # Each port is claimed first without SO_REUSEPORT: a port held by anyone else (another
+    # gRPC server reuses ports by default) is an error here, not a port shared in silence.
+    ports = [_claim(lst.address) for lst in lease_listeners()]
     servers: list[rpc.RunningServer] = []
     try:
         for i in range(LEASE_SERVERS):
-            listeners = lease_listeners()  # credentials of its own: gRPC takes one per server
-            if i:  # the ports the first one took (port 0 picked one)
-                listeners = [
-                    rpc.Listener(_with_port(lst.address, port), lst.credentials)
-                    for lst, port in zip(listeners, servers[0].ports, strict=True)
-                ]
+            listeners = [  # credentials of its own: gRPC takes one per server
+                rpc.Listener(_with_port(lst.address, port), lst.credentials)
+                for lst, port in zip(lease_listeners(), ports, strict=True)
+            ]
             servers.append(
                 await rpc.start_server(
                     [*listeners, *([] if i else [probe])],
@@ -469,6 +479,19 @@ async def _start_lease_lane(
 
 def _with_port(address: str, port: int) -> str:
     return f"{address.rpartition(':')[0]}:{port}"
+
+
+def _claim(address: str) -> int:
+    """Bind `address` alone for a moment (port 0: a free port); the port, or Unavailable if taken."""
+    host, port = layered.split_host_port(address, "lease_listen")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise errors.Unavailable(f"cannot listen on {address}: {exc.strerror or exc}") from None
 
 
 def _on_etcd(store: Store) -> bool:

@@ -110,13 +110,16 @@ async def test_a_coordinator_probes_through_its_own_socket_and_removes_it(
     coordinator = Coordinator(serve_config(tmp_path, data_dir="coordinator"))  # relative, as a user may
     await coordinator.start()
     try:
-        (socket,) = [p for p in data.glob("calls-*.sock") if p.is_socket()]
-        assert socket.stat().st_mode & 0o777 == 0o600
+        # One on the API's listener, one on the heartbeat lane.
+        sockets = [p for p in data.glob("calls-*.sock") if p.is_socket()]
+        assert len(sockets) == 2
+        assert all(s.stat().st_mode & 0o777 == 0o600 for s in sockets)
         assert not stale.exists() and mine_elsewhere.exists()
         assert not coordinator.tasks["call-queue-probe"].done()
+        assert not coordinator.tasks["lane-queue-probe"].done()
     finally:
         await coordinator.stop()
-    assert not socket.exists() and mine_elsewhere.exists()
+    assert not any(s.exists() for s in sockets) and mine_elsewhere.exists()
 
 
 async def test_a_call_that_ran_out_of_time_was_held_all_that_time(socket_path: str) -> None:

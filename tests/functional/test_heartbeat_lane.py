@@ -136,6 +136,8 @@ def _port_pair() -> tuple[int, socket.socket]:
         if port + 2 > 65535:
             continue
         holder = socket.socket()
+        # Held the way gRPC holds its ports (SO_REUSEPORT): sharing it would still succeed.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             holder.bind(("127.0.0.1", port + 2))
         except OSError:

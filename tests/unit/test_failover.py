@@ -141,10 +141,10 @@ class FakeSource:
     def lease_stub(self) -> Any:
         return self.stub
 
-    def offer_lease_port(self, port: int, *, on_lane: bool = False) -> None:
+    def offer_lease_port(self, port: int, *, on_lane: bool = False, target: str = "") -> None:
         pass
 
-    def lease_failed(self, why: object) -> None:
+    def lease_failed(self, why: object, stub: Any) -> None:
         pass
 
 

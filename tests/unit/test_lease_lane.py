@@ -19,7 +19,9 @@ def test_auto_follows_each_tcp_listen_address() -> None:
     assert ServeConfig().lease_addresses() == ["0.0.0.0:6445"]
     cfg = ServeConfig(listen="10.0.0.5:7000,unix:///run/atoll.sock,[::1]:7000")
     assert cfg.lease_addresses() == ["10.0.0.5:7002", "[::1]:7002"]
-    assert ServeConfig(listen="127.0.0.1:0").lease_addresses() == ["127.0.0.1:0"]  # a free port, like --listen
+    assert ServeConfig(listen="127.0.0.1:0").lease_addresses() == [
+        "127.0.0.1:0"
+    ]  # a free port, like --listen
     assert ServeConfig(listen="unix:///run/atoll.sock").lease_addresses() == []
 
 
@@ -30,9 +32,18 @@ def test_explicit_none_and_bad_values() -> None:
         ServeConfig(lease_listen="unix:///run/lane.sock").validate()
     with pytest.raises(errors.InvalidArgument, match="lease_listen"):
         ServeConfig(lease_listen="nohost").validate()
-    with pytest.raises(errors.InvalidArgument, match="lease_listen"):
-        ServeConfig(listen="127.0.0.1:65534").lease_addresses()
+    with pytest.raises(errors.InvalidArgument, match="port 6444 is another listener's"):
+        ServeConfig(lease_listen="0.0.0.0:6444").validate()
+    with pytest.raises(errors.InvalidArgument, match="port 9100 is another listener's"):
+        ServeConfig(lease_listen="0.0.0.0:9100", metrics_listen="127.0.0.1:9100").validate()
     assert 6445 in ServeConfig().listen_ports()  # no service takes the lane's port
+
+
+def test_auto_leaves_out_a_lane_with_no_room() -> None:
+    assert ServeConfig(listen="127.0.0.1:65534").lease_addresses() == []  # past the last port
+    assert ServeConfig(listen="127.0.0.1:6442").lease_addresses() == []  # 6444: the token port
+    assert ServeConfig(listen="127.0.0.1:7000", kube_listen="127.0.0.1:7002").lease_addresses() == []
+    assert ServeConfig(listen="127.0.0.1:6442", token_listen="").lease_addresses() == ["127.0.0.1:6444"]
 
 
 def test_the_lane_is_on_the_host_the_agent_reached() -> None:
@@ -142,6 +153,23 @@ async def test_a_lane_that_does_not_connect_is_given_up() -> None:
     assert lane.stub_for("10.0.0.5:6443") is None
     await lane.close()
     assert opened[0].closed
+
+
+async def test_a_failure_on_a_lane_already_replaced_is_not_held_against_the_new_one() -> None:
+    lane, opened = lane_with(Clock())
+    lane.offer("10.0.0.5:6443", 6445)
+    opened[0].ready.set()
+    await settle()
+    old = lane.stub_for("10.0.0.5:6443")
+    lane.reopen()  # a renewed certificate: a new channel while a heartbeat is still on the old one
+    opened[1].ready.set()
+    await settle()
+    assert old is not None
+    lane.failed("CANCELLED", old)  # that heartbeat ends when the old channel closes
+    assert lane.failures == 0 and lane.stub_for("10.0.0.5:6443") is not None
+    lane.failed("UNAVAILABLE", lane.stub_for("10.0.0.5:6443"))
+    assert lane.failures == 1 and lane.stub_for("10.0.0.5:6443") is None
+    await lane.close()
 
 
 async def test_new_credentials_reopen_the_lane() -> None:
