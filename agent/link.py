@@ -69,10 +69,6 @@ class CoordinatorSource(StubSource, Protocol):
     def lease_failed(self, why: object, stub: node_api_pb2_grpc.NodeServiceStub) -> None: ...
 
 
-# A heartbeat's deadline on the heartbeat lane: a lane that drops or stalls calls costs at most
-# this before the heartbeat goes to the API's listener (the node grace period is 8 s by default).
-LANE_TIMEOUT = 5.0
-
 # What says the coordinator itself is gone (dead, unreachable, stuck), not that it refused the call.
 LINK_LOST = (errors.Unavailable, errors.DeadlineExceeded)
 
@@ -404,7 +400,7 @@ class CoordinatorLink:
                 lane_failed_at = None
                 stub = self._source.lease_stub
                 on_lane = stub is not self._stub
-                resp = await rpc.unary(stub.Heartbeat(req, timeout=LANE_TIMEOUT if on_lane else 10))
+                resp = await rpc.unary(stub.Heartbeat(req, timeout=10))
                 self._source.answered()
                 self._source.offer_lease_port(resp.lease_port, on_lane=on_lane, target=target)
                 self.last_heartbeat = time.monotonic()
@@ -443,8 +439,11 @@ class CoordinatorLink:
                 await self.register(stop)
                 continue
             except errors.AtollError as exc:
-                if on_lane:
+                if on_lane and not isinstance(exc, errors.DeadlineExceeded):
                     # The lane, not necessarily the coordinator: again at once on the API's listener.
+                    # (A deadline is the coordinator's: a lane that cannot connect is never used, and
+                    # keepalives break a connection that went silent. With 5 s and a retry on the
+                    # API's listener, a burst's slowest heartbeats took 10 s instead of 5.)
                     self.heartbeat_failure_kinds[f"lane {type(exc).__name__}"] += 1
                     self._source.lease_failed(exc, stub)
                     lane_failed_at = sent
