@@ -380,6 +380,16 @@ class _HandlerCapture:
         self.handlers[service] = dict(handlers)
 
 
+class _Partial:
+    """A servicer with only some of its service's methods, as the generated add function sees it."""
+
+    def __init__(self, servicer: Any) -> None:
+        self._servicer = servicer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._servicer, name, None)
+
+
 def only_methods(
     add_to_server: Callable[[Any, grpc.aio.Server], None], methods: Iterable[str]
 ) -> Callable[[Any, grpc.aio.Server], None]:
@@ -389,7 +399,8 @@ def only_methods(
 
     def add(servicer: Any, server: grpc.aio.Server) -> None:
         capture = _HandlerCapture()
-        add_to_server(servicer, capture)
+        # The generated function reads every method of the service; the servicer needs only ours.
+        add_to_server(_Partial(servicer), capture)
         for service, handlers in capture.handlers.items():
             missing = wanted - handlers.keys()
             if missing:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import pathlib
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from coordinator.api.cluster import ClusterServicer
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.metrics import CoordinatorMetrics
 from coordinator.api.node.assignments import AssignmentTracker
+from coordinator.api.node.lane import HeartbeatLane
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.service import NodeServicer
 from coordinator.api.node.servicestate import ServiceStateTracker
@@ -98,7 +98,7 @@ class Coordinator:
         self.store: Store | None = store
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
-        self.lease_servers: list[rpc.RunningServer] = []  # the heartbeat lane (--lease-listen)
+        self.lane: HeartbeatLane | None = None  # heartbeats' own servers (--lease-listen)
         self._tasks: list[asyncio.Task[None]] = []
         # The call-queue probes' sockets, and the directories made for them when not the data dir.
         self._probe_paths: list[str] = []
@@ -293,10 +293,9 @@ class Coordinator:
         ]
         api_probe, lane_probe = (rpc.Listener(q.target) for q in call_queues)
         if security.lease_listeners():
+            lane = HeartbeatLane()
             try:
-                self.lease_servers = await _start_lease_lane(
-                    security.lease_listeners, lane_probe, node_api, links, cfg.handshake_timeout
-                )
+                await lane.start(security.lease_listeners, lane_probe, node_api, links, cfg.handshake_timeout)
             except (errors.Unavailable, RuntimeError) as exc:
                 if cfg.lease_listen != "auto":
                     raise errors.Unavailable(
@@ -309,7 +308,8 @@ class Coordinator:
                     exc,
                 )
             else:
-                node_api.lease_port = self.lease_servers[0].port
+                self.lane = lane
+                node_api.lease_port = lane.port
         self.server = await rpc.start_server(
             [*security.listeners(), api_probe],
             [
@@ -330,7 +330,7 @@ class Coordinator:
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
         self._tasks.append(asyncio.create_task(call_queues[0].run(stop), name="call-queue-probe"))
-        if self.lease_servers:
+        if self.lane is not None:
             self._tasks.append(asyncio.create_task(call_queues[1].run(stop), name="lane-queue-probe"))
         if cfg.kube_listen:
             await self._start_kube(cluster, registry, security, limits)
@@ -374,7 +374,8 @@ class Coordinator:
 
     def _daemon_ports(self) -> set[int]:
         """Ports no service may take on an external IP: ours (as bound) and every node's agent's."""
-        ports = {p for s in (self.server, *self.lease_servers) if s is not None for p in s.ports}
+        lane = self.lane.servers if self.lane is not None else []
+        ports = {p for s in (self.server, *lane) if s is not None for p in s.ports}
         ports |= self.cfg.listen_ports() - {0}
         nodes = self.informers["Node"].cache.values() if "Node" in self.informers else ()
         return ports | {n.status.agent_port for n in nodes if n.status.agent_port}  # type: ignore[attr-defined]
@@ -394,7 +395,10 @@ class Coordinator:
         self.stop_event.set()
         if self.kube is not None:
             await self.kube.stop()
-        await asyncio.gather(*(s.stop(0.5) for s in (self.server, *self.lease_servers) if s is not None))
+        await asyncio.gather(
+            *([self.server.stop(0.5)] if self.server is not None else []),
+            *([self.lane.stop(0.5)] if self.lane is not None else []),
+        )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -425,73 +429,6 @@ class Coordinator:
         await self.start()
         await self.stop_event.wait()
         await self.stop()
-
-
-# Servers sharing the heartbeat lane's ports. gRPC's asyncio server accepts one call at a time
-# (the next is asked for only once the last was handed to a task), and on a busy event loop
-# each accept takes a few turns of the loop: one server took about 140 heartbeats/s during a
-# burst while 1,000 nodes sent 333/s, and its queue grew to 9 s (bench/hollow.py). The kernel
-# spreads the agents' connections over these servers (SO_REUSEPORT); their accepts run side by
-# side, so heartbeats get that many turns of the loop for each one the API's listener gets.
-LEASE_SERVERS = 16
-
-
-async def _start_lease_lane(
-    lease_listeners: Callable[[], list[rpc.Listener]],
-    probe: rpc.Listener,
-    node_api: NodeServicer,
-    links: list[rpc.CallInterceptor],
-    handshake_timeout: float,
-) -> list[rpc.RunningServer]:
-    """The heartbeat lane: servers of their own, so that a heartbeat waits behind heartbeats only
-    (on the API's listener it waited 5-8 s behind a burst's status reports and events). The
-    call-queue probe listens on the first: the wait it measures is the one heartbeats see."""
-    binding = rpc.ServiceBinding(
-        node_api,
-        rpc.only_methods(node_api_pb2_grpc.add_NodeServiceServicer_to_server, ["Heartbeat"]),
-        node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
-    )
-    # Each port is claimed first without SO_REUSEPORT: a port held by anyone else (another
-    # gRPC server reuses ports by default) is an error here, not a port shared in silence.
-    ports = [_claim(lst.address) for lst in lease_listeners()]
-    servers: list[rpc.RunningServer] = []
-    try:
-        for i in range(LEASE_SERVERS):
-            listeners = [  # credentials of its own: gRPC takes one per server
-                rpc.Listener(_with_port(lst.address, port), lst.credentials)
-                for lst, port in zip(lease_listeners(), ports, strict=True)
-            ]
-            servers.append(
-                await rpc.start_server(
-                    [*listeners, *([] if i else [probe])],
-                    [binding],
-                    links=links,
-                    handshake_timeout=handshake_timeout,
-                    reuse_port=True,
-                )
-            )
-    except BaseException:
-        for server in servers:
-            await server.stop(0)
-        raise
-    return servers
-
-
-def _with_port(address: str, port: int) -> str:
-    return f"{address.rpartition(':')[0]}:{port}"
-
-
-def _claim(address: str) -> int:
-    """Bind `address` alone for a moment (port 0: a free port); the port, or Unavailable if taken."""
-    host, port = layered.split_host_port(address, "lease_listen")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, port))
-            return int(probe.getsockname()[1])
-    except OSError as exc:
-        raise errors.Unavailable(f"cannot listen on {address}: {exc.strerror or exc}") from None
 
 
 def _on_etcd(store: Store) -> bool:

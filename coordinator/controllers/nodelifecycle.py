@@ -42,6 +42,9 @@ class NodeHealth:
         self.last_heartbeat: dict[str, float] = {}
         self.last_status_write: dict[str, float] = {}
 
+    def now(self) -> float:
+        return self._clock()
+
     def beat(self, node: str) -> float:
         now = self._clock()
         self.last_heartbeat[node] = now

@@ -6,8 +6,10 @@ channel is up, and fall back to the API's listener (without failing a heartbeat)
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import socket
+import threading
 
 import grpc
 import pytest
@@ -29,13 +31,12 @@ async def test_agents_heartbeat_on_the_lane_and_fall_back_when_it_breaks(tmp_pat
     cluster = await Cluster(tmp_path).start()
     try:
         coordinator = cluster.coordinator
-        assert coordinator.lease_servers
-        lane_port = coordinator.lease_servers[0].port
+        assert coordinator.lane is not None
+        lane_port = coordinator.lane.port
         assert lane_port not in (0, coordinator.port, coordinator.token_port)
         # Several servers share the lane's port (their accepts run side by side).
-        assert {s.port for s in coordinator.lease_servers} == {lane_port} and len(
-            coordinator.lease_servers
-        ) > 1
+        assert {s.port for s in coordinator.lane.servers} == {lane_port}
+        assert len(coordinator.lane.servers) > 1
         node = await cluster.add_node("n1")
         connection = node.agent.connection
         link = node.agent.link
@@ -49,8 +50,7 @@ async def test_agents_heartbeat_on_the_lane_and_fall_back_when_it_breaks(tmp_pat
         await eventually(lambda: _async(link.last_heartbeat > beats), what="a heartbeat on the lane")
 
         # The lane goes away (its listeners stop); the coordinator's API stays.
-        for server in coordinator.lease_servers:
-            await server.stop(0)
+        await coordinator.lane.stop(0)
         beats = link.last_heartbeat
         await eventually(
             lambda: _async(link.last_heartbeat > beats + 0.5), what="heartbeats without the lane"
@@ -72,8 +72,8 @@ async def test_the_lane_serves_heartbeats_only_and_needs_a_node_certificate(tmp_
     try:
         await cluster.add_node("n1")
         coordinator = cluster.coordinator
-        assert coordinator.lease_servers
-        lane = f"127.0.0.1:{coordinator.lease_servers[0].port}"
+        assert coordinator.lane is not None
+        lane = f"127.0.0.1:{coordinator.lane.port}"
         admin = cluster.admin
         assert admin is not None
         # The admin's certificate reaches the lane, but the lane has nothing but Heartbeat.
@@ -118,7 +118,7 @@ async def test_the_lane_serves_heartbeats_only_and_needs_a_node_certificate(tmp_
 async def test_no_lane_when_switched_off(tmp_path: pathlib.Path) -> None:
     cluster = await Cluster(tmp_path, lease_listen="").start()
     try:
-        assert cluster.coordinator.lease_servers == []
+        assert cluster.coordinator.lane is None
         node = await cluster.add_node("n1")
         beats = node.agent.link.last_heartbeat
         await eventually(lambda: _async(node.agent.link.last_heartbeat > beats), what="heartbeats")
@@ -155,7 +155,7 @@ async def test_an_auto_lane_whose_port_is_taken_is_left_out(
     try:
         cluster = await Cluster(tmp_path, listen=f"127.0.0.1:{port}").start()
         try:
-            assert cluster.coordinator.lease_servers == []
+            assert cluster.coordinator.lane is None
             assert "no heartbeat lane" in caplog.text
             node = await cluster.add_node("n1")
             beats = node.agent.link.last_heartbeat
@@ -169,3 +169,68 @@ async def test_an_auto_lane_whose_port_is_taken_is_left_out(
         await cluster.coordinator.stop()
     finally:
         holder.close()
+
+
+async def test_the_lane_answers_while_the_main_loop_is_blocked(tmp_path: pathlib.Path) -> None:
+    """A heartbeat that changes nothing is answered on the lane's own loop and thread: here while
+    the coordinator's main loop (store, informers, every other call) cannot run at all."""
+    cluster = await Cluster(tmp_path, node_status_interval=600.0).start()
+    try:
+        node = await cluster.add_node("n1")
+        coordinator = cluster.coordinator
+        assert coordinator.lane is not None and coordinator.lane.heartbeats is not None
+        lane = f"127.0.0.1:{coordinator.lane.port}"
+        credentials = node.agent.connection.credentials
+        assert credentials is not None
+        informer = coordinator.informers["Node"]
+
+        async def cached() -> bool:
+            return "/nodes/n1" in informer.cache
+
+        await eventually(cached, what="the node in the informer")
+        request = node_api_pb2.HeartbeatRequest(node_name="n1")
+        request.status.CopyFrom(informer.cache["/nodes/n1"].status)  # type: ignore[attr-defined]
+        from_memory = coordinator.lane.heartbeats.answered_here
+        connected, go, answered = threading.Event(), threading.Event(), threading.Event()
+
+        def heartbeat_from_another_thread() -> None:
+            async def beat() -> None:
+                channel = rpc.open_channel(lane, credentials=credentials.channel_credentials())
+                try:
+                    # Connected first, as an agent's lane is: a new connection's TLS handshake
+                    # still goes through the main loop (gRPC's certificate fetcher).
+                    await asyncio.wait_for(channel.channel_ready(), 10)
+                    connected.set()
+                    await asyncio.to_thread(go.wait, 15)
+                    await node_api_pb2_grpc.NodeServiceStub(channel).Heartbeat(request, timeout=10)
+                    answered.set()
+                finally:
+                    await channel.close()
+
+            asyncio.run(beat())
+
+        beater = threading.Thread(target=heartbeat_from_another_thread)
+        beater.start()
+
+        async def lane_connected() -> bool:
+            return connected.is_set()
+
+        await eventually(lane_connected, what="a connection to the lane")
+        go.set()
+        # Block the main loop until the answer comes (or 15 s pass): nothing on it can run meanwhile.
+        answered_while_blocked = answered.wait(15)
+        beater.join(15)
+        assert answered_while_blocked
+        assert coordinator.lane.heartbeats.answered_here > from_memory
+
+        # A heartbeat that changes the status goes to the main loop, which writes it.
+        request.status.capacity.cpu_millis += 1000
+        sent_to_main = coordinator.lane.heartbeats.sent_to_main
+        channel = rpc.open_channel(lane, credentials=credentials.channel_credentials())
+        try:
+            await node_api_pb2_grpc.NodeServiceStub(channel).Heartbeat(request, timeout=10)
+        finally:
+            await channel.close()
+        assert coordinator.lane.heartbeats.sent_to_main == sent_to_main + 1
+    finally:
+        await cluster.stop()

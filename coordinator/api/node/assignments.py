@@ -99,6 +99,12 @@ class AssignmentTracker:
     def generation(self, node: str) -> int:
         return self._node(node).generation
 
+    def known_generation(self, node: str) -> int | None:
+        """The node's generation without adding an entry (None: none yet): a read, safe from
+        the heartbeat lane's thread."""
+        entry = self._nodes.get(node)
+        return None if entry is None else entry.generation
+
     def assignment(self, node: str) -> node_api_pb2.Assignment:
         """The whole assignment, in one message (tests and small nodes; the API sends `parts`)."""
         whole = node_api_pb2.Assignment(node_name=node, generation=self._node(node).generation)

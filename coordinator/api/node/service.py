@@ -202,6 +202,42 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             node=updated, heartbeat_interval_ms=self._heartbeat_ms, lease_port=self.lease_port
         )
 
+    def heartbeat_from_memory(
+        self, request: node_api_pb2.HeartbeatRequest
+    ) -> node_api_pb2.HeartbeatResponse | None:
+        """The answer to a heartbeat that writes nothing, from memory alone; None when it needs
+        Heartbeat (a status to write, a node not cached yet). Called on the heartbeat lane's
+        thread (coordinator.api.node.lane): it reads the informer's cache, the health table and
+        the assignment generations and writes one heartbeat time, each a single dict operation."""
+        name = request.node_name
+        self._check_name(name)
+        if self._nodes is None or not self._nodes.synced.is_set():
+            return None
+        current = self._nodes.cache.get(f"/{NODE.plural}/{name}")
+        generation = self._assignments.known_generation(name)
+        if not isinstance(current, node_pb2.Node) or generation is None:
+            return None
+        if self._status_due(name, current, request, self._health.now()):
+            return None
+        self._health.beat(name)
+        return node_api_pb2.HeartbeatResponse(
+            assignment_generation=generation,
+            heartbeat_interval_ms=self._heartbeat_ms,
+            lease_port=self.lease_port,
+        )
+
+    def _status_due(
+        self, name: str, current: node_pb2.Node, request: node_api_pb2.HeartbeatRequest, now: float
+    ) -> bool:
+        """Whether this heartbeat writes the node's status: unchanged for --node-status-interval,
+        Ready unknown (the lifecycle judged it silent), or the agent reports something new."""
+        stale = now - self._health.last_status_write.get(name, 0.0) >= self._status_interval
+        unknown = any(
+            c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_UNKNOWN
+            for c in current.status.conditions
+        )
+        return stale or unknown or _significant(current.status) != _significant(request.status)
+
     async def Heartbeat(
         self, request: node_api_pb2.HeartbeatRequest, context: Any
     ) -> node_api_pb2.HeartbeatResponse:
@@ -209,12 +245,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._check_name(name)
         current = await self._current_node(name)
         now = self._health.beat(name)
-        stale = now - self._health.last_status_write.get(name, 0.0) >= self._status_interval
-        unknown = any(
-            c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_UNKNOWN
-            for c in current.status.conditions
-        )
-        if stale or unknown or _significant(current.status) != _significant(request.status):
+        if self._status_due(name, current, request, now):
             now_ns = int(now * 1e9)
 
             def refresh(obj: Message) -> bool:

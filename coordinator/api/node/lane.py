@@ -1,0 +1,181 @@
+"""The heartbeat lane: node heartbeats on servers, an event loop and a thread of their own.
+
+Why: gRPC's asyncio server takes its calls one at a time in arrival order,
+each accept a few turns of the event loop. During a 10,000-pod burst the
+coordinator's one loop is saturated by status reports and events, and a
+heartbeat on the API's listener waited 5-8 s behind them; a second set of
+servers on the same loop only shared that loop's turns (bench/hollow.py: the
+slowest heartbeat still 1.5-4.7 s). Here the lane's servers run on a loop in
+a thread of their own. A heartbeat that changes nothing, nearly all of them,
+is answered there from memory (the Node informer's cache, the node health
+table, the assignment generations: dict reads and one dict write, safe under
+the GIL); the interpreter hands the GIL over every few milliseconds, so the
+lane answers within milliseconds however busy the main loop is. A heartbeat
+that must write the node's status runs on the main loop, where the store is.
+
+Kubernetes answers the same problem with API Priority and Fairness, where node
+leases have a priority level of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from atoll import config as layered
+from atoll import errors, rpc
+from atoll.v1 import node_api_pb2, node_api_pb2_grpc
+from coordinator.api.node.service import NodeServicer
+
+log = logging.getLogger(__name__)
+
+# Servers sharing the lane's ports (SO_REUSEPORT; the kernel spreads the agents' connections over
+# them). Each accepts one call at a time; several accept side by side.
+LEASE_SERVERS = 8
+START_TIMEOUT = 30.0
+
+
+class LaneHeartbeats:
+    """The lane's NodeService, Heartbeat alone: answered on the lane's loop when it changes
+    nothing, else by NodeServicer.Heartbeat on the main loop."""
+
+    def __init__(self, node_api: NodeServicer, main_loop: asyncio.AbstractEventLoop) -> None:
+        self._node_api = node_api
+        self._main_loop = main_loop
+        self.answered_here = 0
+        self.sent_to_main = 0
+
+    async def Heartbeat(
+        self, request: node_api_pb2.HeartbeatRequest, context: Any
+    ) -> node_api_pb2.HeartbeatResponse:
+        answer = self._node_api.heartbeat_from_memory(request)
+        if answer is not None:
+            self.answered_here += 1
+            return answer
+        self.sent_to_main += 1
+        # The context variables (the caller, set by the auth link) go along; the gRPC context
+        # belongs to this loop and stays here.
+        future = asyncio.run_coroutine_threadsafe(self._node_api.Heartbeat(request, None), self._main_loop)
+        return await asyncio.wrap_future(future)
+
+
+class HeartbeatLane:
+    """The lane's servers on their own loop and thread; `port` is the one agents are told."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="heartbeat-lane", daemon=True)
+        self.servers: list[rpc.RunningServer] = []
+        self.heartbeats: LaneHeartbeats | None = None
+
+    @property
+    def port(self) -> int:
+        return self.servers[0].port if self.servers else 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    async def _on_lane(self, coro: Any, seconds: float) -> Any:
+        return await asyncio.wait_for(
+            asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop)), seconds
+        )
+
+    async def start(
+        self,
+        listeners: Callable[[], list[rpc.Listener]],
+        probe: rpc.Listener,
+        node_api: NodeServicer,
+        links: list[rpc.CallInterceptor],
+        handshake_timeout: float,
+    ) -> None:
+        """Listen on `listeners()` (called once per server: gRPC takes credentials per server) and
+        the call-queue `probe` socket (on the first server: the wait it measures is the lane's)."""
+        self.heartbeats = LaneHeartbeats(node_api, asyncio.get_running_loop())
+        self._thread.start()
+        try:
+            self.servers = await self._on_lane(
+                _start_servers(listeners, probe, self.heartbeats, links, handshake_timeout), START_TIMEOUT
+            )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, grace: float = 0.5) -> None:
+        if not self._thread.is_alive():
+            if self._thread.ident is None:  # never started
+                self._loop.close()
+            return
+        servers, self.servers = self.servers, []
+        if servers:
+            try:
+                await self._on_lane(_stop_servers(servers, grace), grace + 5.0)
+            except (TimeoutError, RuntimeError) as exc:
+                log.warning("stopping the heartbeat lane: %s", exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join, 5.0)
+
+
+async def _start_servers(
+    lease_listeners: Callable[[], list[rpc.Listener]],
+    probe: rpc.Listener,
+    heartbeats: LaneHeartbeats,
+    links: list[rpc.CallInterceptor],
+    handshake_timeout: float,
+) -> list[rpc.RunningServer]:
+    binding = rpc.ServiceBinding(
+        heartbeats,
+        rpc.only_methods(node_api_pb2_grpc.add_NodeServiceServicer_to_server, ["Heartbeat"]),
+        node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+    )
+    # Each port is claimed first without SO_REUSEPORT: a port held by anyone else (another
+    # gRPC server reuses ports by default) is an error here, not a port shared in silence.
+    ports = [_claim(lst.address) for lst in lease_listeners()]
+    servers: list[rpc.RunningServer] = []
+    try:
+        for i in range(LEASE_SERVERS):
+            listeners = [
+                rpc.Listener(_with_port(lst.address, port), lst.credentials)
+                for lst, port in zip(lease_listeners(), ports, strict=True)
+            ]
+            servers.append(
+                await rpc.start_server(
+                    [*listeners, *([] if i else [probe])],
+                    [binding],
+                    links=links,
+                    handshake_timeout=handshake_timeout,
+                    reuse_port=True,
+                )
+            )
+    except BaseException:
+        await asyncio.gather(*(s.stop(0) for s in servers), return_exceptions=True)
+        raise
+    return servers
+
+
+async def _stop_servers(servers: list[rpc.RunningServer], grace: float) -> None:
+    await asyncio.gather(*(s.stop(grace) for s in servers))  # on the lane's loop, where they run
+
+
+def _with_port(address: str, port: int) -> str:
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+def _claim(address: str) -> int:
+    """Bind `address` alone for a moment (port 0: a free port); the port, or Unavailable if taken."""
+    host, port = layered.split_host_port(address, "lease_listen")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise errors.Unavailable(f"cannot listen on {address}: {exc.strerror or exc}") from None
