@@ -20,7 +20,7 @@ from agent import bootstrap, failover
 from agent.execute import AsyncioRunner, CommandRunner
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
-from agent.link import AssignmentFile, CoordinatorLink, EventReporter, StatusReporter
+from agent.link import AssignmentFile, CoordinatorLink
 from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
 from agent.network.node import NodeNetworking
 from agent.pods import images, plan, render
@@ -30,6 +30,7 @@ from agent.pods.state import PodStateStore
 from agent.pods.syncer import PodSyncer
 from agent.proxy import Netfilter, NetfilterError, NftNetfilter, ServiceProxy
 from agent.registries import DaemonJsonConfigurator, RegistryManager
+from agent.reporting import EventReporter, StatusReporter
 from agent.runtime.base import ContainerRuntime
 from agent.runtime.docker import DockerRuntime
 from agent.server import AgentServicer, CoordinatorOnly

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import pathlib
@@ -33,20 +32,14 @@ from typing import Any, Protocol
 
 from agent.assignmentfetch import fetch_needed
 from agent.pods.manager import PodManager
+from agent.reporting import EventReporter, StatusReporter, StubSource, wait_any
 from agent.servicecache import ServiceView, StreamGap
 from atoll import errors, rpc
 from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff, jittered
-from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
+from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
-
-
-class StubSource(Protocol):
-    """Where the current stub lives: the agent re-creates its channel when it renews its
-    certificate, so every call takes `stub` afresh (agent.bootstrap.CoordinatorConnection)."""
-
-    stub: node_api_pb2_grpc.NodeServiceStub
 
 
 class CoordinatorSource(StubSource, Protocol):
@@ -73,19 +66,6 @@ class CoordinatorSource(StubSource, Protocol):
 LINK_LOST = (errors.Unavailable, errors.DeadlineExceeded)
 
 
-async def wait_any(stop: asyncio.Event, timeout: float, *wake: asyncio.Event) -> bool:  # noqa: ASYNC109
-    """wait_or_stop that also wakes early when one of `wake` is set; True if `stop` is set."""
-    if not wake:
-        return await wait_or_stop(stop, timeout)
-    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *wake)]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return stop.is_set()
-
-
 class AssignmentFile:
     """The last assignment received, under the state dir, replaced atomically."""
 
@@ -109,143 +89,6 @@ class AssignmentFile:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-
-
-class StatusReporter:
-    """Collects pod statuses and sends the changed ones to the coordinator in batches."""
-
-    def __init__(self) -> None:
-        self._sent: dict[str, pod_pb2.PodStatus] = {}
-        self._pending: dict[str, node_api_pb2.PodStatusReport] = {}
-        self._latest: dict[str, node_api_pb2.PodStatusReport] = {}
-        self._wakeup = asyncio.Event()
-        self._retry = asyncio.Event()  # the link is back (maybe elsewhere): cut a backoff short
-
-    def update(self, pod: pod_pb2.Pod, status: pod_pb2.PodStatus) -> None:
-        uid = pod.metadata.uid
-        report = node_api_pb2.PodStatusReport(
-            namespace=pod.metadata.namespace, name=pod.metadata.name, uid=uid, status=status
-        )
-        self._latest[uid] = report
-        if self._sent.get(uid) != status:
-            self._pending[uid] = report
-            self._wakeup.set()
-
-    def forget(self, uid: str) -> None:
-        self._sent.pop(uid, None)
-        self._pending.pop(uid, None)
-        self._latest.pop(uid, None)
-
-    def resend_all(self) -> None:
-        self._sent.clear()
-        self._pending.update(self._latest)
-        if self._pending:
-            self._wakeup.set()
-        self._retry.set()
-
-    async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            if not self._pending:
-                self._wakeup.clear()
-                waiter = asyncio.ensure_future(self._wakeup.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                continue
-            # Let a burst of changes gather into one call.
-            await asyncio.sleep(0.05)
-            batch = dict(self._pending)
-            self._pending.clear()
-            try:
-                await rpc.unary(
-                    source.stub.ReportPodStatus(
-                        node_api_pb2.ReportPodStatusRequest(
-                            node_name=node_name, reports=list(batch.values())
-                        ),
-                        timeout=10,
-                    )
-                )
-            except errors.AtollError as exc:
-                for uid, report in batch.items():
-                    self._pending.setdefault(uid, report)
-                delay = backoff.next()
-                log.warning("reporting %d pod statuses failed: %s; retrying in %.1fs", len(batch), exc, delay)
-                self._retry.clear()
-                await wait_any(stop, delay, self._retry)
-                continue
-            backoff.reset()
-            for uid, report in batch.items():
-                if uid in self._latest:
-                    self._sent[uid] = report.status
-
-
-# Seconds an event waits for others to go in the same call. Events are not on any pod's path to
-# Running; during a scheduling burst, 0.2 s made one ReportEvents call per pod start on most nodes.
-EVENT_GATHER = 1.0
-
-
-class EventReporter:
-    """An EventRecorder that ships pod events to the coordinator in batches; never blocks the caller."""
-
-    def __init__(self, limit: int = 1000) -> None:
-        self._pending: list[workloads_pb2.Event] = []
-        self._limit = limit
-        self._wakeup = asyncio.Event()
-        self._retry = asyncio.Event()
-        self.dropped = 0
-
-    def retry_now(self) -> None:
-        """The link is back: send what waits without finishing a backoff."""
-        self._retry.set()
-
-    def record(self, pod: pod_pb2.Pod, type_: str, reason: str, message: str) -> None:
-        log.log(
-            logging.WARNING if type_ == "Warning" else logging.INFO,
-            "pod %s/%s: %s: %s",
-            pod.metadata.namespace,
-            pod.metadata.name,
-            reason,
-            message,
-        )
-        ref = workloads_pb2.ObjectReference(
-            kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid
-        )
-        self.record_ref(ref, type_, reason, message)
-
-    def record_ref(self, ref: workloads_pb2.ObjectReference, type_: str, reason: str, message: str) -> None:
-        """An event about any object the coordinator lets a node speak of (its pods, itself)."""
-        if len(self._pending) >= self._limit:
-            self._pending.pop(0)
-            self.dropped += 1
-        self._pending.append(
-            workloads_pb2.Event(involved_object=ref, type=type_, reason=reason, message=message)
-        )
-        self._wakeup.set()
-
-    async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            if not self._pending:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), 1.0)
-                continue
-            await asyncio.sleep(EVENT_GATHER)
-            batch, self._pending = self._pending, []
-            try:
-                await rpc.unary(
-                    source.stub.ReportEvents(
-                        node_api_pb2.ReportEventsRequest(node_name=node_name, events=batch), timeout=10
-                    )
-                )
-                backoff.reset()
-            except errors.AtollError as exc:
-                self._pending = (batch + self._pending)[-self._limit :]
-                self._retry.clear()
-                await wait_any(stop, backoff.next(), self._retry)
-                log.debug("reporting events failed: %s", exc)
 
 
 class CoordinatorLink:
@@ -366,6 +209,7 @@ class CoordinatorLink:
                 continue
             self._source.answered()
             self._source.offer_lease_port(resp.lease_port)
+            self._reporter.carry = self.events if resp.events_with_status else None
             if resp.heartbeat_interval_ms:
                 self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
             log.info(
@@ -403,6 +247,7 @@ class CoordinatorLink:
                 resp = await rpc.unary(stub.Heartbeat(req, timeout=10))
                 self._source.answered()
                 self._source.offer_lease_port(resp.lease_port, on_lane=on_lane, target=target)
+                self._reporter.carry = self.events if resp.events_with_status else None
                 self.last_heartbeat = time.monotonic()
                 self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
                 if self.heartbeat_times is not None:

@@ -63,8 +63,12 @@ async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) ->
         await channel.close()
 
 
-async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: Cluster) -> None:
-    """Events about another node's pod (or another node) are dropped, not recorded under a false host."""
+@pytest.mark.parametrize("carrier", ["ReportEvents", "ReportPodStatus"])
+async def test_a_node_reports_events_only_about_itself_and_its_own_pods(
+    secure: Cluster, carrier: str
+) -> None:
+    """Events about another node's pod (or another node) are dropped, not recorded under a false host:
+    on their own (ReportEvents) or carried with pod statuses (ReportPodStatus), the same rules."""
     await secure.add_node("node-1")
     await secure.add_node("node-2")
     assert secure.client is not None
@@ -85,7 +89,11 @@ async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: 
         )
 
     try:
-        request = node_api_pb2.ReportEventsRequest(node_name="node-1")
+        request: node_api_pb2.ReportEventsRequest | node_api_pb2.ReportPodStatusRequest = (
+            node_api_pb2.ReportEventsRequest(node_name="node-1")
+            if carrier == "ReportEvents"
+            else node_api_pb2.ReportPodStatusRequest(node_name="node-1")
+        )
         request.events.extend(
             [
                 about("Pod", "mine", bound["mine"].metadata.uid),
@@ -96,7 +104,10 @@ async def test_a_node_reports_events_only_about_itself_and_its_own_pods(secure: 
                 about("Pod", "missing"),
             ]
         )
-        await rpc.unary(stub.ReportEvents(request))
+        if isinstance(request, node_api_pb2.ReportEventsRequest):
+            await rpc.unary(stub.ReportEvents(request))
+        else:
+            await rpc.unary(stub.ReportPodStatus(request))
     finally:
         await channel.close()
 

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from agent.failover import Targets
-from agent.link import AssignmentFile, CoordinatorLink, StatusReporter
+from agent.link import AssignmentFile, CoordinatorLink
+from agent.reporting import StatusReporter
 from atoll import agentconfig, errors
 from atoll.backoff import Backoff
 from atoll.v1 import node_api_pb2, node_pb2, pod_pb2

@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -177,7 +177,10 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 log.info("node %s registered", name, extra={"node": name})
                 self._health.last_status_write[name] = now
                 return node_api_pb2.RegisterResponse(
-                    node=created, heartbeat_interval_ms=self._heartbeat_ms, lease_port=self.lease_port
+                    node=created,
+                    heartbeat_interval_ms=self._heartbeat_ms,
+                    lease_port=self.lease_port,
+                    events_with_status=True,
                 )
             except errors.AlreadyExists:
                 pass  # registered concurrently: refresh it below
@@ -199,7 +202,10 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._health.last_status_write[name] = now
         log.info("node %s re-registered", name, extra={"node": name})
         return node_api_pb2.RegisterResponse(
-            node=updated, heartbeat_interval_ms=self._heartbeat_ms, lease_port=self.lease_port
+            node=updated,
+            heartbeat_interval_ms=self._heartbeat_ms,
+            lease_port=self.lease_port,
+            events_with_status=True,
         )
 
     def heartbeat_from_memory(
@@ -224,6 +230,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             assignment_generation=generation,
             heartbeat_interval_ms=self._heartbeat_ms,
             lease_port=self.lease_port,
+            events_with_status=True,
         )
 
     def _status_due(
@@ -262,6 +269,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             assignment_generation=self._assignments.generation(name),
             heartbeat_interval_ms=self._heartbeat_ms,
             lease_port=self.lease_port,
+            events_with_status=True,
         )
 
     async def _write_status(self, name: str, refresh: Callable[[Message], bool], now: float) -> None:
@@ -352,6 +360,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 return False
 
         results = await asyncio.gather(*(apply(r) for r in request.reports))
+        self._record_events(node, request.events)
         return node_api_pb2.ReportPodStatusResponse(ignored=sum(1 for ok in results if not ok))
 
     async def AcquireLease(
@@ -394,9 +403,14 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     async def ReportEvents(
         self, request: node_api_pb2.ReportEventsRequest, context: Any
     ) -> node_api_pb2.ReportEventsResponse:
-        node = request.node_name
-        self._check_name(node)
-        for event in request.events[:1000]:
+        self._check_name(request.node_name)
+        self._record_events(request.node_name, request.events)
+        return node_api_pb2.ReportEventsResponse()
+
+    def _record_events(self, node: str, events: Sequence[workloads_pb2.Event]) -> None:
+        """Events a node reported (ReportEvents, or with its pod statuses): at most 1,000 per call,
+        each about the node itself or a pod bound to it (others are dropped)."""
+        for event in events[:1000]:
             if not self._about_own_object(node, event.involved_object):
                 log.info(
                     "node %s reported an event about %s %s/%s, which is not its own: dropped",
@@ -413,9 +427,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 event.reason,
                 event.message[:1024],
                 component="agent",
-                host=request.node_name,
+                host=node,
             )
-        return node_api_pb2.ReportEventsResponse()
 
     def _about_own_object(self, node: str, ref: workloads_pb2.ObjectReference) -> bool:
         """A node speaks only of itself and of the pods bound to it (as with ReportPodStatus)."""
