@@ -12,6 +12,7 @@ small bursts.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class LimitConfig:
 
 
 class TokenBucket:
-    __slots__ = ("_burst", "_clock", "_rate", "_stamp", "_tokens")
+    __slots__ = ("_burst", "_clock", "_lock", "_rate", "_stamp", "_tokens")
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
         self._rate = rate
@@ -39,8 +40,15 @@ class TokenBucket:
         self._tokens = float(burst)
         self._clock = clock
         self._stamp = clock()
+        # A node's heartbeats (the coordinator's heartbeat lane, a thread of its own) and its other
+        # calls take from one bucket.
+        self._lock = threading.Lock()
 
     def take(self) -> bool:
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> bool:
         now = self._clock()
         # A clock that steps back (it should not: monotonic) neither refills nor drains the bucket.
         elapsed = max(0.0, now - self._stamp)

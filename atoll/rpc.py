@@ -398,6 +398,9 @@ def only_methods(
     wanted = set(methods)
 
     def add(servicer: Any, server: grpc.aio.Server) -> None:
+        lacking = sorted(m for m in wanted if not callable(getattr(servicer, m, None)))
+        if lacking:
+            raise ValueError(f"{type(servicer).__name__} has no method {lacking}")
         capture = _HandlerCapture()
         # The generated function reads every method of the service; the servicer needs only ours.
         add_to_server(_Partial(servicer), capture)

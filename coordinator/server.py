@@ -296,7 +296,7 @@ class Coordinator:
             lane = HeartbeatLane()
             try:
                 await lane.start(security.lease_listeners, lane_probe, node_api, links, cfg.handshake_timeout)
-            except (errors.Unavailable, RuntimeError) as exc:
+            except (errors.Unavailable, RuntimeError, TimeoutError) as exc:
                 if cfg.lease_listen != "auto":
                     raise errors.Unavailable(
                         f"lease_listen: cannot listen on {cfg.lease_listen}: {exc}"

@@ -86,6 +86,14 @@ async def test_the_lane_serves_heartbeats_only_and_needs_a_node_certificate(tmp_
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Register(node_api_pb2.RegisterRequest(), timeout=5)
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            # Tokens are not taken there (their check reads the store, on the main loop).
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Heartbeat(
+                    node_api_pb2.HeartbeatRequest(node_name="n1"),
+                    timeout=5,
+                    metadata=(("authorization", "Bearer abc.def"),),
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         finally:
             await channel.close()
         # A node's certificate heartbeats only for its node, as on the API's listener.

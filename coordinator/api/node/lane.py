@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from atoll import config as layered
 from atoll import errors, rpc
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
@@ -37,6 +39,17 @@ log = logging.getLogger(__name__)
 # them). Each accepts one call at a time; several accept side by side.
 LEASE_SERVERS = 8
 START_TIMEOUT = 30.0
+
+
+class CertificatesOnly(rpc.CallInterceptor):
+    """The lane's first link: callers prove who they are by certificate (or plain text under
+    --insecure), never by bearer token, whose check reads the store on the main loop."""
+
+    async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        for key, _ in context.invocation_metadata() or ():
+            if key == "authorization":
+                raise errors.Unauthenticated("the heartbeat lane takes node certificates, not tokens")
+        return None
 
 
 class LaneHeartbeats:
@@ -77,11 +90,18 @@ class HeartbeatLane:
         return self.servers[0].port if self.servers else 0
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_forever()
+            loop.run_forever()
         finally:
-            self._loop.close()
+            # What is left (a start cut short, say) ends here, as asyncio.run ends its tasks.
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     async def _on_lane(self, coro: Any, seconds: float) -> Any:
         return await asyncio.wait_for(
@@ -102,7 +122,10 @@ class HeartbeatLane:
         self._thread.start()
         try:
             self.servers = await self._on_lane(
-                _start_servers(listeners, probe, self.heartbeats, links, handshake_timeout), START_TIMEOUT
+                _start_servers(
+                    listeners, probe, self.heartbeats, [CertificatesOnly(), *links], handshake_timeout
+                ),
+                START_TIMEOUT,
             )
         except BaseException:
             await self.stop()
@@ -120,7 +143,9 @@ class HeartbeatLane:
             except (TimeoutError, RuntimeError) as exc:
                 log.warning("stopping the heartbeat lane: %s", exc)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        await asyncio.to_thread(self._thread.join, 5.0)
+        await asyncio.to_thread(self._thread.join, 10.0)
+        if self._thread.is_alive():
+            log.warning("the heartbeat lane's thread did not end within 10 s")
 
 
 async def _start_servers(

@@ -223,9 +223,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         generation = self._assignments.known_generation(name)
         if not isinstance(current, node_pb2.Node) or generation is None:
             return None
+        self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
         if self._status_due(name, current, request, self._health.now()):
             return None
-        self._health.beat(name)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
             heartbeat_interval_ms=self._heartbeat_ms,
