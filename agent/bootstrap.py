@@ -235,8 +235,13 @@ class CoordinatorConnection:
     @property
     def lease_stub(self) -> node_api_pb2_grpc.NodeServiceStub:
         """Where heartbeats go: the coordinator's heartbeat lane once connected, else the API's
-        listener (agent.leaselane)."""
-        return self.lane.stub_for(self.target) or self.stub
+        listener (agent.leaselane). The lane only while the API's channel is up too: a node cut
+        off from the API (no status reports, no assignment) must fall silent, as without a lane,
+        and not stay Ready on heartbeats alone."""
+        lane = self.lane.stub_for(self.target)
+        if lane is not None and self._channel.get_state() == grpc.ChannelConnectivity.READY:
+            return lane
+        return self.stub
 
     def offer_lease_port(self, port: int, *, on_lane: bool = False, target: str = "") -> None:
         """Coordinator `target` (default: the current one) serves heartbeats on `port` (0: no lane),

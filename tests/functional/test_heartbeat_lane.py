@@ -242,3 +242,32 @@ async def test_the_lane_answers_while_the_main_loop_is_blocked(tmp_path: pathlib
         assert coordinator.lane.heartbeats.sent_to_main == sent_to_main + 1
     finally:
         await cluster.stop()
+
+
+async def test_a_node_cut_off_from_the_api_does_not_stay_alive_on_the_lane(tmp_path: pathlib.Path) -> None:
+    """Heartbeats take the lane only while the API's channel is up: a node that cannot report its
+    pods or get its assignment must fall silent, as it would without a lane."""
+    cluster = await Cluster(tmp_path).start()
+    try:
+        node = await cluster.add_node("n1")
+        connection = node.agent.connection
+
+        async def on_lane() -> bool:
+            return connection.lease_stub is not connection.stub
+
+        await eventually(on_lane, what="heartbeats on the lane")
+        coordinator = cluster.coordinator
+        assert coordinator.server is not None and coordinator.lane is not None
+        await coordinator.server.stop(0)  # the API's listener goes; the lane stays
+        assert coordinator.lane.servers
+
+        async def off_lane() -> bool:
+            return connection.lease_stub is connection.stub
+
+        await eventually(off_lane, what="heartbeats back on the (unreachable) API listener")
+        failures = node.agent.link.heartbeat_failures
+        await eventually(
+            lambda: _async(node.agent.link.heartbeat_failures > failures), what="heartbeats failing"
+        )
+    finally:
+        await cluster.stop()
