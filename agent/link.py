@@ -209,7 +209,7 @@ class CoordinatorLink:
                 continue
             self._source.answered()
             self._source.offer_lease_port(resp.lease_port)
-            self._reporter.carry = self.events if resp.events_with_status else None
+            self._carry_events(resp.events_with_status)
             if resp.heartbeat_interval_ms:
                 self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
             log.info(
@@ -247,7 +247,7 @@ class CoordinatorLink:
                 resp = await rpc.unary(stub.Heartbeat(req, timeout=10))
                 self._source.answered()
                 self._source.offer_lease_port(resp.lease_port, on_lane=on_lane, target=target)
-                self._reporter.carry = self.events if resp.events_with_status else None
+                self._carry_events(resp.events_with_status)
                 self.last_heartbeat = time.monotonic()
                 self.heartbeat_slowest = max(self.heartbeat_slowest, self.last_heartbeat - sent)
                 if self.heartbeat_times is not None:
@@ -308,6 +308,12 @@ class CoordinatorLink:
             paused = time.monotonic()
             await wait_any(stop, delay, *([self._probe] if self.connected else []))
             self.heartbeat_overslept = max(self.heartbeat_overslept, time.monotonic() - paused - delay)
+
+    def _carry_events(self, taken: bool) -> None:
+        """The coordinator says whether it takes events with status reports."""
+        self._reporter.carry = self.events if taken else None
+        if self.events is not None:
+            self.events.carrier = self._reporter if taken else None
 
     def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
         """Collect the parts of one generation; the whole assignment once every part is here."""

@@ -52,6 +52,12 @@ class StatusReporter:
         # Events that go along with each batch, when the coordinator takes them there (one call
         # instead of two per burst of pod starts); None: events go on their own.
         self.carry: EventReporter | None = None
+        self._in_flight = False
+
+    @property
+    def busy(self) -> bool:
+        """A report waits or is on its way: its call (or the next) will carry waiting events."""
+        return self._in_flight or bool(self._pending)
 
     def update(self, pod: pod_pb2.Pod, status: pod_pb2.PodStatus) -> None:
         uid = pod.metadata.uid
@@ -92,6 +98,7 @@ class StatusReporter:
             self._pending.clear()
             carry = self.carry
             events = carry.take() if carry is not None else []
+            self._in_flight = True
             try:
                 await rpc.unary(
                     source.stub.ReportPodStatus(
@@ -102,6 +109,7 @@ class StatusReporter:
                     )
                 )
             except errors.AtollError as exc:
+                self._in_flight = False
                 for uid, report in batch.items():
                     self._pending.setdefault(uid, report)
                 if carry is not None:
@@ -111,6 +119,7 @@ class StatusReporter:
                 self._retry.clear()
                 await wait_any(stop, delay, self._retry)
                 continue
+            self._in_flight = False
             backoff.reset()
             for uid, report in batch.items():
                 if uid in self._latest:
@@ -120,6 +129,10 @@ class StatusReporter:
 # Seconds an event waits for others to go in the same call. Events are not on any pod's path to
 # Running; during a scheduling burst, 0.2 s made one ReportEvents call per pod start on most nodes.
 EVENT_GATHER = 1.0
+# Where status reports carry events, events wait while a report is waiting or on its way (under
+# load a report's call takes seconds, and a call of their own beside it doubled the calls), at
+# most this long in all.
+EVENT_CARRY_WAIT = 10.0
 
 
 class EventReporter:
@@ -131,6 +144,7 @@ class EventReporter:
         self._wakeup = asyncio.Event()
         self._retry = asyncio.Event()
         self.dropped = 0
+        self.carrier: StatusReporter | None = None  # whose reports carry these events too
 
     def retry_now(self) -> None:
         """The link is back: send what waits without finishing a backoff."""
@@ -180,6 +194,12 @@ class EventReporter:
                     await asyncio.wait_for(self._wakeup.wait(), 1.0)
                 continue
             await asyncio.sleep(EVENT_GATHER)
+            waited = EVENT_GATHER
+            while (
+                self._pending and self.carrier is not None and self.carrier.busy and waited < EVENT_CARRY_WAIT
+            ):
+                await asyncio.sleep(EVENT_GATHER)
+                waited += EVENT_GATHER
             batch, self._pending = self._pending, []
             if not batch:
                 continue  # a status report took them meanwhile

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from agent import reporting
 from agent.reporting import EventReporter, StatusReporter
 from atoll import errors
 from atoll.v1 import node_api_pb2, pod_pb2
@@ -18,9 +21,12 @@ class RecordingStub:
         self.event_calls: list[node_api_pb2.ReportEventsRequest] = []
         self.fail = False
         self.called = asyncio.Event()
+        self.hold: asyncio.Event | None = None  # status calls wait for it while set
 
-    async def _answer(self, answer: Any) -> Any:
+    async def _answer(self, answer: Any, held: bool = False) -> Any:
         self.called.set()
+        if held and self.hold is not None:
+            await self.hold.wait()
         if self.fail:
             raise errors.Unavailable("coordinator away")
         return answer
@@ -29,7 +35,7 @@ class RecordingStub:
         copy = node_api_pb2.ReportPodStatusRequest()
         copy.CopyFrom(request)
         self.status_calls.append(copy)
-        return self._answer(node_api_pb2.ReportPodStatusResponse())
+        return self._answer(node_api_pb2.ReportPodStatusResponse(), held=True)
 
     def ReportEvents(self, request: node_api_pb2.ReportEventsRequest, timeout: float) -> Any:
         self.event_calls.append(request)
@@ -90,3 +96,36 @@ async def test_without_the_coordinators_word_events_go_on_their_own() -> None:
     (call,) = source.stub.status_calls
     assert list(call.events) == []
     assert [e.reason for e in events.take()] == ["Started"]
+
+
+async def test_events_wait_while_a_status_report_is_on_its_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load a report's call takes seconds; events then wait for the next report rather than
+    take a call of their own beside it, and go on their own once no report is coming."""
+    monkeypatch.setattr(reporting, "EVENT_GATHER", 0.01)
+    source, events, reporter = Source(), EventReporter(), StatusReporter()
+    reporter.carry, events.carrier = events, reporter
+    stub: RecordingStub = source.stub
+    stub.hold = asyncio.Event()
+    pod = a_pod("web")
+    reporter.update(pod, pod_pb2.PodStatus(phase=pod_pb2.POD_PHASE_RUNNING))
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(reporter.run(source, "n1", stop)),
+        asyncio.create_task(events.run(source, "n1", stop)),
+    ]
+    try:
+        await asyncio.wait_for(stub.called.wait(), 5)  # the report is on its way, held
+        events.record(pod, "Normal", "Started", "started container app")
+        await asyncio.sleep(0.2)  # twenty gathers
+        assert stub.event_calls == []
+        stub.hold.set()  # the report answered; no other is coming: the event goes on its own
+        for _ in range(500):
+            if stub.event_calls:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.reason for e in stub.event_calls[0].events] == ["Started"]
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
