@@ -32,10 +32,10 @@ from typing import Any, Protocol
 
 from agent.assignmentfetch import fetch_needed
 from agent.pods.manager import PodManager
-from agent.reporting import EventReporter, StatusReporter, StubSource, wait_any
+from agent.reporting import EventReporter, StatusReporter, StubSource
 from agent.servicecache import ServiceView, StreamGap
 from atoll import errors, rpc
-from atoll.aio import wait_or_stop
+from atoll.aio import wait_any, wait_or_stop
 from atoll.backoff import Backoff, jittered
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 

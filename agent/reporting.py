@@ -13,7 +13,7 @@ import logging
 from typing import Protocol
 
 from atoll import errors, rpc
-from atoll.aio import wait_or_stop
+from atoll.aio import wait_any
 from atoll.backoff import Backoff
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, pod_pb2, workloads_pb2
 
@@ -25,19 +25,6 @@ class StubSource(Protocol):
     certificate, so every call takes `stub` afresh (agent.bootstrap.CoordinatorConnection)."""
 
     stub: node_api_pb2_grpc.NodeServiceStub
-
-
-async def wait_any(stop: asyncio.Event, timeout: float, *wake: asyncio.Event) -> bool:  # noqa: ASYNC109
-    """wait_or_stop that also wakes early when one of `wake` is set; True if `stop` is set."""
-    if not wake:
-        return await wait_or_stop(stop, timeout)
-    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *wake)]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return stop.is_set()
 
 
 class StatusReporter:
@@ -86,11 +73,7 @@ class StatusReporter:
         while not stop.is_set():
             if not self._pending:
                 self._wakeup.clear()
-                waiter = asyncio.ensure_future(self._wakeup.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await wait_any(stop, None, self._wakeup)
                 continue
             # Let a burst of changes gather into one call.
             await asyncio.sleep(0.05)

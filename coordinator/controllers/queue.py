@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from atoll import errors
+from atoll.aio import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,7 @@ class WorkQueue:
         while not stop.is_set():
             if not self._queue:
                 self._wakeup.clear()
-                waiter = asyncio.ensure_future(self._wakeup.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await wait_any(stop, None, self._wakeup)
                 continue
             key = self._queue.popleft()
             self._queued.discard(key)
