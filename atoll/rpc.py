@@ -471,11 +471,8 @@ def _bind(server: grpc.aio.Server, listener: Listener) -> int:
     address = listener.address
     if address.startswith("unix:"):
         # Only the owner may connect: the socket's mode is its access control.
-        undo = tls.restrict_umask()
-        try:
+        with tls.private_files():
             return int(server.add_secure_port(address, tls.local_server_credentials()))
-        finally:
-            undo()
     if listener.credentials is None:
         tls.check_plaintext(address)
         return int(server.add_insecure_port(address))

@@ -10,6 +10,7 @@ local credentials: the socket's file mode (0600) decides who may connect.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -17,7 +18,7 @@ import pathlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,11 +219,18 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def restrict_umask() -> Callable[[], None]:
-    """Make files (unix sockets) created from now on private to the owner; returns the undo."""
-    old = os.umask(0o177)
+# The umask is the process's: two threads that each set it and put back what they found can
+# leave it restricted for good (the coordinator's heartbeat lane binds its socket on a thread of
+# its own). One at a time, then.
+_UMASK_LOCK = threading.Lock()
 
-    def undo() -> None:
-        os.umask(old)
 
-    return undo
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files (unix sockets) created within are private to the owner."""
+    with _UMASK_LOCK:
+        old = os.umask(0o177)
+        try:
+            yield
+        finally:
+            os.umask(old)

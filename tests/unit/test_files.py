@@ -79,3 +79,30 @@ def test_public_dirs_are_0755_under_the_daemons_umask(tmp_path: pathlib.Path) ->
     assert mode(existing) == 0o700  # not its to change
     for path in ("pods", "pods/uid", "pods/uid/volumes", "pods/uid/volumes/cache"):
         assert mode(existing / path) == 0o755, path
+
+
+def test_private_files_from_several_threads_leave_the_umask_as_it_was() -> None:
+    """The umask is the process's: the coordinator binds unix sockets from its main thread and
+    from its heartbeat lane's thread; interleaved set-and-restore once left it 0o177 for good."""
+    import threading
+
+    from atoll import tls
+
+    before = os.umask(0o022)
+    try:
+        barrier = threading.Barrier(8)
+
+        def bind_like() -> None:
+            barrier.wait()
+            for _ in range(200):
+                with tls.private_files():
+                    pass
+
+        threads = [threading.Thread(target=bind_like) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
