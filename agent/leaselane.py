@@ -62,8 +62,8 @@ class LeaseLane:
         self._ready = False
         self._connecting: asyncio.Task[None] | None = None
         self._retry_at = 0.0  # after a failure: no new lane before this (clock)
-        self._retired: list[grpc.aio.Channel] = []  # dropped channels, closed RETIRE_AFTER later
-        self._closing: dict[int, asyncio.TimerHandle] = {}  # by id() of the channel
+        # Dropped channels, each closed RETIRE_AFTER later by its timer (by id() of the channel).
+        self._retired: dict[int, tuple[grpc.aio.Channel, asyncio.TimerHandle]] = {}
         self._closes: set[asyncio.Task[None]] = set()
         self.failures = 0  # heartbeats that failed on the lane (then went to the API listener)
 
@@ -138,15 +138,11 @@ class LeaseLane:
         self._connecting = None
         if channel is not None:
             # Calls in flight on it finish or fail on their own; closed a moment later.
-            self._retired.append(channel)
-            self._closing[id(channel)] = asyncio.get_running_loop().call_later(
-                RETIRE_AFTER, self._close_retired, channel
-            )
+            timer = asyncio.get_running_loop().call_later(RETIRE_AFTER, self._close_retired, channel)
+            self._retired[id(channel)] = (channel, timer)
 
     def _close_retired(self, channel: grpc.aio.Channel) -> None:
-        self._closing.pop(id(channel), None)
-        if channel in self._retired:
-            self._retired.remove(channel)
+        if self._retired.pop(id(channel), None) is not None:
             task = asyncio.ensure_future(channel.close())
             self._closes.add(task)
             task.add_done_callback(self._closes.discard)
@@ -154,8 +150,7 @@ class LeaseLane:
     async def close(self) -> None:
         if self._channel is not None:
             self._drop()
-        for handle in self._closing.values():
-            handle.cancel()
-        self._closing.clear()
-        retired, self._retired = self._retired, []
-        await asyncio.gather(*self._closes, *(c.close() for c in retired), return_exceptions=True)
+        retired, self._retired = self._retired, {}
+        for _, timer in retired.values():
+            timer.cancel()
+        await asyncio.gather(*self._closes, *(c.close() for c, _ in retired.values()), return_exceptions=True)
