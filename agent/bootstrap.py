@@ -28,8 +28,8 @@ import grpc
 
 from agent import failover
 from agent.leaselane import LeaseLane
+from atoll import certinfo, errors, files, pkichild, rpc, tls
 from atoll import config as layered
-from atoll import errors, files, pki, rpc, tls
 from atoll.agentconfig import DEFAULT_JOIN_PORT
 from atoll.aio import wait_or_stop
 from atoll.backoff import Backoff
@@ -49,7 +49,7 @@ class NodeCredentials:
         """(key, certificate, CA) when all three exist and belong together; None otherwise."""
         try:
             key, cert, ca = self.files.read()
-            if not pki.key_matches(pki.load_key(key), pki.load_cert(cert)):
+            if not pkichild.key_matches(key, cert):
                 log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
                 return None
         except FileNotFoundError:
@@ -59,15 +59,15 @@ class NodeCredentials:
             return None
         return key, cert, ca
 
-    def lifetime(self) -> pki.Lifetime | None:
+    def lifetime(self) -> certinfo.Lifetime | None:
         found = self.read()
-        return pki.Lifetime.of(pki.load_cert(found[1])) if found else None
+        return certinfo.read_certificate(found[1]).lifetime if found else None
 
     def save(self, key: bytes, cert: bytes, ca: bytes) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pki.write_public(self.files.ca, ca)
-        pki.write_private(self.files.key, key)
-        pki.write_public(self.files.cert, cert)
+        files.write_atomic(self.files.ca, ca, mode=0o644)
+        files.write_atomic(self.files.key, key, mode=0o600)
+        files.write_atomic(self.files.cert, cert, mode=0o644)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         found = self.read()
@@ -78,20 +78,19 @@ class NodeCredentials:
 
 
 def pick_ca(chain: list[bytes], pin: str, where: str) -> bytes:
-    """The CA in `chain` that matches `pin`, after checking that it signed the server's certificate."""
-    certs = [pki.load_cert(pem, f"certificate from {where}") for pem in chain]
+    """The CA in `chain` that matches `pin`, after checking that it signed the server's certificate.
+    Blocking: the signature check runs in a child (atoll.pkichild)."""
+    certs = [certinfo.read_certificate(pem, f"certificate from {where}") for pem in chain]
     if not certs:
         raise errors.Unavailable(f"{where} presented no certificate")
-    for cert in certs:
-        if pki.ca_hash(cert) == pin:
-            try:
-                certs[0].verify_directly_issued_by(cert)
-            except Exception:
+    for pem, cert in zip(chain, certs, strict=True):
+        if cert.pin == pin:
+            if not pkichild.issued_by(chain[0], pem):
                 raise errors.Unauthenticated(
                     f"{where}: the CA matching {pin} did not sign the server's certificate"
-                ) from None
-            return pki.cert_pem(cert)
-    seen = ", ".join(pki.ca_hash(c) for c in certs)
+                )
+            return pem
+    seen = ", ".join(c.pin for c in certs)
     raise errors.Unauthenticated(
         f"{where} presented no CA matching --ca-hash {pin} (it presented {seen}); "
         "check the hash (coordinator token create prints it) and that you reach the right coordinator"
@@ -101,7 +100,7 @@ def pick_ca(chain: list[bytes], pin: str, where: str) -> bytes:
 async def discover_ca(address: str, pin: str) -> bytes:
     host, port = layered.split_host_port(address, "join address")
     chain = await asyncio.to_thread(tls.fetch_server_chain, host, port)
-    return pick_ca(chain, pin, address)
+    return await asyncio.to_thread(pick_ca, chain, pin, address)
 
 
 def join_address(coordinator: str, explicit: str) -> str:
@@ -117,24 +116,24 @@ async def join(
     """Exchange the join token for a node certificate (see the module docstring)."""
     if ca_file:
         ca = await asyncio.to_thread(pathlib.Path(ca_file).read_bytes)
-        if pin and pki.ca_hash(ca) != pin:
+        if pin and certinfo.ca_hash(ca) != pin:
             raise errors.Unauthenticated(f"{ca_file} does not match --ca-hash {pin}")
     else:
         ca = await discover_ca(address, pin)
-    key = pki.new_key()
+    key, csr = await asyncio.to_thread(pkichild.new_key_and_csr, node)
     channel = rpc.open_channel(address, credentials=tls.channel_credentials(ca, token=token))
     try:
         resp = await rpc.unary(
             node_api_pb2_grpc.NodeServiceStub(channel).Join(
-                node_api_pb2.JoinRequest(node_name=node, csr=pki.build_csr(key, node)), timeout=30
+                node_api_pb2.JoinRequest(node_name=node, csr=csr), timeout=30
             )
         )
     finally:
         await channel.close()
-    cert = pki.load_cert(resp.certificate, "the node certificate")
-    if pki.subject_cn(cert) != node or not pki.key_matches(key, cert):
+    cert = certinfo.read_certificate(resp.certificate, "the node certificate")
+    if cert.cn != node or not await asyncio.to_thread(pkichild.key_matches, key, resp.certificate):
         raise errors.Internal("the coordinator answered with a certificate for someone else")
-    credentials.save(pki.key_pem(key), resp.certificate, resp.ca_certificate or ca)
+    credentials.save(key, resp.certificate, resp.ca_certificate or ca)
     log.info("joined the cluster as node %s; certificate valid until %s", node, cert.not_valid_after_utc)
 
 
@@ -297,24 +296,22 @@ class CoordinatorConnection:
         task = asyncio.ensure_future(self._close_old())
         self._closing = task  # keep a reference until it is done
 
-    async def renew(self, node: str) -> pki.Lifetime:
+    async def renew(self, node: str) -> certinfo.Lifetime:
         assert self.credentials is not None
-        key = pki.new_key()
+        key, csr = await asyncio.to_thread(pkichild.new_key_and_csr, node)
         resp = await rpc.unary(
             self.stub.RenewCertificate(
-                node_api_pb2.RenewCertificateRequest(node_name=node, csr=pki.build_csr(key, node)), timeout=30
+                node_api_pb2.RenewCertificateRequest(node_name=node, csr=csr), timeout=30
             )
         )
-        cert = pki.load_cert(resp.certificate, "the renewed certificate")
-        if not pki.key_matches(key, cert):
+        cert = certinfo.read_certificate(resp.certificate, "the renewed certificate")
+        if not await asyncio.to_thread(pkichild.key_matches, key, resp.certificate):
             raise errors.Internal("the coordinator renewed the certificate for another key")
         found = self.credentials.read()
-        self.credentials.save(
-            pki.key_pem(key), resp.certificate, resp.ca_certificate or (found[2] if found else b"")
-        )
+        self.credentials.save(key, resp.certificate, resp.ca_certificate or (found[2] if found else b""))
         self.renewals += 1
         self.reopen()
-        lifetime = pki.Lifetime.of(cert)
+        lifetime = cert.lifetime
         log.info("renewed the node certificate; valid until %s", lifetime.not_after)
         return lifetime
 
@@ -327,7 +324,7 @@ class CoordinatorConnection:
             lifetime = self.credentials.lifetime()
             if lifetime is None:
                 return
-            wait = (lifetime.renew_at - pki.now()).total_seconds()
+            wait = (lifetime.renew_at - certinfo.now()).total_seconds()
             if wait > 0:
                 await wait_or_stop(stop, min(wait, 3600.0))
                 continue

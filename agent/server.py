@@ -15,7 +15,7 @@ import grpc
 from agent.pods import plan, render
 from agent.pods.manager import PodManager
 from agent.runtime.base import ContainerRuntime
-from atoll import errors, pki, rpc, tls
+from atoll import certinfo, errors, rpc, tls
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_pb2, pod_pb2
 
 
@@ -30,7 +30,7 @@ class CoordinatorOnly(rpc.CallInterceptor):
         if not peer.verified_cert or peer.cert_pem is None:
             raise errors.Unauthenticated("the agent API requires the coordinator's client certificate")
         cn, orgs, lifetime = tls.describe_cert(peer.cert_pem)
-        if cn != pki.COORDINATOR_CLIENT_CN or pki.SYSTEM_GROUP not in orgs:
+        if cn != certinfo.COORDINATOR_CLIENT_CN or certinfo.SYSTEM_GROUP not in orgs:
             raise errors.PermissionDenied(f"only the coordinator may call the agent API, not {cn}")
         if lifetime.expired():
             raise errors.Unauthenticated("the coordinator's client certificate has expired")

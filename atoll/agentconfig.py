@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from atoll import certinfo, errors, labels, logs, rpc, tls, validation
 from atoll import config as layered
-from atoll import errors, labels, logs, pki, rpc, tls, validation
 
 ENV_PREFIX = "ATOLL_AGENT_"
 DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/agent.yaml")
@@ -185,7 +185,7 @@ class AgentConfig:
         if self.insecure:
             tls.check_plaintext(self.listen)
         if self.ca_hash:
-            self.ca_hash = pki.parse_pin(self.ca_hash)
+            self.ca_hash = certinfo.parse_pin(self.ca_hash)
         if self.join_token and not re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", self.join_token):
             raise errors.InvalidArgument("join_token: expected <6 of [a-z0-9]>.<16 of [a-z0-9]>")
         if self.join_address:

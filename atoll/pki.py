@@ -19,13 +19,11 @@ same when the CA is re-issued with the same key, and `openssl x509 -pubkey
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import os
 import pathlib
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -34,21 +32,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from atoll import errors
-
-# Subject organisations with a meaning to Atoll.
-NODES_GROUP = "atoll:nodes"
-SYSTEM_GROUP = "atoll:system"
-COORDINATOR_CLIENT_CN = "atoll:coordinator"
+from atoll.certinfo import Lifetime, now, pin_of
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 _PEM = serialization.Encoding.PEM
 _DER = serialization.Encoding.DER
-_UTC = datetime.UTC
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(_UTC)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -80,33 +69,11 @@ def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(_PEM)
 
 
-def first_pem(chain: bytes) -> bytes:
-    """The first certificate of a PEM bundle (a leaf followed by its CA)."""
-    end = b"-----END CERTIFICATE-----"
-    index = chain.find(end)
-    return chain if index < 0 else chain[: index + len(end)] + b"\n"
-
-
 def ca_hash(cert: x509.Certificate | bytes) -> str:
     """kubeadm's discovery hash of a CA certificate (see the module docstring)."""
     if isinstance(cert, bytes):
         cert = load_cert(cert, "CA certificate")
-    spki = cert.public_key().public_bytes(_DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(spki).hexdigest()
-
-
-def parse_pin(text: str) -> str:
-    """Normalise a --ca-hash value; refuse anything but sha256:<64 hex digits>."""
-    kind, sep, digest = text.strip().partition(":")
-    digest = digest.lower()
-    if (
-        not sep
-        or kind.lower() != "sha256"
-        or len(digest) != 64
-        or any(c not in "0123456789abcdef" for c in digest)
-    ):
-        raise errors.InvalidArgument(f"ca_hash: expected sha256:<64 hex digits>, got {text!r}")
-    return f"sha256:{digest}"
+    return pin_of(cert.public_key().public_bytes(_DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def subject_cn(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
@@ -141,28 +108,6 @@ def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
     if not csr.is_signature_valid:
         raise errors.InvalidArgument("the CSR's signature does not match its key", field="csr")
     return csr
-
-
-@dataclass(frozen=True)
-class Lifetime:
-    """When a certificate is valid and when it should be renewed."""
-
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-
-    @classmethod
-    def of(cls, cert: x509.Certificate) -> Lifetime:
-        return cls(cert.not_valid_before_utc, cert.not_valid_after_utc)
-
-    @property
-    def renew_at(self) -> datetime.datetime:
-        return self.not_before + (self.not_after - self.not_before) * 2 / 3
-
-    def expired(self, at: datetime.datetime | None = None) -> bool:
-        return (at or now()) >= self.not_after
-
-    def due(self, at: datetime.datetime | None = None) -> bool:
-        return (at or now()) >= self.renew_at
 
 
 class CertificateAuthority:

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from atoll import errors, pki
+from atoll import certinfo, errors, pkichild
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,10 @@ class ReloadingServerCredentials:
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
         key, cert, ca = self.files.read()
-        if not pki.key_matches(pki.load_key(key), pki.load_cert(cert)):
+        if not pkichild.key_matches(key, cert):
             raise errors.FailedPrecondition(f"{self.files.key} does not belong to {self.files.cert}")
         # The CA follows the leaf, so that joining nodes can discover it (and pin it).
-        chain = pki.first_pem(cert).rstrip(b"\n") + b"\n" + ca
+        chain = certinfo.first_pem(cert).rstrip(b"\n") + b"\n" + ca
         return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -161,15 +161,15 @@ def peer_of(context: grpc.aio.ServicerContext) -> Peer:
     return Peer(transport=transport, address=context.peer() or "", cert_pem=pem, cn=cn)
 
 
-_CERT_CACHE: dict[bytes, tuple[str, tuple[str, ...], pki.Lifetime]] = {}
+_CERT_CACHE: dict[bytes, tuple[str, tuple[str, ...], certinfo.Lifetime]] = {}
 
 
-def describe_cert(pem: bytes) -> tuple[str, tuple[str, ...], pki.Lifetime]:
+def describe_cert(pem: bytes) -> tuple[str, tuple[str, ...], certinfo.Lifetime]:
     """(CN, organisations, lifetime) of a peer certificate, parsed once per certificate."""
     found = _CERT_CACHE.get(pem)
     if found is None:
-        cert = pki.load_cert(pem)
-        found = (pki.subject_cn(cert), pki.subject_orgs(cert), pki.Lifetime.of(cert))
+        cert = certinfo.read_certificate(pem)
+        found = (cert.cn, cert.orgs, cert.lifetime)
         if len(_CERT_CACHE) > 10_000:
             _CERT_CACHE.clear()
         _CERT_CACHE[pem] = found

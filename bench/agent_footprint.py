@@ -94,9 +94,11 @@ def breakdown(proc: psutil.Process) -> str:
         name, _, value = line.partition(":")
         if name in ("RssAnon", "RssFile", "RssShmem", "Threads"):
             fields[name] = int(value.split()[0])
+    # cryptography's Rust library is mapped once the package is imported: the agent keeps it out.
+    crypto = "_rust.abi3.so" in pathlib.Path(f"/proc/{proc.pid}/maps").read_text()
     return (
         f"anon {fields['RssAnon'] / 1024:.1f}MB, files {fields['RssFile'] / 1024:.1f}MB, "
-        f"{fields['Threads']} threads"
+        f"{fields['Threads']} threads, cryptography {'loaded' if crypto else 'not loaded'}"
     )
 
 

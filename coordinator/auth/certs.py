@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
-from atoll import errors, pki, tls, validation
+from atoll import certinfo, errors, pki, tls, validation
 from atoll.aio import wait_or_stop
 from coordinator.auth.roles import ROLE_GROUPS, USER_ROLES
 from coordinator.client import config as clientconfig
@@ -84,7 +84,7 @@ class ClusterPki:
         changed = self._ensure_pair(
             self.server_files,
             cn="atoll-coordinator",
-            orgs=(pki.SYSTEM_GROUP,),
+            orgs=(certinfo.SYSTEM_GROUP,),
             dns=self.settings.dns_names,
             ips=self.settings.ip_addresses,
             server=True,
@@ -92,8 +92,8 @@ class ClusterPki:
         )
         if self._ensure_pair(
             self.client_files,
-            cn=pki.COORDINATOR_CLIENT_CN,
-            orgs=(pki.SYSTEM_GROUP,),
+            cn=certinfo.COORDINATOR_CLIENT_CN,
+            orgs=(certinfo.SYSTEM_GROUP,),
             server=False,
             client=True,
         ):
@@ -149,7 +149,7 @@ class ClusterPki:
                 return None
         except (OSError, errors.AtollError):
             return None
-        if not self.authority.issued(cert) or pki.Lifetime.of(cert).due():
+        if not self.authority.issued(cert) or certinfo.Lifetime.of(cert).due():
             return None
         return cert
 
@@ -199,7 +199,7 @@ class ClusterPki:
                 current.server == server
                 and current.ca == self.authority.cert_pem
                 and self.authority.issued(cert)
-                and not pki.Lifetime.of(cert).due()
+                and not certinfo.Lifetime.of(cert).due()
             ):
                 return False
         key = pki.new_key()

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.bootstrap import NodeCredentials, join_address, pick_ca
+from atoll import certinfo, errors, pki, tls
 from atoll import config as layered
-from atoll import errors, pki, tls
 from atoll.v1 import auth_pb2, cluster_pb2, node_api_pb2
 from coordinator.auth import roles, tokens
 from coordinator.auth.certs import ClusterPki, PkiSettings, check_user
@@ -25,10 +25,10 @@ def test_ca_hash_is_kubeadms_spki_digest() -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert ca.hash == "sha256:" + hashlib.sha256(spki).hexdigest() == pki.ca_hash(ca.cert_pem)
-    assert pki.parse_pin(ca.hash.upper().replace("SHA256", "sha256")) == ca.hash
+    assert certinfo.parse_pin(ca.hash.upper().replace("SHA256", "sha256")) == ca.hash
     for bad in ("md5:abc", "sha256:xyz", "deadbeef", "sha256:" + "0" * 63):
         with pytest.raises(errors.InvalidArgument, match="sha256:<64 hex digits>"):
-            pki.parse_pin(bad)
+            certinfo.parse_pin(bad)
 
 
 def test_csr_signing_sets_identity_and_lifetime() -> None:
@@ -41,7 +41,7 @@ def test_csr_signing_sets_identity_and_lifetime() -> None:
     assert pki.subject_cn(cert) == "node-1" and pki.subject_orgs(cert) == ("atoll:nodes",)
     assert pki.san_names(cert) == ({"node-1"}, set())
     assert ca.issued(cert) and pki.key_matches(key, cert)
-    life = pki.Lifetime.of(cert)
+    life = certinfo.Lifetime.of(cert)
     assert 600 <= (life.not_after - life.not_before).total_seconds() <= 631
     assert not life.due() and not life.expired()
     assert life.renew_at < life.not_after
@@ -110,6 +110,7 @@ def test_operator_provided_ca(tmp_path: pathlib.Path) -> None:
     assert not (tmp_path / "data" / "pki" / "ca.key").exists()
 
 
+@pytest.mark.allow_subprocess  # the signature check runs in atoll.pkitool
 def test_discovery_keeps_only_the_pinned_ca_that_signed_the_server() -> None:
     ca = pki.CertificateAuthority.create(3600)
     _, leaf = ca.issue_key_pair(cn="coord", lifetime=60, server=True)

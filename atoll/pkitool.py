@@ -1,0 +1,56 @@
+"""The child that does for the agent what needs the cryptography package (atoll.pkichild).
+
+    python -m atoll.pkitool {csr|issued-by|key-matches} < request.json > answer.json
+
+It reads one JSON request on stdin and writes one JSON answer on stdout; a
+failure is a message on stderr and exit status 1. Not a user command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from atoll import errors, pki
+
+
+def _csr(request: dict[str, Any]) -> dict[str, Any]:
+    key = pki.new_key()
+    return {"key": pki.key_pem(key).decode(), "csr": pki.build_csr(key, str(request["cn"])).decode()}
+
+
+def _issued_by(request: dict[str, Any]) -> dict[str, Any]:
+    leaf = pki.load_cert(request["leaf"].encode(), "the server's certificate")
+    ca = pki.load_cert(request["ca"].encode(), "the CA certificate")
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except Exception:
+        return {"issued": False}
+    return {"issued": True}
+
+
+def _key_matches(request: dict[str, Any]) -> dict[str, Any]:
+    key = pki.load_key(request["key"].encode())
+    cert = pki.load_cert(request["cert"].encode())
+    return {"matches": pki.key_matches(key, cert)}
+
+
+OPERATIONS = {"csr": _csr, "issued-by": _issued_by, "key-matches": _key_matches}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in OPERATIONS:
+        print(f"usage: python -m atoll.pkitool {{{'|'.join(OPERATIONS)}}}", file=sys.stderr)
+        return 2
+    try:
+        answer = OPERATIONS[argv[0]](json.load(sys.stdin))
+    except (errors.AtollError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    json.dump(answer, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""atoll.certinfo reads what cryptography reads, and atoll.pkichild does the rest in a child."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import random
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
+
+from atoll import certinfo, errors, pki, pkichild
+
+UTC = datetime.UTC
+
+
+def _cert(
+    subject: x509.Name,
+    key: pki.PrivateKey,
+    *,
+    not_before: datetime.datetime = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    not_after: datetime.datetime = datetime.datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC),
+) -> bytes:
+    signer = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(signer, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(*rdns: list[x509.NameAttribute]) -> x509.Name:
+    return x509.Name([x509.RelativeDistinguishedName(rdn) for rdn in rdns])
+
+
+CN, O = NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME  # noqa: E741 - X.509's own letter
+SUBJECTS = {
+    "node": _name([x509.NameAttribute(O, "atoll:nodes")], [x509.NameAttribute(CN, "node-1")]),
+    "no CN": _name([x509.NameAttribute(O, "a")], [x509.NameAttribute(O, "b")]),
+    "unicode": _name([x509.NameAttribute(CN, "nœud-☃")]),
+    "printable and BMP": _name(
+        [x509.NameAttribute(CN, "printable", _type=_ASN1Type.PrintableString)],
+        [x509.NameAttribute(O, "bmp ☃", _type=_ASN1Type.BMPString)],
+    ),
+    "multi-valued RDN, two CNs": _name(
+        [x509.NameAttribute(CN, "first"), x509.NameAttribute(O, "org")], [x509.NameAttribute(CN, "second")]
+    ),
+}
+
+
+@pytest.mark.parametrize("subject", SUBJECTS.values(), ids=list(SUBJECTS))
+@pytest.mark.parametrize("kind", ["ec", "rsa", "ed25519"])
+def test_reads_what_cryptography_reads(subject: x509.Name, kind: str) -> None:
+    key = {
+        "ec": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ed25519": ed25519.Ed25519PrivateKey.generate,
+    }[kind]()
+    pem = _cert(subject, key)  # type: ignore[arg-type]
+    theirs = pki.load_cert(pem)
+    ours = certinfo.read_certificate(pem)
+    assert ours.cn == pki.subject_cn(theirs)
+    assert ours.orgs == pki.subject_orgs(theirs)
+    assert ours.lifetime == pki.Lifetime.of(theirs)
+    assert ours.spki == theirs.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert certinfo.ca_hash(pem) == pki.ca_hash(theirs)
+    assert certinfo.public_key_matches(pki.key_pem(key), ours.spki) is (None if kind == "ed25519" else True)  # type: ignore[arg-type]
+
+
+def test_times_after_2049_are_generalized() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    late = datetime.datetime(2061, 5, 6, 7, 8, 9, tzinfo=UTC)
+    early = datetime.datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    ours = certinfo.read_certificate(_cert(SUBJECTS["node"], key, not_before=early, not_after=late))
+    assert (ours.not_valid_before_utc, ours.not_valid_after_utc) == (early, late)
+
+
+def test_the_first_certificate_of_a_bundle_is_read() -> None:
+    ca = pki.CertificateAuthority.create(3600)
+    _, leaf = ca.issue_key_pair(cn="coord", lifetime=60, server=True)
+    bundle = b"junk before\n" + leaf + ca.cert_pem
+    assert certinfo.read_certificate(bundle).cn == "coord"
+    assert certinfo.read_certificate(certinfo.first_pem(bundle)).cn == "coord"
+
+
+def test_keys_that_do_not_belong_are_told_apart() -> None:
+    ca = pki.CertificateAuthority.create(3600)
+    key, cert = ca.issue_key_pair(cn="n", lifetime=60)
+    other_key, _ = ca.issue_key_pair(cn="n", lifetime=60)
+    spki = certinfo.read_certificate(cert).spki
+    assert certinfo.public_key_matches(key, spki) is True
+    assert certinfo.public_key_matches(other_key, spki) is False
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert certinfo.public_key_matches(pki.key_pem(rsa_key), spki) is False
+    # Forms this reader leaves to cryptography: SEC1, a key without its public half, garbage.
+    sec1 = pki.load_key(key).private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    assert certinfo.public_key_matches(sec1, spki) is None
+    assert (
+        certinfo.public_key_matches(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", spki)
+        is None
+    )
+    assert certinfo.public_key_matches(b"", spki) is None
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        b"",
+        b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nMIIB\n",
+        b"-----BEGIN CERTIFICATE-----\nMIQAAAAA\n-----END CERTIFICATE-----\n",  # 4-byte length, too long
+        b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",  # an empty SEQUENCE
+    ],
+)
+def test_malformed_certificates_are_invalid_argument(pem: bytes) -> None:
+    with pytest.raises(errors.InvalidArgument, match=r"^the thing: not a PEM certificate"):
+        certinfo.read_certificate(pem, "the thing")
+
+
+def test_flipped_bytes_never_raise_anything_else() -> None:
+    ca = pki.CertificateAuthority.create(3600)
+    _, pem = ca.issue_key_pair(cn="n", orgs=["o"], lifetime=60)
+    der = pki.load_cert(pem).public_bytes(serialization.Encoding.DER)
+    rng = random.Random(14)
+    for _ in range(3000):
+        damaged = bytearray(der)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            damaged = damaged[: rng.randrange(len(damaged))]
+        text = (
+            b"-----BEGIN CERTIFICATE-----\n"
+            + base64.encodebytes(bytes(damaged))
+            + b"\n-----END CERTIFICATE-----\n"
+        )
+        try:
+            certinfo.read_certificate(text)
+        except errors.InvalidArgument:
+            pass
+
+
+@pytest.mark.allow_subprocess
+def test_the_child_makes_keys_and_checks_what_the_reader_cannot() -> None:
+    key, csr = pkichild.new_key_and_csr("node-7")
+    request = pki.load_csr(csr)
+    assert pki.subject_cn(request) == "node-7"
+    ca = pki.CertificateAuthority.create(3600)
+    cert = pki.cert_pem(ca.issue(request.public_key(), cn="node-7", lifetime=60))
+    assert pkichild.key_matches(key, cert)
+    # An Ed25519 key has no public half in PKCS#8 v1: the child answers.
+    ed = ed25519.Ed25519PrivateKey.generate()
+    ed_cert = _cert(SUBJECTS["node"], ed)
+    assert pkichild.key_matches(pki.key_pem(ed), ed_cert)
+    assert not pkichild.key_matches(pki.key_pem(ed25519.Ed25519PrivateKey.generate()), ed_cert)
+    assert pkichild.issued_by(cert, ca.cert_pem)
+    assert not pkichild.issued_by(cert, pki.CertificateAuthority.create(3600).cert_pem)
+    with pytest.raises(errors.InvalidArgument):
+        pkichild.issued_by(b"not a certificate", ca.cert_pem)
+
+
+@pytest.mark.allow_subprocess
+def test_the_agent_never_loads_cryptography() -> None:
+    code = (
+        "import sys, agent.main, agent.daemon, agent.bootstrap, agent.server\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography' or m == 'atoll.pki'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
