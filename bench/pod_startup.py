@@ -8,14 +8,17 @@ the coordinator and an agent there as real processes, then:
   1. baseline: N containers through the Docker API (create + start, `docker
      run -d`), all requested at once and run `--parallel` at a time, each
      timed from the request until the engine reports it running;
-  2. Atoll: N pods created at once through the coordinator's API, each timed
+  2. raw pod: the same two containers an Atoll pod is (infra, then the app
+     joined to its network and IPC), asked of the engine directly, queued the
+     same way: the floor of the infra-container design;
+  3. Atoll: N pods created at once through the coordinator's API, each timed
      from its Create call until the API reports it Running with its container
      ready (seen through a watch).
 
-Prints p50/p90/p99 of both and their ratio. Both sides queue the same way
-(the agent syncs `--parallel` pods at a time). Each Atoll pod is two
-containers (infra + app) plus the API round trips, so a ratio near 2 is
-what the work alone costs.
+Prints p50/p90/p99 of each and their ratios. All queue the same way (the
+agent syncs `--parallel` pods at a time). Atoll against the raw pod is what
+the agent and the API add; the raw pod against `docker run` is what a second
+container per pod costs.
 """
 
 from __future__ import annotations
@@ -54,6 +57,36 @@ def baseline(bed: TestBed, count: int, parallel: int) -> tuple[list[float], floa
     wall = time.perf_counter() - start
     for c in client.containers.list(all=True, filters={"name": "baseline-"}):
         c.remove(force=True)
+    return latencies, wall
+
+
+def raw_pods(bed: TestBed, count: int, parallel: int) -> tuple[list[float], float]:
+    """What an Atoll pod asks of the engine, asked directly: an infra container (its own network
+    and IPC) started, then the app container joined to it and started. The floor for the
+    infra-container design; Atoll's ratio against it is the agent's and the API's own cost."""
+    api = bed.hosts[0].docker().api
+    start = time.perf_counter()
+
+    def one(i: int) -> float:
+        infra = api.create_container(
+            "atoll/busybox", ["sleep", "2147483647"], entrypoint=["/bin/busybox"], name=f"raw-infra-{i}",
+            hostname=f"raw-{i}", host_config=api.create_host_config(init=True, ipc_mode="shareable"),
+        )  # fmt: skip
+        api.start(infra["Id"])
+        joined = f"container:{infra['Id']}"
+        app = api.create_container(
+            "atoll/busybox", COMMAND, name=f"raw-app-{i}",
+            host_config=api.create_host_config(init=True, network_mode=joined, ipc_mode=joined),
+        )  # fmt: skip
+        api.start(app["Id"])
+        assert api.inspect_container(app["Id"])["State"]["Running"]
+        return time.perf_counter() - start
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        latencies = list(pool.map(one, range(count)))
+    wall = time.perf_counter() - start
+    for c in api.containers(all=True, filters={"name": "raw-"}):
+        api.remove_container(c["Id"], force=True)
     return latencies, wall
 
 
@@ -135,21 +168,27 @@ def main() -> None:
     with TestBed(1) as bed:
         host = bed.hosts[0]
         base, base_wall = baseline(bed, args.pods, args.parallel)
+        raw, raw_wall = raw_pods(bed, args.pods, args.parallel)
         coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
         AgentProcess(
             host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
         ).start()
         atoll, atoll_wall, steps = asyncio.run(through_atoll(coordinator.server, args.pods))
 
-    b, a = summary(base), summary(atoll)
+    b, r, a = summary(base), summary(raw), summary(atoll)
     print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
     print(f"{'':28}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
     print(f"{'docker run -d (1 container)':28}{b['p50']:8.3f}{b['p90']:8.3f}{b['p99']:8.3f}{base_wall:8.2f}")
+    print(f"{'raw pod (infra + app)':28}{r['p50']:8.3f}{r['p90']:8.3f}{r['p99']:8.3f}{raw_wall:8.2f}")
     print(f"{'atoll pod (infra + app)':28}{a['p50']:8.3f}{a['p90']:8.3f}{a['p99']:8.3f}{atoll_wall:8.2f}")
-    print(
-        f"{'ratio atoll / docker':28}{a['p50'] / b['p50']:8.2f}{a['p90'] / b['p90']:8.2f}"
-        f"{a['p99'] / b['p99']:8.2f}{atoll_wall / base_wall:8.2f}"
-    )
+    for label, x, y, xw, yw in (
+        ("ratio atoll / docker", a, b, atoll_wall, base_wall),
+        ("ratio raw pod / docker", r, b, raw_wall, base_wall),
+        ("ratio atoll / raw pod", a, r, atoll_wall, raw_wall),
+    ):
+        print(
+            f"{label:28}{x['p50'] / y['p50']:8.2f}{x['p90'] / y['p90']:8.2f}{x['p99'] / y['p99']:8.2f}{xw / yw:8.2f}"
+        )
     print("where an Atoll pod's time goes (seconds; steps overlap: the agent starts --parallel at a time)")
     for label, values in steps.items():
         st = summary(values)
