@@ -59,6 +59,17 @@ class NodeCredentials:
             return None
         return key, cert, ca
 
+    def sound(self) -> bool:
+        """Whether cryptography itself takes the key as one that belongs to the certificate: read()
+        compares the public halves only, and a key whose private half is damaged would pass it.
+        Blocking (a child, atoll.pkichild); once per start."""
+        found = self.read()
+        try:
+            return found is not None and pkichild.key_matches(found[0], found[1], thorough=True)
+        except errors.AtollError as exc:
+            log.warning("%s cannot be used: %s", self.files.key, exc)
+            return False
+
     def lifetime(self) -> certinfo.Lifetime | None:
         found = self.read()
         return certinfo.read_certificate(found[1]).lifetime if found else None
@@ -150,10 +161,13 @@ async def ensure_joined(
 ) -> None:
     """Use the stored certificate, or join with the token; retries while the coordinator is away."""
     lifetime = credentials.lifetime()
-    if lifetime is not None and not lifetime.expired():
+    damaged = lifetime is not None and not await asyncio.to_thread(credentials.sound)
+    if damaged:
+        log.warning("the node key in %s is damaged; joining again with the join token", credentials.dir)
+    elif lifetime is not None and not lifetime.expired():
         return
     if not token:
-        what = "has expired" if lifetime else "is missing"
+        what = "is damaged" if damaged else "has expired" if lifetime else "is missing"
         raise errors.FailedPrecondition(
             f"the node certificate in {credentials.dir} {what}: join with --join-token and --ca-hash "
             "(coordinator token create prints the command)"
@@ -162,7 +176,7 @@ async def ensure_joined(
         raise errors.InvalidArgument(
             "joining needs --ca-hash (or --ca-cert) to know the coordinator is the right one"
         )
-    if lifetime is not None:
+    if lifetime is not None and not damaged:
         log.warning(
             "the node certificate expired at %s; joining again with the join token", lifetime.not_after
         )

@@ -44,7 +44,9 @@ _STRINGS = {
     0x0C: "utf-8",  # UTF8String
     0x13: "ascii",  # PrintableString
     0x16: "ascii",  # IA5String
-    0x14: "latin-1",  # TeletexString, as OpenSSL reads it
+    0x14: "utf-8",  # TeletexString, as cryptography reads it
+    0x12: "ascii",  # NumericString
+    0x1A: "ascii",  # VisibleString
     0x1E: "utf-16-be",  # BMPString
     0x1C: "utf-32-be",  # UniversalString
 }
@@ -161,13 +163,13 @@ def first_pem(chain: bytes) -> bytes:
 
 def _time(der: bytes, item: _Tlv) -> datetime.datetime:
     text = der[item.start : item.end].decode("ascii")
+    if not text[:-1].isdigit():
+        raise ValueError(f"time {text!r}")
     if item.tag == _UTC_TIME and len(text) == 13 and text.endswith("Z"):
         year = int(text[:2])
         text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"  # RFC 5280 4.1.2.5.1
     elif item.tag != _GENERALIZED_TIME or len(text) != 15 or not text.endswith("Z"):
         raise ValueError(f"time {text!r}: not UTCTime or GeneralizedTime in UTC")
-    if not text[:14].isdigit():
-        raise ValueError(f"time {text!r}")
     return datetime.datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=_UTC)
 
 
@@ -177,10 +179,13 @@ def _attributes(der: bytes, name: _Tlv) -> list[tuple[bytes, str]]:
     for rdn in _children(der, _expect(name, _SEQUENCE, "name")):
         for pair in _children(der, _expect(rdn, _SET, "relative distinguished name")):
             oid, value = _children(der, _expect(pair, _SEQUENCE, "attribute"))
+            kind = der[oid.head : oid.end]
             encoding = _STRINGS.get(value.tag)
             if encoding is None:
-                raise ValueError(f"attribute value: unsupported string tag {value.tag:#04x}")
-            found.append((der[oid.head : oid.end], der[value.start : value.end].decode(encoding)))
+                if kind in (_OID_CN, _OID_O):
+                    raise ValueError(f"CN or O: unsupported string tag {value.tag:#04x}")
+                continue  # an attribute Atoll does not read
+            found.append((kind, der[value.start : value.end].decode(encoding)))
     return found
 
 
@@ -294,6 +299,14 @@ def _public_key_of_private(der: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
+_EC_POINT_FORMS = {0x02, 0x03}  # compressed; 0x04 is uncompressed
+
+
+def _point_form(public: tuple[bytes, bytes]) -> int:
+    bits = _tlv(public[1], 0, len(public[1]))
+    return public[1][bits.start + 1] if bits.end > bits.start + 1 else -1
+
+
 def public_key_matches(key_pem: bytes, spki: bytes) -> bool | None:
     """Whether a PKCS#8 private key (PEM) holds the public key of `spki`. None when this reader
     cannot tell (another key form, or unreadable): the caller asks cryptography through the child."""
@@ -303,9 +316,12 @@ def public_key_matches(key_pem: bytes, spki: bytes) -> bool | None:
         if public is None:
             return None
         wanted = _public_key_of_spki(spki)
-        bits = _tlv(wanted[1], 0, len(wanted[1]))
-        if public != wanted and wanted[1][bits.start + 1 : bits.start + 2] in (b"\x02", b"\x03"):
-            return None  # a compressed EC point: the same key can be written two ways
+        if (
+            public != wanted
+            and public[0] == wanted[0]
+            and _EC_POINT_FORMS & {_point_form(public), _point_form(wanted)}
+        ):
+            return None  # an EC point written compressed on one side: the same key, two ways
         return public == wanted
     except (ValueError, IndexError):
         return None

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from atoll import errors
-from atoll.certinfo import Lifetime, now, pin_of
+from atoll.certinfo import Lifetime, now, read_certificate
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -70,10 +70,9 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def ca_hash(cert: x509.Certificate | bytes) -> str:
-    """kubeadm's discovery hash of a CA certificate (see the module docstring)."""
-    if isinstance(cert, bytes):
-        cert = load_cert(cert, "CA certificate")
-    return pin_of(cert.public_key().public_bytes(_DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    """kubeadm's discovery hash of a CA certificate (see the module docstring): of the SPKI bytes
+    as the certificate carries them, which is what the agent reads (atoll.certinfo)."""
+    return read_certificate(cert if isinstance(cert, bytes) else cert_pem(cert), "CA certificate").pin
 
 
 def subject_cn(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:

@@ -18,19 +18,28 @@ from typing import Any
 from atoll import certinfo, errors
 
 TIMEOUT = 30.0
+INPUT_REFUSED = 3  # atoll.pkitool's exit status for input it refuses; 1 is Python failing
+
+
+def _argv(operation: str) -> list[str]:
+    # Isolated (-I: no PYTHON* variables, no user site, not the working directory) and run from
+    # "/": the child finds atoll where this process did, and nothing planted beside it.
+    paths = [str(pathlib.Path(__file__).resolve().parent.parent)]
+    paths += [p for p in sys.path if os.path.isabs(p) and p not in paths]
+    code = (
+        f"import sys; sys.path[:0] = {paths!r}; from atoll.pkitool import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-I", "-c", code, operation]
 
 
 def _run(operation: str, request: dict[str, str]) -> dict[str, Any]:
-    root = str(pathlib.Path(__file__).resolve().parent.parent)  # where the atoll package is
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "atoll.pkitool", operation],
+            _argv(operation),
             input=json.dumps(request).encode(),
             capture_output=True,
             timeout=TIMEOUT,
-            env=env,
+            cwd="/",
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -38,11 +47,14 @@ def _run(operation: str, request: dict[str, str]) -> dict[str, Any]:
     except OSError as exc:
         raise errors.Internal(f"cannot run atoll.pkitool {operation}: {exc}") from None
     message = done.stderr.decode(errors="replace").strip()
-    if done.returncode == 1:
+    if done.returncode == INPUT_REFUSED:
         raise errors.InvalidArgument(message)
     if done.returncode != 0:
         raise errors.Internal(f"atoll.pkitool {operation} failed (status {done.returncode}): {message}")
-    answer: dict[str, Any] = json.loads(done.stdout)
+    try:
+        answer: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise errors.Internal(f"atoll.pkitool {operation} answered {done.stdout[:80]!r}") from None
     return answer
 
 
@@ -57,10 +69,14 @@ def issued_by(leaf: bytes, ca: bytes) -> bool:
     return bool(_run("issued-by", {"leaf": leaf.decode(), "ca": ca.decode()})["issued"])
 
 
-def key_matches(key: bytes, cert: bytes) -> bool:
-    """Whether the private key `key` belongs to the certificate `cert` (both PEM). Read here for
-    PKCS#8 EC and RSA keys (the ones Atoll writes); any other form goes to the child."""
-    found = certinfo.public_key_matches(key, certinfo.read_certificate(cert).spki)
+def key_matches(key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+    """Whether the private key `key` belongs to the certificate `cert` (both PEM).
+
+    By default the public halves are compared here for PKCS#8 EC and RSA keys (the ones Atoll
+    writes), which tells a torn pair of files apart. `thorough`, and any other key form, asks
+    cryptography in the child, which also checks that the private half is sound."""
+    found = None if thorough else certinfo.public_key_matches(key, certinfo.read_certificate(cert).spki)
     if found is not None:
         return found
-    return bool(_run("key-matches", {"key": key.decode(errors="replace"), "cert": cert.decode()})["matches"])
+    request = {"key": key.decode(errors="replace"), "cert": cert.decode(errors="replace")}
+    return bool(_run("key-matches", request)["matches"])

@@ -2,8 +2,9 @@
 
     python -m atoll.pkitool {csr|issued-by|key-matches} < request.json > answer.json
 
-It reads one JSON request on stdin and writes one JSON answer on stdout; a
-failure is a message on stderr and exit status 1. Not a user command.
+It reads one JSON request on stdin and writes one JSON answer on stdout. Input
+it refuses is a message on stderr and exit status 3 (INPUT_REFUSED); any other
+failure is Python's own (status 1). Not a user command: atoll.pkichild runs it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Any
 
 from atoll import errors, pki
+from atoll.pkichild import INPUT_REFUSED
 
 
 def _csr(request: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def main(argv: list[str]) -> int:
         answer = OPERATIONS[argv[0]](json.load(sys.stdin))
     except (errors.AtollError, ValueError, KeyError, TypeError, AttributeError) as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return INPUT_REFUSED
     json.dump(answer, sys.stdout)
     return 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import pathlib
 import random
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+from agent.bootstrap import NodeCredentials, ensure_joined
 from atoll import certinfo, errors, pki, pkichild
 
 UTC = datetime.UTC
@@ -53,6 +56,11 @@ SUBJECTS = {
     "printable and BMP": _name(
         [x509.NameAttribute(CN, "printable", _type=_ASN1Type.PrintableString)],
         [x509.NameAttribute(O, "bmp ☃", _type=_ASN1Type.BMPString)],
+    ),
+    "teletex, numeric, an unread type": _name(
+        [x509.NameAttribute(CN, "café", _type=_ASN1Type.T61String)],
+        [x509.NameAttribute(NameOID.SERIAL_NUMBER, "0123", _type=_ASN1Type.NumericString)],
+        [x509.NameAttribute(NameOID.SURNAME, "260101000000Z", _type=_ASN1Type.UTCTime)],
     ),
     "multi-valued RDN, two CNs": _name(
         [x509.NameAttribute(CN, "first"), x509.NameAttribute(O, "org")], [x509.NameAttribute(CN, "second")]
@@ -118,6 +126,56 @@ def test_keys_that_do_not_belong_are_told_apart() -> None:
         is None
     )
     assert certinfo.public_key_matches(b"", spki) is None
+
+
+def _ec_pkcs8(private: ec.EllipticCurvePrivateKey, point: bytes) -> bytes:
+    """A PKCS#8 P-256 key with the private half of `private` and `point` as its public half."""
+    enc = certinfo._encode
+    d = private.private_numbers().private_value.to_bytes(32, "big")
+    inner = enc(0x30, enc(0x02, b"\x01") + enc(0x04, d) + enc(0xA1, enc(0x03, b"\x00" + point)))
+    algorithm = enc(0x30, bytes.fromhex("06072a8648ce3d0201") + bytes.fromhex("06082a8648ce3d030107"))
+    der = enc(0x30, enc(0x02, b"\x00") + algorithm + enc(0x04, inner))
+    return b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(der) + b"-----END PRIVATE KEY-----\n"
+
+
+def _point(key: ec.EllipticCurvePrivateKey, form: serialization.PublicFormat) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.X962, form)
+
+
+def test_a_compressed_point_is_left_to_cryptography() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = certinfo.read_certificate(_cert(SUBJECTS["node"], key)).spki
+    uncompressed = _ec_pkcs8(key, _point(key, serialization.PublicFormat.UncompressedPoint))
+    assert certinfo.public_key_matches(uncompressed, spki) is True
+    compressed = _ec_pkcs8(key, _point(key, serialization.PublicFormat.CompressedPoint))
+    assert certinfo.public_key_matches(compressed, spki) is None
+
+
+@pytest.mark.allow_subprocess
+def test_a_key_claiming_another_public_half_passes_only_the_quick_reading(tmp_path: pathlib.Path) -> None:
+    """read() compares public halves (torn files); the start-up check asks cryptography, which
+    refuses a private half that does not make the public one."""
+    ca = pki.CertificateAuthority.create(3600)
+    victim = ec.generate_private_key(ec.SECP256R1())
+    cert = pki.cert_pem(ca.issue(victim.public_key(), cn="node-1", lifetime=600))
+    forged = _ec_pkcs8(
+        ec.generate_private_key(ec.SECP256R1()), _point(victim, serialization.PublicFormat.UncompressedPoint)
+    )
+    assert certinfo.public_key_matches(forged, certinfo.read_certificate(cert).spki) is True
+    creds = NodeCredentials(tmp_path)
+    creds.save(forged, cert, ca.cert_pem)
+    assert creds.read() is not None
+    assert not creds.sound()
+    # At start the agent joins again (here: it has no token, and says why).
+    with pytest.raises(errors.FailedPrecondition, match="is damaged"):
+        asyncio.run(
+            ensure_joined(
+                node="node-1", coordinator="127.0.0.1:1", explicit_join_address="", token="", pin="",
+                ca_file="", credentials=creds, stop=asyncio.Event(),
+            )
+        )  # fmt: skip
+    creds.save(pki.key_pem(victim), cert, ca.cert_pem)
+    assert creds.sound()
 
 
 @pytest.mark.parametrize(
