@@ -41,15 +41,16 @@ log = logging.getLogger(__name__)
 class NodeCredentials:
     """The node's key, its certificate and the cluster CA, under <state-dir>/pki."""
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, keys: pkichild.KeyTool | None = None) -> None:
         self.dir = directory
+        self.keys: pkichild.KeyTool = keys or pkichild.ChildKeyTool()
         self.files = tls.KeyPairFiles(directory / "node.key", directory / "node.crt", directory / "ca.crt")
 
     def read(self) -> tuple[bytes, bytes, bytes] | None:
         """(key, certificate, CA) when all three exist and belong together; None otherwise."""
         try:
             key, cert, ca = self.files.read()
-            if not pkichild.key_matches(key, cert):
+            if not self.keys.key_matches(key, cert):
                 log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
                 return None
         except FileNotFoundError:
@@ -65,7 +66,7 @@ class NodeCredentials:
         Blocking (a child, atoll.pkichild); once per start."""
         found = self.read()
         try:
-            return found is not None and pkichild.key_matches(found[0], found[1], thorough=True)
+            return found is not None and self.keys.key_matches(found[0], found[1], thorough=True)
         except errors.AtollError as exc:
             log.warning("%s cannot be used: %s", self.files.key, exc)
             return False
@@ -88,15 +89,15 @@ class NodeCredentials:
         return tls.channel_credentials(ca, key=key, cert=cert)
 
 
-def pick_ca(chain: list[bytes], pin: str, where: str) -> bytes:
+def pick_ca(chain: list[bytes], pin: str, where: str, keys: pkichild.KeyTool) -> bytes:
     """The CA in `chain` that matches `pin`, after checking that it signed the server's certificate.
-    Blocking: the signature check runs in a child (atoll.pkichild)."""
+    Blocking: `keys` checks the signature (atoll.pkichild)."""
     certs = [certinfo.read_certificate(pem, f"certificate from {where}") for pem in chain]
     if not certs:
         raise errors.Unavailable(f"{where} presented no certificate")
     for pem, cert in zip(chain, certs, strict=True):
         if cert.pin == pin:
-            if not pkichild.issued_by(chain[0], pem):
+            if not keys.issued_by(chain[0], pem):
                 raise errors.Unauthenticated(
                     f"{where}: the CA matching {pin} did not sign the server's certificate"
                 )
@@ -108,10 +109,10 @@ def pick_ca(chain: list[bytes], pin: str, where: str) -> bytes:
     )
 
 
-async def discover_ca(address: str, pin: str) -> bytes:
+async def discover_ca(address: str, pin: str, keys: pkichild.KeyTool) -> bytes:
     host, port = layered.split_host_port(address, "join address")
     chain = await asyncio.to_thread(tls.fetch_server_chain, host, port)
-    return await asyncio.to_thread(pick_ca, chain, pin, address)
+    return await asyncio.to_thread(pick_ca, chain, pin, address, keys)
 
 
 def join_address(coordinator: str, explicit: str) -> str:
@@ -130,8 +131,8 @@ async def join(
         if pin and certinfo.ca_hash(ca) != pin:
             raise errors.Unauthenticated(f"{ca_file} does not match --ca-hash {pin}")
     else:
-        ca = await discover_ca(address, pin)
-    key, csr = await asyncio.to_thread(pkichild.new_key_and_csr, node)
+        ca = await discover_ca(address, pin, credentials.keys)
+    key, csr = await asyncio.to_thread(credentials.keys.new_key_and_csr, node)
     channel = rpc.open_channel(address, credentials=tls.channel_credentials(ca, token=token))
     try:
         resp = await rpc.unary(
@@ -142,7 +143,7 @@ async def join(
     finally:
         await channel.close()
     cert = certinfo.read_certificate(resp.certificate, "the node certificate")
-    if cert.cn != node or not await asyncio.to_thread(pkichild.key_matches, key, resp.certificate):
+    if cert.cn != node or not await asyncio.to_thread(credentials.keys.key_matches, key, resp.certificate):
         raise errors.Internal("the coordinator answered with a certificate for someone else")
     credentials.save(key, resp.certificate, resp.ca_certificate or ca)
     log.info("joined the cluster as node %s; certificate valid until %s", node, cert.not_valid_after_utc)
@@ -312,14 +313,14 @@ class CoordinatorConnection:
 
     async def renew(self, node: str) -> certinfo.Lifetime:
         assert self.credentials is not None
-        key, csr = await asyncio.to_thread(pkichild.new_key_and_csr, node)
+        key, csr = await asyncio.to_thread(self.credentials.keys.new_key_and_csr, node)
         resp = await rpc.unary(
             self.stub.RenewCertificate(
                 node_api_pb2.RenewCertificateRequest(node_name=node, csr=csr), timeout=30
             )
         )
         cert = certinfo.read_certificate(resp.certificate, "the renewed certificate")
-        if not await asyncio.to_thread(pkichild.key_matches, key, resp.certificate):
+        if not await asyncio.to_thread(self.credentials.keys.key_matches, key, resp.certificate):
             raise errors.Internal("the coordinator renewed the certificate for another key")
         found = self.credentials.read()
         self.credentials.save(key, resp.certificate, resp.ca_certificate or (found[2] if found else b""))

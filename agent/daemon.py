@@ -39,6 +39,7 @@ from agent.sriov.pods import SriovPodNetworks
 from atoll import config as layered
 from atoll import files, rpc, tls
 from atoll.agentconfig import AgentConfig
+from atoll.pkichild import KeyTool
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_api_pb2, node_pb2, workloads_pb2
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Agent:
         netfilter: Callable[[], Netfilter] | None = None,
         sriov: Callable[[AgentConfig], SriovPodNetworks | None] = sriov_setup.from_config,
         serve_api: bool = True,
+        keys: KeyTool | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_name = cfg.node_name or socket.gethostname().lower()
@@ -104,7 +106,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.connection: bootstrap.CoordinatorConnection | None = None
         self.credentials: bootstrap.NodeCredentials | None = (
-            None if cfg.insecure else bootstrap.NodeCredentials(cfg.state_path / "pki")
+            None if cfg.insecure else bootstrap.NodeCredentials(cfg.state_path / "pki", keys)
         )
 
     def _status(self) -> node_pb2.NodeStatus:
@@ -249,7 +251,7 @@ class Agent:
             server_creds = None
             if self.credentials is not None:
                 server_creds = tls.ReloadingServerCredentials(
-                    self.credentials.files, require_client_cert=True
+                    self.credentials.files, require_client_cert=True, keys=self.credentials.keys
                 ).credentials()
             self.server = await rpc.start_server(
                 rpc.listeners(cfg.listen, server_creds),

@@ -228,6 +228,27 @@ def key_matches(key: PrivateKey, cert: x509.Certificate) -> bool:
     )
 
 
+class InProcessKeyTool:
+    """atoll.pkichild.KeyTool in this process: what atoll.pkitool runs for the agent, and what a
+    process that holds cryptography anyway uses instead of a child per call."""
+
+    def new_key_and_csr(self, cn: str) -> tuple[bytes, bytes]:
+        key = new_key()
+        return key_pem(key), build_csr(key, cn)
+
+    def issued_by(self, leaf: bytes, ca: bytes) -> bool:
+        leaf_cert = load_cert(leaf, "the server's certificate")
+        try:
+            leaf_cert.verify_directly_issued_by(load_cert(ca, "the CA certificate"))
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+    def key_matches(self, key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+        """Loading the key checks its private half, so this is always thorough."""
+        return key_matches(load_key(key), load_cert(cert))
+
+
 def _usage(*, cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,

@@ -1,9 +1,12 @@
 """New keys, CSRs and signature checks for a process that keeps cryptography out (the agent).
 
-Each call runs `python -m atoll.pkitool` once, about 0.2 s: at a join, at a
-renewal, or for a key file atoll.certinfo cannot read. The private key comes
-back through a pipe, never through a file. Blocking: async callers run these
-in a thread.
+`KeyTool` is the side effect; `ChildKeyTool`, the real one, runs `python -m
+atoll.pkitool` once per call, about 0.2 s: at a join, at a renewal, at a
+start (the stored key checked once), or for a key file atoll.certinfo cannot
+read. The private key comes back through a pipe, never through a file.
+atoll.pki.InProcessKeyTool does the same work in the calling process, for
+processes that hold cryptography anyway (a bench's thousand hollow agents).
+Blocking: async callers run these in a thread.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 from atoll import certinfo, errors
 
@@ -58,25 +61,34 @@ def _run(operation: str, request: dict[str, str]) -> dict[str, Any]:
     return answer
 
 
-def new_key_and_csr(cn: str) -> tuple[bytes, bytes]:
-    """A new private key (PKCS#8 PEM) and a CSR for CN = `cn` signed by it."""
-    answer = _run("csr", {"cn": cn})
-    return answer["key"].encode(), answer["csr"].encode()
+class KeyTool(Protocol):
+    def new_key_and_csr(self, cn: str) -> tuple[bytes, bytes]:
+        """A new private key (PKCS#8 PEM) and a CSR for CN = `cn` signed by it."""
+        ...
+
+    def issued_by(self, leaf: bytes, ca: bytes) -> bool:
+        """Whether the CA certificate `ca` signed `leaf` (both PEM)."""
+        ...
+
+    def key_matches(self, key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+        """Whether the private key `key` belongs to the certificate `cert` (both PEM); `thorough`
+        also checks that its private half is sound (cryptography loads it)."""
+        ...
 
 
-def issued_by(leaf: bytes, ca: bytes) -> bool:
-    """Whether the CA certificate `ca` signed `leaf` (both PEM)."""
-    return bool(_run("issued-by", {"leaf": leaf.decode(), "ca": ca.decode()})["issued"])
+class ChildKeyTool:
+    def new_key_and_csr(self, cn: str) -> tuple[bytes, bytes]:
+        answer = _run("csr", {"cn": cn})
+        return answer["key"].encode(), answer["csr"].encode()
 
+    def issued_by(self, leaf: bytes, ca: bytes) -> bool:
+        return bool(_run("issued-by", {"leaf": leaf.decode(), "ca": ca.decode()})["issued"])
 
-def key_matches(key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
-    """Whether the private key `key` belongs to the certificate `cert` (both PEM).
-
-    By default the public halves are compared here for PKCS#8 EC and RSA keys (the ones Atoll
-    writes), which tells a torn pair of files apart. `thorough`, and any other key form, asks
-    cryptography in the child, which also checks that the private half is sound."""
-    found = None if thorough else certinfo.public_key_matches(key, certinfo.read_certificate(cert).spki)
-    if found is not None:
-        return found
-    request = {"key": key.decode(errors="replace"), "cert": cert.decode(errors="replace")}
-    return bool(_run("key-matches", request)["matches"])
+    def key_matches(self, key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+        # The public halves compared here (PKCS#8 EC and RSA, the keys Atoll writes) tell a torn
+        # pair of files apart; `thorough`, and any other key form, go to cryptography in the child.
+        found = None if thorough else certinfo.public_key_matches(key, certinfo.read_certificate(cert).spki)
+        if found is not None:
+            return found
+        request = {"key": key.decode(errors="replace"), "cert": cert.decode(errors="replace")}
+        return bool(_run("key-matches", request)["matches"])

@@ -16,26 +16,20 @@ from typing import Any
 from atoll import errors, pki
 from atoll.pkichild import INPUT_REFUSED
 
+_TOOL = pki.InProcessKeyTool()
+
 
 def _csr(request: dict[str, Any]) -> dict[str, Any]:
-    key = pki.new_key()
-    return {"key": pki.key_pem(key).decode(), "csr": pki.build_csr(key, str(request["cn"])).decode()}
+    key, csr = _TOOL.new_key_and_csr(str(request["cn"]))
+    return {"key": key.decode(), "csr": csr.decode()}
 
 
 def _issued_by(request: dict[str, Any]) -> dict[str, Any]:
-    leaf = pki.load_cert(request["leaf"].encode(), "the server's certificate")
-    ca = pki.load_cert(request["ca"].encode(), "the CA certificate")
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except Exception:
-        return {"issued": False}
-    return {"issued": True}
+    return {"issued": _TOOL.issued_by(request["leaf"].encode(), request["ca"].encode())}
 
 
 def _key_matches(request: dict[str, Any]) -> dict[str, Any]:
-    key = pki.load_key(request["key"].encode())
-    cert = pki.load_cert(request["cert"].encode())
-    return {"matches": pki.key_matches(key, cert)}
+    return {"matches": _TOOL.key_matches(request["key"].encode(), request["cert"].encode(), thorough=True)}
 
 
 OPERATIONS = {"csr": _csr, "issued-by": _issued_by, "key-matches": _key_matches}

@@ -56,8 +56,11 @@ class ReloadingServerCredentials:
     pair (new key, old certificate) is ignored until both match.
     """
 
-    def __init__(self, files: KeyPairFiles, *, require_client_cert: bool) -> None:
+    def __init__(
+        self, files: KeyPairFiles, *, require_client_cert: bool, keys: pkichild.KeyTool | None = None
+    ) -> None:
         self.files = files
+        self.keys: pkichild.KeyTool = keys or pkichild.ChildKeyTool()
         self.require_client_cert = require_client_cert
         self._stamp: tuple[int, ...] = ()
         self._lock = threading.Lock()
@@ -65,7 +68,7 @@ class ReloadingServerCredentials:
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
         key, cert, ca = self.files.read()
-        if not pkichild.key_matches(key, cert):
+        if not self.keys.key_matches(key, cert):
             raise errors.FailedPrecondition(f"{self.files.key} does not belong to {self.files.cert}")
         # The CA follows the leaf, so that joining nodes can discover it (and pin it).
         chain = certinfo.first_pem(cert).rstrip(b"\n") + b"\n" + ca

@@ -66,7 +66,7 @@ from agent.network import FakeFirewall, FakeNetlink
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from agent.servicecache import ServiceView
-from atoll import errors, kinds
+from atoll import errors, kinds, pki
 from atoll.agentconfig import AgentConfig
 from atoll.loopstalls import LoopStalls
 from atoll.v1 import pod_pb2, workloads_pb2
@@ -89,6 +89,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+KEYS = pki.InProcessKeyTool()
 
 
 class HollowFleet:
@@ -134,6 +137,9 @@ class HollowFleet:
                 firewall=FakeFirewall,
                 netfilter=FakeNetfilter,
                 serve_api=False,
+                # A child per join would cost the fleet's core 0.4 s per agent; this process holds
+                # cryptography anyway.
+                keys=KEYS,
             )
             if self.record_services_only:
                 agent._on_services = _arrived_only  # type: ignore[method-assign]

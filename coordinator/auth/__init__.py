@@ -126,9 +126,11 @@ class Security:
     def _mutual(self) -> grpc.ServerCredentials | None:
         if self.pki is None:
             return None
-        from atoll import tls
+        from atoll import pki, tls
 
-        return tls.ReloadingServerCredentials(self.pki.server_files, require_client_cert=True).credentials()
+        return tls.ReloadingServerCredentials(
+            self.pki.server_files, require_client_cert=True, keys=pki.InProcessKeyTool()
+        ).credentials()
 
     def lease_listeners(self) -> list[rpc.Listener]:
         """The heartbeat lane's listeners: the API's credentials, on their own addresses."""
@@ -139,13 +141,13 @@ class Security:
         cfg = self.cfg
         if self.pki is None:
             return rpc.listeners(cfg.listen, None)
-        from atoll import tls
+        from atoll import pki, tls
 
         mutual = self._mutual()
         result = rpc.listeners(cfg.listen, mutual)
         if cfg.token_listen:
             server_only = tls.ReloadingServerCredentials(
-                self.pki.server_files, require_client_cert=False
+                self.pki.server_files, require_client_cert=False, keys=pki.InProcessKeyTool()
             ).credentials()
             # Anyone may connect here without credentials: caps per source and in total.
             limits = ConnLimits(

@@ -217,22 +217,25 @@ def test_flipped_bytes_never_raise_anything_else() -> None:
 
 
 @pytest.mark.allow_subprocess
-def test_the_child_makes_keys_and_checks_what_the_reader_cannot() -> None:
-    key, csr = pkichild.new_key_and_csr("node-7")
+@pytest.mark.parametrize("tool", [pkichild.ChildKeyTool, pki.InProcessKeyTool])
+def test_the_child_makes_keys_and_checks_what_the_reader_cannot(tool: type[pkichild.KeyTool]) -> None:
+    """The agent's child, and the same work in process (benches' hollow agents, the coordinator)."""
+    child = tool()
+    key, csr = child.new_key_and_csr("node-7")
     request = pki.load_csr(csr)
     assert pki.subject_cn(request) == "node-7"
     ca = pki.CertificateAuthority.create(3600)
     cert = pki.cert_pem(ca.issue(request.public_key(), cn="node-7", lifetime=60))
-    assert pkichild.key_matches(key, cert)
+    assert child.key_matches(key, cert)
     # An Ed25519 key has no public half in PKCS#8 v1: the child answers.
     ed = ed25519.Ed25519PrivateKey.generate()
     ed_cert = _cert(SUBJECTS["node"], ed)
-    assert pkichild.key_matches(pki.key_pem(ed), ed_cert)
-    assert not pkichild.key_matches(pki.key_pem(ed25519.Ed25519PrivateKey.generate()), ed_cert)
-    assert pkichild.issued_by(cert, ca.cert_pem)
-    assert not pkichild.issued_by(cert, pki.CertificateAuthority.create(3600).cert_pem)
+    assert child.key_matches(pki.key_pem(ed), ed_cert)
+    assert not child.key_matches(pki.key_pem(ed25519.Ed25519PrivateKey.generate()), ed_cert)
+    assert child.issued_by(cert, ca.cert_pem)
+    assert not child.issued_by(cert, pki.CertificateAuthority.create(3600).cert_pem)
     with pytest.raises(errors.InvalidArgument):
-        pkichild.issued_by(b"not a certificate", ca.cert_pem)
+        child.issued_by(b"not a certificate", ca.cert_pem)
 
 
 @pytest.mark.allow_subprocess

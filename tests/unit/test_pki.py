@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from agent.bootstrap import NodeCredentials, join_address, pick_ca
 from atoll import certinfo, errors, pki, tls
 from atoll import config as layered
+from atoll.pkichild import ChildKeyTool
 from atoll.v1 import auth_pb2, cluster_pb2, node_api_pb2
 from coordinator.auth import roles, tokens
 from coordinator.auth.certs import ClusterPki, PkiSettings, check_user
@@ -114,14 +115,14 @@ def test_operator_provided_ca(tmp_path: pathlib.Path) -> None:
 def test_discovery_keeps_only_the_pinned_ca_that_signed_the_server() -> None:
     ca = pki.CertificateAuthority.create(3600)
     _, leaf = ca.issue_key_pair(cn="coord", lifetime=60, server=True)
-    assert pick_ca([leaf, ca.cert_pem], ca.hash, "x") == ca.cert_pem
+    assert pick_ca([leaf, ca.cert_pem], ca.hash, "x", ChildKeyTool()) == ca.cert_pem
     impostor = pki.CertificateAuthority.create(3600)
     _, fake_leaf = impostor.issue_key_pair(cn="coord", lifetime=60, server=True)
     with pytest.raises(errors.Unauthenticated, match="presented no CA matching"):
-        pick_ca([fake_leaf, impostor.cert_pem], ca.hash, "x")
+        pick_ca([fake_leaf, impostor.cert_pem], ca.hash, "x", ChildKeyTool())
     # The right CA sent along with a leaf it did not sign is refused too.
     with pytest.raises(errors.Unauthenticated, match="did not sign"):
-        pick_ca([fake_leaf, ca.cert_pem], ca.hash, "x")
+        pick_ca([fake_leaf, ca.cert_pem], ca.hash, "x", ChildKeyTool())
     assert join_address("10.0.0.1:6443", "") == "10.0.0.1:6444"
     assert join_address("10.0.0.1:6443", "10.0.0.2:7000") == "10.0.0.2:7000"
 
