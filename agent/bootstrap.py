@@ -63,13 +63,20 @@ class NodeCredentials:
     def sound(self) -> bool:
         """Whether cryptography itself takes the key as one that belongs to the certificate: read()
         compares the public halves only, and a key whose private half is damaged would pass it.
-        Blocking (a child, atoll.pkichild); once per start."""
+        Blocking (a child, atoll.pkichild); once per start. Only a definite answer condemns the
+        key: a child that cannot run (timeout, a broken install) keeps the credentials, which TLS
+        then tries, rather than sending the agent to join again without a usable token."""
         found = self.read()
+        if found is None:
+            return False
         try:
-            return found is not None and self.keys.key_matches(found[0], found[1], thorough=True)
-        except errors.AtollError as exc:
+            return self.keys.key_matches(found[0], found[1], thorough=True)
+        except errors.InvalidArgument as exc:
             log.warning("%s cannot be used: %s", self.files.key, exc)
             return False
+        except errors.AtollError as exc:
+            log.warning("cannot check %s (%s); using it as it is", self.files.key, exc)
+            return True
 
     def lifetime(self) -> certinfo.Lifetime | None:
         found = self.read()

@@ -246,3 +246,43 @@ def test_the_agent_never_loads_cryptography() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+class _BrokenChild:
+    """A KeyTool whose child cannot run, or refuses the key."""
+
+    def __init__(self, error: errors.AtollError) -> None:
+        self.error = error
+        self.calls = 0
+
+    def new_key_and_csr(self, cn: str) -> tuple[bytes, bytes]:
+        raise self.error
+
+    def issued_by(self, leaf: bytes, ca: bytes) -> bool:
+        raise self.error
+
+    def key_matches(self, key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+        self.calls += 1
+        if not thorough:
+            return pkichild.ChildKeyTool().key_matches(key, cert)  # the reading in this process
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "sound"),
+    [
+        (errors.InvalidArgument("cryptography refuses the key"), False),
+        (errors.Internal("atoll.pkitool csr failed (status 1): ImportError"), True),
+        (errors.Unavailable("atoll.pkitool key-matches took longer than 30s"), True),
+    ],
+)
+def test_only_a_definite_answer_condemns_the_stored_key(
+    tmp_path: pathlib.Path, error: errors.AtollError, sound: bool
+) -> None:
+    ca = pki.CertificateAuthority.create(3600)
+    key, cert = ca.issue_key_pair(cn="node-1", lifetime=600)
+    tool = _BrokenChild(error)
+    creds = NodeCredentials(tmp_path, tool)
+    creds.save(key, cert, ca.cert_pem)
+    assert creds.sound() is sound
+    assert tool.calls >= 1
