@@ -43,21 +43,28 @@ class NodeCredentials:
 
     def __init__(self, directory: pathlib.Path, keys: pkichild.KeyTool | None = None) -> None:
         self.dir = directory
-        self.keys: pkichild.KeyTool = keys or pkichild.ChildKeyTool()
+        self.keys: pkichild.KeyTool = pkichild.ChildKeyTool() if keys is None else keys
         self.files = tls.KeyPairFiles(directory / "node.key", directory / "node.crt", directory / "ca.crt")
 
     def read(self) -> tuple[bytes, bytes, bytes] | None:
-        """(key, certificate, CA) when all three exist and belong together; None otherwise."""
+        """(key, certificate, CA) when all three exist and belong together; None otherwise. A
+        check that cannot run (the child failing) keeps them: only a definite answer condemns."""
         try:
             key, cert, ca = self.files.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
+            return None
+        try:
             if not self.keys.key_matches(key, cert):
                 log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
                 return None
-        except FileNotFoundError:
-            return None
-        except (OSError, errors.AtollError) as exc:
+        except errors.InvalidArgument as exc:
             log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
             return None
+        except errors.AtollError as exc:
+            log.warning("cannot check the node credentials in %s (%s); using them as they are", self.dir, exc)
         return key, cert, ca
 
     def sound(self) -> bool:

@@ -2,7 +2,7 @@
 
 The agent only ever *reads* certificates: its own (subject, validity, public
 key), the coordinator's client certificate on each new connection, and the
-CA a joining node pins. Importing cryptography would cost it about 9 MB of
+CA a joining node pins. Importing cryptography cost it about 11 MB of
 resident memory (its Rust library and Python modules) for reads that a small
 DER walker does, so the agent reads here and leaves what needs cryptography
 (new keys, CSRs, signature checks) to a short-lived child (atoll.pkichild).
@@ -316,6 +316,8 @@ def public_key_matches(key_pem: bytes, spki: bytes) -> bool | None:
         if public is None:
             return None
         wanted = _public_key_of_spki(spki)
+        if public[0] != wanted[0]:
+            return None  # the same key may name its algorithm two ways: cryptography decides
         if (
             public != wanted
             and public[0] == wanted[0]

@@ -1,7 +1,7 @@
 """New keys, CSRs and signature checks for a process that keeps cryptography out (the agent).
 
-`KeyTool` is the side effect; `ChildKeyTool`, the real one, runs `python -m
-atoll.pkitool` once per call, about 0.2 s: at a join, at a renewal, at a
+`KeyTool` is the side effect; `ChildKeyTool`, the real one, runs atoll.pkitool
+(`python -I -c`, with this process's import path) once per call, about 0.2 s: at a join, at a renewal, at a
 start (the stored key checked once), or for a key file atoll.certinfo cannot
 read. The private key comes back through a pipe, never through a file.
 atoll.pki.InProcessKeyTool does the same work in the calling process, for

@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         answer = OPERATIONS[argv[0]](json.load(sys.stdin))
-    except (errors.AtollError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (errors.AtollError, json.JSONDecodeError, KeyError) as exc:
+        # What atoll.pki refuses, or a request that is not one. Anything else is this child
+        # failing (a bug, a broken install): status 1, which condemns no key.
         print(exc, file=sys.stderr)
         return INPUT_REFUSED
     json.dump(answer, sys.stdout)

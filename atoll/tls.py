@@ -60,7 +60,7 @@ class ReloadingServerCredentials:
         self, files: KeyPairFiles, *, require_client_cert: bool, keys: pkichild.KeyTool | None = None
     ) -> None:
         self.files = files
-        self.keys: pkichild.KeyTool = keys or pkichild.ChildKeyTool()
+        self.keys: pkichild.KeyTool = pkichild.ChildKeyTool() if keys is None else keys
         self.require_client_cert = require_client_cert
         self._stamp: tuple[int, ...] = ()
         self._lock = threading.Lock()

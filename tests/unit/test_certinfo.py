@@ -81,7 +81,7 @@ def test_reads_what_cryptography_reads(subject: x509.Name, kind: str) -> None:
     ours = certinfo.read_certificate(pem)
     assert ours.cn == pki.subject_cn(theirs)
     assert ours.orgs == pki.subject_orgs(theirs)
-    assert ours.lifetime == pki.Lifetime.of(theirs)
+    assert ours.lifetime == certinfo.Lifetime.of(theirs)
     assert ours.spki == theirs.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -113,7 +113,9 @@ def test_keys_that_do_not_belong_are_told_apart() -> None:
     assert certinfo.public_key_matches(key, spki) is True
     assert certinfo.public_key_matches(other_key, spki) is False
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert certinfo.public_key_matches(pki.key_pem(rsa_key), spki) is False
+    assert (
+        certinfo.public_key_matches(pki.key_pem(rsa_key), spki) is None
+    )  # another algorithm: the child decides
     # Forms this reader leaves to cryptography: SEC1, a key without its public half, garbage.
     sec1 = pki.load_key(key).private_bytes(  # type: ignore[union-attr]
         serialization.Encoding.PEM,
@@ -232,6 +234,9 @@ def test_the_child_makes_keys_and_checks_what_the_reader_cannot(tool: type[pkich
     ed_cert = _cert(SUBJECTS["node"], ed)
     assert child.key_matches(pki.key_pem(ed), ed_cert)
     assert not child.key_matches(pki.key_pem(ed25519.Ed25519PrivateKey.generate()), ed_cert)
+    assert not child.key_matches(
+        pki.key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)), cert
+    )
     assert child.issued_by(cert, ca.cert_pem)
     assert not child.issued_by(cert, pki.CertificateAuthority.create(3600).cert_pem)
     with pytest.raises(errors.InvalidArgument):
@@ -286,3 +291,20 @@ def test_only_a_definite_answer_condemns_the_stored_key(
     creds.save(key, cert, ca.cert_pem)
     assert creds.sound() is sound
     assert tool.calls >= 1
+
+
+@pytest.mark.parametrize(
+    ("error", "kept"), [(errors.InvalidArgument("unreadable"), False), (errors.Internal("x"), True)]
+)
+def test_reading_credentials_keeps_them_when_the_check_cannot_run(
+    tmp_path: pathlib.Path, error: errors.AtollError, kept: bool
+) -> None:
+    class Failing(_BrokenChild):
+        def key_matches(self, key: bytes, cert: bytes, *, thorough: bool = False) -> bool:
+            raise self.error
+
+    ca = pki.CertificateAuthority.create(3600)
+    key, cert = ca.issue_key_pair(cn="node-1", lifetime=600)
+    creds = NodeCredentials(tmp_path, Failing(error))
+    creds.save(key, cert, ca.cert_pem)
+    assert (creds.read() is not None) is kept
