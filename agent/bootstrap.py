@@ -47,8 +47,7 @@ class NodeCredentials:
         self.files = tls.KeyPairFiles(directory / "node.key", directory / "node.crt", directory / "ca.crt")
 
     def read(self) -> tuple[bytes, bytes, bytes] | None:
-        """(key, certificate, CA) when all three exist and belong together; None otherwise. A
-        check that cannot run (the child failing) keeps them: only a definite answer condemns."""
+        """(key, certificate, CA) when all three exist and belong together; None otherwise."""
         try:
             key, cert, ca = self.files.read()
         except FileNotFoundError:
@@ -56,34 +55,29 @@ class NodeCredentials:
         except OSError as exc:
             log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
             return None
-        try:
-            if not self.keys.key_matches(key, cert):
-                log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
-                return None
-        except errors.InvalidArgument as exc:
-            log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
-            return None
-        except errors.AtollError as exc:
-            log.warning("cannot check the node credentials in %s (%s); using them as they are", self.dir, exc)
-        return key, cert, ca
+        return (key, cert, ca) if self._belong(key, cert, thorough=False) else None
 
     def sound(self) -> bool:
         """Whether cryptography itself takes the key as one that belongs to the certificate: read()
         compares the public halves only, and a key whose private half is damaged would pass it.
-        Blocking (a child, atoll.pkichild); once per start. Only a definite answer condemns the
-        key: a child that cannot run (timeout, a broken install) keeps the credentials, which TLS
-        then tries, rather than sending the agent to join again without a usable token."""
+        Blocking (a child, atoll.pkichild); once per start."""
         found = self.read()
-        if found is None:
-            return False
+        return found is not None and self._belong(found[0], found[1], thorough=True)
+
+    def _belong(self, key: bytes, cert: bytes, *, thorough: bool) -> bool:
+        """Only a definite answer condemns the pair: a check that cannot run (a child timing out,
+        a broken install) keeps it, which TLS then tries, rather than sending the agent to join
+        again without a usable token."""
         try:
-            return self.keys.key_matches(found[0], found[1], thorough=True)
+            if self.keys.key_matches(key, cert, thorough=thorough):
+                return True
+            log.warning("%s does not belong to %s; ignoring both", self.files.key, self.files.cert)
         except errors.InvalidArgument as exc:
-            log.warning("%s cannot be used: %s", self.files.key, exc)
-            return False
+            log.warning("ignoring unreadable node credentials in %s: %s", self.dir, exc)
         except errors.AtollError as exc:
-            log.warning("cannot check %s (%s); using it as it is", self.files.key, exc)
+            log.warning("cannot check the node credentials in %s (%s); using them as they are", self.dir, exc)
             return True
+        return False
 
     def lifetime(self) -> certinfo.Lifetime | None:
         found = self.read()
