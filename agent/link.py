@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import pathlib
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -34,7 +32,7 @@ from agent.assignmentfetch import fetch_needed
 from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
 from agent.servicecache import ServiceView, StreamGap
-from atoll import errors, rpc
+from atoll import errors, files, rpc
 from atoll.aio import wait_any, wait_or_stop
 from atoll.backoff import Backoff, jittered
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
@@ -82,13 +80,8 @@ class AssignmentFile:
             return None
 
     def save(self, assignment: node_api_pb2.Assignment) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".assignment.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(assignment.SerializeToString())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        # No directory fsync: after a power cut an older assignment is corrected by the next fetch.
+        files.write_atomic(self.path, assignment.SerializeToString(), sync_dir=False)
 
 
 class CoordinatorLink:

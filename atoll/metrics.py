@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from atoll import config as layered
 from atoll import errors
+from atoll.gcpolicy import GCPauses
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,37 @@ class Gauges(Collector):
             log.exception("metric %s could not be read", self.name)
             return
         yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class GCPauseMetrics(Collector):
+    """What Python's garbage collections cost this process, read from a `GCPauses` at scrape time."""
+
+    def __init__(self, pauses: GCPauses) -> None:
+        self.pauses = pauses
+
+    def collect(self) -> Iterator[Metric]:
+        count = CounterMetricFamily(
+            "atoll_gc_collections", "Python garbage collections by generation", labels=["generation"]
+        )
+        seconds = CounterMetricFamily(
+            "atoll_gc_pause_seconds",
+            "Time in Python garbage collections by generation (the GIL is held: every thread waits)",
+            labels=["generation"],
+        )
+        longest = GaugeMetricFamily(
+            "atoll_gc_longest_pause_seconds",
+            "Longest Python garbage collection so far",
+            labels=["generation"],
+        )
+        for generation, g in sorted(self.pauses.generations.items()):
+            label = [str(generation)]
+            count.add_metric(label, g.collections)
+            seconds.add_metric(label, g.seconds)
+            longest.add_metric(label, g.longest)
+        yield from (count, seconds, longest)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

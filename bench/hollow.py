@@ -54,6 +54,7 @@ from hollow_probe import (  # type: ignore[import-not-found]
     probe_main,
     prober_results,
     scrape_calls,
+    scrape_gc,
     start_prober,
 )
 from hollow_procs import FleetWorkers, fleet_stats, worker_main  # type: ignore[import-not-found]
@@ -295,6 +296,7 @@ async def load_phase(
         stalls_task = asyncio.create_task(own_stalls.run(stop))
         start = time.perf_counter()
         calls0 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
+        gc0 = await asyncio.gather(*(asyncio.to_thread(scrape_gc, p) for p in METRICS_PORTS))
         await client.create(rc(args.replicas))
         pushed_at = running_at = None
         peak_rss = 0
@@ -315,6 +317,7 @@ async def load_phase(
         total, bound, running = await count_pods(client)
         print(f"  the API lists {total} pods, {bound} bound, {running} Running")
         calls1 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
+        gc1 = await asyncio.gather(*(asyncio.to_thread(scrape_gc, p) for p in METRICS_PORTS))
         stop.set()
         await probe
         await stalls_task
@@ -370,6 +373,13 @@ async def load_phase(
                 during.update({m: after[m] - before.get(m, 0) for m in after})
             busiest = ", ".join(f"{m} {c}" for m, c in during.most_common() if c)
             print(f"  API calls by method    {sum(during.values())} in all: {busiest}")
+        for k, (before_gc, after_gc) in enumerate(zip(gc0, gc1, strict=True)):
+            spent = ", ".join(
+                f"gen{g} {n - before_gc.get(g, (0, 0, 0))[0]:.0f} in {(t - before_gc.get(g, (0, 0, 0))[1]):.2f}s"
+                f" (longest {longest * 1000:.0f} ms)"
+                for g, (n, t, longest) in after_gc.items()
+            )
+            print(f"  coordinator {k} GC      {spent or 'not served'} (longest: since start)")
         if sentinel.get("rtt"):
             h = summary(sentinel["rtt"])
             print(
@@ -538,6 +548,8 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         for proc in procs:
             proc.wait(30)
         log.close()
+        if args.keep_log:
+            shutil.copy(data / "coordinators.log", args.keep_log)
         for budget in budgets:
             budget.remove()
         if etcd is not None:
@@ -561,6 +573,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress samples")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--keep-log", metavar="FILE", help="copy the coordinators' log here at the end")
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument(
         "--profile", help="record the coordinator with py-spy into this file (speedscope JSON)"

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from atoll import config as layered
-from atoll import errors, logs, rpc, tls
+from atoll import errors, gcpolicy, logs, rpc, tls
 from coordinator.admission import podsecurity
 from coordinator.objects import quota
 
@@ -110,6 +110,12 @@ class ServeConfig:
     )
     metrics_listen: str = layered.option(
         "", "serve Prometheus metrics over HTTP on HOST:PORT (e.g. 127.0.0.1:9100); empty: off"
+    )
+    gc_young_threshold: int = layered.option(
+        gcpolicy.DEFAULT_YOUNG,
+        "allocations between two collections of Python's young generation (the interpreter's own is "
+        "700, which makes a coordinator whose heap grows rescan all of it every few seconds in a "
+        "burst); 0 keeps the interpreter's thresholds",
     )
     kube_listen: str = layered.option(
         "",
@@ -222,6 +228,8 @@ class ServeConfig:
             )
         if bool(self.ca_cert) != bool(self.ca_key):
             raise errors.InvalidArgument("ca_cert and ca_key: give both or neither")
+        if self.gc_young_threshold < 0:
+            raise errors.InvalidArgument("gc_young_threshold: must be 0 or more")
         if self.node_cert_lifetime < 60:
             raise errors.InvalidArgument("node_cert_lifetime: must be at least 60 s")
         if self.cert_lifetime < 1 or self.ca_lifetime < self.cert_lifetime:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from atoll import files
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ class ContainerRecord:
     # Set once a container that will not be restarted is gone for good.
     lost: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        """As dataclasses.asdict, without its deep copy of every value (it ran on every sync)."""
+        data = dict(self.__dict__)
+        if self.last_termination is not None:
+            data["last_termination"] = dict(self.last_termination.__dict__)
+        return data
+
 
 @dataclass
 class PodRecord:
@@ -60,6 +67,12 @@ class PodRecord:
     # Extra networks (SR-IOV): whether VFs are attached, and the retry backoff of a failed attach.
     networks_attached: bool = False
     networks_backoff_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """As dataclasses.asdict (the same keys in the same order), a few times faster."""
+        data = dict(self.__dict__)
+        data["containers"] = {name: c.to_json() for name, c in self.containers.items()}
+        return data
 
     def container(self, name: str) -> ContainerRecord:
         return self.containers.setdefault(name, ContainerRecord())
@@ -110,17 +123,13 @@ class PodStateStore:
 
     def save(self, record: PodRecord) -> None:
         """Write `record` through (atomically, fsync'd) unless its file already says the same."""
-        text = json.dumps(asdict(record))
+        text = json.dumps(record.to_json())
         path = self._dir / record.uid / "state.json"
         if self._written.get(record.uid) == text and path.exists():
             return  # (exists: a file removed behind our back is written again)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        # The directory is not fsynced: a power cut that undoes the rename brings back the
+        # previous record, and what it lacks the agent learns again from the containers' labels.
+        files.write_atomic(path, text.encode(), sync_dir=False)
         self._written[record.uid] = text
 
     def forget(self, uid: str) -> None:

@@ -20,6 +20,8 @@ from coordinator.cli.parser import build_parser
 
 if TYPE_CHECKING:
     from atoll import errors, sdnotify
+    from atoll.gcpolicy import GCPauses, GCPolicy
+    from coordinator.config import ServeConfig
     from coordinator.server import Coordinator
 
 __all__ = ["build_parser", "main"]
@@ -75,11 +77,10 @@ async def _server_version(client: Any, args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import asyncio
+    import gc
 
-    from atoll import errors, files, logs, rlimits, sdnotify
+    from atoll import errors, files, gcpolicy, logs, rlimits
     from coordinator import config
-    from coordinator.server import Coordinator
 
     try:
         cfg = config.load_serve(args)
@@ -89,6 +90,26 @@ async def _serve(args: argparse.Namespace) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
     os.umask(files.DAEMON_UMASK)  # the store holds secrets: nothing it writes is for others to read
     rlimits.raise_nofile()
+    # The collector is the process's, not one coordinator's (tests run several in one process).
+    policy = gcpolicy.GCPolicy(young=cfg.gc_young_threshold)
+    before = policy.apply()
+    pauses = gcpolicy.GCPauses().install()
+    try:
+        return await _serve_with(cfg, policy, pauses)
+    finally:  # the collector as it was (a serve called in-process, e.g. by a test)
+        pauses.uninstall()
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def _serve_with(cfg: ServeConfig, policy: GCPolicy, pauses: GCPauses) -> int:
+    import asyncio
+    import gc
+
+    from atoll import sdnotify
+    from atoll.metrics import GCPauseMetrics
+    from coordinator.server import Coordinator
+
     coordinator = Coordinator(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,6 +123,10 @@ async def _serve(args: argparse.Namespace) -> int:
     except BaseException:  # e.g. a wrong cluster secret: said by main(), after letting go of the store
         await coordinator.stop()
         raise
+    frozen = policy.freeze()  # what start-up built lives as long as the process: no collection rescans it
+    log.info("garbage collection: thresholds %s, %d objects from start-up frozen", gc.get_threshold(), frozen)
+    if coordinator.prom is not None:
+        coordinator.prom.registry.register(GCPauseMetrics(pauses))
     notifier.send("READY=1", f"STATUS={coordinator.describe()}")
     liveness = sdnotify.Liveness()
     for name, task in coordinator.tasks.items():

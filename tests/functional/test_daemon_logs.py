@@ -65,6 +65,9 @@ async def test_coordinator_serve_writes_json_lines_and_private_files(tmp_path: p
             return any('"pod":"nowhere"' in line for line in lines)
 
         await eventually(unschedulable, timeout=15, what="the scheduler's line about the pod")
+        # The serving process runs its collector by the coordinator's policy, said once at start.
+        gc_lines = [line for line in lines if "garbage collection: thresholds" in line]
+        assert len(gc_lines) == 1 and "(20000, 20, 20)" in gc_lines[0]
 
         # While it runs (the WAL and its index exist): nothing in the data dir is for other users
         # (certificates, public by nature, are 0644 in the 0700 pki/).

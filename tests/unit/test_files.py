@@ -106,3 +106,31 @@ def test_private_files_from_several_threads_leave_the_umask_as_it_was() -> None:
         assert os.umask(0o022) == 0o022
     finally:
         os.umask(before)
+
+
+@pytest.mark.usefixtures("umask")
+def test_write_atomic_creates_the_directory_and_sets_the_mode(tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "a" / "b" / "ca.crt"
+    files.write_atomic(target, b"one", mode=0o644)
+    assert target.read_bytes() == b"one" and mode(target) == 0o644
+    files.write_atomic(target, b"two", sync_dir=False)
+    assert target.read_bytes() == b"two" and mode(target) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["ca.crt"]  # no temporary file left
+
+
+def test_write_atomic_reuses_a_leftover_and_never_follows_a_link(tmp_path: pathlib.Path) -> None:
+    import threading
+
+    target = tmp_path / "state.json"
+    leftover = tmp_path / f".state.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    leftover.write_bytes(b"torn by a crash, and longer than what comes")
+    leftover.chmod(0o666)
+    files.write_atomic(target, b"{}")
+    assert target.read_bytes() == b"{}" and mode(target) == 0o600
+    assert not leftover.exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"keep")
+    leftover.symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        files.write_atomic(target, b"[]")
+    assert elsewhere.read_bytes() == b"keep" and target.read_bytes() == b"{}"

@@ -51,3 +51,18 @@ def test_a_file_removed_behind_its_back_is_written_again(tmp_path: pathlib.Path)
     path.unlink()
     store.save(record)  # unchanged, but the file is gone
     assert path.exists()
+
+
+def test_records_serialise_as_dataclasses_asdict_would() -> None:
+    from dataclasses import asdict
+
+    from agent.pods.state import PodRecord, Termination
+
+    record = PodRecord(uid="u", namespace="ns", name="p", start_time=1.5)
+    assert record.to_json() == asdict(record)
+    record.container("app").attempt = 2
+    record.container("app").last_termination = Termination(exit_code=1, reason="Error", started_at=1.0)
+    record.container("side").waiting_reason = "ErrImagePull"
+    assert record.to_json() == asdict(record)
+    assert list(record.to_json()) == list(asdict(record))  # same key order: unchanged text, no write
+    assert PodRecord.from_json(record.to_json()) == record
