@@ -16,19 +16,27 @@ burst then ran no full collection, and its collections took 0.5 to 1.0 s.
 `GCPolicy.apply` sets the thresholds; `freeze` moves what start-up built
 (modules, configuration, the informers' first lists) out of every later
 collection (`gc.freeze`). `GCPauses` times each collection through
-`gc.callbacks`; `atoll.metrics.GCPauseMetrics` serves its figures.
+`gc.callbacks`; `atoll.metrics.GCPauseMetrics` serves its figures. The
+collector is the process's: one policy per process (`coordinator serve`).
+
+The figures are CPython 3.11's, whose collector has three generations (Debian
+12's Python). 3.14's incremental collector has two; there `old` means nothing
+and `middle` paces the old generation's increments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 #: The coordinator's young-generation threshold (CPython's own is 700).
 DEFAULT_YOUNG = 20_000
+#: What gc.set_threshold accepts (a C int).
+MAX_THRESHOLD = 2**31 - 1
 GENERATIONS = (0, 1, 2)
 
 
@@ -39,6 +47,8 @@ class GarbageCollector(Protocol):
     def get_threshold(self) -> tuple[int, int, int]: ...
     def freeze(self) -> None: ...
     def get_freeze_count(self) -> int: ...
+    def collect(self, generation: int = ..., /) -> int: ...
+    def unfreeze(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,9 @@ class GCPolicy:
 
     @staticmethod
     def freeze(collector: GarbageCollector = gc) -> int:
-        """Leave everything alive now out of later collections; returns how many objects that is."""
+        """Leave everything alive now out of later collections; returns how many objects that is.
+        A full collection first, so no garbage from start-up is frozen with it."""
+        collector.collect()
         collector.freeze()
         return collector.get_freeze_count()
 
@@ -84,7 +96,8 @@ class GCPauses:
             self._started = self._clock()
             return
         took = self._clock() - self._started
-        g = self.generations.setdefault(int(info.get("generation", 0)), GenerationPauses())
+        generation = int(info.get("generation", 0))
+        g = self.generations.get(generation) or self.generations.setdefault(generation, GenerationPauses())
         g.collections += 1
         g.seconds += took
         g.longest = max(g.longest, took)
@@ -99,3 +112,22 @@ class GCPauses:
     def uninstall(self) -> None:
         if self in self._callbacks:
             self._callbacks.remove(self)
+
+
+@contextlib.contextmanager
+def governing(
+    policy: GCPolicy, collector: GarbageCollector = gc, callbacks: list[Any] | None = None
+) -> Iterator[tuple[GCPauses, bool]]:
+    """The policy for the life of a serving process: yields its pause timer and whether the caller
+    may freeze what start-up built (not when something froze objects before: that is not ours to
+    thaw); afterwards the thresholds, the callbacks and the frozen objects are as they were."""
+    ours = collector.get_freeze_count() == 0
+    before = policy.apply(collector)
+    pauses = GCPauses().install(callbacks)
+    try:
+        yield pauses, ours
+    finally:
+        pauses.uninstall()
+        if ours:
+            collector.unfreeze()
+        collector.set_threshold(*before)

@@ -18,7 +18,9 @@ the coordinator and an agent there as real processes, then:
 Prints p50/p90/p99 of each and their ratios. All queue the same way (the
 agent syncs `--parallel` pods at a time). Atoll against the raw pod is what
 the agent and the API add; the raw pod against `docker run` is what a second
-container per pod costs.
+container per pod costs. A fourth row builds the raw pod's sandbox network from
+outside (infra container with `--network none`, a veth with raw `ip`): the
+floor of a CNI-style sandbox, the next lever for pod start-up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import functools
+import ipaddress
+import subprocess
 import time
 
 from common import summary  # type: ignore[import-not-found]
@@ -60,19 +65,40 @@ def baseline(bed: TestBed, count: int, parallel: int) -> tuple[list[float], floa
     return latencies, wall
 
 
-def raw_pods(bed: TestBed, count: int, parallel: int) -> tuple[list[float], float]:
+def raw_pods(bed: TestBed, count: int, parallel: int, *, plumbed: bool = False) -> tuple[list[float], float]:
     """What an Atoll pod asks of the engine, asked directly: an infra container (its own network
     and IPC) started, then the app container joined to it and started. The floor for the
-    infra-container design; Atoll's ratio against it is the agent's and the API's own cost."""
-    api = bed.hosts[0].docker().api
+    infra-container design; Atoll's ratio against it is the agent's and the API's own cost.
+
+    `plumbed`: the infra container starts with no network (`--network none`), and its network is
+    built from outside, CNI's way, with raw `ip` (a veth pair, one end moved into the sandbox with
+    an address and a default route, the other on the engine's bridge). The floor of a sandbox
+    network set up by the agent instead of the engine; pyroute2 in the agent would spare the
+    three `ip` processes per pod."""
+    host = bed.hosts[0]
+    api = host.docker().api
+    subnet = ipaddress.ip_interface(host.bip)
     start = time.perf_counter()
 
+    def plumb(i: int, pid: int) -> None:
+        address = subnet.network[200 + i]  # above what the engine hands out to this few containers
+        inside = f"link set lo up\naddr add {address}/{subnet.network.prefixlen} dev eth0\n"
+        inside += f"link set eth0 up\nroute add default via {subnet.ip}\n"
+        run = functools.partial(subprocess.run, check=True, capture_output=True)
+        run(["ip", "-n", host.name, "link", "add", f"vb{i}", "type", "veth", "peer", "name", "eth0",
+             "netns", str(pid)])  # fmt: skip
+        run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=inside.encode())
+        run(["ip", "-n", host.name, "link", "set", f"vb{i}", "master", "docker0", "up"])
+
     def one(i: int) -> float:
+        network = {"network_mode": "none"} if plumbed else {}
         infra = api.create_container(
             "atoll/busybox", ["sleep", "2147483647"], entrypoint=["/bin/busybox"], name=f"raw-infra-{i}",
-            hostname=f"raw-{i}", host_config=api.create_host_config(init=True, ipc_mode="shareable"),
+            hostname=f"raw-{i}", host_config=api.create_host_config(init=True, ipc_mode="shareable", **network),
         )  # fmt: skip
         api.start(infra["Id"])
+        if plumbed:
+            plumb(i, api.inspect_container(infra["Id"])["State"]["Pid"])
         joined = f"container:{infra['Id']}"
         app = api.create_container(
             "atoll/busybox", COMMAND, name=f"raw-app-{i}",
@@ -88,6 +114,29 @@ def raw_pods(bed: TestBed, count: int, parallel: int) -> tuple[list[float], floa
     for c in api.containers(all=True, filters={"name": "raw-"}):
         api.remove_container(c["Id"], force=True)
     return latencies, wall
+
+
+def network_modes(bed: TestBed, rounds: int = 3, each: int = 8) -> dict[str, list[float]]:
+    """One container at a time, create + start, by network mode: the engine's bridge, `none` (a new
+    network namespace with loopback alone) and `host` (no new namespace). What a second container
+    joined to a sandbox costs is close to `host`; what the namespace itself costs is the rest."""
+    api = bed.hosts[0].docker().api
+    times: dict[str, list[float]] = {"bridge": [], "none": [], "host": []}
+    for r in range(rounds):  # interleaved, so a slow spell of the machine hits every mode
+        for mode, spent in times.items():
+            for i in range(each):
+                started = time.perf_counter()
+                config = api.create_host_config(
+                    init=True, **({} if mode == "bridge" else {"network_mode": mode})
+                )
+                c = api.create_container(
+                    "atoll/busybox", COMMAND, name=f"mode-{mode}-{r}-{i}", host_config=config
+                )
+                api.start(c["Id"])
+                spent.append(time.perf_counter() - started)
+    for c in api.containers(all=True, filters={"name": "mode-"}):
+        api.remove_container(c["Id"], force=True)
+    return times
 
 
 def bench_pod(i: int) -> pod_pb2.Pod:
@@ -163,32 +212,45 @@ def main() -> None:
     )
     parser.add_argument("--pods", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=8, help="concurrent docker runs in the baseline")
+    parser.add_argument(
+        "--network-modes", action="store_true", help="also time one container start by network mode"
+    )
     args = parser.parse_args()
 
     with TestBed(1) as bed:
         host = bed.hosts[0]
+        modes = network_modes(bed) if args.network_modes else {}
         base, base_wall = baseline(bed, args.pods, args.parallel)
         raw, raw_wall = raw_pods(bed, args.pods, args.parallel)
+        plumbed, plumbed_wall = raw_pods(bed, args.pods, args.parallel, plumbed=True)
         coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
         AgentProcess(
             host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
         ).start()
         atoll, atoll_wall, steps = asyncio.run(through_atoll(coordinator.server, args.pods))
 
-    b, r, a = summary(base), summary(raw), summary(atoll)
+    b, r, a, p = summary(base), summary(raw), summary(atoll), summary(plumbed)
     print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
     print(f"{'':28}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
     print(f"{'docker run -d (1 container)':28}{b['p50']:8.3f}{b['p90']:8.3f}{b['p99']:8.3f}{base_wall:8.2f}")
     print(f"{'raw pod (infra + app)':28}{r['p50']:8.3f}{r['p90']:8.3f}{r['p99']:8.3f}{raw_wall:8.2f}")
     print(f"{'atoll pod (infra + app)':28}{a['p50']:8.3f}{a['p90']:8.3f}{a['p99']:8.3f}{atoll_wall:8.2f}")
+    print(f"{'raw pod, sandbox plumbed':28}{p['p50']:8.3f}{p['p90']:8.3f}{p['p99']:8.3f}{plumbed_wall:8.2f}")
     for label, x, y, xw, yw in (
         ("ratio atoll / docker", a, b, atoll_wall, base_wall),
         ("ratio raw pod / docker", r, b, raw_wall, base_wall),
         ("ratio atoll / raw pod", a, r, atoll_wall, raw_wall),
+        ("ratio plumbed pod / docker", p, b, plumbed_wall, base_wall),
     ):
         print(
             f"{label:28}{x['p50'] / y['p50']:8.2f}{x['p90'] / y['p90']:8.2f}{x['p99'] / y['p99']:8.2f}{xw / yw:8.2f}"
         )
+    if modes:
+        bridge = summary(modes["bridge"])["p50"]
+        print("one container at a time, create + start, by network mode (p50 seconds, ratio to bridge)")
+        for mode, values in modes.items():
+            st = summary(values)
+            print(f"  {mode:8}{st['p50']:8.3f}{st['p50'] / bridge:8.2f}  (n={len(values)})")
     print("where an Atoll pod's time goes (seconds; steps overlap: the agent starts --parallel at a time)")
     for label, values in steps.items():
         st = summary(values)

@@ -228,8 +228,8 @@ class ServeConfig:
             )
         if bool(self.ca_cert) != bool(self.ca_key):
             raise errors.InvalidArgument("ca_cert and ca_key: give both or neither")
-        if self.gc_young_threshold < 0:
-            raise errors.InvalidArgument("gc_young_threshold: must be 0 or more")
+        if not 0 <= self.gc_young_threshold <= gcpolicy.MAX_THRESHOLD:
+            raise errors.InvalidArgument(f"gc_young_threshold: must be from 0 to {gcpolicy.MAX_THRESHOLD}")
         if self.node_cert_lifetime < 60:
             raise errors.InvalidArgument("node_cert_lifetime: must be at least 60 s")
         if self.cert_lifetime < 1 or self.ca_lifetime < self.cert_lifetime:

@@ -77,8 +77,6 @@ async def _server_version(client: Any, args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import gc
-
     from atoll import errors, files, gcpolicy, logs, rlimits
     from coordinator import config
 
@@ -90,19 +88,14 @@ async def _serve(args: argparse.Namespace) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
     os.umask(files.DAEMON_UMASK)  # the store holds secrets: nothing it writes is for others to read
     rlimits.raise_nofile()
-    # The collector is the process's, not one coordinator's (tests run several in one process).
+    # The collector is the process's, not one coordinator's: one serve per process sets it.
     policy = gcpolicy.GCPolicy(young=cfg.gc_young_threshold)
-    before = policy.apply()
-    pauses = gcpolicy.GCPauses().install()
-    try:
-        return await _serve_with(cfg, policy, pauses)
-    finally:  # the collector as it was (a serve called in-process, e.g. by a test)
-        pauses.uninstall()
-        gc.unfreeze()
-        gc.set_threshold(*before)
+    with gcpolicy.governing(policy) as (pauses, may_freeze):
+        return await _serve_with(cfg, policy if may_freeze else None, pauses)
 
 
-async def _serve_with(cfg: ServeConfig, policy: GCPolicy, pauses: GCPauses) -> int:
+async def _serve_with(cfg: ServeConfig, policy: GCPolicy | None, pauses: GCPauses) -> int:
+    """`policy`: freeze what start-up built (None: something froze objects before, leave it be)."""
     import asyncio
     import gc
 
@@ -123,7 +116,8 @@ async def _serve_with(cfg: ServeConfig, policy: GCPolicy, pauses: GCPauses) -> i
     except BaseException:  # e.g. a wrong cluster secret: said by main(), after letting go of the store
         await coordinator.stop()
         raise
-    frozen = policy.freeze()  # what start-up built lives as long as the process: no collection rescans it
+    # What start-up built lives as long as the process: no collection rescans it.
+    frozen = policy.freeze() if policy is not None else gc.get_freeze_count()
     log.info("garbage collection: thresholds %s, %d objects from start-up frozen", gc.get_threshold(), frozen)
     if coordinator.prom is not None:
         coordinator.prom.registry.register(GCPauseMetrics(pauses))

@@ -118,19 +118,47 @@ def test_write_atomic_creates_the_directory_and_sets_the_mode(tmp_path: pathlib.
     assert [p.name for p in target.parent.iterdir()] == ["ca.crt"]  # no temporary file left
 
 
-def test_write_atomic_reuses_a_leftover_and_never_follows_a_link(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("planted", ["file", "symlink", "hardlink", "fifo"])
+def test_write_atomic_never_writes_through_what_sits_at_its_temporary_name(
+    tmp_path: pathlib.Path, planted: str
+) -> None:
     import threading
 
-    target = tmp_path / "state.json"
-    leftover = tmp_path / f".state.json.{os.getpid()}.{threading.get_ident()}.tmp"
-    leftover.write_bytes(b"torn by a crash, and longer than what comes")
-    leftover.chmod(0o666)
-    files.write_atomic(target, b"{}")
-    assert target.read_bytes() == b"{}" and mode(target) == 0o600
-    assert not leftover.exists()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.write_bytes(b"keep")
-    leftover.symlink_to(elsewhere)
-    with pytest.raises(OSError):
-        files.write_atomic(target, b"[]")
-    assert elsewhere.read_bytes() == b"keep" and target.read_bytes() == b"{}"
+    target = tmp_path / "node.key"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    victim_mode = mode(victim)
+    tmp = tmp_path / f".node.key.{files._TOKEN}.{threading.get_ident()}.tmp"
+    if planted == "file":
+        tmp.write_bytes(b"torn by a crash, and longer than what comes")
+        tmp.chmod(0o666)
+    elif planted == "symlink":
+        tmp.symlink_to(victim)
+    elif planted == "hardlink":
+        os.link(victim, tmp)
+    else:
+        os.mkfifo(tmp)  # an open for writing would block the caller for good
+    files.write_atomic(target, b"secret")
+    assert target.read_bytes() == b"secret" and mode(target) == 0o600
+    assert victim.read_bytes() == b"keep" and mode(victim) == victim_mode
+    assert victim.stat().st_nlink == 1 and target.stat().st_ino != victim.stat().st_ino
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.key", "victim"]
+
+
+def test_the_temporary_names_token_is_drawn_anew_for_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "_TOKEN", files._TOKEN)  # put back afterwards
+    before = files._TOKEN
+    files._renew_token()  # what os.register_at_fork runs in a child
+    assert len(files._TOKEN) == 16 and before != files._TOKEN
+
+
+def test_write_atomic_syncs_the_directory_only_when_asked(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    files.write_atomic(tmp_path / "a", b"1", sync_dir=False)
+    assert len(synced) == 1  # the file's data alone
+    files.write_atomic(tmp_path / "b", b"2")
+    assert len(synced) == 3  # the data, then the directory

@@ -19,6 +19,7 @@ class RecordingCollector:
     def __init__(self) -> None:
         self.threshold = (700, 10, 10)
         self.calls: list[str] = []
+        self.frozen = 0
 
     def set_threshold(self, threshold0: int, threshold1: int = 10, threshold2: int = 10, /) -> None:
         self.calls.append("set_threshold")
@@ -29,9 +30,18 @@ class RecordingCollector:
 
     def freeze(self) -> None:
         self.calls.append("freeze")
+        self.frozen = 42
 
     def get_freeze_count(self) -> int:
-        return 42
+        return self.frozen
+
+    def collect(self, generation: int = 2, /) -> int:
+        self.calls.append("collect")
+        return 0
+
+    def unfreeze(self) -> None:
+        self.calls.append("unfreeze")
+        self.frozen = 0
 
 
 def test_policy_sets_thresholds_and_returns_the_old_ones() -> None:
@@ -49,7 +59,7 @@ def test_young_zero_keeps_the_interpreters_thresholds() -> None:
 def test_freeze_reports_how_many_objects_it_left_out() -> None:
     fake = RecordingCollector()
     assert gcpolicy.GCPolicy.freeze(fake) == 42
-    assert fake.calls == ["freeze"]
+    assert fake.calls == ["collect", "freeze"]  # start-up's garbage is not frozen with the rest
 
 
 def test_pauses_time_each_collection_by_generation() -> None:
@@ -85,6 +95,25 @@ def test_pauses_see_real_collections_and_serve_them() -> None:
     assert "atoll_gc_longest_pause_seconds" in text
 
 
+def test_governing_leaves_the_collector_as_it_found_it() -> None:
+    fake = RecordingCollector()
+    callbacks: list[object] = []
+    policy = gcpolicy.GCPolicy()
+    with pytest.raises(RuntimeError), gcpolicy.governing(policy, fake, callbacks) as (pauses, may_freeze):
+        assert may_freeze and callbacks == [pauses] and fake.threshold[0] == gcpolicy.DEFAULT_YOUNG
+        policy.freeze(fake)
+        raise RuntimeError("the serve failed")
+    assert callbacks == [] and fake.threshold == (700, 10, 10) and fake.frozen == 0
+
+
+def test_governing_never_thaws_what_someone_else_froze() -> None:
+    fake = RecordingCollector()
+    fake.frozen = 7
+    with gcpolicy.governing(gcpolicy.GCPolicy(), fake, []) as (_, may_freeze):
+        assert not may_freeze
+    assert fake.frozen == 7 and "unfreeze" not in fake.calls
+
+
 def _serve_config(environ: dict[str, str]) -> coordinator_config.ServeConfig:
     parser = argparse.ArgumentParser()
     coordinator_config.add_serve_flags(parser)
@@ -94,5 +123,6 @@ def _serve_config(environ: dict[str, str]) -> coordinator_config.ServeConfig:
 def test_threshold_is_configured_and_checked() -> None:
     assert _serve_config({}).gc_young_threshold == gcpolicy.DEFAULT_YOUNG
     assert _serve_config({"ATOLL_COORDINATOR_GC_YOUNG_THRESHOLD": "0"}).gc_young_threshold == 0
-    with pytest.raises(errors.InvalidArgument, match="gc_young_threshold"):
-        _serve_config({"ATOLL_COORDINATOR_GC_YOUNG_THRESHOLD": "-1"})
+    for wrong in ("-1", str(gcpolicy.MAX_THRESHOLD + 1)):
+        with pytest.raises(errors.InvalidArgument, match="gc_young_threshold"):
+            _serve_config({"ATOLL_COORDINATOR_GC_YOUNG_THRESHOLD": wrong})
