@@ -210,28 +210,29 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     def heartbeat_from_memory(
         self, request: node_api_pb2.HeartbeatRequest
-    ) -> node_api_pb2.HeartbeatResponse | None:
-        """The answer to a heartbeat that writes nothing, from memory alone; None when it needs
-        Heartbeat (a status to write, a node not cached yet). Called on the heartbeat lane's
-        thread (coordinator.api.node.lane): it reads the informer's cache, the health table and
-        the assignment generations and writes one heartbeat time, each a single dict operation."""
+    ) -> tuple[node_api_pb2.HeartbeatResponse | None, bool]:
+        """The answer to a heartbeat from memory alone, and whether its node's status is due for
+        a write, which Heartbeat does on the main loop. The answer is None when only Heartbeat
+        can give it (a node not cached yet, no assignment generation known). Called on the
+        heartbeat lane's thread (coordinator.api.node.lane): it reads the informer's cache, the
+        health table and the assignment generations and writes one heartbeat time, each a single
+        dict operation."""
         name = request.node_name
         self._check_name(name)
         if self._nodes is None or not self._nodes.synced.is_set():
-            return None
+            return None, True
         current = self._nodes.cache.get(f"/{NODE.plural}/{name}")
         generation = self._assignments.known_generation(name)
         if not isinstance(current, node_pb2.Node) or generation is None:
-            return None
+            return None, True
         self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
-        if self._status_due(name, current, request, self._health.now()):
-            return None
-        return node_api_pb2.HeartbeatResponse(
+        answer = node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
             heartbeat_interval_ms=self._heartbeat_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
+        return answer, self._status_due(name, current, request, self._health.now())
 
     def _status_due(
         self, name: str, current: node_pb2.Node, request: node_api_pb2.HeartbeatRequest, now: float
