@@ -10,8 +10,9 @@ a thread of their own. A heartbeat that changes nothing, nearly all of them,
 is answered there from memory (the Node informer's cache, the node health
 table, the assignment generations: dict reads and one dict write, safe under
 the GIL); the interpreter hands the GIL over every few milliseconds, so the
-lane answers within milliseconds however busy the main loop is. A heartbeat
-that must write the node's status runs on the main loop, where the store is.
+lane answers within milliseconds however busy the main loop is. A node status
+due for a write is written on the main loop, where the store is, without
+holding the heartbeat's answer (LaneHeartbeats).
 
 Kubernetes answers the same problem with API Priority and Fairness, where node
 leases have a priority level of their own.
@@ -54,52 +55,100 @@ class CertificatesOnly(rpc.CallInterceptor):
 
 
 class LaneHeartbeats:
-    """The lane's NodeService, Heartbeat alone. Answered on the lane's loop from memory; a status
-    due for a write (every --node-status-interval, or when the agent reports something new) is
-    handed to NodeServicer.Heartbeat on the main loop, and the answer does not wait for it: the
-    node's liveness is already recorded, and a write queued behind a burst held the heartbeat
-    up to a second (bench/hollow.py's sentinel: once a minute, 1.0-1.4 s). One hand-off per node
-    at a time; the next heartbeat that finds the status still due hands it over again. Only a
-    heartbeat that memory cannot answer (a node not cached yet) waits for the main loop."""
+    """The lane's NodeService, Heartbeat alone, answered on the lane's loop from memory.
+
+    A status due for a write (every --node-status-interval, a change the agent
+    reports, a node judged Unknown) is handed to the main loop, and the answer
+    does not wait for it: the node's liveness is recorded already, and a write
+    queued behind a burst held such heartbeats up to a second. One write per
+    node at a time; a heartbeat that arrives meanwhile replaces what is still
+    waiting, so the latest status is the one written. After a failed write the
+    node's next due heartbeat goes the old way, forwarded and awaited, so a
+    store that cannot write reaches the agent as an error. A heartbeat memory
+    cannot answer (the informer not synced, a node not cached yet) waits for
+    the main loop too.
+    """
 
     def __init__(self, node_api: NodeServicer, main_loop: asyncio.AbstractEventLoop) -> None:
         self._node_api = node_api
         self._main_loop = main_loop
-        self._handed: set[str] = set()  # nodes whose status write is with the main loop
+        self._lock = threading.Lock()  # the lane's thread and the main loop's share what follows
+        self._waiting: dict[str, tuple[node_api_pb2.HeartbeatRequest, float]] = {}
+        self._writing: set[str] = set()
+        self._failed: set[str] = set()
+        self._writes: set[concurrent.futures.Future[None]] = set()
         self.answered_here = 0
-        self.sent_to_main = 0
+        self.forwarded = 0  # awaited on the main loop
+        self.handed_over = 0  # status writes started on the main loop
+        self.hand_overs_replaced = 0  # statuses replaced by a newer one before their write began
+        self.hand_overs_failed = 0
 
     async def Heartbeat(
         self, request: node_api_pb2.HeartbeatRequest, context: Any
     ) -> node_api_pb2.HeartbeatResponse:
-        answer, write_due = self._node_api.heartbeat_from_memory(request)
-        if answer is not None:
+        answer, heard = self._node_api.heartbeat_from_memory(request)
+        if answer is not None and (heard is None or request.node_name not in self._failed):
             self.answered_here += 1
-            if write_due:
-                self._hand_over(request)
+            if heard is not None:
+                self._hand_over(request, heard)
             return answer
-        self.sent_to_main += 1
+        self.forwarded += 1
         # The context variables (the caller, set by the auth link) go along; the gRPC context
         # belongs to this loop and stays here.
         future = asyncio.run_coroutine_threadsafe(self._node_api.Heartbeat(request, None), self._main_loop)
-        return await asyncio.wrap_future(future)
+        answer = await asyncio.wrap_future(future)
+        self._failed.discard(request.node_name)
+        return answer
 
-    def _hand_over(self, request: node_api_pb2.HeartbeatRequest) -> None:
+    def _hand_over(self, request: node_api_pb2.HeartbeatRequest, heard: float) -> None:
         name = request.node_name
-        if name in self._handed:
+        with self._lock:
+            if name in self._waiting:
+                self.hand_overs_replaced += 1
+            self._waiting[name] = (request, heard)
+            if name in self._writing:
+                return  # the write under way takes the newest status when it is done
+            self._writing.add(name)
+        coro = self._write(name)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._main_loop)
+        except RuntimeError:  # the main loop is closed: the coordinator is stopping
+            coro.close()
+            with self._lock:
+                self._writing.discard(name)
+                self._waiting.pop(name, None)
             return
-        self._handed.add(name)
-        self.sent_to_main += 1
-        future = asyncio.run_coroutine_threadsafe(self._node_api.Heartbeat(request, None), self._main_loop)
+        self._writes.add(future)
+        future.add_done_callback(self._writes.discard)
 
-        def done(f: concurrent.futures.Future[node_api_pb2.HeartbeatResponse]) -> None:
-            self._handed.discard(name)
-            if not f.cancelled() and f.exception() is not None:
-                log.warning(
-                    "node %s: writing its status failed: %s", name, f.exception(), extra={"node": name}
-                )
+    async def _write(self, name: str) -> None:
+        """On the main loop: the node's waiting statuses, the newest each time, until none is left."""
+        while True:
+            with self._lock:
+                item = self._waiting.pop(name, None)
+                if item is None:
+                    self._writing.discard(name)
+                    return
+            self.handed_over += 1
+            try:
+                await self._node_api.write_handed_status(*item)
+            except BaseException as exc:
+                with self._lock:
+                    self._writing.discard(name)
+                    self._waiting.pop(name, None)
+                if isinstance(exc, Exception):
+                    self.hand_overs_failed += 1
+                    if name not in self._failed:
+                        log.warning("node %s: writing its status failed: %s", name, exc, extra={"node": name})
+                    self._failed.add(name)
+                raise
 
-        future.add_done_callback(done)
+    async def stop(self) -> None:
+        """On the main loop, before the store closes: the writes under way are cancelled."""
+        writes = list(self._writes)
+        for future in writes:
+            future.cancel()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in writes), return_exceptions=True)
 
 
 class HeartbeatLane:
@@ -168,6 +217,8 @@ class HeartbeatLane:
                 await self._on_lane(_stop_servers(servers, grace), grace + 5.0)
             except (TimeoutError, RuntimeError) as exc:
                 log.warning("stopping the heartbeat lane: %s", exc)
+        if self.heartbeats is not None:
+            await self.heartbeats.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         await asyncio.to_thread(self._thread.join, 10.0)
         if self._thread.is_alive():

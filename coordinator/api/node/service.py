@@ -39,7 +39,7 @@ def _is_ip(value: str) -> bool:
 
 
 NODE = kinds.by_name("Node")
-STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat waits for its node's status write
+STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat on the API's listener waits for its node's status write
 POD = kinds.by_name("Pod")
 TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
 
@@ -210,29 +210,29 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     def heartbeat_from_memory(
         self, request: node_api_pb2.HeartbeatRequest
-    ) -> tuple[node_api_pb2.HeartbeatResponse | None, bool]:
-        """The answer to a heartbeat from memory alone, and whether its node's status is due for
-        a write, which Heartbeat does on the main loop. The answer is None when only Heartbeat
-        can give it (a node not cached yet, no assignment generation known). Called on the
-        heartbeat lane's thread (coordinator.api.node.lane): it reads the informer's cache, the
-        health table and the assignment generations and writes one heartbeat time, each a single
-        dict operation."""
+    ) -> tuple[node_api_pb2.HeartbeatResponse | None, float | None]:
+        """The answer to a heartbeat from memory alone, and, when its node's status is due for a
+        write (on the main loop, where the store is), the time it was heard; None when not due.
+        The answer is None when only Heartbeat can give it (the informer's first list not done, a
+        node not cached yet, no assignment generation known). Called on the heartbeat lane's
+        thread (coordinator.api.node.lane): it reads the informer's cache, the health table and
+        the assignment generations and writes one heartbeat time, each a single dict operation."""
         name = request.node_name
         self._check_name(name)
         if self._nodes is None or not self._nodes.synced.is_set():
-            return None, True
+            return None, None
         current = self._nodes.cache.get(f"/{NODE.plural}/{name}")
         generation = self._assignments.known_generation(name)
         if not isinstance(current, node_pb2.Node) or generation is None:
-            return None, True
-        self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
+            return None, None
+        heard = self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
         answer = node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
             heartbeat_interval_ms=self._heartbeat_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
-        return answer, self._status_due(name, current, request, self._health.now())
+        return answer, heard if self._status_due(name, current, request, heard) else None
 
     def _status_due(
         self, name: str, current: node_pb2.Node, request: node_api_pb2.HeartbeatRequest, now: float
@@ -254,24 +254,25 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         current = await self._current_node(name)
         now = self._health.beat(name)
         if self._status_due(name, current, request, now):
-            now_ns = int(now * 1e9)
-
-            def refresh(obj: Message) -> bool:
-                assert isinstance(obj, node_pb2.Node)
-                old = node_pb2.NodeStatus()
-                old.CopyFrom(obj.status)
-                obj.status.CopyFrom(request.status)
-                merge_conditions(obj.status, request.status, now_ns, old)
-                obj.status.last_heartbeat_time.FromNanoseconds(now_ns)
-                return True
-
-            await self._write_status(name, refresh, now)
+            await self._write_status(name, _refresher(request, now), now)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name),
             heartbeat_interval_ms=self._heartbeat_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
+
+    async def write_handed_status(self, request: node_api_pb2.HeartbeatRequest, received: float) -> None:
+        """The status of a heartbeat the lane answered, written here on the main loop, whole (nobody
+        waits for it). Its heartbeat time is when the lane received it, not when this runs: the
+        time other coordinators read is not pushed later by a stalled loop. Skipped when the
+        status is no longer due (written meanwhile); a store error is raised to the lane."""
+        name = request.node_name
+        current = await self._current_node(name)
+        if not self._status_due(name, current, request, self._health.now()):
+            return
+        await self._registry.guaranteed_update(NODE, "", name, _refresher(request, received))
+        self._health.last_status_write[name] = received
 
     async def _write_status(self, name: str, refresh: Callable[[Message], bool], now: float) -> None:
         """Write a node's status, waiting for it at most STATUS_WRITE_WAIT seconds.
@@ -471,3 +472,19 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         await revocation.record_issued(self._registry.store, request.node_name, cert)
         log.info("renewed the certificate of node %s", request.node_name, extra={"node": request.node_name})
         return node_api_pb2.RenewCertificateResponse(certificate=cert, ca_certificate=pki.authority.cert_pem)
+
+
+def _refresher(request: node_api_pb2.HeartbeatRequest, when: float) -> Callable[[Message], bool]:
+    """The update that writes a heartbeat's status into its Node, heard at `when`."""
+    when_ns = int(when * 1e9)
+
+    def refresh(obj: Message) -> bool:
+        assert isinstance(obj, node_pb2.Node)
+        old = node_pb2.NodeStatus()
+        old.CopyFrom(obj.status)
+        obj.status.CopyFrom(request.status)
+        merge_conditions(obj.status, request.status, when_ns, old)
+        obj.status.last_heartbeat_time.FromNanoseconds(when_ns)
+        return True
+
+    return refresh
