@@ -190,11 +190,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             # The agent's labels win for the keys it sets (never protected ones: checked above);
             # labels an admin or operator added stay.
             obj.metadata.labels.update(incoming.metadata.labels)
-            old = node_pb2.NodeStatus()
-            old.CopyFrom(obj.status)
-            obj.status.CopyFrom(incoming.status)
-            merge_conditions(obj.status, incoming.status, now_ns, old)
-            obj.status.last_heartbeat_time.FromNanoseconds(now_ns)
+            _take_status(obj, incoming.status, now_ns)
             return True
 
         updated = await self._registry.guaranteed_update(NODE, "", name, refresh)
@@ -480,11 +476,16 @@ def _refresher(request: node_api_pb2.HeartbeatRequest, when: float) -> Callable[
 
     def refresh(obj: Message) -> bool:
         assert isinstance(obj, node_pb2.Node)
-        old = node_pb2.NodeStatus()
-        old.CopyFrom(obj.status)
-        obj.status.CopyFrom(request.status)
-        merge_conditions(obj.status, request.status, when_ns, old)
-        obj.status.last_heartbeat_time.FromNanoseconds(when_ns)
+        _take_status(obj, request.status, when_ns)
         return True
 
     return refresh
+
+
+def _take_status(node: node_pb2.Node, status: node_pb2.NodeStatus, when_ns: int) -> None:
+    """The agent's status into `node`, its conditions' transition times kept where unchanged."""
+    old = node_pb2.NodeStatus()
+    old.CopyFrom(node.status)
+    node.status.CopyFrom(status)
+    merge_conditions(node.status, status, when_ns, old)
+    node.status.last_heartbeat_time.FromNanoseconds(when_ns)
