@@ -20,7 +20,8 @@ agent syncs `--parallel` pods at a time). Atoll against the raw pod is what
 the agent and the API add; the raw pod against `docker run` is what a second
 container per pod costs. A fourth row builds the raw pod's sandbox network from
 outside (infra container with `--network none`, a veth with raw `ip`): the
-floor of a CNI-style sandbox, the next lever for pod start-up.
+floor of a CNI-style sandbox. The baseline runs once more at the end: the
+engine's drift over the run, and Atoll (measured late) against it.
 """
 
 from __future__ import annotations
@@ -228,19 +229,25 @@ def main() -> None:
             host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
         ).start()
         atoll, atoll_wall, steps = asyncio.run(through_atoll(coordinator.server, args.pods))
+        # The same baseline again, last: an engine that slowed down over the run (state left by
+        # the rows before) shows here, and weighs on the rows measured late, Atoll's among them.
+        again, again_wall = baseline(bed, args.pods, args.parallel)
 
-    b, r, a, p = summary(base), summary(raw), summary(atoll), summary(plumbed)
+    b, r, a, p, e = summary(base), summary(raw), summary(atoll), summary(plumbed), summary(again)
     print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
     print(f"{'':28}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
     print(f"{'docker run -d (1 container)':28}{b['p50']:8.3f}{b['p90']:8.3f}{b['p99']:8.3f}{base_wall:8.2f}")
     print(f"{'raw pod (infra + app)':28}{r['p50']:8.3f}{r['p90']:8.3f}{r['p99']:8.3f}{raw_wall:8.2f}")
     print(f"{'atoll pod (infra + app)':28}{a['p50']:8.3f}{a['p90']:8.3f}{a['p99']:8.3f}{atoll_wall:8.2f}")
     print(f"{'raw pod, sandbox plumbed':28}{p['p50']:8.3f}{p['p90']:8.3f}{p['p99']:8.3f}{plumbed_wall:8.2f}")
+    print(f"{'docker run -d, again last':28}{e['p50']:8.3f}{e['p90']:8.3f}{e['p99']:8.3f}{again_wall:8.2f}")
     for label, x, y, xw, yw in (
         ("ratio atoll / docker", a, b, atoll_wall, base_wall),
         ("ratio raw pod / docker", r, b, raw_wall, base_wall),
         ("ratio atoll / raw pod", a, r, atoll_wall, raw_wall),
         ("ratio plumbed pod / docker", p, b, plumbed_wall, base_wall),
+        ("ratio atoll / docker (last)", a, e, atoll_wall, again_wall),
+        ("drift: docker last / first", e, b, again_wall, base_wall),
     ):
         print(
             f"{label:28}{x['p50'] / y['p50']:8.2f}{x['p90'] / y['p90']:8.2f}{x['p99'] / y['p99']:8.2f}{xw / yw:8.2f}"
