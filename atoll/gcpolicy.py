@@ -13,7 +13,7 @@ before any collection sees them, far fewer objects are promoted, and the
 growth that triggers full collections is mostly the cache itself: the same
 burst then ran no full collection, and its collections took 0.5 to 1.0 s.
 
-`GCPolicy.apply` sets the thresholds; `freeze` moves what start-up built
+`GCPolicy.apply` sets the thresholds; `freeze_start_up` moves what start-up built
 (modules, configuration, the informers' first lists) out of every later
 collection (`gc.freeze`). `GCPauses` times each collection through
 `gc.callbacks`; `atoll.metrics.GCPauseMetrics` serves its figures. The
@@ -66,13 +66,13 @@ class GCPolicy:
             collector.set_threshold(self.young, self.middle, self.old)
         return before
 
-    @staticmethod
-    def freeze(collector: GarbageCollector = gc) -> int:
-        """Leave everything alive now out of later collections; returns how many objects that is.
-        A full collection first, so no garbage from start-up is frozen with it."""
-        collector.collect()
-        collector.freeze()
-        return collector.get_freeze_count()
+
+def freeze_start_up(collector: GarbageCollector = gc) -> int:
+    """Leave everything alive now out of later collections; returns how many objects that is.
+    A full collection first, so no garbage from start-up is frozen with it."""
+    collector.collect()
+    collector.freeze()
+    return collector.get_freeze_count()
 
 
 @dataclass

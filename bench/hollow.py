@@ -53,8 +53,7 @@ from hollow_probe import (  # type: ignore[import-not-found]
     probe_elsewhere,
     probe_main,
     prober_results,
-    scrape_calls,
-    scrape_gc,
+    scrape,
     start_prober,
 )
 from hollow_procs import FleetWorkers, fleet_stats, worker_main  # type: ignore[import-not-found]
@@ -295,8 +294,7 @@ async def load_phase(
         own_stalls = LoopStalls()
         stalls_task = asyncio.create_task(own_stalls.run(stop))
         start = time.perf_counter()
-        calls0 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
-        gc0 = await asyncio.gather(*(asyncio.to_thread(scrape_gc, p) for p in METRICS_PORTS))
+        scraped0 = await asyncio.gather(*(asyncio.to_thread(scrape, p) for p in METRICS_PORTS))
         await client.create(rc(args.replicas))
         pushed_at = running_at = None
         peak_rss = 0
@@ -316,8 +314,7 @@ async def load_phase(
             print(f"  t={now:6.1f}s pushed={pushed} reported-running={running}", flush=True)
         total, bound, running = await count_pods(client)
         print(f"  the API lists {total} pods, {bound} bound, {running} Running")
-        calls1 = await asyncio.gather(*(asyncio.to_thread(scrape_calls, p) for p in METRICS_PORTS))
-        gc1 = await asyncio.gather(*(asyncio.to_thread(scrape_gc, p) for p in METRICS_PORTS))
+        scraped1 = await asyncio.gather(*(asyncio.to_thread(scrape, p) for p in METRICS_PORTS))
         stop.set()
         await probe
         await stalls_task
@@ -367,13 +364,13 @@ async def load_phase(
             f"({len(get_times)} calls, from a process of its own)"
         )
         print(f"  API List p50/p99       {lst['p50'] * 1000:7.1f} / {lst['p99'] * 1000:.1f} ms  (nodes)")
-        if calls1:
+        if scraped1:
             during: collections.Counter[str] = collections.Counter()
-            for before, after in zip(calls0, calls1, strict=True):
+            for (before, _), (after, _) in zip(scraped0, scraped1, strict=True):
                 during.update({m: after[m] - before.get(m, 0) for m in after})
             busiest = ", ".join(f"{m} {c}" for m, c in during.most_common() if c)
             print(f"  API calls by method    {sum(during.values())} in all: {busiest}")
-        for k, (before_gc, after_gc) in enumerate(zip(gc0, gc1, strict=True)):
+        for k, ((_, before_gc), (_, after_gc)) in enumerate(zip(scraped0, scraped1, strict=True)):
             spent = ", ".join(
                 f"gen{g} {n - before_gc.get(g, (0, 0, 0))[0]:.0f} in {(t - before_gc.get(g, (0, 0, 0))[1]):.2f}s"
                 f" (longest {longest * 1000:.0f} ms)"

@@ -176,9 +176,11 @@ async def probe_main(admin_conf: pathlib.Path, seconds: float, sentinel: Fleet |
     print(json.dumps(result), flush=True)
 
 
-def scrape_calls(port: int) -> dict[str, int]:
-    """API calls so far by method (atoll_coordinator_api_requests_total, all codes), from a
-    coordinator serving --metrics-listen on 127.0.0.1:`port`. Blocking; run it in a thread."""
+def scrape(port: int) -> tuple[dict[str, int], dict[str, tuple[float, float, float]]]:
+    """From a coordinator serving --metrics-listen on 127.0.0.1:`port`, one scrape: its API calls so
+    far by method (atoll_coordinator_api_requests_total, all codes), and its garbage collections
+    so far by generation, (collections, seconds, longest pause) from its atoll_gc_* metrics.
+    Blocking; run it in a thread."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     calls: dict[str, int] = {}
     for m in re.finditer(r"^atoll_coordinator_api_requests_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
@@ -186,16 +188,9 @@ def scrape_calls(port: int) -> dict[str, int]:
         if method:
             name = method.group(1).rsplit("/", 1)[-1]
             calls[name] = calls.get(name, 0) + int(float(m.group(2)))
-    return calls
-
-
-def scrape_gc(port: int) -> dict[str, tuple[float, float, float]]:
-    """The coordinator's garbage collections so far, by generation: (collections, seconds, longest
-    pause), from its atoll_gc_* metrics. Blocking; run it in a thread."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     figures: dict[str, list[float]] = {}
     names = ("atoll_gc_collections_total", "atoll_gc_pause_seconds_total", "atoll_gc_longest_pause_seconds")
     for m in re.finditer(r'^(atoll_gc_\w+)\{generation="(\d)"\} ([0-9.e+-]+)$', text, re.M):
         if m.group(1) in names:
             figures.setdefault(m.group(2), [0.0, 0.0, 0.0])[names.index(m.group(1))] = float(m.group(3))
-    return {g: (v[0], v[1], v[2]) for g, v in sorted(figures.items())}
+    return calls, {g: (v[0], v[1], v[2]) for g, v in sorted(figures.items())}

@@ -20,7 +20,7 @@ from coordinator.cli.parser import build_parser
 
 if TYPE_CHECKING:
     from atoll import errors, sdnotify
-    from atoll.gcpolicy import GCPauses, GCPolicy
+    from atoll.gcpolicy import GCPauses
     from coordinator.config import ServeConfig
     from coordinator.server import Coordinator
 
@@ -91,15 +91,15 @@ async def _serve(args: argparse.Namespace) -> int:
     # The collector is the process's, not one coordinator's: one serve per process sets it.
     policy = gcpolicy.GCPolicy(young=cfg.gc_young_threshold)
     with gcpolicy.governing(policy) as (pauses, may_freeze):
-        return await _serve_with(cfg, policy if may_freeze else None, pauses)
+        return await _serve_with(cfg, pauses, may_freeze)
 
 
-async def _serve_with(cfg: ServeConfig, policy: GCPolicy | None, pauses: GCPauses) -> int:
-    """`policy`: freeze what start-up built (None: something froze objects before, leave it be)."""
+async def _serve_with(cfg: ServeConfig, pauses: GCPauses, may_freeze: bool) -> int:
+    """`may_freeze`: freeze what start-up built (not when something froze objects before)."""
     import asyncio
     import gc
 
-    from atoll import sdnotify
+    from atoll import gcpolicy, sdnotify
     from atoll.metrics import GCPauseMetrics
     from coordinator.server import Coordinator
 
@@ -117,7 +117,7 @@ async def _serve_with(cfg: ServeConfig, policy: GCPolicy | None, pauses: GCPause
         await coordinator.stop()
         raise
     # What start-up built lives as long as the process: no collection rescans it.
-    frozen = policy.freeze() if policy is not None else gc.get_freeze_count()
+    frozen = gcpolicy.freeze_start_up() if may_freeze else gc.get_freeze_count()
     log.info("garbage collection: thresholds %s, %d objects from start-up frozen", gc.get_threshold(), frozen)
     if coordinator.prom is not None:
         coordinator.prom.registry.register(GCPauseMetrics(pauses))

@@ -58,7 +58,7 @@ def test_young_zero_keeps_the_interpreters_thresholds() -> None:
 
 def test_freeze_reports_how_many_objects_it_left_out() -> None:
     fake = RecordingCollector()
-    assert gcpolicy.GCPolicy.freeze(fake) == 42
+    assert gcpolicy.freeze_start_up(fake) == 42
     assert fake.calls == ["collect", "freeze"]  # start-up's garbage is not frozen with the rest
 
 
@@ -101,7 +101,7 @@ def test_governing_leaves_the_collector_as_it_found_it() -> None:
     policy = gcpolicy.GCPolicy()
     with pytest.raises(RuntimeError), gcpolicy.governing(policy, fake, callbacks) as (pauses, may_freeze):
         assert may_freeze and callbacks == [pauses] and fake.threshold[0] == gcpolicy.DEFAULT_YOUNG
-        policy.freeze(fake)
+        gcpolicy.freeze_start_up(fake)
         raise RuntimeError("the serve failed")
     assert callbacks == [] and fake.threshold == (700, 10, 10) and fake.frozen == 0
 
