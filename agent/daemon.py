@@ -23,6 +23,8 @@ from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink
 from agent.network import Firewall, IptablesFirewall, NetlinkDriver, PyrouteNetlink
 from agent.network.node import NodeNetworking
+from agent.network.sandbox import Plumber, SandboxIpam, SandboxNetworks
+from agent.network.veth import VethPlumber
 from agent.pods import images, plan, render
 from agent.pods.events import EventRecorder, TeeRecorder
 from agent.pods.manager import PodManager
@@ -63,6 +65,7 @@ class Agent:
         firewall: Callable[[], Firewall] | None = None,
         netfilter: Callable[[], Netfilter] | None = None,
         sriov: Callable[[AgentConfig], SriovPodNetworks | None] = sriov_setup.from_config,
+        plumber: Callable[[], Plumber] = VethPlumber,
         serve_api: bool = True,
         keys: KeyTool | None = None,
     ) -> None:
@@ -76,6 +79,7 @@ class Agent:
         self._recorder: EventRecorder = TeeRecorder(self.events, recorder) if recorder else self.events
         self._serve_api = serve_api
         self._netlink = netlink
+        self._plumber = plumber
         # The one runner of host commands (iptables, nft), unless the kernel is faked altogether.
         self.runner: CommandRunner = runner or AsyncioRunner()
         self._firewall: Callable[[], Firewall] = firewall or (lambda: IptablesFirewall(self.runner))
@@ -98,6 +102,7 @@ class Agent:
         self.networking: NodeNetworking | None = None
         self._sriov_factory = sriov
         self.sriov: SriovPodNetworks | None = None
+        self.sandboxes: SandboxNetworks | None = None
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
         self.manager: PodManager | None = None
@@ -165,11 +170,23 @@ class Agent:
         states = PodStateStore(pods_dir)
         states.load_all()
         self.sriov = self._sriov_factory(cfg)
+        self.sandboxes = SandboxNetworks(
+            self._plumber(), SandboxIpam(cfg.state_path), self.runtime.bridge_network
+        )
+        known = states.known()
+        released_addresses = self.sandboxes.ipam.retain(lambda uid: uid in known)
+        if released_addresses:
+            log.info(
+                "sandbox networks: addresses of %d pods gone while away released", len(released_addresses)
+            )
+        if cfg.sandbox_network == "agent":
+            from agent.network import pyroute
+
+            await asyncio.to_thread(pyroute.load)  # now, not in the first pod's start-up
         if self.sriov is not None:
             # Before any pod sync: size the PFs, then finish what a crash interrupted and give back
             # the VFs of pods this node no longer runs (kept: those of pods it still has records of).
             await self.sriov.manager.setup()
-            known = states.known()
             released = await self.sriov.manager.recover(lambda uid: uid in known)
             if released:
                 log.info("SR-IOV: %d VFs released on start (interrupted steps, pods gone)", len(released))
@@ -188,6 +205,8 @@ class Agent:
             recorder=self._recorder,
             registries=self.registries.resolver,
             networks=self.sriov,
+            sandboxes=self.sandboxes,
+            build_sandbox_networks=cfg.sandbox_network == "agent",
         )
         reporter = StatusReporter()
         self.manager = PodManager(
@@ -215,6 +234,7 @@ class Agent:
             iface=cfg.iface,
             public_ip=cfg.public_ip,
             subnet_env=cfg.subnet_env,
+            share_subnet=cfg.sandbox_network == "agent",
         )
         self.networking.restore()
         if self.prom is not None:

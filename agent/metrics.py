@@ -21,7 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from agent.pods import render
 from agent.proxy import Netfilter
-from agent.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, NetworkResult, PodNetworkSpec
+from agent.runtime.base import (
+    BridgeNetwork,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    NetworkResult,
+    PodNetworkSpec,
+)
 from atoll.metrics import LATENCY_BUCKETS, Gauges
 
 
@@ -174,6 +181,12 @@ class MeteredRuntime:
 
     async def remove_network(self, name: str) -> None:
         await self.inner.remove_network(name)
+
+    async def bridge_network(self, name: str) -> BridgeNetwork | None:
+        return await self.inner.bridge_network(name)
+
+    async def container_pid(self, container_id: str) -> int:
+        return await self.inner.container_pid(container_id)
 
     async def close(self) -> None:
         await self.inner.close()

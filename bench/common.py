@@ -30,3 +30,12 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "mean": statistics.fmean(values) if values else math.nan,
         "max": max(values) if values else math.nan,
     }
+
+
+def machine() -> str:
+    """The machine a bench ran on, for its output: cores and memory."""
+    import os
+
+    import psutil
+
+    return f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"

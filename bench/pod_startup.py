@@ -13,15 +13,20 @@ the coordinator and an agent there as real processes, then:
      same way: the floor of the infra-container design;
   3. Atoll: N pods created at once through the coordinator's API, each timed
      from its Create call until the API reports it Running with its container
-     ready (seen through a watch).
+     ready (seen through a watch). Four rows, in ABBA order: the agent with
+     the engine's sandbox networks and with its own (`--sandbox-network
+     agent`: infra container with no network, veth and address through
+     pyroute2), restarted between modes; each row's pods are deleted before
+     the next, and each row starts with one unmeasured pod.
 
-Prints p50/p90/p99 of each and their ratios. All queue the same way (the
-agent syncs `--parallel` pods at a time). Atoll against the raw pod is what
-the agent and the API add; the raw pod against `docker run` is what a second
-container per pod costs. A fourth row builds the raw pod's sandbox network from
-outside (infra container with `--network none`, a veth with raw `ip`): the
-floor of a CNI-style sandbox. The baseline runs once more at the end: the
-engine's drift over the run, and Atoll (measured late) against it.
+The baseline runs first and again after every Atoll row, and the ratios are
+against all of them pooled: the engine drifts over a run, and a baseline taken
+once, early, flatters whatever it is compared with. Prints p50/p90/p99 of each
+and their ratios. All queue the same way (the agent syncs `--parallel` pods at
+a time). Atoll against the raw pod is what the agent and the API add; the raw
+pod against `docker run` is what a second container per pod costs. A raw row
+builds the sandbox network from outside (infra container with `--network
+none`, a veth with raw `ip`): the floor of a CNI-style sandbox.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ import asyncio
 import concurrent.futures
 import functools
 import ipaddress
+import signal
 import subprocess
 import time
 
-from common import summary  # type: ignore[import-not-found]
+import docker
+from common import machine, summary  # type: ignore[import-not-found]
 
 from atoll import kinds
 from atoll.v1 import pod_pb2
@@ -43,6 +50,7 @@ from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventual
 from tests.integration.testbed import TestBed
 
 POD = kinds.by_name("Pod")
+BENCH_NETWORK = "atoll-bench"
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 
 
@@ -140,10 +148,10 @@ def network_modes(bed: TestBed, rounds: int = 3, each: int = 8) -> dict[str, lis
     return times
 
 
-def bench_pod(i: int) -> pod_pb2.Pod:
+def bench_pod(i: int, row: str = "engine") -> pod_pb2.Pod:
     p = pod_pb2.Pod()
-    p.metadata.name = f"bench-{i}"
-    p.metadata.labels["bench"] = "startup"
+    p.metadata.name = f"bench-{row}-{i}"
+    p.metadata.labels["bench"] = f"startup-{row}"
     p.spec.termination_grace_period_seconds = 1
     p.spec.containers.add(name="main", image="atoll/busybox", command=COMMAND)
     return p
@@ -160,9 +168,23 @@ STEPS = (
 )
 
 
-async def through_atoll(server: str, count: int) -> tuple[list[float], float, dict[str, list[float]]]:
+async def through_atoll(
+    server: str, count: int, row: str = "engine"
+) -> tuple[list[float], float, dict[str, list[float]]]:
     async with Client(server) as client:
         await eventually(lambda: node_ready(client, "node-1"), timeout=60, what="node Ready")
+        # One pod first, not measured: the agent (just started) is past its start-up when the
+        # measured pods come, and the row's first sandbox is not paid by one of them.
+        warm = bench_pod(0, row)
+        warm.metadata.name, warm.metadata.labels["bench"] = f"warm-{row}", "warm"
+        await client.create(warm)
+
+        async def warm_running() -> bool:
+            got = await client.get(POD, "default", warm.metadata.name)
+            assert isinstance(got, pod_pb2.Pod)
+            return got.status.phase == pod_pb2.POD_PHASE_RUNNING and bool(got.status.pod_ip)
+
+        await eventually(warm_running, timeout=120, what="the warm-up pod Running")
         _, revision = await client.list(POD)
         created: dict[str, float] = {}
         running: dict[str, float] = {}
@@ -170,7 +192,7 @@ async def through_atoll(server: str, count: int) -> tuple[list[float], float, di
         done = asyncio.Event()
 
         async def watch() -> None:
-            async for _, obj in client.watch(POD, "default", "bench=startup", revision):
+            async for _, obj in client.watch(POD, "default", f"bench=startup-{row}", revision):
                 assert isinstance(obj, pod_pb2.Pod)
                 now = time.time()
                 name = obj.metadata.name
@@ -194,17 +216,42 @@ async def through_atoll(server: str, count: int) -> tuple[list[float], float, di
         await asyncio.sleep(0.2)
 
         async def create(i: int) -> None:
-            created[f"bench-{i}"] = time.perf_counter()
-            marks.setdefault(f"bench-{i}", {})["created"] = time.time()
-            await client.create(bench_pod(i))
+            created[f"bench-{row}-{i}"] = time.perf_counter()
+            marks.setdefault(f"bench-{row}-{i}", {})["created"] = time.time()
+            await client.create(bench_pod(i, row))
 
         start = time.perf_counter()
         await asyncio.gather(*(create(i) for i in range(count)))
         await asyncio.wait_for(done.wait(), 600)
         wall = time.perf_counter() - start
         watcher.cancel()
+        # The row's pods go, so that the next row meets an engine as empty as this one did.
+        for name in [warm.metadata.name, *created]:
+            await client.delete(POD, "default", name)
         steps = {label: [marks[n][b] - marks[n][a] for n in created] for label, a, b in STEPS}
         return [running[n] - created[n] for n in created], wall, steps
+
+
+def engine_empty(bed: TestBed, timeout: float = 120.0) -> None:
+    """Until the engine runs no container of Atoll's (the pods of the row before are gone)."""
+    api = bed.hosts[0].docker().api
+    deadline = time.monotonic() + timeout
+    while api.containers(all=True, filters={"label": "io.atoll.managed=true"}):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the pods of the last row are still on the engine")
+        time.sleep(0.2)
+
+
+Row = tuple[list[float], float, dict[str, list[float]]]
+
+
+def pooled(rows: list[Row]) -> Row:
+    latencies = [x for r in rows for x in r[0]]
+    steps: dict[str, list[float]] = {}
+    for r in rows:
+        for label, values in r[2].items():
+            steps.setdefault(label, []).extend(values)
+    return latencies, sum(r[1] for r in rows) / len(rows), steps
 
 
 def main() -> None:
@@ -216,41 +263,83 @@ def main() -> None:
     parser.add_argument(
         "--network-modes", action="store_true", help="also time one container start by network mode"
     )
+    parser.add_argument(
+        "--engine-first",
+        action="store_true",
+        help="Atoll rows in the order engine, agent, agent, engine (default: agent, engine, engine, agent)",
+    )
     args = parser.parse_args()
 
+    order = ["agent", "engine", "engine", "agent"]
+    if args.engine_first:
+        order = ["engine", "agent", "agent", "engine"]
+    mode_args = {"engine": (), "agent": ("--sandbox-network", "agent")}
     with TestBed(1) as bed:
         host = bed.hosts[0]
         modes = network_modes(bed) if args.network_modes else {}
-        base, base_wall = baseline(bed, args.pods, args.parallel)
+        baselines = [baseline(bed, args.pods, args.parallel)]
         raw, raw_wall = raw_pods(bed, args.pods, args.parallel)
         plumbed, plumbed_wall = raw_pods(bed, args.pods, args.parallel, plumbed=True)
         coordinator = CoordinatorProcess(host, host.dir / "coordinator").start()
-        AgentProcess(
-            host, "127.0.0.1:6443", host.dir / "agent", "node-1", ("--max-parallel-syncs", str(args.parallel))
-        ).start()
-        atoll, atoll_wall, steps = asyncio.run(through_atoll(coordinator.server, args.pods))
-        # The same baseline again, last: an engine that slowed down over the run (state left by
-        # the rows before) shows here, and weighs on the rows measured late, Atoll's among them.
-        again, again_wall = baseline(bed, args.pods, args.parallel)
+        # The agent's sandbox networks need a network that leaves the agent part of its subnet:
+        # the engine's range is the lower half. The engine's rows use the same network.
+        host.docker().networks.create(
+            BENCH_NETWORK, driver="bridge", options={"com.docker.network.bridge.name": "atollbench0"},
+            ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                subnet="172.28.0.0/24", gateway="172.28.0.1", iprange="172.28.0.0/25")]),
+        )  # fmt: skip
+        agent_args = ("--max-parallel-syncs", str(args.parallel), "--pod-network", BENCH_NETWORK)
+        measured: dict[str, list[Row]] = {"engine": [], "agent": []}
+        agent: AgentProcess | None = None
+        running_mode = ""
+        for i, mode in enumerate(order):
+            if mode != running_mode:
+                # The same agent restarted in the row's mode (it keeps its node and state dir).
+                if agent is not None:
+                    agent.kill(signal.SIGTERM)
+                agent = AgentProcess(
+                    host, "127.0.0.1:6443", host.dir / "agent", "node-1", agent_args + mode_args[mode]
+                ).start()
+                running_mode = mode
+            measured[mode].append(asyncio.run(through_atoll(coordinator.server, args.pods, f"{mode}{i}")))
+            engine_empty(bed)
+            # A baseline after every Atoll row: the engine's drift over the run is measured, and
+            # the ratios compare against every baseline pooled, not just one taken early.
+            baselines.append(baseline(bed, args.pods, args.parallel))
 
-    b, r, a, p, e = summary(base), summary(raw), summary(atoll), summary(plumbed), summary(again)
-    print(f"pod start-up, {args.pods} pods, engine parallelism {args.parallel} (seconds)")
-    print(f"{'':28}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
-    print(f"{'docker run -d (1 container)':28}{b['p50']:8.3f}{b['p90']:8.3f}{b['p99']:8.3f}{base_wall:8.2f}")
-    print(f"{'raw pod (infra + app)':28}{r['p50']:8.3f}{r['p90']:8.3f}{r['p99']:8.3f}{raw_wall:8.2f}")
-    print(f"{'atoll pod (infra + app)':28}{a['p50']:8.3f}{a['p90']:8.3f}{a['p99']:8.3f}{atoll_wall:8.2f}")
-    print(f"{'raw pod, sandbox plumbed':28}{p['p50']:8.3f}{p['p90']:8.3f}{p['p99']:8.3f}{plumbed_wall:8.2f}")
-    print(f"{'docker run -d, again last':28}{e['p50']:8.3f}{e['p90']:8.3f}{e['p99']:8.3f}{again_wall:8.2f}")
+    base = pooled([(b[0], b[1], {}) for b in baselines])
+    atoll, atoll_wall, steps = pooled(measured["engine"])
+    built, built_wall, built_steps = pooled(measured["agent"])
+    b, r, a, p, g = summary(base[0]), summary(raw), summary(atoll), summary(plumbed), summary(built)
+    print(machine())
+    print(f"pod start-up, {args.pods} pods per row, engine parallelism {args.parallel} (seconds)")
+    print(f"Atoll rows in order: {', '.join(order)}; a docker run baseline first and after each Atoll row")
+    print(f"{'':30}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
+
+    def line(label: str, st: dict[str, float], wall: float) -> None:
+        print(f"{label:30}{st['p50']:8.3f}{st['p90']:8.3f}{st['p99']:8.3f}{wall:8.2f}")
+
+    for n, (lat, wall) in enumerate(baselines):
+        line(f"docker run -d, baseline {n}", summary(lat), wall)
+    line("docker run -d, all pooled", b, base[1])
+    line("raw pod (infra + app)", r, raw_wall)
+    line("raw pod, sandbox plumbed", p, plumbed_wall)
+    for mode in order[:2]:
+        for n, (lat, wall, _) in enumerate(measured[mode]):
+            line(f"atoll, {mode}'s sandbox, #{n + 1}", summary(lat), wall)
+    line("atoll, engine's sandbox", a, atoll_wall)
+    line("atoll, agent's sandbox", g, built_wall)
     for label, x, y, xw, yw in (
-        ("ratio atoll / docker", a, b, atoll_wall, base_wall),
-        ("ratio raw pod / docker", r, b, raw_wall, base_wall),
-        ("ratio atoll / raw pod", a, r, atoll_wall, raw_wall),
-        ("ratio plumbed pod / docker", p, b, plumbed_wall, base_wall),
-        ("ratio atoll / docker (last)", a, e, atoll_wall, again_wall),
-        ("drift: docker last / first", e, b, again_wall, base_wall),
-    ):
+        ("ratio atoll(engine) / docker", a, b, atoll_wall, base[1]),
+        ("ratio atoll(agent) / docker", g, b, built_wall, base[1]),
+        ("ratio agent / engine sandbox", g, a, built_wall, atoll_wall),
+        ("ratio raw pod / docker", r, b, raw_wall, base[1]),
+        ("ratio plumbed raw / docker", p, b, plumbed_wall, base[1]),
+        ("drift: last / first baseline", summary(baselines[-1][0]), summary(baselines[0][0]),
+         baselines[-1][1], baselines[0][1]),
+    ):  # fmt: skip
         print(
-            f"{label:28}{x['p50'] / y['p50']:8.2f}{x['p90'] / y['p90']:8.2f}{x['p99'] / y['p99']:8.2f}{xw / yw:8.2f}"
+            f"{label:30}{x['p50'] / y['p50']:8.2f}{x['p90'] / y['p90']:8.2f}{x['p99'] / y['p99']:8.2f}{xw / yw:8.2f}"
         )
     if modes:
         bridge = summary(modes["bridge"])["p50"]
@@ -258,10 +347,11 @@ def main() -> None:
         for mode, values in modes.items():
             st = summary(values)
             print(f"  {mode:8}{st['p50']:8.3f}{st['p50'] / bridge:8.2f}  (n={len(values)})")
-    print("where an Atoll pod's time goes (seconds; steps overlap: the agent starts --parallel at a time)")
-    for label, values in steps.items():
-        st = summary(values)
-        print(f"  {label:52}{st['p50']:8.3f}{st['p90']:8.3f}{st['p99']:8.3f}")
+    for row, row_steps in (("engine's sandbox network", steps), ("the agent's sandbox network", built_steps)):
+        print(f"where an Atoll pod's time goes, {row} (seconds; the agent starts --parallel at a time)")
+        for label, values in row_steps.items():
+            st = summary(values)
+            print(f"  {label:52}{st['p50']:8.3f}{st['p90']:8.3f}{st['p99']:8.3f}")
 
 
 if __name__ == "__main__":

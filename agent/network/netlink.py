@@ -511,3 +511,35 @@ def _mac_or_empty(value: object) -> str:
         return canonical_mac(str(value))
     except ValueError:
         return ""
+
+
+def _ipr() -> Any:
+    from agent.network import pyroute
+
+    iproute, netlink_error = pyroute.load()
+    return ErrnoIPRoute(iproute(), netlink_error)
+
+
+def run_in(netns: str | None, fn: Callable[[Any], T]) -> T:
+    """`fn(ipr)` on a new thread, inside `netns` when given (the caller's namespace otherwise)."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            if netns is not None:
+                enter_netns(netns)
+            ipr = _ipr()
+            try:
+                result.append(fn(ipr))
+            finally:
+                ipr.close()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name=f"netlink{'-netns' if netns else ''}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]

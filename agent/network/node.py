@@ -60,6 +60,7 @@ class NodeNetworking:
         iface: str = "",
         public_ip: str = "",
         subnet_env: str = "",
+        share_subnet: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._runtime = runtime
@@ -74,6 +75,7 @@ class NodeNetworking:
         self._iface = iface or None
         self._public_ip = public_ip or None
         self._subnet_env = subnet_env
+        self._share_subnet = share_subnet
         self._clock = clock
         self.overlay: Overlay | None = None
         self.lease: network_pb2.Subnet | None = None
@@ -143,6 +145,7 @@ class NodeNetworking:
                 self._make_firewall(),
                 self._runtime,
                 subnet_env_path=self._subnet_env or DEFAULT_SUBNET_ENV,
+                share_subnet=self._share_subnet,
             )
             self.lease = None
         overlay = self.overlay

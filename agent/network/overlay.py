@@ -57,6 +57,7 @@ from agent.network.model import (
     first_host,
 )
 from agent.network.netlink import NetlinkDriver
+from agent.network.sandbox import engine_share
 from agent.network.underlay import detect_underlay
 from agent.runtime.base import ContainerRuntime, NetworkResult, PodNetworkSpec
 from atoll import errors, files
@@ -158,6 +159,7 @@ class Overlay:
         noop: bool = False,
         pod_network: str = DEFAULT_POD_NETWORK,
         bridge_name: str = DEFAULT_BRIDGE,
+        share_subnet: bool = False,
         recheck_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -168,6 +170,8 @@ class Overlay:
         self.noop = noop
         self._pod_network = pod_network
         self._bridge = bridge_name
+        # The engine network leaves the upper half of the lease to the agent's sandbox networks.
+        self._share_subnet = share_subnet
         self._recheck = recheck_interval
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -384,6 +388,7 @@ class Overlay:
             mtu=mtu,
             bridge_name=self._bridge,
             masquerade=False,
+            ip_range=engine_share(str(own.subnet)) if self._share_subnet else "",
         )
         if self.noop:
             log.info(

@@ -26,6 +26,9 @@ LABEL_CONTAINER = "io.atoll.container.name"
 LABEL_ATTEMPT = "io.atoll.container.attempt"
 LABEL_HASH = "io.atoll.container.hash"
 LABEL_SANDBOX = "io.atoll.sandbox.id"
+# On an infra container whose network the agent builds (agent.network.sandbox): the engine
+# network whose bridge it joins. The infra container itself runs with no network.
+LABEL_SANDBOX_NETWORK = "io.atoll.sandbox.network"
 
 # The infra container's name in labels; upper case, so no DNS-1123 container name can clash.
 INFRA = "POD"
@@ -165,15 +168,23 @@ def container_name(pod: pod_pb2.Pod, name: str, attempt: int) -> str:
     return f"atoll_{name}_{meta.name}_{meta.namespace}_{meta.uid[:8]}_{attempt}"
 
 
-def render_infra(pod: pod_pb2.Pod, ctx: RenderContext, attempt: int) -> ContainerSpec:
+def render_infra(
+    pod: pod_pb2.Pod, ctx: RenderContext, attempt: int, *, agent_built: bool = False
+) -> ContainerSpec:
+    """The infra container. `agent_built`: it starts with no network, and the agent plumbs it onto
+    `ctx.pod_network`'s bridge (never for a pod with host ports: the engine publishes those). The
+    spec hash is the same either way, so switching modes never replaces a running sandbox."""
+    labels = _labels(pod, ctx, INFRA, attempt, infra_hash(pod, ctx))
+    if agent_built:
+        labels[LABEL_SANDBOX_NETWORK] = ctx.pod_network
     return ContainerSpec(
         name=container_name(pod, INFRA, attempt),
         image=ctx.infra_image,
-        labels=_labels(pod, ctx, INFRA, attempt, infra_hash(pod, ctx)),
+        labels=labels,
         entrypoint=("/bin/busybox",),
         cmd=("sleep", "2147483647"),
-        network=ctx.pod_network,
-        ports=host_ports(pod),
+        network="none" if agent_built else ctx.pod_network,
+        ports=() if agent_built else host_ports(pod),
         hostname=(pod.spec.hostname or pod.metadata.name)[:63],
         init=True,
         stop_timeout=2,

@@ -69,6 +69,10 @@ class PodRecord:
     # Extra networks (SR-IOV): whether VFs are attached, and the retry backoff of a failed attach.
     networks_attached: bool = False
     networks_backoff_s: float = 0.0
+    # A sandbox network the agent built (agent.network.sandbox): the sandbox it built it in, and
+    # the pod's address there (CIDR).
+    sandbox_plumbed: str = ""
+    sandbox_address: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """As dataclasses.asdict (the same keys in the same order), a few times faster."""

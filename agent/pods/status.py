@@ -151,6 +151,8 @@ def pod_status(
     sandbox = obs.infra[0] if obs.infra else None
     if sandbox is not None and sandbox.running:
         status.pod_ip = sandbox.ip
+        if not sandbox.ip and record.sandbox_plumbed == sandbox.id:
+            status.pod_ip = record.sandbox_address.partition("/")[0]
     elif record.sandbox_error:
         status.reason = "SandboxError"
         status.message = record.sandbox_error

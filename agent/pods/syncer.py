@@ -21,7 +21,7 @@ from agent.pods import images, plan, render, status
 from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
 from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
-from agent.runtime.base import ContainerRuntime, RuntimeError_
+from agent.runtime.base import BridgeNetwork, ContainerRuntime, RuntimeError_
 from atoll import errors, files, logs, validation
 from atoll.v1 import pod_pb2
 
@@ -49,6 +49,20 @@ class PodNetworkHook(Protocol):
     def status(self, pod_uid: str) -> Sequence[pod_pb2.NetworkStatus]: ...
 
 
+class SandboxNetworkHook(Protocol):
+    """Sandbox networks the agent builds itself (agent.network.sandbox.SandboxNetworks)."""
+
+    async def network(self, name: str) -> BridgeNetwork | None:
+        """Engine network `name` if the agent can plumb sandboxes onto its bridge, else None."""
+        ...
+
+    async def plumb(self, info: BridgeNetwork, uid: str, sandbox_id: str, pid: int) -> str:
+        """Build the network of sandbox `sandbox_id` (process `pid`); the pod's address (CIDR)."""
+        ...
+
+    def release(self, uid: str) -> None: ...
+
+
 @dataclass
 class SyncResult:
     status: pod_pb2.PodStatus
@@ -69,6 +83,8 @@ class PodSyncer:
         recorder: EventRecorder | None = None,
         registries: Callable[[], ImageResolver] | None = None,
         networks: PodNetworkHook | None = None,
+        sandboxes: SandboxNetworkHook | None = None,
+        build_sandbox_networks: bool = False,
     ) -> None:
         self.runtime = runtime
         self.states = states
@@ -80,6 +96,10 @@ class PodSyncer:
         # The registry settings in force (RegistryManager.resolver); read per image, as they change.
         self.registries: Callable[[], ImageResolver] = registries or (lambda: DEFAULT_RESOLVER)
         self.networks = networks
+        # Given, it keeps the sandbox networks the agent built (whatever the mode now); with
+        # `build_sandbox_networks`, new sandboxes of pods without host ports are built that way too.
+        self.sandboxes = sandboxes
+        self.build_sandbox_networks = build_sandbox_networks and sandboxes is not None
         self._refused: dict[str, str] = {}  # pod uid -> why it was refused (one event per reason)
         # pod uid -> (the pod as last validated, the verdict): a pod is synced again and again
         # (every event, every resync) and validating it walks every string it has.
@@ -136,7 +156,10 @@ class PodSyncer:
         if the_plan.actions:
             await _Execution(self, pod, record, obs).run(the_plan.actions)
             obs = await self.observe(uid)
+        requeue_sandbox = await self._ensure_sandbox_network(pod, obs, record)
         requeue_networks = await self._ensure_networks(pod, obs, record, terminal=the_plan.terminal)
+        if requeue_networks is None or (requeue_sandbox is not None and requeue_sandbox < requeue_networks):
+            requeue_networks = requeue_sandbox
         self.states.save(record)
         pod_status = status.pod_status(pod, obs, record, host_ip=self.host_ip(), now=self.clock())
         if self.networks is not None:
@@ -152,6 +175,56 @@ class PodSyncer:
                 record.sandbox_not_before if requeue is None else min(requeue, record.sandbox_not_before)
             )
         return SyncResult(pod_status, requeue, the_plan.terminal)
+
+    async def agent_bridge(self, pod: pod_pb2.Pod) -> BridgeNetwork | None:
+        """The bridge a new sandbox of `pod` is plumbed onto by the agent; None: the engine builds it."""
+        if not self.build_sandbox_networks or self.sandboxes is None:
+            return None
+        if any(port.host_port for port in render.host_ports(pod)):
+            return None  # the engine publishes host ports, on a network of its own making
+        try:
+            return await self.sandboxes.network(self.ctx.pod_network)
+        except RuntimeError_ as exc:
+            log.warning("cannot inspect engine network %s: %s", self.ctx.pod_network, exc)
+            return None
+
+    async def plumb(self, record: PodRecord, info: BridgeNetwork, sandbox_id: str) -> None:
+        """Build running sandbox `sandbox_id`'s network and note it in `record`."""
+        assert self.sandboxes is not None
+        pid = await self.runtime.container_pid(sandbox_id)
+        if not pid:
+            raise RuntimeError_("the sandbox stopped before its network was built")
+        record.sandbox_address = await self.sandboxes.plumb(info, record.uid, sandbox_id, pid)
+        record.sandbox_plumbed = sandbox_id
+
+    async def _ensure_sandbox_network(
+        self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord
+    ) -> float | None:
+        """The safety net: a running sandbox that the agent was to plumb and has not (the agent
+        stopped in between, or the last try failed) is plumbed now; on failure, a retry time."""
+        sandbox = obs.infra[0] if obs.infra else None
+        if sandbox is None or not sandbox.running or record.sandbox_plumbed == sandbox.id:
+            return None
+        name = sandbox.labels.get(render.LABEL_SANDBOX_NETWORK)
+        if not name or self.sandboxes is None:
+            return None
+        try:
+            info = await self.sandboxes.network(name)
+            if info is None:
+                raise errors.FailedPrecondition(f"engine network {name} leaves no addresses to the agent")
+            await self.plumb(record, info, sandbox.id)
+        except errors.AtollError as exc:
+            record.sandbox_backoff_s = self.backoff.next_delay(record.sandbox_backoff_s, None)
+            self.recorder.record(pod, "Warning", "FailedSetUpNetwork", f"sandbox network: {exc}")
+            return self.clock() + record.sandbox_backoff_s
+        record.sandbox_backoff_s = 0.0
+        log.info(
+            "pod %s: sandbox network built (%s)",
+            pod.metadata.name,
+            record.sandbox_address,
+            extra=logs.pod(pod.metadata),
+        )
+        return None
 
     async def _ensure_networks(
         self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord, *, terminal: bool
@@ -187,6 +260,8 @@ class PodSyncer:
             await self.runtime.remove_container(action.container.id)
         if self.networks is not None:
             await self.networks.removed(uid)  # after the sandbox: its VFs are home (or on their way)
+        if self.sandboxes is not None:
+            self.sandboxes.release(uid)  # after the sandbox: its veth went with its namespace
         self.states.forget(uid)
         self._verdicts.pop(uid, None)
         self._refused.pop(uid, None)
@@ -250,7 +325,8 @@ class _Execution:
 
     async def create_sandbox(self, action: plan.CreateSandbox) -> bool:
         rec = self.record
-        spec = render.render_infra(self.pod, self.s.ctx, action.attempt)
+        bridge = await self.s.agent_bridge(self.pod)
+        spec = render.render_infra(self.pod, self.s.ctx, action.attempt, agent_built=bridge is not None)
         rec.sandbox_attempt = action.attempt
         self.s.states.save(rec)
         try:
@@ -258,10 +334,13 @@ class _Execution:
             rec.sandbox_id = cid
             try:
                 await self.s.runtime.start_container(cid)
-            except RuntimeError_:
+                if bridge is not None:
+                    # Before any app container: they join a namespace that has its network (CNI ADD).
+                    await self.s.plumb(rec, bridge, cid)
+            except errors.AtollError:
                 await self.s.runtime.remove_container(cid)
                 raise
-        except RuntimeError_ as exc:
+        except errors.AtollError as exc:
             rec.sandbox_backoff_s = self.s.backoff.next_delay(rec.sandbox_backoff_s, None)
             rec.sandbox_not_before = self.s.clock() + rec.sandbox_backoff_s
             rec.sandbox_error = f"failed to create pod sandbox: {exc}"

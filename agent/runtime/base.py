@@ -113,6 +113,22 @@ class PodNetworkSpec:
     mtu: int
     bridge_name: str = "atoll0"
     masquerade: bool = False
+    # Where the engine may hand out addresses ("": the whole subnet); the rest is the agent's
+    # (agent.network.sandbox).
+    ip_range: str = ""
+
+
+@dataclass(frozen=True)
+class BridgeNetwork:
+    """An engine bridge network as the agent needs it to plumb pods onto it itself
+    (agent.network.sandbox)."""
+
+    name: str
+    subnet: str
+    gateway: str
+    ip_range: str  # the engine's own share of the subnet; "" when it may use all of it
+    bridge: str  # the bridge device
+    mtu: int
 
 
 #: What ensure_network did: made it, found it right, remade it, or found it wrong
@@ -143,6 +159,10 @@ class ContainerRuntime(Protocol):
 
     async def start_container(self, container_id: str) -> None: ...
 
+    async def container_pid(self, container_id: str) -> int:
+        """The main process of a running container; 0 when it does not run (or is gone)."""
+        ...
+
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         """SIGTERM, then SIGKILL after `grace_seconds` (None: the container's own stop timeout)."""
         ...
@@ -164,6 +184,10 @@ class ContainerRuntime(Protocol):
 
     async def remove_network(self, name: str) -> None:
         """Remove a network; one that does not exist is not an error, one in use is."""
+        ...
+
+    async def bridge_network(self, name: str) -> BridgeNetwork | None:
+        """Engine network `name` if it is a bridge network with an IPv4 subnet, else None."""
         ...
 
     async def close(self) -> None: ...

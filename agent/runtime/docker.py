@@ -23,6 +23,7 @@ import docker.utils
 import requests
 
 from agent.runtime.base import (
+    BridgeNetwork,
     ContainerInfo,
     ContainerSpec,
     ImagePullError,
@@ -278,6 +279,13 @@ class DockerRuntime:
         except docker.errors.NotFound as exc:
             raise RuntimeError_(f"docker start: {_explain(exc)}") from None
 
+    async def container_pid(self, container_id: str) -> int:
+        try:
+            data = await self._call(self._api.inspect_container, container_id)
+        except docker.errors.NotFound:
+            return 0
+        return int((data.get("State") or {}).get("Pid") or 0)
+
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         try:
             await self._call(
@@ -367,10 +375,10 @@ class DockerRuntime:
         """How an inspected network differs from `spec` (empty: it matches)."""
         options = data.get("Options") or {}
         configs = (data.get("IPAM") or {}).get("Config") or []
-        have = [(c.get("Subnet", ""), c.get("Gateway", "")) for c in configs]
+        have = [(c.get("Subnet", ""), c.get("Gateway", ""), c.get("IPRange") or "") for c in configs]
         checks = (
             ("driver", data.get("Driver"), "bridge"),
-            ("subnet/gateway", have, [(spec.subnet, spec.gateway)]),
+            ("subnet/gateway/range", have, [(spec.subnet, spec.gateway, spec.ip_range)]),
             ("mtu", options.get(_OPT_MTU), str(spec.mtu)),
             ("bridge name", options.get(_OPT_BRIDGE), spec.bridge_name),
             ("ip masquerade", options.get(_OPT_MASQ, "true"), str(spec.masquerade).lower()),
@@ -400,7 +408,9 @@ class DockerRuntime:
             self._api.remove_network(data["Id"])
             result = "recreated"
         ipam = docker.types.IPAMConfig(
-            pool_configs=[docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)]
+            pool_configs=[
+                docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway, iprange=spec.ip_range or None)
+            ]
         )
         self._api.create_network(
             spec.name,
@@ -436,6 +446,36 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return
 
+    def _bridge_network_sync(self, name: str) -> BridgeNetwork | None:
+        try:
+            data = self._api.inspect_network(name)
+        except docker.errors.NotFound:
+            return None
+        return bridge_network_of(data)
+
+    async def bridge_network(self, name: str) -> BridgeNetwork | None:
+        return await self._call(self._bridge_network_sync, name)
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
+
+
+def bridge_network_of(data: Mapping[str, Any]) -> BridgeNetwork | None:
+    """An inspected network as a BridgeNetwork: a bridge with one IPv4 subnet, else None."""
+    if data.get("Driver") != "bridge":
+        return None
+    options = data.get("Options") or {}
+    for config in (data.get("IPAM") or {}).get("Config") or []:
+        subnet = config.get("Subnet", "")
+        if subnet and ":" not in subnet:
+            bridge = options.get(_OPT_BRIDGE) or f"br-{str(data.get('Id', ''))[:12]}"
+            return BridgeNetwork(
+                name=str(data.get("Name", "")),
+                subnet=subnet,
+                gateway=config.get("Gateway", ""),
+                ip_range=config.get("IPRange") or "",
+                bridge=bridge,
+                mtu=int(options.get(_OPT_MTU) or 1500),
+            )
+    return None

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
 from agent.runtime.base import (
+    BridgeNetwork,
     ContainerInfo,
     ContainerSpec,
     ImagePullError,
@@ -114,7 +115,7 @@ class FakeRuntime:
         if spec.network in self.networks:
             subnet = ipaddress.IPv4Network(self.networks[spec.network].subnet)
             ip = str(subnet.network_address + next(self._net_hosts[spec.network]))
-        elif spec.network:
+        elif spec.network and spec.network != "none":
             ip = f"172.30.{(n := next(self._ips)) // 250}.{n % 250 + 2}"
         self.containers[cid] = ContainerInfo(
             id=cid,
@@ -147,6 +148,11 @@ class FakeRuntime:
             exit_code=0,
             pid=100_000 + next(self._pids),  # a stand-in: no process runs
         )
+
+    async def container_pid(self, container_id: str) -> int:
+        await self._note("container_pid", container_id)
+        info = self.containers.get(container_id)
+        return info.pid if info is not None and info.running else 0
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         await self._note("stop_container", container_id)
@@ -197,6 +203,13 @@ class FakeRuntime:
             raise RuntimeError_(f"error while removing network: network {name} has active endpoints")
         self.networks.pop(name, None)
         self._net_hosts.pop(name, None)
+
+    async def bridge_network(self, name: str) -> BridgeNetwork | None:
+        await self._note("bridge_network", name)
+        spec = self.networks.get(name)
+        if spec is None:
+            return None
+        return BridgeNetwork(name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge_name, spec.mtu)
 
     async def close(self) -> None:
         return None

@@ -19,9 +19,9 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from agent.network.netlink import run_in
 from agent.sriov.fake import FakeSriovHardware, RecordingVfConfigurator
 from agent.sriov.model import VfSettings
-from agent.sriov.netlink import run_in
 
 VNI_BASE = 4000
 FABRIC_PORT = 4790  # not 4789/8472: the overlay's VXLAN keeps its port

@@ -11,56 +11,22 @@ under the pod's name after the kernel moved it back from a namespace that
 went away.
 
 Each call runs on a fresh thread; calls inside a pod's namespace first join
-it with setns(2) (agent.network.netlink.enter_netns), so only that thread
-moves. pyroute2 is imported on first use.
+it with setns(2) (agent.network.netlink.run_in), so only that thread moves.
+pyroute2 is imported on first use.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from agent.network.netlink import ErrnoIPRoute, enter_netns
+from agent.network.netlink import run_in
 from agent.sriov.model import CLEAN, LINK_STATES, VfSettings
 
-T = TypeVar("T")
 ALIAS_PREFIX = "atoll-vf:"
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL)
-
-
-def _ipr() -> Any:
-    from agent.network import pyroute
-
-    iproute, netlink_error = pyroute.load()
-    return ErrnoIPRoute(iproute(), netlink_error)
-
-
-def run_in(netns: str | None, fn: Callable[[Any], T]) -> T:
-    """`fn(ipr)` on a new thread, inside `netns` when given (the caller's namespace otherwise)."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            if netns is not None:
-                enter_netns(netns)
-            ipr = _ipr()
-            try:
-                result.append(fn(ipr))
-            finally:
-                ipr.close()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=body, name=f"sriov-netlink{'-netns' if netns else ''}")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 def _index(ipr: Any, *, name: str = "", alias: str = "") -> int | None:

@@ -1,0 +1,227 @@
+"""Pod sandboxes whose network the agent builds, CNI's way, instead of the engine.
+
+With `--sandbox-network agent`, a pod without host ports gets an infra
+container started with no network (Docker's `none`: a new namespace holding
+loopback alone). The agent then adds what Docker's bridge driver would have:
+a veth pair whose host end joins the pod network's bridge and whose other end
+is the pod's `eth0`, one address, and a default route through the bridge's
+gateway. It is what CNI's bridge plugin does for kubelet. It is faster under
+parallel load because Docker's bridge driver serialises endpoint set-up
+(bench/pod_startup.py measures both).
+
+Addresses: Docker's IPAM hands out only inside the network's `IPRange`, so
+the agent takes its addresses from the rest of the subnet and the two never
+meet. A network without an `IPRange` (Docker's default `bridge`, say) leaves
+the agent no room: its pods keep the engine's network. The overlay's network
+is created with the lower half of the lease as its range when this mode is on.
+Each pod keeps one address for its lifetime (across sandbox restarts), held in
+``<state-dir>/sandbox/ipam.json``, written before the address is used and
+released when the pod is removed.
+
+Pods with host ports keep the engine's network: Docker publishes their ports.
+Kernel state needs no agent: the veth goes with the sandbox's namespace, and
+a restarted agent finds the pod plumbed already (the sandbox id it plumbed is
+in the pod's record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.runtime.base import BridgeNetwork
+from atoll import errors, files
+
+log = logging.getLogger(__name__)
+
+MODES = ("engine", "agent")
+
+
+@dataclass(frozen=True)
+class Plumbing:
+    """One sandbox's network, as plain data: what the plumber builds."""
+
+    netns: str  # /proc/PID/ns/net of the infra container
+    host_ifname: str
+    bridge: str
+    address: str  # CIDR, "10.1.2.200/24"
+    gateway: str
+    mtu: int
+    ifname: str = "eth0"
+
+
+class Plumber(Protocol):
+    """Builds a sandbox's network (agent.network.veth is the real one). Idempotent."""
+
+    async def plumb(self, plumbing: Plumbing) -> None: ...
+
+
+def host_ifname(sandbox_id: str) -> str:
+    """The host end's name: stable per sandbox, 15 characters at most (IFNAMSIZ)."""
+    return "veth" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:11]
+
+
+def agent_share(info: BridgeNetwork) -> list[ipaddress.IPv4Address]:
+    """The addresses of `info`'s subnet that are the agent's to give: outside Docker's range, and
+    neither the gateway, the network address nor the broadcast address. Highest first."""
+    if not info.ip_range:
+        return []
+    subnet = ipaddress.IPv4Network(info.subnet, strict=False)
+    engine = ipaddress.IPv4Network(info.ip_range, strict=False)
+    if not engine.subnet_of(subnet) or engine == subnet:
+        return []
+    skip = {subnet.network_address, subnet.broadcast_address}
+    if info.gateway:
+        skip.add(ipaddress.IPv4Address(info.gateway))
+    return [a for a in reversed(list(subnet)) if a not in engine and a not in skip]
+
+
+def engine_share(subnet: str) -> str:
+    """The IP range an agent-created network leaves to Docker: the subnet's lower half."""
+    net = ipaddress.IPv4Network(subnet, strict=False)
+    if net.prefixlen >= 30:
+        return ""
+    return str(next(net.subnets(prefixlen_diff=1)))
+
+
+class SandboxIpam:
+    """Addresses of pods' sandboxes per engine network, kept on disk (host-local IPAM)."""
+
+    def __init__(self, state_dir: pathlib.Path) -> None:
+        self._path = state_dir / "sandbox" / "ipam.json"
+        self._leases: dict[str, dict[str, str]] = {}  # network -> address -> pod uid
+        try:
+            self._leases = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            log.warning("sandbox IPAM: %s unreadable; starting afresh", self._path)
+            self._path.replace(self._path.with_suffix(".unreadable"))
+
+    def _save(self) -> None:
+        files.write_atomic(self._path, json.dumps(self._leases, indent=1, sort_keys=True).encode())
+
+    def held(self, uid: str) -> dict[str, str]:
+        """network -> address that pod `uid` holds."""
+        return {net: a for net, held in self._leases.items() for a, owner in held.items() if owner == uid}
+
+    def address(self, info: BridgeNetwork, uid: str) -> str:
+        """Pod `uid`'s address on `info` as CIDR: the one it holds, or the highest free one."""
+        subnet = ipaddress.IPv4Network(info.subnet, strict=False)
+        share = agent_share(info)
+        held = self._leases.setdefault(info.name, {})
+        for address, owner in held.items():
+            if owner == uid and ipaddress.IPv4Address(address) in share:
+                return f"{address}/{subnet.prefixlen}"
+        for candidate in share:
+            if str(candidate) not in held:
+                # The lease of an address the network no longer gives (a new subnet) goes.
+                for stale in [a for a, owner in held.items() if owner == uid]:
+                    del held[stale]
+                held[str(candidate)] = uid
+                self._save()
+                return f"{candidate}/{subnet.prefixlen}"
+        raise errors.ResourceExhausted(
+            f"network {info.name}: no free address outside the engine's range {info.ip_range}"
+        )
+
+    def release(self, uid: str) -> None:
+        changed = False
+        for held in self._leases.values():
+            for address in [a for a, owner in held.items() if owner == uid]:
+                del held[address]
+                changed = True
+        if changed:
+            self._save()
+
+    def retain(self, wanted: Callable[[str], bool]) -> list[str]:
+        """Release the addresses of pods `wanted` says no to (pods gone while the agent was away)."""
+        gone = sorted({o for held in self._leases.values() for o in held.values() if not wanted(o)})
+        for uid in gone:
+            self.release(uid)
+        return gone
+
+
+class SandboxNetworks:
+    """Whether a pod's sandbox is the agent's to plumb, its address, and the plumbing itself."""
+
+    def __init__(
+        self,
+        plumber: Plumber,
+        ipam: SandboxIpam,
+        inspect: Callable[[str], Awaitable[BridgeNetwork | None]],
+        *,
+        recheck: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plumber = plumber
+        self.ipam = ipam
+        self._inspect = inspect
+        self._recheck = recheck
+        self._clock = clock
+        self._known: dict[str, tuple[float, BridgeNetwork | None]] = {}
+        self._warned: set[str] = set()
+
+    async def network(self, name: str) -> BridgeNetwork | None:
+        """`name`'s bridge and share when the agent can plumb pods onto it, else None (cached)."""
+        now = self._clock()
+        known = self._known.get(name)
+        if known is not None and now - known[0] < self._recheck:
+            return known[1]
+        info = await self._inspect(name)
+        if info is not None and not agent_share(info):
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "sandbox network: engine network %s has no IP range that leaves addresses to the "
+                    "agent (subnet %s, range %r): its pods keep the engine's network",
+                    name,
+                    info.subnet,
+                    info.ip_range,
+                )
+            info = None
+        self._known[name] = (now, info)
+        return info
+
+    def forget_network(self, name: str) -> None:
+        self._known.pop(name, None)
+
+    async def plumb(self, info: BridgeNetwork, uid: str, sandbox_id: str, pid: int) -> str:
+        """Build sandbox `sandbox_id`'s network (its process `pid`); returns the pod's address."""
+        address = self.ipam.address(info, uid)
+        await self.plumber.plumb(
+            Plumbing(
+                netns=f"/proc/{pid}/ns/net",
+                host_ifname=host_ifname(sandbox_id),
+                bridge=info.bridge,
+                address=address,
+                gateway=info.gateway,
+                mtu=info.mtu,
+            )
+        )
+        return address
+
+    def release(self, uid: str) -> None:
+        self.ipam.release(uid)
+
+
+class RecordingPlumber:
+    """A fake plumber: records each Plumbing it is asked for and builds nothing (no kernel in
+    unit tests; agent.network.veth is the real one, tested against the kernel in
+    tests/integration). `fail` makes the next calls raise, as a kernel refusing would."""
+
+    def __init__(self) -> None:
+        self.plumbed: list[Plumbing] = []
+        self.fail: errors.AtollError | None = None
+
+    async def plumb(self, plumbing: Plumbing) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.plumbed.append(plumbing)

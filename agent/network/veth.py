@@ -1,0 +1,88 @@
+"""The real sandbox plumber: a veth pair from the pod network's bridge into a pod, through pyroute2.
+
+What CNI's bridge plugin does, in two netlink conversations and no process:
+on the host, the pair is created with its pod end already in the sandbox's
+namespace (IFLA_NET_NS_FD on the peer), and the host end joins the bridge;
+inside, on a thread that joined the namespace (setns), the pod end gets its
+MTU, address and default route. Every step checks first, so a retry after a
+crash half way finishes the job and a second call changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+from typing import Any
+
+from agent.network.netlink import run_in
+from agent.network.sandbox import Plumbing
+from atoll import errors
+
+
+def _one(ipr: Any, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def _host_side(ipr: Any, p: Plumbing, netns_fd: int) -> None:
+    bridge = _one(ipr, p.bridge)
+    if bridge is None:
+        raise OSError(errno.ENODEV, f"no bridge {p.bridge}")
+    host = _one(ipr, p.host_ifname)
+    if host is None:
+        # Both ends at once: the pod end is born inside the sandbox, so no name clashes on the host.
+        ipr.link(
+            "add",
+            ifname=p.host_ifname,
+            kind="veth",
+            mtu=p.mtu,
+            peer={"ifname": p.ifname, "net_ns_fd": netns_fd},
+        )
+        host = _one(ipr, p.host_ifname)
+        if host is None:
+            raise OSError(errno.ENODEV, f"{p.host_ifname} vanished after it was created")
+    ipr.link("set", index=host, master=bridge, mtu=p.mtu, state="up")
+
+
+def _pod_side(ipr: Any, p: Plumbing) -> None:
+    index = _one(ipr, p.ifname)
+    if index is None:
+        raise OSError(errno.ENODEV, f"no {p.ifname} in {p.netns}")
+    lo = _one(ipr, "lo")
+    if lo is not None:
+        ipr.link("set", index=lo, state="up")
+    ipr.link("set", index=index, mtu=p.mtu, state="up")
+    address, _, prefix = p.address.partition("/")
+    present = {(a.get_attr("IFA_ADDRESS"), int(a["prefixlen"])) for a in ipr.get_addr(index=index, family=2)}
+    for other, length in present - {(address, int(prefix))}:
+        ipr.addr("del", index=index, address=other, prefixlen=length)
+    if (address, int(prefix)) not in present:
+        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+    if p.gateway:
+        ipr.route("replace", dst="0.0.0.0/0", gateway=p.gateway, oif=index)
+
+
+class VethPlumber:
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._timeout = timeout
+
+    def _plumb_sync(self, p: Plumbing) -> None:
+        ipaddress.IPv4Interface(p.address)  # plain data is checked before the kernel sees it
+        fd = os.open(p.netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            run_in(None, lambda ipr: _host_side(ipr, p, fd))
+        finally:
+            os.close(fd)
+        run_in(p.netns, lambda ipr: _pod_side(ipr, p))
+
+    async def plumb(self, plumbing: Plumbing) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._plumb_sync, plumbing), self._timeout)
+        except OSError as exc:
+            raise errors.Unavailable(f"sandbox network ({plumbing.host_ifname}): {exc}") from None
+        except TimeoutError:
+            raise errors.Unavailable(
+                f"sandbox network ({plumbing.host_ifname}): no answer in {self._timeout:.0f}s"
+            ) from None

@@ -1,0 +1,205 @@
+"""Sandbox networks the agent builds itself: who gets one, which address, and when it is plumbed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.network.sandbox import (
+    RecordingPlumber,
+    SandboxIpam,
+    SandboxNetworks,
+    agent_share,
+    engine_share,
+    host_ifname,
+)
+from agent.pods import render
+from agent.pods.events import RecordingRecorder
+from agent.pods.state import PodStateStore
+from agent.pods.syncer import PodSyncer
+from agent.runtime.base import BridgeNetwork, PodNetworkSpec
+from agent.runtime.fake import FakeRuntime
+from atoll import errors, validation
+from atoll.v1 import pod_pb2
+
+NET = BridgeNetwork("pods", "10.1.2.0/24", "10.1.2.1", "10.1.2.0/25", "atoll0", 1450)
+
+
+def test_the_agent_takes_the_subnet_outside_the_engine_range_highest_first() -> None:
+    share = agent_share(NET)
+    assert [str(a) for a in share[:2]] == ["10.1.2.254", "10.1.2.253"]
+    assert str(share[-1]) == "10.1.2.128" and len(share) == 127
+    # No range, or a range that is the whole subnet, leaves the agent nothing.
+    for ip_range in ("", "10.1.2.0/24"):
+        assert agent_share(BridgeNetwork("p", "10.1.2.0/24", "10.1.2.1", ip_range, "b", 1500)) == []
+    # The gateway is never handed out, wherever it sits.
+    high_gateway = BridgeNetwork("p", "10.1.2.0/24", "10.1.2.254", "10.1.2.0/25", "b", 1500)
+    assert str(agent_share(high_gateway)[0]) == "10.1.2.253"
+    assert engine_share("10.1.2.0/24") == "10.1.2.0/25"
+    assert engine_share("10.1.2.0/30") == ""
+
+
+def test_host_ends_are_stable_per_sandbox_and_fit_ifnamsiz() -> None:
+    name = host_ifname("a" * 64)
+    assert name == host_ifname("a" * 64) and len(name) <= 15 and name != host_ifname("b" * 64)
+
+
+def test_a_pod_keeps_its_address_and_a_restart_remembers_it(tmp_path: Path) -> None:
+    ipam = SandboxIpam(tmp_path)
+    a, b = ipam.address(NET, "uid-a"), ipam.address(NET, "uid-b")
+    assert (a, b) == ("10.1.2.254/24", "10.1.2.253/24")
+    assert ipam.address(NET, "uid-a") == a
+    again = SandboxIpam(tmp_path)
+    assert again.address(NET, "uid-a") == a and again.address(NET, "uid-c") == "10.1.2.252/24"
+    again.release("uid-a")
+    assert SandboxIpam(tmp_path).address(NET, "uid-d") == "10.1.2.254/24"
+    # Pods gone while the agent was away give their addresses back.
+    assert again.retain(lambda uid: uid == "uid-b") == ["uid-c"]
+    assert SandboxIpam(tmp_path).held("uid-c") == {}
+
+
+def test_a_new_subnet_gives_a_new_address_and_a_full_share_says_so(tmp_path: Path) -> None:
+    ipam = SandboxIpam(tmp_path)
+    ipam.address(NET, "uid-a")
+    moved = BridgeNetwork("pods", "10.9.9.0/24", "10.9.9.1", "10.9.9.0/25", "atoll0", 1450)
+    assert ipam.address(moved, "uid-a") == "10.9.9.254/24"
+    assert ipam.held("uid-a") == {"pods": "10.9.9.254"}
+    tiny = BridgeNetwork("tiny", "10.3.0.0/29", "10.3.0.1", "10.3.0.0/30", "b", 1500)
+    assert [ipam.address(tiny, f"u{i}") for i in range(3)] == ["10.3.0.6/29", "10.3.0.5/29", "10.3.0.4/29"]
+    with pytest.raises(errors.ResourceExhausted, match="no free address"):
+        ipam.address(tiny, "u3")
+
+
+def test_an_unreadable_ipam_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "sandbox" / "ipam.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    assert SandboxIpam(tmp_path).address(NET, "uid-a") == "10.1.2.254/24"
+    assert (tmp_path / "sandbox" / "ipam.unreadable").exists()
+
+
+def _pod(name: str = "web", *, host_port: int = 0) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name, p.metadata.uid, p.metadata.namespace = name, f"uid-{name}", "default"
+    c = p.spec.containers.add(name="web", image="busybox")
+    c.ports.add(container_port=80, host_port=host_port)  # a port without a host port changes nothing
+    validation.default_pod(p)
+    return p
+
+
+class Bed:
+    def __init__(self, tmp_path: Path, *, ip_range: str = "10.1.2.0/25", mode: bool = True) -> None:
+        self.tmp_path = tmp_path
+        self.rt = FakeRuntime(images=("atoll/pause:1.0", "busybox"))
+        self.plumber = RecordingPlumber()
+        self.recorder = RecordingRecorder()
+        self.spec = PodNetworkSpec("pods", "10.1.2.0/24", "10.1.2.1", 1450, "atoll0", ip_range=ip_range)
+        self.mode = mode
+        self.syncer = self.new_syncer()
+
+    def new_syncer(self) -> PodSyncer:
+        """An agent (re)started on the same state dir and engine."""
+        ctx = render.RenderContext(
+            node_name="n1", infra_image="atoll/pause:1.0", pod_network="pods", pods_dir=self.tmp_path / "pods"
+        )
+        states = PodStateStore(self.tmp_path / "pods")
+        states.load_all()
+        nets = SandboxNetworks(self.plumber, SandboxIpam(self.tmp_path), self.rt.bridge_network)
+        return PodSyncer(
+            self.rt,
+            states,
+            ctx,
+            host_ip=lambda: "192.168.0.10",
+            recorder=self.recorder,
+            sandboxes=nets,
+            build_sandbox_networks=self.mode,
+        )
+
+    async def start(self) -> Bed:
+        await self.rt.ensure_network(self.spec)
+        return self
+
+    def infra(self) -> list[str]:
+        return [cid for cid, s in self.rt.specs.items() if s.labels[render.LABEL_CONTAINER] == render.INFRA]
+
+
+async def test_a_pod_gets_the_agents_network_before_its_app_starts(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    result = await bed.syncer.sync(_pod())
+    (infra,) = bed.infra()
+    spec = bed.rt.specs[infra]
+    assert spec.network == "none" and spec.labels[render.LABEL_SANDBOX_NETWORK] == "pods"
+    (plumbing,) = bed.plumber.plumbed
+    pid = bed.rt.containers[infra].pid
+    assert (plumbing.netns, plumbing.bridge, plumbing.address, plumbing.gateway, plumbing.mtu) == (
+        f"/proc/{pid}/ns/net",
+        "atoll0",
+        "10.1.2.254/24",
+        "10.1.2.1",
+        1450,
+    )
+    assert plumbing.host_ifname == host_ifname(infra)
+    # Plumbed between the sandbox's start and the app container's creation.
+    calls = [c for c, _ in bed.rt.calls]
+    first_app = calls.index("create_container", calls.index("container_pid"))
+    assert calls.index("start_container") < calls.index("container_pid") < first_app
+    assert result.status.pod_ip == "10.1.2.254"
+    assert result.status.phase == pod_pb2.POD_PHASE_RUNNING
+    # A second sync (and a restarted agent) finds it plumbed: nothing is built again.
+    await bed.syncer.sync(_pod())
+    again = await bed.new_syncer().sync(_pod())
+    assert len(bed.plumber.plumbed) == 1 and again.status.pod_ip == "10.1.2.254"
+
+
+async def test_host_ports_and_networks_without_a_range_keep_the_engines_network(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod("published", host_port=8080))
+    bed2 = await Bed(tmp_path / "norange", ip_range="").start()
+    await bed2.syncer.sync(_pod("plain"))
+    bed3 = await Bed(tmp_path / "off", mode=False).start()
+    await bed3.syncer.sync(_pod("off"))
+    for b in (bed, bed2, bed3):
+        (infra,) = b.infra()
+        assert b.rt.specs[infra].network == "pods"
+        assert render.LABEL_SANDBOX_NETWORK not in b.rt.specs[infra].labels
+        assert b.plumber.plumbed == []
+    assert bed.rt.specs[bed.infra()[0]].ports[0].host_port == 8080
+
+
+async def test_a_failed_plumbing_removes_the_sandbox_and_is_retried(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    bed.plumber.fail = errors.Unavailable("no bridge atoll0")
+    result = await bed.syncer.sync(_pod())
+    assert bed.rt.containers == {}  # the sandbox went; no app container was made
+    assert "FailedCreatePodSandBox" in bed.recorder.reasons()
+    assert result.status.pod_ip == "" and result.requeue_at is not None
+    bed.plumber.fail = None
+    bed.syncer.clock = lambda: result.requeue_at or 0.0
+    result = await bed.syncer.sync(_pod())
+    assert result.status.pod_ip == "10.1.2.254" and len(bed.infra()) == 2
+
+
+async def test_a_sandbox_left_unplumbed_by_a_crash_is_plumbed_on_the_next_sync(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod())
+    record = bed.syncer.states.get("uid-web")
+    record.sandbox_plumbed = ""  # as if the agent died between the sandbox's start and the plumbing
+    bed.syncer.states.save(record)
+    bed.plumber.fail = errors.Unavailable("netlink busy")
+    failed = await bed.new_syncer().sync(_pod())
+    assert failed.status.pod_ip == "" and failed.requeue_at is not None
+    assert "FailedSetUpNetwork" in bed.recorder.reasons()
+    bed.plumber.fail = None
+    creates = len(bed.rt.calls_of("create_container"))
+    fixed = await bed.new_syncer().sync(_pod())
+    assert fixed.status.pod_ip == "10.1.2.254" and len(bed.plumber.plumbed) == 2
+    assert len(bed.rt.calls_of("create_container")) == creates  # nothing was recreated
+
+
+async def test_removing_a_pod_gives_its_address_back(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod("a"))
+    await bed.syncer.remove("uid-a")
+    await bed.syncer.sync(_pod("b"))
+    assert [p.address for p in bed.plumber.plumbed] == ["10.1.2.254/24", "10.1.2.254/24"]
