@@ -168,12 +168,18 @@ class Agent:
         await self.registries.apply(None)
         pods_dir = cfg.state_path / "pods"
         states = PodStateStore(pods_dir)
-        states.load_all()
+        records = states.load_all()
         self.sriov = self._sriov_factory(cfg)
         self.sandboxes = SandboxNetworks(
             self._plumber(), SandboxIpam(cfg.state_path), self.runtime.bridge_network
         )
         known = states.known()
+        # The pods' records say which addresses they hold: what the IPAM file lost, they restore.
+        self.sandboxes.ipam.adopt(
+            (r.uid, r.sandbox_network, r.sandbox_address)
+            for r in records.values()
+            if r.sandbox_network and r.sandbox_address
+        )
         released_addresses = self.sandboxes.ipam.retain(lambda uid: uid in known)
         if released_addresses:
             log.info(

@@ -185,8 +185,8 @@ class MeteredRuntime:
     async def bridge_network(self, name: str) -> BridgeNetwork | None:
         return await self.inner.bridge_network(name)
 
-    async def container_pid(self, container_id: str) -> int:
-        return await self.inner.container_pid(container_id)
+    async def network_namespace(self, container_id: str) -> str:
+        return await self.inner.network_namespace(container_id)
 
     async def close(self) -> None:
         await self.inner.close()

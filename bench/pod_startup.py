@@ -268,12 +268,18 @@ def main() -> None:
         action="store_true",
         help="Atoll rows in the order engine, agent, agent, engine (default: agent, engine, engine, agent)",
     )
+    parser.add_argument(
+        "--engine-rows-on-bridge",
+        action="store_true",
+        help="the engine's rows on Docker's default bridge (as the baseline), not on the agent rows' "
+        "user-defined network (which costs the engine its embedded DNS set-up per sandbox)",
+    )
     args = parser.parse_args()
 
     order = ["agent", "engine", "engine", "agent"]
     if args.engine_first:
         order = ["engine", "agent", "agent", "engine"]
-    mode_args = {"engine": (), "agent": ("--sandbox-network", "agent")}
+    mode_args: dict[str, tuple[str, ...]] = {"engine": (), "agent": ("--sandbox-network", "agent")}
     with TestBed(1) as bed:
         host = bed.hosts[0]
         modes = network_modes(bed) if args.network_modes else {}
@@ -288,7 +294,10 @@ def main() -> None:
             ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
                 subnet="172.28.0.0/24", gateway="172.28.0.1", iprange="172.28.0.0/25")]),
         )  # fmt: skip
-        agent_args = ("--max-parallel-syncs", str(args.parallel), "--pod-network", BENCH_NETWORK)
+        agent_args = ("--max-parallel-syncs", str(args.parallel))
+        if not args.engine_rows_on_bridge:
+            mode_args["engine"] = ("--pod-network", BENCH_NETWORK)
+        mode_args["agent"] += ("--pod-network", BENCH_NETWORK)
         measured: dict[str, list[Row]] = {"engine": [], "agent": []}
         agent: AgentProcess | None = None
         running_mode = ""
@@ -314,6 +323,8 @@ def main() -> None:
     print(machine())
     print(f"pod start-up, {args.pods} pods per row, engine parallelism {args.parallel} (seconds)")
     print(f"Atoll rows in order: {', '.join(order)}; a docker run baseline first and after each Atoll row")
+    network = "Docker's default bridge" if args.engine_rows_on_bridge else f"{BENCH_NETWORK} (user-defined)"
+    print(f"engine rows' pods on {network}; agent rows' on {BENCH_NETWORK}; baselines on the default bridge")
     print(f"{'':30}{'p50':>8}{'p90':>8}{'p99':>8}{'wall':>8}")
 
     def line(label: str, st: dict[str, float], wall: float) -> None:

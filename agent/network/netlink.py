@@ -117,18 +117,21 @@ class NetlinkDriver(Protocol):
     async def close(self) -> None: ...
 
 
-def enter_netns(path: str) -> None:
-    """Move the calling thread (only it) into the network namespace at `path`, and check it did."""
+def enter_netns(netns: str | int) -> None:
+    """Move the calling thread (only it) into the network namespace at path `netns` (or open as
+    file descriptor `netns`), and check it did."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = netns if isinstance(netns, int) else os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+        target = os.fstat(fd).st_ino
     finally:
-        os.close(fd)
-    if os.stat("/proc/thread-self/ns/net").st_ino != os.stat(path).st_ino:
-        raise OSError(errno.EINVAL, f"thread did not enter network namespace {path}")
+        if not isinstance(netns, int):
+            os.close(fd)
+    if os.stat("/proc/thread-self/ns/net").st_ino != target:
+        raise OSError(errno.EINVAL, f"thread did not enter network namespace {netns}")
 
 
 class ErrnoIPRoute:
@@ -520,8 +523,9 @@ def _ipr() -> Any:
     return ErrnoIPRoute(iproute(), netlink_error)
 
 
-def run_in(netns: str | None, fn: Callable[[Any], T]) -> T:
-    """`fn(ipr)` on a new thread, inside `netns` when given (the caller's namespace otherwise)."""
+def run_in(netns: str | int | None, fn: Callable[[Any], T]) -> T:
+    """`fn(ipr)` on a new thread, inside `netns` (a path or an open descriptor) when given (the
+    caller's namespace otherwise)."""
     result: list[T] = []
     failure: list[BaseException] = []
 
@@ -537,7 +541,7 @@ def run_in(netns: str | None, fn: Callable[[Any], T]) -> T:
         except BaseException as exc:
             failure.append(exc)
 
-    thread = threading.Thread(target=body, name=f"netlink{'-netns' if netns else ''}")
+    thread = threading.Thread(target=body, name=f"netlink{'' if netns is None else '-netns'}")
     thread.start()
     thread.join()
     if failure:

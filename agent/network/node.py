@@ -172,6 +172,8 @@ class NodeNetworking:
             log.warning(
                 "overlay apply left %d error(s): %s", len(report.errors), "; ".join(report.errors[:3])
             )
+        if report.network in ("created", "recreated") and self._syncer.sandboxes is not None:
+            self._syncer.sandboxes.forget_network(overlay.pod_network_name)  # a new subnet, maybe
         self._use(overlay.pod_network_name)
         self._save(NetworkRecord(overlay.pod_network_name, self.lease.spec.cidr))
 

@@ -32,7 +32,7 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,7 +48,7 @@ MODES = ("engine", "agent")
 class Plumbing:
     """One sandbox's network, as plain data: what the plumber builds."""
 
-    netns: str  # /proc/PID/ns/net of the infra container
+    netns: str  # the infra container's network namespace, as the engine binds it (SandboxKey)
     host_ifname: str
     bridge: str
     address: str  # CIDR, "10.1.2.200/24"
@@ -71,15 +71,14 @@ def host_ifname(sandbox_id: str) -> str:
 def agent_share(info: BridgeNetwork) -> list[ipaddress.IPv4Address]:
     """The addresses of `info`'s subnet that are the agent's to give: outside Docker's range, and
     neither the gateway, the network address nor the broadcast address. Highest first."""
-    if not info.ip_range:
-        return []
+    if not info.ip_range or not info.gateway:
+        return []  # no room left to the agent, or no gateway to route pods through
     subnet = ipaddress.IPv4Network(info.subnet, strict=False)
     engine = ipaddress.IPv4Network(info.ip_range, strict=False)
     if not engine.subnet_of(subnet) or engine == subnet:
         return []
-    skip = {subnet.network_address, subnet.broadcast_address}
-    if info.gateway:
-        skip.add(ipaddress.IPv4Address(info.gateway))
+    skip = {subnet.network_address, subnet.broadcast_address, ipaddress.IPv4Address(info.gateway)}
+    skip.update(ipaddress.IPv4Address(a) for a in info.reserved)
     return [a for a in reversed(list(subnet)) if a not in engine and a not in skip]
 
 
@@ -101,12 +100,34 @@ class SandboxIpam:
             self._leases = json.loads(self._path.read_text())
         except FileNotFoundError:
             pass
-        except (OSError, ValueError):
-            log.warning("sandbox IPAM: %s unreadable; starting afresh", self._path)
-            self._path.replace(self._path.with_suffix(".unreadable"))
+        except (OSError, ValueError) as exc:
+            # The pods' own records still say which addresses they hold (adopt).
+            log.warning(
+                "sandbox IPAM: %s unreadable (%s); set aside, rebuilt from pod records", self._path, exc
+            )
+            try:
+                self._path.replace(self._path.with_suffix(".unreadable"))
+            except OSError:
+                pass
 
     def _save(self) -> None:
-        files.write_atomic(self._path, json.dumps(self._leases, indent=1, sort_keys=True).encode())
+        # No directory fsync: each pod's record carries its address too, and adopt() rebuilds.
+        files.write_atomic(
+            self._path, json.dumps(self._leases, indent=1, sort_keys=True).encode(), sync_dir=False
+        )
+
+    def adopt(self, holdings: Iterable[tuple[str, str, str]]) -> int:
+        """Take (pod uid, network, address) as held, from the pods' records; how many were missing."""
+        missing = 0
+        for uid, network, address in holdings:
+            held = self._leases.setdefault(network, {})
+            ip = address.partition("/")[0]
+            if held.get(ip) != uid and ip not in held:
+                held[ip] = uid
+                missing += 1
+        if missing:
+            self._save()
+        return missing
 
     def held(self, uid: str) -> dict[str, str]:
         """network -> address that pod `uid` holds."""
@@ -191,14 +212,18 @@ class SandboxNetworks:
         return info
 
     def forget_network(self, name: str) -> None:
+        """`name` was made again (a new lease): look at it afresh."""
         self._known.pop(name, None)
 
-    async def plumb(self, info: BridgeNetwork, uid: str, sandbox_id: str, pid: int) -> str:
-        """Build sandbox `sandbox_id`'s network (its process `pid`); returns the pod's address."""
-        address = self.ipam.address(info, uid)
+    def address(self, info: BridgeNetwork, uid: str) -> str:
+        """Pod `uid`'s address on `info` (CIDR); ResourceExhausted when the agent's share is full."""
+        return self.ipam.address(info, uid)
+
+    async def plumb(self, info: BridgeNetwork, sandbox_id: str, netns: str, address: str) -> None:
+        """Build sandbox `sandbox_id`'s network in `netns` with `address`."""
         await self.plumber.plumb(
             Plumbing(
-                netns=f"/proc/{pid}/ns/net",
+                netns=netns,
                 host_ifname=host_ifname(sandbox_id),
                 bridge=info.bridge,
                 address=address,
@@ -206,7 +231,6 @@ class SandboxNetworks:
                 mtu=info.mtu,
             )
         )
-        return address
 
     def release(self, uid: str) -> None:
         self.ipam.release(uid)

@@ -4,8 +4,16 @@ What CNI's bridge plugin does, in two netlink conversations and no process:
 on the host, the pair is created with its pod end already in the sandbox's
 namespace (IFLA_NET_NS_FD on the peer), and the host end joins the bridge;
 inside, on a thread that joined the namespace (setns), the pod end gets its
-MTU, address and default route. Every step checks first, so a retry after a
-crash half way finishes the job and a second call changes nothing.
+MTU, address and default route, and IPv6 is switched off on it (the networks
+are IPv4, as the engine does for them). Every step checks first, so a retry
+after a crash half way finishes the job and a second call changes nothing.
+
+The namespace is opened once, by the engine's bound path for it, and both
+conversations use that descriptor: a namespace found by a process id could
+be another's by the time it is used. The agent's own namespace is refused.
+The pod end's MAC is derived from its address (02:42 and the four bytes, as
+Docker does), so a pod that keeps its address across sandboxes keeps its MAC
+and no neighbour holds a stale one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ from atoll import errors
 def _one(ipr: Any, name: str) -> int | None:
     found = ipr.link_lookup(ifname=name)
     return int(found[0]) if found else None
+
+
+def mac_of(address: str) -> str:
+    """02:42 and the address's four bytes (Docker's scheme): stable per address, locally administered."""
+    packed = ipaddress.IPv4Interface(address).ip.packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in packed)
 
 
 def _host_side(ipr: Any, p: Plumbing, netns_fd: int) -> None:
@@ -53,7 +67,8 @@ def _pod_side(ipr: Any, p: Plumbing) -> None:
     lo = _one(ipr, "lo")
     if lo is not None:
         ipr.link("set", index=lo, state="up")
-    ipr.link("set", index=index, mtu=p.mtu, state="up")
+    _no_ipv6(p.ifname)
+    ipr.link("set", index=index, mtu=p.mtu, address=mac_of(p.address), state="up")
     address, _, prefix = p.address.partition("/")
     present = {(a.get_attr("IFA_ADDRESS"), int(a["prefixlen"])) for a in ipr.get_addr(index=index, family=2)}
     for other, length in present - {(address, int(prefix))}:
@@ -64,6 +79,15 @@ def _pod_side(ipr: Any, p: Plumbing) -> None:
         ipr.route("replace", dst="0.0.0.0/0", gateway=p.gateway, oif=index)
 
 
+def _no_ipv6(ifname: str) -> None:
+    # /proc/sys/net is the opening thread's namespace: this thread is in the pod's.
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as knob:
+            knob.write("1")
+    except FileNotFoundError:
+        pass  # a kernel without IPv6
+
+
 class VethPlumber:
     def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
@@ -72,10 +96,13 @@ class VethPlumber:
         ipaddress.IPv4Interface(p.address)  # plain data is checked before the kernel sees it
         fd = os.open(p.netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            ns, own = os.fstat(fd), os.stat("/proc/self/ns/net")
+            if (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
+                raise OSError(errno.EINVAL, f"{p.netns} is the agent's own network namespace")
             run_in(None, lambda ipr: _host_side(ipr, p, fd))
+            run_in(fd, lambda ipr: _pod_side(ipr, p))
         finally:
             os.close(fd)
-        run_in(p.netns, lambda ipr: _pod_side(ipr, p))
 
     async def plumb(self, plumbing: Plumbing) -> None:
         try:

@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agent.runtime.base import ContainerSpec, Mount, PortBinding
+from agent.runtime.base import LABEL_SANDBOX_NETWORK, ContainerSpec, Mount, PortBinding
 from atoll.v1 import meta_pb2, pod_pb2
 
 LABEL_MANAGED = "io.atoll.managed"
@@ -26,9 +26,6 @@ LABEL_CONTAINER = "io.atoll.container.name"
 LABEL_ATTEMPT = "io.atoll.container.attempt"
 LABEL_HASH = "io.atoll.container.hash"
 LABEL_SANDBOX = "io.atoll.sandbox.id"
-# On an infra container whose network the agent builds (agent.network.sandbox): the engine
-# network whose bridge it joins. The infra container itself runs with no network.
-LABEL_SANDBOX_NETWORK = "io.atoll.sandbox.network"
 
 # The infra container's name in labels; upper case, so no DNS-1123 container name can clash.
 INFRA = "POD"
@@ -169,12 +166,14 @@ def container_name(pod: pod_pb2.Pod, name: str, attempt: int) -> str:
 
 
 def render_infra(
-    pod: pod_pb2.Pod, ctx: RenderContext, attempt: int, *, agent_built: bool = False
+    pod: pod_pb2.Pod, ctx: RenderContext, attempt: int, *, agent_built: str = ""
 ) -> ContainerSpec:
-    """The infra container. `agent_built`: it starts with no network, and the agent plumbs it onto
-    `ctx.pod_network`'s bridge (never for a pod with host ports: the engine publishes those). The
-    spec hash is the same either way, so switching modes never replaces a running sandbox."""
+    """The infra container. `agent_built` (the pod's address): it starts with no network, and the
+    agent plumbs it onto `ctx.pod_network`'s bridge (never for a pod with host ports: the engine
+    publishes those); /etc/hosts names the pod's host name with that address, as the engine's
+    would. The spec hash is the same either way, so switching modes never replaces a sandbox."""
     labels = _labels(pod, ctx, INFRA, attempt, infra_hash(pod, ctx))
+    hostname = (pod.spec.hostname or pod.metadata.name)[:63]
     if agent_built:
         labels[LABEL_SANDBOX_NETWORK] = ctx.pod_network
     return ContainerSpec(
@@ -185,7 +184,8 @@ def render_infra(
         cmd=("sleep", "2147483647"),
         network="none" if agent_built else ctx.pod_network,
         ports=() if agent_built else host_ports(pod),
-        hostname=(pod.spec.hostname or pod.metadata.name)[:63],
+        hostname=hostname,
+        extra_hosts=((hostname, agent_built.partition("/")[0]),) if agent_built else (),
         init=True,
         stop_timeout=2,
     )

@@ -72,6 +72,7 @@ class PodRecord:
     # A sandbox network the agent built (agent.network.sandbox): the sandbox it built it in, and
     # the pod's address there (CIDR).
     sandbox_plumbed: str = ""
+    sandbox_network: str = ""
     sandbox_address: str = ""
 
     def to_json(self) -> dict[str, Any]:

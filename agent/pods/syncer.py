@@ -21,7 +21,7 @@ from agent.pods import images, plan, render, status
 from agent.pods.events import EventRecorder, LogRecorder
 from agent.pods.state import PodRecord, PodStateStore, Termination
 from agent.registries.resolve import DEFAULT_RESOLVER, ImageResolver
-from agent.runtime.base import BridgeNetwork, ContainerRuntime, RuntimeError_
+from agent.runtime.base import LABEL_SANDBOX_NETWORK, BridgeNetwork, ContainerRuntime, RuntimeError_
 from atoll import errors, files, logs, validation
 from atoll.v1 import pod_pb2
 
@@ -56,9 +56,15 @@ class SandboxNetworkHook(Protocol):
         """Engine network `name` if the agent can plumb sandboxes onto its bridge, else None."""
         ...
 
-    async def plumb(self, info: BridgeNetwork, uid: str, sandbox_id: str, pid: int) -> str:
-        """Build the network of sandbox `sandbox_id` (process `pid`); the pod's address (CIDR)."""
+    def address(self, info: BridgeNetwork, uid: str) -> str:
+        """Pod `uid`'s address on `info` (CIDR); ResourceExhausted when none is left."""
         ...
+
+    async def plumb(self, info: BridgeNetwork, sandbox_id: str, netns: str, address: str) -> None:
+        """Build the network of sandbox `sandbox_id` (namespace `netns`) with `address`."""
+        ...
+
+    def forget_network(self, name: str) -> None: ...
 
     def release(self, uid: str) -> None: ...
 
@@ -188,13 +194,15 @@ class PodSyncer:
             log.warning("cannot inspect engine network %s: %s", self.ctx.pod_network, exc)
             return None
 
-    async def plumb(self, record: PodRecord, info: BridgeNetwork, sandbox_id: str) -> None:
+    async def plumb(self, record: PodRecord, info: BridgeNetwork, sandbox_id: str, address: str = "") -> None:
         """Build running sandbox `sandbox_id`'s network and note it in `record`."""
         assert self.sandboxes is not None
-        pid = await self.runtime.container_pid(sandbox_id)
-        if not pid:
+        netns = await self.runtime.network_namespace(sandbox_id)
+        if not netns:
             raise RuntimeError_("the sandbox stopped before its network was built")
-        record.sandbox_address = await self.sandboxes.plumb(info, record.uid, sandbox_id, pid)
+        address = address or self.sandboxes.address(info, record.uid)
+        record.sandbox_network, record.sandbox_address = info.name, address
+        await self.sandboxes.plumb(info, sandbox_id, netns, address)
         record.sandbox_plumbed = sandbox_id
 
     async def _ensure_sandbox_network(
@@ -205,7 +213,7 @@ class PodSyncer:
         sandbox = obs.infra[0] if obs.infra else None
         if sandbox is None or not sandbox.running or record.sandbox_plumbed == sandbox.id:
             return None
-        name = sandbox.labels.get(render.LABEL_SANDBOX_NETWORK)
+        name = sandbox.labels.get(LABEL_SANDBOX_NETWORK)
         if not name or self.sandboxes is None:
             return None
         try:
@@ -281,6 +289,8 @@ class _Execution:
         self.sandbox_id = obs.infra[0].id if obs.infra else ""
         self.containers = {c.name: c for c in pod.spec.containers}
         self.previous = {name: instances[0] for name, instances in obs.apps.items() if instances}
+        # A sandbox of the pod that could not be stopped: a new one must not get its address.
+        self.old_sandbox_alive = False
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.s.recorder.record(self.pod, type_, reason, message)
@@ -315,6 +325,8 @@ class _Execution:
             if action.remove:
                 await self.s.runtime.remove_container(c.id)
         except RuntimeError_ as exc:
+            if name == render.INFRA:
+                self.old_sandbox_alive = True
             log.warning(
                 "pod %s: cannot stop %s: %s",
                 self.pod.metadata.name,
@@ -325,18 +337,20 @@ class _Execution:
 
     async def create_sandbox(self, action: plan.CreateSandbox) -> bool:
         rec = self.record
-        bridge = await self.s.agent_bridge(self.pod)
-        spec = render.render_infra(self.pod, self.s.ctx, action.attempt, agent_built=bridge is not None)
+        bridge, address = await self.agent_network()
+        spec = render.render_infra(self.pod, self.s.ctx, action.attempt, agent_built=address)
         rec.sandbox_attempt = action.attempt
         self.s.states.save(rec)
         try:
+            if bridge is not None and self.old_sandbox_alive:
+                raise RuntimeError_("the pod's previous sandbox still runs and holds its address")
             cid = await self.s.runtime.create_container(spec)
             rec.sandbox_id = cid
             try:
                 await self.s.runtime.start_container(cid)
                 if bridge is not None:
                     # Before any app container: they join a namespace that has its network (CNI ADD).
-                    await self.s.plumb(rec, bridge, cid)
+                    await self.s.plumb(rec, bridge, cid, address)
             except errors.AtollError:
                 await self.s.runtime.remove_container(cid)
                 raise
@@ -349,6 +363,18 @@ class _Execution:
         rec.sandbox_error, rec.sandbox_backoff_s, rec.sandbox_not_before = "", 0.0, 0.0
         self.sandbox_id = cid
         return True
+
+    async def agent_network(self) -> tuple[BridgeNetwork | None, str]:
+        """The bridge and address of a sandbox the agent is to plumb; (None, "") for the engine's,
+        which is also where a pod goes when the agent's share of addresses is full."""
+        bridge = await self.s.agent_bridge(self.pod)
+        if bridge is None or self.s.sandboxes is None:
+            return None, ""
+        try:
+            return bridge, self.s.sandboxes.address(bridge, self.pod.metadata.uid)
+        except errors.ResourceExhausted as exc:
+            log.warning("pod %s: %s; the engine builds its network", self.pod.metadata.name, exc)
+            return None, ""
 
     def _prepare_volumes(self) -> None:
         for vol in self.pod.spec.volumes:

@@ -71,6 +71,8 @@ class ContainerSpec:
     user: str = ""
     # Mount the root filesystem read-only (Docker's --read-only).
     read_only_rootfs: bool = False
+    # /etc/hosts lines (Docker's --add-host): (name, address).
+    extra_hosts: tuple[tuple[str, str], ...] = ()
     stop_timeout: int = 30
 
 
@@ -118,6 +120,12 @@ class PodNetworkSpec:
     ip_range: str = ""
 
 
+#: On an infra container whose network the agent builds (agent.network.sandbox): the engine
+#: network whose bridge it joins. Such a container uses that network though the engine does not
+#: know it (it runs with no network of the engine's).
+LABEL_SANDBOX_NETWORK = "io.atoll.sandbox.network"
+
+
 @dataclass(frozen=True)
 class BridgeNetwork:
     """An engine bridge network as the agent needs it to plumb pods onto it itself
@@ -129,6 +137,7 @@ class BridgeNetwork:
     ip_range: str  # the engine's own share of the subnet; "" when it may use all of it
     bridge: str  # the bridge device
     mtu: int
+    reserved: tuple[str, ...] = ()  # addresses the engine keeps out of its IPAM (auxiliary ones)
 
 
 #: What ensure_network did: made it, found it right, remade it, or found it wrong
@@ -159,8 +168,9 @@ class ContainerRuntime(Protocol):
 
     async def start_container(self, container_id: str) -> None: ...
 
-    async def container_pid(self, container_id: str) -> int:
-        """The main process of a running container; 0 when it does not run (or is gone)."""
+    async def network_namespace(self, container_id: str) -> str:
+        """The path of a running container's network namespace that stays bound to it while it
+        runs (Docker's SandboxKey, not /proc/PID: a PID can be reused); "" when it does not run."""
         ...
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:

@@ -23,6 +23,7 @@ import docker.utils
 import requests
 
 from agent.runtime.base import (
+    LABEL_SANDBOX_NETWORK,
     BridgeNetwork,
     ContainerInfo,
     ContainerSpec,
@@ -249,6 +250,7 @@ class DockerRuntime:
             nano_cpus=spec.nano_cpus or None,
             mem_limit=spec.memory_limit or None,
             read_only=spec.read_only_rootfs or None,
+            extra_hosts=[f"{name}:{address}" for name, address in spec.extra_hosts] or None,
         )
         created = self._api.create_container(
             image=spec.image,
@@ -279,12 +281,14 @@ class DockerRuntime:
         except docker.errors.NotFound as exc:
             raise RuntimeError_(f"docker start: {_explain(exc)}") from None
 
-    async def container_pid(self, container_id: str) -> int:
+    async def network_namespace(self, container_id: str) -> str:
         try:
             data = await self._call(self._api.inspect_container, container_id)
         except docker.errors.NotFound:
-            return 0
-        return int((data.get("State") or {}).get("Pid") or 0)
+            return ""
+        if not (data.get("State") or {}).get("Running"):
+            return ""
+        return str((data.get("NetworkSettings") or {}).get("SandboxKey") or "")
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         try:
@@ -395,6 +399,9 @@ class DockerRuntime:
                 return "unchanged"
             users = set(data.get("Containers") or {})
             users |= {c["Id"] for c in self._api.containers(all=True, filters={"network": spec.name})}
+            # Sandboxes the agent plumbed onto its bridge: the engine does not count them.
+            label = f"{LABEL_SANDBOX_NETWORK}={spec.name}"
+            users |= {c["Id"] for c in self._api.containers(all=True, filters={"label": label})}
             if users:
                 log.error(
                     "docker network %s differs from this node's lease (%s) but %d container(s) use it: "
@@ -477,5 +484,6 @@ def bridge_network_of(data: Mapping[str, Any]) -> BridgeNetwork | None:
                 ip_range=config.get("IPRange") or "",
                 bridge=bridge,
                 mtu=int(options.get(_OPT_MTU) or 1500),
+                reserved=tuple(sorted((config.get("AuxiliaryAddresses") or {}).values())),
             )
     return None

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
 from agent.runtime.base import (
+    LABEL_SANDBOX_NETWORK,
     BridgeNetwork,
     ContainerInfo,
     ContainerSpec,
@@ -149,10 +150,10 @@ class FakeRuntime:
             pid=100_000 + next(self._pids),  # a stand-in: no process runs
         )
 
-    async def container_pid(self, container_id: str) -> int:
-        await self._note("container_pid", container_id)
+    async def network_namespace(self, container_id: str) -> str:
+        await self._note("network_namespace", container_id)
         info = self.containers.get(container_id)
-        return info.pid if info is not None and info.running else 0
+        return f"/run/docker/netns/{container_id[:12]}" if info is not None and info.running else ""
 
     async def stop_container(self, container_id: str, grace_seconds: int | None) -> None:
         await self._note("stop_container", container_id)
@@ -184,7 +185,12 @@ class FakeRuntime:
             await asyncio.Event().wait()
 
     def network_users(self, name: str) -> list[str]:
-        return [cid for cid, spec in self.specs.items() if spec.network == name and cid in self.containers]
+        return [
+            cid
+            for cid, spec in self.specs.items()
+            if cid in self.containers
+            and (spec.network == name or spec.labels.get(LABEL_SANDBOX_NETWORK) == name)
+        ]
 
     async def ensure_network(self, spec: PodNetworkSpec) -> NetworkResult:
         await self._note("ensure_network", spec.name)

@@ -97,6 +97,13 @@ async def test_the_agent_builds_pod_networks_that_survive_its_restart(
             ["timeout", "5", "wget", "-qO-", f"http://{server.status.pod_ip}:8080/index.html"]
         )
         assert out.output.strip() == b"hello", out
+        # What the engine would give: /etc/hosts names the pod; no IPv6 on the IPv4 network.
+        hosts = app["server"].exec_run(["cat", "/etc/hosts"]).output.decode()
+        assert f"{server.status.pod_ip}\tserver" in hosts, hosts
+        link6 = app["server"].exec_run(["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]).output
+        assert link6.strip() == b"1", link6
+        mac = app["server"].exec_run(["cat", "/sys/class/net/eth0/address"]).output.decode().strip()
+        assert mac == "02:42:" + ":".join(f"{int(b):02x}" for b in server.status.pod_ip.split("."))
         veth = host_ifname(infra["server"].id)
         link = sh(["ip", "-n", host.name, "-o", "link", "show", veth]).stdout
         assert "master atollpods0" in link and "state UP" in link

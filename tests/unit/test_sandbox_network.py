@@ -14,11 +14,13 @@ from agent.network.sandbox import (
     engine_share,
     host_ifname,
 )
+from agent.network.veth import mac_of
 from agent.pods import render
 from agent.pods.events import RecordingRecorder
 from agent.pods.state import PodStateStore
 from agent.pods.syncer import PodSyncer
-from agent.runtime.base import BridgeNetwork, PodNetworkSpec
+from agent.runtime.base import BridgeNetwork, PodNetworkSpec, RuntimeError_
+from agent.runtime.docker import DockerRuntime, bridge_network_of
 from agent.runtime.fake import FakeRuntime
 from atoll import errors, validation
 from atoll.v1 import pod_pb2
@@ -130,10 +132,10 @@ async def test_a_pod_gets_the_agents_network_before_its_app_starts(tmp_path: Pat
     (infra,) = bed.infra()
     spec = bed.rt.specs[infra]
     assert spec.network == "none" and spec.labels[render.LABEL_SANDBOX_NETWORK] == "pods"
+    assert spec.extra_hosts == (("web", "10.1.2.254"),)  # /etc/hosts names the pod, as the engine's would
     (plumbing,) = bed.plumber.plumbed
-    pid = bed.rt.containers[infra].pid
     assert (plumbing.netns, plumbing.bridge, plumbing.address, plumbing.gateway, plumbing.mtu) == (
-        f"/proc/{pid}/ns/net",
+        f"/run/docker/netns/{infra[:12]}",  # the engine's bound namespace, not one found by pid
         "atoll0",
         "10.1.2.254/24",
         "10.1.2.1",
@@ -142,8 +144,8 @@ async def test_a_pod_gets_the_agents_network_before_its_app_starts(tmp_path: Pat
     assert plumbing.host_ifname == host_ifname(infra)
     # Plumbed between the sandbox's start and the app container's creation.
     calls = [c for c, _ in bed.rt.calls]
-    first_app = calls.index("create_container", calls.index("container_pid"))
-    assert calls.index("start_container") < calls.index("container_pid") < first_app
+    first_app = calls.index("create_container", calls.index("network_namespace"))
+    assert calls.index("start_container") < calls.index("network_namespace") < first_app
     assert result.status.pod_ip == "10.1.2.254"
     assert result.status.phase == pod_pb2.POD_PHASE_RUNNING
     # A second sync (and a restarted agent) finds it plumbed: nothing is built again.
@@ -203,3 +205,86 @@ async def test_removing_a_pod_gives_its_address_back(tmp_path: Path) -> None:
     await bed.syncer.remove("uid-a")
     await bed.syncer.sync(_pod("b"))
     assert [p.address for p in bed.plumber.plumbed] == ["10.1.2.254/24", "10.1.2.254/24"]
+
+
+async def test_a_new_sandbox_is_refused_the_address_while_the_old_one_runs(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod())
+    (old,) = bed.infra()
+
+    async def cannot_stop(container_id: str, grace_seconds: int | None) -> None:
+        raise RuntimeError_("engine busy")
+
+    bed.rt.stop_container = cannot_stop  # type: ignore[method-assign]
+    changed = _pod()
+    changed.spec.hostname = "renamed"  # a new sandbox spec: the old sandbox is replaced
+    result = await bed.syncer.sync(changed)
+    assert bed.infra() == [old] and len(bed.plumber.plumbed) == 1
+    assert "previous sandbox still runs" in bed.syncer.states.get("uid-web").sandbox_error
+    assert bed.recorder.reasons().count("FailedCreatePodSandBox") == 1 and result.requeue_at is not None
+
+
+async def test_a_full_share_sends_new_pods_to_the_engines_network(tmp_path: Path) -> None:
+    bed = Bed(tmp_path, ip_range="10.1.2.0/25")
+    bed.spec = PodNetworkSpec("pods", "10.1.2.0/29", "10.1.2.1", 1450, "atoll0", ip_range="10.1.2.0/30")
+    await bed.start()
+    for name in ("a", "b", "c", "d"):
+        await bed.syncer.sync(_pod(name))
+    networks = sorted(bed.rt.specs[cid].network or "" for cid in bed.infra())
+    assert networks == ["none", "none", "none", "pods"]  # three addresses (.4 to .6), then the engine
+
+
+async def test_the_engine_network_is_in_use_while_the_agent_plumbed_sandboxes_onto_it(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod())
+    moved = PodNetworkSpec("pods", "10.9.9.0/24", "10.9.9.1", 1450, "atoll0", ip_range="10.9.9.0/25")
+    assert await bed.rt.ensure_network(moved) == "in-use-mismatch"
+
+
+def test_addresses_come_back_from_the_pods_records(tmp_path: Path) -> None:
+    ipam = SandboxIpam(tmp_path)
+    assert ipam.adopt([("uid-a", "pods", "10.1.2.250/24"), ("uid-b", "pods", "10.1.2.254/24")]) == 2
+    assert ipam.adopt([("uid-a", "pods", "10.1.2.250/24")]) == 0
+    assert SandboxIpam(tmp_path).address(NET, "uid-c") == "10.1.2.253/24"
+    assert ipam.address(NET, "uid-a") == "10.1.2.250/24"
+
+
+def test_engine_networks_as_the_agent_reads_them() -> None:
+    data = {
+        "Name": "pods",
+        "Id": "0123456789abcdef",
+        "Driver": "bridge",
+        "Options": {},
+        "IPAM": {
+            "Config": [
+                {"Subnet": "fd00::/64"},
+                {
+                    "Subnet": "10.1.2.0/24",
+                    "Gateway": "10.1.2.1",
+                    "IPRange": "10.1.2.0/25",
+                    "AuxiliaryAddresses": {"router": "10.1.2.254"},
+                },
+            ]
+        },
+    }
+    net = bridge_network_of(data)
+    assert net == BridgeNetwork(
+        "pods", "10.1.2.0/24", "10.1.2.1", "10.1.2.0/25", "br-0123456789ab", 1500, ("10.1.2.254",)
+    )
+    assert str(agent_share(net)[0]) == "10.1.2.253"  # the engine's auxiliary address is left alone
+    assert bridge_network_of({**data, "Driver": "macvlan"}) is None
+    no_gateway = {**data, "IPAM": {"Config": [{"Subnet": "10.1.2.0/24", "IPRange": "10.1.2.0/25"}]}}
+    nowhere = bridge_network_of(no_gateway)
+    assert nowhere is not None and agent_share(nowhere) == []
+    spec = PodNetworkSpec("pods", "10.1.2.0/24", "10.1.2.1", 1500, "br-0123456789ab", ip_range="10.1.2.0/25")
+    inspected = {**data, "Options": {"com.docker.network.driver.mtu": "1500",
+                 "com.docker.network.bridge.name": "br-0123456789ab",
+                 "com.docker.network.bridge.enable_ip_masquerade": "false"},
+                 "IPAM": {"Config": [{"Subnet": "10.1.2.0/24", "Gateway": "10.1.2.1"}]}}  # fmt: skip
+    assert DockerRuntime.network_mismatch(inspected, spec) == [
+        "subnet/gateway/range [('10.1.2.0/24', '10.1.2.1', '')] (want [('10.1.2.0/24', '10.1.2.1', '10.1.2.0/25')])"
+    ]
+
+
+def test_a_pods_mac_follows_its_address() -> None:
+    assert mac_of("10.1.2.254/24") == "02:42:0a:01:02:fe"
