@@ -171,7 +171,10 @@ class Agent:
         records = states.load_all()
         self.sriov = self._sriov_factory(cfg)
         self.sandboxes = SandboxNetworks(
-            self._plumber(), SandboxIpam(cfg.state_path), self.runtime.bridge_network
+            self._plumber(),
+            SandboxIpam(cfg.state_path),
+            self.runtime.bridge_network,
+            warn_no_room=cfg.sandbox_network == "agent",  # auto falls back to the engine silently
         )
         known = states.known()
         # The pods' records say which addresses they hold: what the IPAM file lost, they restore.
@@ -212,7 +215,7 @@ class Agent:
             registries=self.registries.resolver,
             networks=self.sriov,
             sandboxes=self.sandboxes,
-            build_sandbox_networks=cfg.sandbox_network == "agent",
+            build_sandbox_networks=cfg.sandbox_network != "engine",
         )
         reporter = StatusReporter()
         self.manager = PodManager(
@@ -240,7 +243,7 @@ class Agent:
             iface=cfg.iface,
             public_ip=cfg.public_ip,
             subnet_env=cfg.subnet_env,
-            share_subnet=cfg.sandbox_network == "agent",
+            share_subnet=cfg.sandbox_network != "engine",
         )
         self.networking.restore()
         if self.prom is not None:

@@ -87,10 +87,11 @@ class AgentConfig:
         "bridge", "Docker network that pod infra containers attach to when the cluster has no overlay"
     )
     sandbox_network: str = layered.option(
-        "engine",
-        "who builds a pod's network: engine (Docker's bridge driver) or agent (a veth onto the pod "
-        "network's bridge, CNI-style, for pods without host ports; needs a network with an IP range, "
-        "which the overlay's network then gets)",
+        "auto",
+        "who builds a pod's network: agent (a veth onto the pod network's bridge, CNI-style, for pods "
+        "without host ports, on a network that leaves the agent addresses outside its IP range: the "
+        "overlay's network does), engine (Docker's bridge driver, always), or auto (the agent where the "
+        "network leaves it room, the engine elsewhere, silently)",
     )
     overlay: str = layered.option(
         "auto", "auto: join the overlay when the coordinator configures one; off: never"
@@ -220,9 +221,9 @@ class AgentConfig:
                 raise errors.InvalidArgument(f"{name}: must be positive")
         if self.max_parallel_syncs < 1 or self.max_pods < 1:
             raise errors.InvalidArgument("max_parallel_syncs and max_pods must be at least 1")
-        if self.sandbox_network not in ("engine", "agent"):
+        if self.sandbox_network not in ("auto", "agent", "engine"):
             raise errors.InvalidArgument(
-                f"sandbox_network: expected engine or agent, got {self.sandbox_network!r}"
+                f"sandbox_network: expected auto, agent or engine, got {self.sandbox_network!r}"
             )
         if self.overlay not in ("auto", "off"):
             raise errors.InvalidArgument(f"overlay: expected auto or off, got {self.overlay!r}")

@@ -63,6 +63,7 @@ from agent.daemon import Agent
 from agent.host.metrics import FakeMetrics
 from agent.link import CoordinatorLink
 from agent.network import FakeFirewall, FakeNetlink
+from agent.network.sandbox import RecordingPlumber
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from agent.servicecache import ServiceView
@@ -136,6 +137,7 @@ class HollowFleet:
                 netlink=FakeNetlink,
                 firewall=FakeFirewall,
                 netfilter=FakeNetfilter,
+                plumber=RecordingPlumber,
                 serve_api=False,
                 # A child per join would cost the fleet's core 0.4 s per agent; this process holds
                 # cryptography anyway.

@@ -179,6 +179,7 @@ class SandboxNetworks:
         ipam: SandboxIpam,
         inspect: Callable[[str], Awaitable[BridgeNetwork | None]],
         *,
+        warn_no_room: bool = True,
         recheck: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -189,6 +190,7 @@ class SandboxNetworks:
         self._clock = clock
         self._known: dict[str, tuple[float, BridgeNetwork | None]] = {}
         self._warned: set[str] = set()
+        self._warn_no_room = warn_no_room
 
     async def network(self, name: str) -> BridgeNetwork | None:
         """`name`'s bridge and share when the agent can plumb pods onto it, else None (cached)."""
@@ -198,7 +200,7 @@ class SandboxNetworks:
             return known[1]
         info = await self._inspect(name)
         if info is not None and not agent_share(info):
-            if name not in self._warned:
+            if self._warn_no_room and name not in self._warned:
                 self._warned.add(name)
                 log.warning(
                     "sandbox network: engine network %s has no IP range that leaves addresses to the "

@@ -15,6 +15,7 @@ import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import docker
@@ -402,6 +403,13 @@ class DockerRuntime:
             # Sandboxes the agent plumbed onto its bridge: the engine does not count them.
             label = f"{LABEL_SANDBOX_NETWORK}={spec.name}"
             users |= {c["Id"] for c in self._api.containers(all=True, filters={"label": label})}
+            if users and not self.network_mismatch(data, replace(spec, ip_range=_ip_range_of(data))):
+                # Only the range differs (sandbox networks were switched on or off): the network
+                # stays as it is while used; pods get the engine's network until it can be remade.
+                log.info(
+                    "docker network %s keeps its IP range while in use (wanted %r)", spec.name, spec.ip_range
+                )
+                return "unchanged"
             if users:
                 log.error(
                     "docker network %s differs from this node's lease (%s) but %d container(s) use it: "
@@ -487,3 +495,8 @@ def bridge_network_of(data: Mapping[str, Any]) -> BridgeNetwork | None:
                 reserved=tuple(sorted((config.get("AuxiliaryAddresses") or {}).values())),
             )
     return None
+
+
+def _ip_range_of(data: Mapping[str, Any]) -> str:
+    configs = (data.get("IPAM") or {}).get("Config") or []
+    return str(configs[0].get("IPRange") or "") if len(configs) == 1 else ""

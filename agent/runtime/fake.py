@@ -198,7 +198,8 @@ class FakeRuntime:
         if existing == spec:
             return "unchanged"
         if existing is not None and self.network_users(spec.name):
-            return "in-use-mismatch"
+            # As Docker's: a range alone never remakes a network in use.
+            return "unchanged" if replace(existing, ip_range=spec.ip_range) == spec else "in-use-mismatch"
         self.networks[spec.name] = spec
         self._net_hosts[spec.name] = itertools.count(2)  # .1 is the gateway
         return "created" if existing is None else "recreated"

@@ -18,6 +18,7 @@ from typing import TypeVar
 from agent.daemon import Agent
 from agent.host.metrics import FakeMetrics
 from agent.network import FakeFirewall, FakeNetlink
+from agent.network.sandbox import RecordingPlumber
 from agent.pods.events import RecordingRecorder
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
@@ -103,6 +104,7 @@ class FakeNode:
         self.netlink = FakeNetlink()
         self.firewall = FakeFirewall()
         self.netfilter = FakeNetfilter()
+        self.plumber = RecordingPlumber()
         self.agent = self._new_agent()
 
     async def start(self) -> FakeNode:
@@ -131,6 +133,7 @@ class FakeNode:
             netlink=lambda: self.netlink,
             firewall=lambda: self.firewall,
             netfilter=lambda: self.netfilter,
+            plumber=lambda: self.plumber,
         )
 
 

@@ -142,9 +142,9 @@ async def _logged(agent: AgentProcess, text: str) -> bool:
 async def test_on_the_overlay_the_agent_builds_pod_networks_in_its_half_of_the_lease(
     testbed_factory: Callable[..., TestBed],
 ) -> None:
-    """The overlay's engine network leaves the upper half of each node's lease to the agent: pods
-    on two hosts, built by the agent, reach each other over VXLAN by pod IP."""
-    two = await start_cluster(testbed_factory, 2, agent_args=("--sandbox-network", "agent"))
+    """The overlay's engine network leaves the upper half of each node's lease to the agent, and
+    the default (`auto`) builds pods there: pods on two hosts reach each other over VXLAN by pod IP."""
+    two = await start_cluster(testbed_factory, 2)
     try:
         c = two.client
         for i in range(2):

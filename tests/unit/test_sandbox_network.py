@@ -239,6 +239,9 @@ async def test_the_engine_network_is_in_use_while_the_agent_plumbed_sandboxes_on
     await bed.syncer.sync(_pod())
     moved = PodNetworkSpec("pods", "10.9.9.0/24", "10.9.9.1", 1450, "atoll0", ip_range="10.9.9.0/25")
     assert await bed.rt.ensure_network(moved) == "in-use-mismatch"
+    # Sandbox networks switched off (or on) while pods use it: the range alone never remakes it.
+    no_range = PodNetworkSpec("pods", "10.1.2.0/24", "10.1.2.1", 1450, "atoll0")
+    assert await bed.rt.ensure_network(no_range) == "unchanged"
 
 
 def test_addresses_come_back_from_the_pods_records(tmp_path: Path) -> None:
