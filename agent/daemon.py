@@ -33,7 +33,7 @@ from agent.pods.syncer import PodSyncer
 from agent.proxy import Netfilter, NetfilterError, NftNetfilter, ServiceProxy
 from agent.registries import DaemonJsonConfigurator, RegistryManager
 from agent.reporting import EventReporter, StatusReporter
-from agent.runtime.base import ContainerRuntime
+from agent.runtime.base import LABEL_SANDBOX_NETWORK, ContainerRuntime, RuntimeError_
 from agent.runtime.docker import DockerRuntime
 from agent.server import AgentServicer, CoordinatorOnly
 from agent.sriov import setup as sriov_setup
@@ -174,7 +174,7 @@ class Agent:
             self._plumber(),
             SandboxIpam(cfg.state_path),
             self.runtime.bridge_network,
-            warn_no_room=cfg.sandbox_network == "agent",  # auto falls back to the engine silently
+            explicit=cfg.sandbox_network == "agent",
         )
         known = states.known()
         # The pods' records say which addresses they hold: what the IPAM file lost, they restore.
@@ -183,7 +183,14 @@ class Agent:
             for r in records.values()
             if r.sandbox_network and r.sandbox_address
         )
-        released_addresses = self.sandboxes.ipam.retain(lambda uid: uid in known)
+        try:
+            # Sandboxes the agent built still hold their addresses, even if their records are lost.
+            built = await self.runtime.list_containers({LABEL_SANDBOX_NETWORK: ""})
+            holders = known | {c.labels.get(render.LABEL_POD_UID, "") for c in built}
+            released_addresses = self.sandboxes.ipam.retain(lambda uid: uid in holders)
+        except RuntimeError_ as exc:
+            log.warning("sandbox networks: engine unreachable (%s); no address released", exc)
+            released_addresses = []
         if released_addresses:
             log.info(
                 "sandbox networks: addresses of %d pods gone while away released", len(released_addresses)
@@ -215,7 +222,9 @@ class Agent:
             registries=self.registries.resolver,
             networks=self.sriov,
             sandboxes=self.sandboxes,
-            build_sandbox_networks=cfg.sandbox_network != "engine",
+            # auto: not with an engine elsewhere, whose namespaces this host cannot reach.
+            build_sandbox_networks=cfg.sandbox_network == "agent"
+            or (cfg.sandbox_network == "auto" and cfg.docker_host.startswith("unix://")),
         )
         reporter = StatusReporter()
         self.manager = PodManager(

@@ -279,7 +279,10 @@ def main() -> None:
     order = ["agent", "engine", "engine", "agent"]
     if args.engine_first:
         order = ["engine", "agent", "agent", "engine"]
-    mode_args: dict[str, tuple[str, ...]] = {"engine": (), "agent": ("--sandbox-network", "agent")}
+    mode_args: dict[str, tuple[str, ...]] = {
+        "engine": ("--sandbox-network", "engine"),
+        "agent": ("--sandbox-network", "agent"),
+    }
     with TestBed(1) as bed:
         host = bed.hosts[0]
         modes = network_modes(bed) if args.network_modes else {}
@@ -296,7 +299,7 @@ def main() -> None:
         )  # fmt: skip
         agent_args = ("--max-parallel-syncs", str(args.parallel))
         if not args.engine_rows_on_bridge:
-            mode_args["engine"] = ("--pod-network", BENCH_NETWORK)
+            mode_args["engine"] += ("--pod-network", BENCH_NETWORK)
         mode_args["agent"] += ("--pod-network", BENCH_NETWORK)
         measured: dict[str, list[Row]] = {"engine": [], "agent": []}
         agent: AgentProcess | None = None

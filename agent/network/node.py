@@ -160,6 +160,7 @@ class NodeNetworking:
         leases = [lease for lease in config.leases if lease.spec.node_name != self.lease.spec.node_name]
         started = time.perf_counter()
         report = await overlay.apply(network, self.lease, [*leases, self.lease])
+        remade = report.network in ("created", "recreated")
         self.observe_overlay(time.perf_counter() - started)
         if report.lease_mismatch:
             log.warning("overlay lease mismatch (%s): preparing and leasing again", report.lease_mismatch)
@@ -168,11 +169,12 @@ class NodeNetworking:
             )
             await self._acquire_lease()
             report = await overlay.apply(network, self.lease, [*leases, self.lease])
+            remade = remade or report.network in ("created", "recreated")
         if report.errors:
             log.warning(
                 "overlay apply left %d error(s): %s", len(report.errors), "; ".join(report.errors[:3])
             )
-        if report.network in ("created", "recreated") and self._syncer.sandboxes is not None:
+        if remade and self._syncer.sandboxes is not None:
             self._syncer.sandboxes.forget_network(overlay.pod_network_name)  # a new subnet, maybe
         self._use(overlay.pod_network_name)
         self._save(NetworkRecord(overlay.pod_network_name, self.lease.spec.cidr))

@@ -26,6 +26,7 @@ in the pod's record).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -68,18 +69,25 @@ def host_ifname(sandbox_id: str) -> str:
     return "veth" + hashlib.sha256(sandbox_id.encode()).hexdigest()[:11]
 
 
-def agent_share(info: BridgeNetwork) -> list[ipaddress.IPv4Address]:
+@functools.lru_cache(maxsize=16)
+def agent_share(info: BridgeNetwork) -> tuple[ipaddress.IPv4Address, ...]:
     """The addresses of `info`'s subnet that are the agent's to give: outside Docker's range, and
-    neither the gateway, the network address nor the broadcast address. Highest first."""
+    neither the gateway, the network address nor the broadcast address. Highest first (cached:
+    a network's share is asked for every new pod)."""
     if not info.ip_range or not info.gateway:
-        return []  # no room left to the agent, or no gateway to route pods through
+        return ()  # no room left to the agent, or no gateway to route pods through
     subnet = ipaddress.IPv4Network(info.subnet, strict=False)
     engine = ipaddress.IPv4Network(info.ip_range, strict=False)
     if not engine.subnet_of(subnet) or engine == subnet:
-        return []
+        return ()
     skip = {subnet.network_address, subnet.broadcast_address, ipaddress.IPv4Address(info.gateway)}
     skip.update(ipaddress.IPv4Address(a) for a in info.reserved)
-    return [a for a in reversed(list(subnet)) if a not in engine and a not in skip]
+    return tuple(a for a in reversed(list(subnet)) if a not in engine and a not in skip)
+
+
+@functools.lru_cache(maxsize=16)
+def _share_set(info: BridgeNetwork) -> frozenset[ipaddress.IPv4Address]:
+    return frozenset(agent_share(info))
 
 
 def engine_share(subnet: str) -> str:
@@ -137,9 +145,10 @@ class SandboxIpam:
         """Pod `uid`'s address on `info` as CIDR: the one it holds, or the highest free one."""
         subnet = ipaddress.IPv4Network(info.subnet, strict=False)
         share = agent_share(info)
+        mine = _share_set(info)
         held = self._leases.setdefault(info.name, {})
         for address, owner in held.items():
-            if owner == uid and ipaddress.IPv4Address(address) in share:
+            if owner == uid and ipaddress.IPv4Address(address) in mine:
                 return f"{address}/{subnet.prefixlen}"
         for candidate in share:
             if str(candidate) not in held:
@@ -179,7 +188,7 @@ class SandboxNetworks:
         ipam: SandboxIpam,
         inspect: Callable[[str], Awaitable[BridgeNetwork | None]],
         *,
-        warn_no_room: bool = True,
+        explicit: bool = True,
         recheck: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -190,17 +199,26 @@ class SandboxNetworks:
         self._clock = clock
         self._known: dict[str, tuple[float, BridgeNetwork | None]] = {}
         self._warned: set[str] = set()
-        self._warn_no_room = warn_no_room
+        # `--sandbox-network agent`: any network with room, and say why not where there is none.
+        # `auto`: only networks the agent made (the overlay's), quietly; and if this host cannot
+        # be plumbed at all (an engine elsewhere, namespaces out of reach), the engine from then on.
+        self._explicit = explicit
+        self.unusable = ""
+        self._plumbed_once = False  # a host where it worked once is one where it works
 
     async def network(self, name: str) -> BridgeNetwork | None:
         """`name`'s bridge and share when the agent can plumb pods onto it, else None (cached)."""
+        if self.unusable:
+            return None
         now = self._clock()
         known = self._known.get(name)
         if known is not None and now - known[0] < self._recheck:
             return known[1]
         info = await self._inspect(name)
+        if info is not None and not self._explicit and not info.managed:
+            info = None  # an operator's network: its range may be kept for containers of theirs
         if info is not None and not agent_share(info):
-            if self._warn_no_room and name not in self._warned:
+            if self._explicit and name not in self._warned:
                 self._warned.add(name)
                 log.warning(
                     "sandbox network: engine network %s has no IP range that leaves addresses to the "
@@ -223,16 +241,22 @@ class SandboxNetworks:
 
     async def plumb(self, info: BridgeNetwork, sandbox_id: str, netns: str, address: str) -> None:
         """Build sandbox `sandbox_id`'s network in `netns` with `address`."""
-        await self.plumber.plumb(
-            Plumbing(
-                netns=netns,
-                host_ifname=host_ifname(sandbox_id),
-                bridge=info.bridge,
-                address=address,
-                gateway=info.gateway,
-                mtu=info.mtu,
-            )
+        plumbing = Plumbing(
+            netns=netns,
+            host_ifname=host_ifname(sandbox_id),
+            bridge=info.bridge,
+            address=address,
+            gateway=info.gateway,
+            mtu=info.mtu,
         )
+        try:
+            await self.plumber.plumb(plumbing)
+        except errors.FailedPrecondition as exc:
+            if not self._explicit and not self._plumbed_once and not self.unusable:
+                self.unusable = str(exc)
+                log.warning("sandbox network: %s; the engine builds pods' networks from now on", exc)
+            raise
+        self._plumbed_once = True
 
     def release(self, uid: str) -> None:
         self.ipam.release(uid)

@@ -94,11 +94,16 @@ class VethPlumber:
 
     def _plumb_sync(self, p: Plumbing) -> None:
         ipaddress.IPv4Interface(p.address)  # plain data is checked before the kernel sees it
-        fd = os.open(p.netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(p.netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            # Not a passing failure: the engine's namespaces are out of this agent's reach (an
+            # engine on another host, in another mount namespace, or rootless).
+            raise errors.FailedPrecondition(f"cannot open the sandbox's network namespace: {exc}") from None
         try:
             ns, own = os.fstat(fd), os.stat("/proc/self/ns/net")
             if (ns.st_dev, ns.st_ino) == (own.st_dev, own.st_ino):
-                raise OSError(errno.EINVAL, f"{p.netns} is the agent's own network namespace")
+                raise errors.FailedPrecondition(f"{p.netns} is the agent's own network namespace")
             run_in(None, lambda ipr: _host_side(ipr, p, fd))
             run_in(fd, lambda ipr: _pod_side(ipr, p))
         finally:

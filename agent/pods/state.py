@@ -76,9 +76,14 @@ class PodRecord:
     sandbox_address: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """As dataclasses.asdict (the same keys in the same order), a few times faster."""
+        """As dataclasses.asdict (the same keys in the same order), a few times faster. The agent's
+        sandbox network fields only when set, so that an agent from before them still reads the
+        records of pods whose networks the engine built (an agent downgraded)."""
         data = {name: getattr(self, name) for name in _POD_FIELDS}
         data["containers"] = {name: c.to_json() for name, c in self.containers.items()}
+        for name in _OPTIONAL_POD_FIELDS:
+            if not data[name]:
+                del data[name]
         return data
 
     def container(self, name: str) -> ContainerRecord:
@@ -89,10 +94,12 @@ class PodRecord:
         containers = {}
         for name, raw in data.get("containers", {}).items():
             term = raw.pop("last_termination", None)
-            record = ContainerRecord(**raw)
+            record = ContainerRecord(**{k: v for k, v in raw.items() if k in _CONTAINER_FIELD_SET})
             record.last_termination = Termination(**term) if term else None
             containers[name] = record
-        data = {**data, "containers": containers}
+        # Fields this agent does not know (a record from a newer one) are left out, not fatal.
+        data = {k: v for k, v in data.items() if k in _POD_FIELD_SET}
+        data["containers"] = containers
         return cls(**data)
 
 
@@ -100,7 +107,10 @@ class PodRecord:
 # the values are flat (str, int, float, bool), Termination aside.
 _TERMINATION_FIELDS = tuple(f.name for f in fields(Termination))
 _CONTAINER_FIELDS = tuple(f.name for f in fields(ContainerRecord))
+_CONTAINER_FIELD_SET = frozenset(_CONTAINER_FIELDS)
 _POD_FIELDS = tuple(f.name for f in fields(PodRecord))
+_POD_FIELD_SET = frozenset(_POD_FIELDS)
+_OPTIONAL_POD_FIELDS = ("sandbox_plumbed", "sandbox_network", "sandbox_address")
 
 
 class PodStateStore:

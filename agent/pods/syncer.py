@@ -159,10 +159,16 @@ class PodSyncer:
             container_hashes={c.name: render.container_hash(pod, c) for c in pod.spec.containers},
             backoff=self.backoff,
         )
-        if the_plan.actions:
-            await _Execution(self, pod, record, obs).run(the_plan.actions)
-            obs = await self.observe(uid)
+        # A sandbox the agent was to plumb and has not (it stopped in between) is plumbed before
+        # any app container starts in it; until that works, none does.
         requeue_sandbox = await self._ensure_sandbox_network(pod, obs, record)
+        actions = the_plan.actions
+        if requeue_sandbox is not None:
+            actions = [a for a in actions if not isinstance(a, (plan.StartContainer, plan.StartExisting))]
+        if actions:
+            await _Execution(self, pod, record, obs).run(actions)
+            obs = await self.observe(uid)
+            requeue_sandbox = await self._ensure_sandbox_network(pod, obs, record)
         requeue_networks = await self._ensure_networks(pod, obs, record, terminal=the_plan.terminal)
         if requeue_networks is None or (requeue_sandbox is not None and requeue_sandbox < requeue_networks):
             requeue_networks = requeue_sandbox
@@ -217,6 +223,8 @@ class PodSyncer:
         if not name or self.sandboxes is None:
             return None
         try:
+            if any(c.running for c in obs.infra[1:]):
+                raise RuntimeError_("the pod's previous sandbox still runs and holds its address")
             info = await self.sandboxes.network(name)
             if info is None:
                 raise errors.FailedPrecondition(f"engine network {name} leaves no addresses to the agent")
@@ -325,7 +333,7 @@ class _Execution:
             if action.remove:
                 await self.s.runtime.remove_container(c.id)
         except RuntimeError_ as exc:
-            if name == render.INFRA:
+            if c.running:  # it keeps the old namespace, and its address, alive
                 self.old_sandbox_alive = True
             log.warning(
                 "pod %s: cannot stop %s: %s",
@@ -340,6 +348,8 @@ class _Execution:
         bridge, address = await self.agent_network()
         spec = render.render_infra(self.pod, self.s.ctx, action.attempt, agent_built=address)
         rec.sandbox_attempt = action.attempt
+        if bridge is not None:  # the record holds the address before anything uses it
+            rec.sandbox_network, rec.sandbox_address = bridge.name, address
         self.s.states.save(rec)
         try:
             if bridge is not None and self.old_sandbox_alive:

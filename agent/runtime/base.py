@@ -138,6 +138,7 @@ class BridgeNetwork:
     bridge: str  # the bridge device
     mtu: int
     reserved: tuple[str, ...] = ()  # addresses the engine keeps out of its IPAM (auxiliary ones)
+    managed: bool = False  # made by the agent (the overlay's network), labelled io.atoll.managed
 
 
 #: What ensure_network did: made it, found it right, remade it, or found it wrong

@@ -493,6 +493,7 @@ def bridge_network_of(data: Mapping[str, Any]) -> BridgeNetwork | None:
                 bridge=bridge,
                 mtu=int(options.get(_OPT_MTU) or 1500),
                 reserved=tuple(sorted((config.get("AuxiliaryAddresses") or {}).values())),
+                managed=(data.get("Labels") or {}).get("io.atoll.managed") == "true",
             )
     return None
 

@@ -216,7 +216,9 @@ class FakeRuntime:
         spec = self.networks.get(name)
         if spec is None:
             return None
-        return BridgeNetwork(name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge_name, spec.mtu)
+        return BridgeNetwork(
+            name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge_name, spec.mtu, managed=True
+        )
 
     async def close(self) -> None:
         return None

@@ -34,7 +34,7 @@ def test_the_agent_takes_the_subnet_outside_the_engine_range_highest_first() -> 
     assert str(share[-1]) == "10.1.2.128" and len(share) == 127
     # No range, or a range that is the whole subnet, leaves the agent nothing.
     for ip_range in ("", "10.1.2.0/24"):
-        assert agent_share(BridgeNetwork("p", "10.1.2.0/24", "10.1.2.1", ip_range, "b", 1500)) == []
+        assert agent_share(BridgeNetwork("p", "10.1.2.0/24", "10.1.2.1", ip_range, "b", 1500)) == ()
     # The gateway is never handed out, wherever it sits.
     high_gateway = BridgeNetwork("p", "10.1.2.0/24", "10.1.2.254", "10.1.2.0/25", "b", 1500)
     assert str(agent_share(high_gateway)[0]) == "10.1.2.253"
@@ -278,7 +278,7 @@ def test_engine_networks_as_the_agent_reads_them() -> None:
     assert bridge_network_of({**data, "Driver": "macvlan"}) is None
     no_gateway = {**data, "IPAM": {"Config": [{"Subnet": "10.1.2.0/24", "IPRange": "10.1.2.0/25"}]}}
     nowhere = bridge_network_of(no_gateway)
-    assert nowhere is not None and agent_share(nowhere) == []
+    assert nowhere is not None and agent_share(nowhere) == ()
     spec = PodNetworkSpec("pods", "10.1.2.0/24", "10.1.2.1", 1500, "br-0123456789ab", ip_range="10.1.2.0/25")
     inspected = {**data, "Options": {"com.docker.network.driver.mtu": "1500",
                  "com.docker.network.bridge.name": "br-0123456789ab",
@@ -291,3 +291,47 @@ def test_engine_networks_as_the_agent_reads_them() -> None:
 
 def test_a_pods_mac_follows_its_address() -> None:
     assert mac_of("10.1.2.254/24") == "02:42:0a:01:02:fe"
+
+
+async def test_auto_takes_only_the_agents_own_networks_and_gives_up_on_a_host_it_cannot_reach(
+    tmp_path: Path,
+) -> None:
+    managed = BridgeNetwork("atoll", "10.1.2.0/24", "10.1.2.1", "10.1.2.0/25", "atoll0", 1450, managed=True)
+    theirs = BridgeNetwork("ops", "10.7.0.0/24", "10.7.0.1", "10.7.0.0/25", "br-ops", 1500)
+    found = {n.name: n for n in (managed, theirs)}
+
+    async def inspect(name: str) -> BridgeNetwork | None:
+        return found.get(name)
+
+    plumber = RecordingPlumber()
+    auto = SandboxNetworks(plumber, SandboxIpam(tmp_path / "a"), inspect, explicit=False)
+    explicit = SandboxNetworks(plumber, SandboxIpam(tmp_path / "b"), inspect, explicit=True)
+    assert await auto.network("ops") is None and await explicit.network("ops") == theirs
+    assert await auto.network("atoll") == managed
+    # The namespaces are out of reach (an engine elsewhere): auto hands pods to the engine from then on.
+    plumber.fail = errors.FailedPrecondition("cannot open the sandbox's network namespace")
+    for nets in (auto, explicit):
+        with pytest.raises(errors.FailedPrecondition):
+            await nets.plumb(managed, "c" * 64, "/run/docker/netns/x", "10.1.2.254/24")
+    auto.forget_network("atoll")
+    assert await auto.network("atoll") is None and auto.unusable
+    assert await explicit.network("atoll") == managed  # said so explicitly: it keeps trying
+
+
+async def test_no_app_container_starts_in_a_sandbox_that_is_not_plumbed(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    await bed.syncer.sync(_pod())
+    (app,) = [cid for cid, s in bed.rt.specs.items() if s.labels[render.LABEL_CONTAINER] == "web"]
+    record = bed.syncer.states.get("uid-web")
+    record.sandbox_plumbed = ""  # the agent stopped between the sandbox's start and its plumbing
+    bed.syncer.states.save(record)
+    bed.rt.exit(app, 1)  # and the app container must restart
+    bed.plumber.fail = errors.Unavailable("netlink busy")
+    syncer = bed.new_syncer()
+    starts = len(bed.rt.calls_of("start_container"))
+    await syncer.sync(_pod())
+    assert len(bed.rt.calls_of("start_container")) == starts  # held until the network is there
+    bed.plumber.fail = None
+    syncer.clock = lambda: 2e9
+    result = await syncer.sync(_pod())
+    assert len(bed.rt.calls_of("start_container")) == starts + 1 and result.status.pod_ip == "10.1.2.254"
