@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import json
 import logging
 import pathlib
 import time
@@ -37,8 +36,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.network.leasebook import LeaseBook
 from agent.runtime.base import BridgeNetwork
-from atoll import errors, files
+from atoll import errors
 
 log = logging.getLogger(__name__)
 
@@ -99,83 +99,58 @@ def engine_share(subnet: str) -> str:
 
 
 class SandboxIpam:
-    """Addresses of pods' sandboxes per engine network, kept on disk (host-local IPAM)."""
+    """Addresses of pods' sandboxes per engine network, kept on disk (host-local IPAM). No
+    directory fsync: each pod's record carries its address too, and adopt() rebuilds from them
+    (also what a file found unreadable, and set aside, loses)."""
 
     def __init__(self, state_dir: pathlib.Path) -> None:
-        self._path = state_dir / "sandbox" / "ipam.json"
-        self._leases: dict[str, dict[str, str]] = {}  # network -> address -> pod uid
-        try:
-            self._leases = json.loads(self._path.read_text())
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            # The pods' own records still say which addresses they hold (adopt).
-            log.warning(
-                "sandbox IPAM: %s unreadable (%s); set aside, rebuilt from pod records", self._path, exc
-            )
-            try:
-                self._path.replace(self._path.with_suffix(".unreadable"))
-            except OSError:
-                pass
-
-    def _save(self) -> None:
-        # No directory fsync: each pod's record carries its address too, and adopt() rebuilds.
-        files.write_atomic(
-            self._path, json.dumps(self._leases, indent=1, sort_keys=True).encode(), sync_dir=False
-        )
+        self._book = LeaseBook(state_dir / "sandbox" / "ipam.json", sync_dir=False)
 
     def adopt(self, holdings: Iterable[tuple[str, str, str]]) -> int:
         """Take (pod uid, network, address) as held, from the pods' records; how many were missing."""
         missing = 0
         for uid, network, address in holdings:
-            held = self._leases.setdefault(network, {})
+            held = self._book.of(network)
             ip = address.partition("/")[0]
-            if held.get(ip) != uid and ip not in held:
+            if ip not in held:
                 held[ip] = uid
                 missing += 1
         if missing:
-            self._save()
+            self._book.save()
         return missing
 
     def held(self, uid: str) -> dict[str, str]:
         """network -> address that pod `uid` holds."""
-        return {net: a for net, held in self._leases.items() for a, owner in held.items() if owner == uid}
+        leases = self._book.leases
+        return {net: a for net, held in leases.items() for a, owner in held.items() if owner == uid}
 
     def address(self, info: BridgeNetwork, uid: str) -> str:
         """Pod `uid`'s address on `info` as CIDR: the one it holds, or the highest free one."""
         subnet = ipaddress.IPv4Network(info.subnet, strict=False)
-        share = agent_share(info)
         mine = _share_set(info)
-        held = self._leases.setdefault(info.name, {})
+        held = self._book.of(info.name)
         for address, owner in held.items():
             if owner == uid and ipaddress.IPv4Address(address) in mine:
                 return f"{address}/{subnet.prefixlen}"
-        for candidate in share:
+        for candidate in agent_share(info):
             if str(candidate) not in held:
                 # The lease of an address the network no longer gives (a new subnet) goes.
                 for stale in [a for a, owner in held.items() if owner == uid]:
                     del held[stale]
                 held[str(candidate)] = uid
-                self._save()
+                self._book.save()
                 return f"{candidate}/{subnet.prefixlen}"
         raise errors.ResourceExhausted(
             f"network {info.name}: no free address outside the engine's range {info.ip_range}"
         )
 
     def release(self, uid: str) -> None:
-        changed = False
-        for held in self._leases.values():
-            for address in [a for a, owner in held.items() if owner == uid]:
-                del held[address]
-                changed = True
-        if changed:
-            self._save()
+        self._book.release(lambda holder: holder == uid)
 
     def retain(self, wanted: Callable[[str], bool]) -> list[str]:
         """Release the addresses of pods `wanted` says no to (pods gone while the agent was away)."""
-        gone = sorted({o for held in self._leases.values() for o in held.values() if not wanted(o)})
-        for uid in gone:
-            self.release(uid)
+        gone = sorted(uid for uid in self._book.holders() if not wanted(uid))
+        self._book.release(lambda holder: holder in gone)
         return gone
 
 

@@ -11,26 +11,17 @@ addresses (what the SR-IOV Network Operator's users do today).
 from __future__ import annotations
 
 import ipaddress
-import json
 import pathlib
 
-from atoll import errors, files
+from agent.network.leasebook import LeaseBook
+from atoll import errors
 from atoll.v1 import sriov_pb2
 
 
 class HostLocalIpam:
     def __init__(self, state_dir: pathlib.Path) -> None:
-        self._path = state_dir / "sriov" / "ipam.json"
-        self._leases: dict[str, dict[str, str]] = {}  # network -> address -> owner (pod uid/iface)
-        try:
-            self._leases = json.loads(self._path.read_text())
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError):
-            self._path.replace(self._path.with_suffix(".unreadable"))
-
-    def _save(self) -> None:
-        files.write_atomic(self._path, json.dumps(self._leases, indent=1, sort_keys=True).encode())
+        # network -> address -> owner (``<pod uid>/<interface>``)
+        self._book = LeaseBook(state_dir / "sriov" / "ipam.json")
 
     def addresses(self, network: str, ipam: sriov_pb2.SriovIpam, owner: str, wanted: list[str]) -> list[str]:
         """The CIDR addresses `owner` (``<pod uid>/<interface>``) gets on `network`: the ones it asked
@@ -43,7 +34,7 @@ class HostLocalIpam:
         if ipam.type != "host-local":
             return []
         subnet = ipaddress.IPv4Network(ipam.subnet)
-        held = self._leases.setdefault(network, {})
+        held = self._book.of(network)
         for address, holder in held.items():
             if holder == owner:
                 return [f"{address}/{subnet.prefixlen}"]
@@ -55,7 +46,7 @@ class HostLocalIpam:
             text = str(candidate)
             if text not in held and text != gateway:
                 held[text] = owner
-                self._save()
+                self._book.save()
                 return [f"{text}/{subnet.prefixlen}"]
             candidate += 1
         raise errors.ResourceExhausted(
@@ -63,15 +54,7 @@ class HostLocalIpam:
         )
 
     def release(self, owner: str) -> None:
-        changed = False
-        for held in self._leases.values():
-            for address in [a for a, holder in held.items() if holder == owner]:
-                del held[address]
-                changed = True
-        if changed:
-            self._save()
+        self._book.release(lambda holder: holder == owner)
 
     def release_pod(self, pod_uid: str) -> None:
-        owners = {o for held in self._leases.values() for o in held.values() if o.startswith(f"{pod_uid}/")}
-        for owner in owners:
-            self.release(owner)
+        self._book.release(lambda holder: holder.startswith(f"{pod_uid}/"))
