@@ -22,8 +22,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import yaml
-
 from atoll import errors
 
 C = TypeVar("C")
@@ -128,6 +126,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
 
 
 def read_file(path: pathlib.Path) -> dict[str, Any]:
+    import yaml  # only where a config file is given: a daemon without one never loads it (about 1 MB)
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

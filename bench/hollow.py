@@ -242,11 +242,13 @@ async def fleet_totals(fleet: HollowFleet, workers: FleetWorkers) -> dict[str, A
     totals = {k: sum(part[k] for part in parts) for k in ("pushed", "running", "failures")}
     stalls = [(part["stalled"], part["longest"]) for part in parts[1:]]
     slowest = sorted(x for part in parts for x in part["slowest"])
+    intervals = sorted(x for part in parts for x in part["intervals"])
     return {
         **totals,
         "kinds": dict(kinds),
         "worker_stalls": stalls,
         "slowest": slowest,
+        "intervals": intervals,
         "overslept": max(part["overslept"] for part in parts),
     }
 
@@ -352,6 +354,13 @@ async def load_phase(
             f"  hollow loop stalled    {own_stalls.within(1e9):7.1f}s in all, longest "
             f"{own_stalls.longest():.1f}s (heartbeats of hollow agents wait there too)"
         )
+        intervals = totals["intervals"]
+        if intervals:
+            print(
+                f"  heartbeat interval     told to agents: {intervals[0]:.1f}-{intervals[-1]:.1f}s "
+                f"(coordinator's --max-heartbeats-per-second "
+                f"{'default' if args.max_heartbeats_per_second is None else args.max_heartbeats_per_second})"
+            )
         slowest = totals["slowest"]
         if slowest:
             print(
@@ -398,7 +407,7 @@ async def capacity_phase(
     workers: FleetWorkers,
 ) -> None:
     print()
-    print(f"capacity: API p99 while agents heartbeat at the default interval (step {args.step})")
+    print(f"capacity: API p99 while agents heartbeat at the interval they are told (step {args.step})")
     print("  (probed from a separate process; CPU in % of one core over the probe window)")
     held = total = 0
     me = psutil.Process()
@@ -418,11 +427,13 @@ async def capacity_phase(
         agents_cpu = me.cpu_percent() + 100 * (workers.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         g, ls = summary(get), summary(lst)
         worst = max(g["p99"], ls["p99"])
+        told = (await fleet_totals(fleet, workers))["intervals"]
         print(
             f"  {total:5d} agents: Get p50/p99 {g['p50'] * 1000:6.1f}/{g['p99'] * 1000:7.1f} ms, "
             f"List(nodes) p50/p99 {ls['p50'] * 1000:6.1f}/{ls['p99'] * 1000:7.1f} ms, "
             f"coordinator CPU {coord_cpu:3.0f}%, RSS {coord.memory_info().rss >> 20} MiB, "
             f"hollow agents' CPU {agents_cpu:3.0f}%, NotReady {not_ready}, "
+            f"heartbeat every {told[len(told) // 2] if told else 0:.1f}s, "
             f"agents per coordinator {fleet.spread()}",
             flush=True,
         )
@@ -487,6 +498,8 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
                      "--data-dir", str(data / f"store{k}"), "--token-listen", f"127.0.0.1:{token_ports[k]}",
                      "--log-level", "warning", *extra,
                      "--lease-listen", "" if args.no_lease_lane else f"127.0.0.1:{free_port()}",
+                     *([] if args.max_heartbeats_per_second is None
+                       else ["--max-heartbeats-per-second", str(args.max_heartbeats_per_second)]),
                      *(["--metrics-listen", f"127.0.0.1:{metrics_ports[k]}"] if args.calls else [])],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -506,7 +519,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
                 profilers.append(
                     subprocess.Popen(
                         [str(spy) if spy.exists() else "py-spy", "record", "-o", str(out), "-f", "speedscope",
-                         "-p", str(proc.pid), "-r", "50"],
+                         "-p", str(proc.pid), "-r", "50", *(["--gil"] if args.profile_gil else [])],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
@@ -576,6 +589,16 @@ def main() -> None:
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument(
         "--profile", help="record the coordinator with py-spy into this file (speedscope JSON)"
+    )
+    parser.add_argument(
+        "--max-heartbeats-per-second",
+        type=float,
+        help="the coordinators' heartbeat pace (their default: 100; 0: every agent at the fixed 3 s)",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL, so waits for it are not counted as work",
     )
     parser.add_argument(
         "--store",

@@ -34,6 +34,7 @@ def fleet_stats(fleet: HollowFleet) -> dict[str, Any]:
         "failures": fleet.heartbeat_failures(),
         "kinds": fleet.heartbeat_failure_kinds(),
         "slowest": [a.link.heartbeat_slowest for a in fleet.agents if a.link is not None],
+        "intervals": [a.link.heartbeat_interval for a in fleet.agents if a.link is not None],
         "overslept": max(
             (a.link.heartbeat_overslept for a in fleet.agents if a.link is not None), default=0.0
         ),

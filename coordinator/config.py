@@ -42,6 +42,12 @@ class ServeConfig:
         60.0, "write an unchanged node status at most this often (s)"
     )
     node_grace_period: float = layered.option(8.0, "silence after which a node turns NotReady (s)")
+    max_heartbeats_per_second: float = layered.option(
+        100.0,
+        "heartbeats a second the whole fleet may send: past this many nodes times the interval, "
+        "the interval told to agents, and the grace period with it, stretch to nodes / rate "
+        "(Nomad's max_heartbeats_per_second); 0 keeps --heartbeat-interval whatever the fleet",
+    )
     pod_eviction_timeout: float = layered.option(
         2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
     )
@@ -244,6 +250,8 @@ class ServeConfig:
         ):
             if getattr(self, name) <= 0:
                 raise errors.InvalidArgument(f"{name}: must be positive")
+        if self.max_heartbeats_per_second < 0:
+            raise errors.InvalidArgument("max_heartbeats_per_second: must not be negative (0: no pacing)")
         if self.node_grace_period <= self.heartbeat_interval:
             raise errors.InvalidArgument("node_grace_period: must be longer than heartbeat_interval")
         try:

@@ -43,6 +43,7 @@ from coordinator.auth import Security, sharedca
 from coordinator.config import ServeConfig
 from coordinator.controllers.endpoints import EndpointsController
 from coordinator.controllers.evictionpace import EvictionPolicy
+from coordinator.controllers.heartbeatpace import HeartbeatPace
 from coordinator.controllers.nodeleases import NodeLeases
 from coordinator.controllers.nodelifecycle import NodeHealth, NodeLifecycle
 from coordinator.controllers.replication import ReplicationManager
@@ -111,6 +112,7 @@ class Coordinator:
         self.informers: dict[str, Informer] = {}
         self.elector: Elector | None = None
         self.health: NodeHealth | None = None
+        self.heartbeat_pace: HeartbeatPace | None = None
         self.leading: LeaderTerm | None = None  # the current term while this coordinator leads
         self.prom: CoordinatorMetrics | None = None
         self.metrics_server: MetricsServer | None = None
@@ -180,11 +182,19 @@ class Coordinator:
         # One probe on the API's listener, one on the heartbeat lane: agents heartbeat on either
         # (old agents, a firewalled lane, a lane in its backoff), so both waits count.
         call_queues = [CallQueueProbe(self._probe_socket()) for _ in range(2)]
+        # Heartbeats paced to the fleet's size, the grace period with them (Nomad's answer to a
+        # fleet whose heartbeats would outgrow the coordinator's core).
+        pace = self.heartbeat_pace = HeartbeatPace(
+            cfg.heartbeat_interval,
+            cfg.node_grace_period,
+            cfg.max_heartbeats_per_second,
+            nodes=lambda: len(nodes.cache),
+        )
         lifecycle = NodeLifecycle(
             registry,
             nodes,
             health,
-            grace=cfg.node_grace_period,
+            grace=pace.grace,
             eviction_timeout=cfg.pod_eviction_timeout,
             eviction_policy=EvictionPolicy(
                 rate=cfg.node_eviction_rate,
@@ -270,7 +280,7 @@ class Coordinator:
             node_configs=node_configs,
             service_state=service_state,
             recorder=recorder,
-            heartbeat_interval=cfg.heartbeat_interval,
+            heartbeat_interval=pace.interval,
             status_interval=cfg.node_status_interval,
             clock=time.time,
             pki=pki,

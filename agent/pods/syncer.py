@@ -170,6 +170,8 @@ class PodSyncer:
             obs = await self.observe(uid)
             requeue_sandbox = await self._ensure_sandbox_network(pod, obs, record)
         requeue_networks = await self._ensure_networks(pod, obs, record, terminal=the_plan.terminal)
+        if the_plan.terminal:
+            self._release_finished_sandbox(record, obs)
         if requeue_networks is None or (requeue_sandbox is not None and requeue_sandbox < requeue_networks):
             requeue_networks = requeue_sandbox
         self.states.save(record)
@@ -241,6 +243,20 @@ class PodSyncer:
             extra=logs.pod(pod.metadata),
         )
         return None
+
+    def _release_finished_sandbox(self, record: PodRecord, obs: plan.Observed) -> None:
+        """A finished pod's address goes back once no sandbox of it runs (CNI DEL at sandbox
+        teardown): the namespace, and the veth in it, went with the stopped sandbox."""
+        if self.sandboxes is None or not record.sandbox_address or any(c.running for c in obs.infra):
+            return
+        self.sandboxes.release(record.uid)
+        log.info(
+            "pod %s finished: sandbox address %s released",
+            record.uid,
+            record.sandbox_address,
+            extra=logs.pod(None, record.uid),
+        )
+        record.sandbox_plumbed = record.sandbox_network = record.sandbox_address = ""
 
     async def _ensure_networks(
         self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord, *, terminal: bool

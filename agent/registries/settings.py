@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from atoll import errors
 from atoll.v1 import network_pb2
 
@@ -274,6 +272,8 @@ def load_file(path: Path) -> RegistrySettings:
         return RegistrySettings()
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    import yaml  # only for a node that has the file: most never load it (about 1 MB)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

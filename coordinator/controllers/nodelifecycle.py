@@ -79,7 +79,8 @@ def is_ready(node: node_pb2.Node) -> bool:
 
 
 class NodeLifecycle:
-    """Marks silent nodes Ready=Unknown after `grace` seconds, and declares their pods lost
+    """Marks silent nodes Ready=Unknown after `grace` seconds (a number, or a function asked on
+    every check: coordinator.controllers.heartbeatpace), and declares their pods lost
     `eviction_timeout` seconds later: controllers' pods Failed (NodeLost), so that they are
     replaced elsewhere; other pods Unknown, still assigned to the node.
 
@@ -95,7 +96,7 @@ class NodeLifecycle:
         nodes: Informer,
         health: NodeHealth,
         *,
-        grace: float,
+        grace: float | Callable[[], float],
         eviction_timeout: float = 0.0,
         pods: Informer | None = None,
         recorder: EventRecorder | None = None,
@@ -109,7 +110,7 @@ class NodeLifecycle:
         self._stalls = stalls
         self._nodes = nodes
         self._health = health
-        self.grace = grace
+        self._grace = grace
         self.eviction_timeout = eviction_timeout
         self._pods = pods
         self._recorder = recorder
@@ -119,7 +120,12 @@ class NodeLifecycle:
         self.pacer = EvictionPacer(eviction_policy or EvictionPolicy(), clock)
         self._deferred: set[str] = set()  # due for eviction, held back by the pace (logged once)
 
+    @property
+    def grace(self) -> float:
+        return self._grace() if callable(self._grace) else self._grace
+
     async def check(self) -> None:
+        grace = self.grace
         nodes = [o for o in self._nodes.items() if isinstance(o, node_pb2.Node)]
         silent_since: dict[str, float] = {}
         for node in nodes:
@@ -156,10 +162,10 @@ class NodeLifecycle:
             self._evicted.discard(name)
             self._deferred.discard(name)
             silent = self._health.silent_for(name, node.status.last_heartbeat_time.ToNanoseconds() / 1e9)
-            if silent < self.grace:
+            if silent < grace:
                 continue
             deaf = self._stalls.within(silent) if self._stalls is not None else 0.0
-            if silent - deaf < self.grace:
+            if silent - deaf < grace:
                 log.info(
                     "node %s: silent for %.0fs, of which this coordinator could not hear calls for %.0fs: not judged yet",
                     name,

@@ -284,3 +284,21 @@ async def test_a_node_cut_off_from_the_api_does_not_stay_alive_on_the_lane(tmp_p
         )
     finally:
         await cluster.stop()
+
+
+async def test_agents_are_told_a_paced_interval_as_the_fleet_grows(tmp_path: pathlib.Path) -> None:
+    # 5 heartbeats a second at most: two nodes at 0.2 s would send 10, so each is told 0.4 s.
+    cluster = await Cluster(tmp_path, max_heartbeats_per_second=5.0).start()
+    try:
+        pace = cluster.coordinator.heartbeat_pace
+        assert pace is not None
+        links = [(await cluster.add_node(name)).agent.link for name in ("n1", "n2")]
+
+        async def told_paced() -> bool:
+            return all(link is not None and link.heartbeat_interval == 0.4 for link in links)
+
+        await eventually(told_paced, what="both agents told 0.4 s")
+        assert pace.grace() == 4.0  # 2 s at 0.2 s, stretched alike
+        assert await _node_ready(cluster, "n1") and await _node_ready(cluster, "n2")
+    finally:
+        await cluster.stop()

@@ -207,6 +207,34 @@ async def test_removing_a_pod_gives_its_address_back(tmp_path: Path) -> None:
     assert [p.address for p in bed.plumber.plumbed] == ["10.1.2.254/24", "10.1.2.254/24"]
 
 
+async def test_a_finished_pod_gives_its_address_back_once_its_sandbox_stopped(tmp_path: Path) -> None:
+    bed = await Bed(tmp_path).start()
+    job = _pod("job")
+    job.spec.restart_policy = pod_pb2.RESTART_POLICY_NEVER
+    await bed.syncer.sync(job)
+    app = next(cid for cid, s in bed.rt.specs.items() if s.labels[render.LABEL_CONTAINER] == "web")
+    bed.rt.exit(app, 0)
+
+    async def cannot_stop(container_id: str, grace_seconds: int | None) -> None:
+        raise RuntimeError_("engine busy")
+
+    real_stop = bed.rt.stop_container
+    bed.rt.stop_container = cannot_stop  # type: ignore[method-assign]
+    assert (await bed.syncer.sync(job)).terminal
+    # Its sandbox still runs (and holds the veth): the address stays the job's.
+    assert bed.syncer.sandboxes is not None and bed.syncer.sandboxes.ipam.held("uid-job")
+    bed.rt.stop_container = real_stop  # type: ignore[method-assign]
+    assert (await bed.syncer.sync(job)).terminal
+    assert bed.syncer.sandboxes.ipam.held("uid-job") == {}
+    record = bed.syncer.states.get("uid-job")
+    assert (record.sandbox_network, record.sandbox_address, record.sandbox_plumbed) == ("", "", "")
+    # A restarted agent adopts nothing for it, and the next pod gets the address.
+    bed.syncer = bed.new_syncer()
+    assert bed.syncer.sandboxes is not None and bed.syncer.sandboxes.ipam.held("uid-job") == {}
+    await bed.syncer.sync(_pod("next"))
+    assert [p.address for p in bed.plumber.plumbed] == ["10.1.2.254/24", "10.1.2.254/24"]
+
+
 async def test_a_new_sandbox_is_refused_the_address_while_the_old_one_runs(tmp_path: Path) -> None:
     bed = await Bed(tmp_path).start()
     await bed.syncer.sync(_pod())

@@ -127,7 +127,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         node_configs: NodeConfigTracker,
         service_state: ServiceStateTracker,
         recorder: EventRecorder,
-        heartbeat_interval: float,
+        heartbeat_interval: float | Callable[[], float],
         status_interval: float,
         clock: Callable[[], float],
         pki: ClusterPki | None = None,
@@ -143,13 +143,19 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._node_configs = node_configs
         self._service_state = service_state
         self._recorder = recorder
-        self._heartbeat_ms = int(heartbeat_interval * 1000)
+        # Told to agents in every answer; a function when it is paced to the fleet's size
+        # (coordinator.controllers.heartbeatpace), read on the lane's thread too.
+        self._heartbeat_interval = heartbeat_interval
         self._status_interval = status_interval
         self._clock = clock
         self._pki = pki
         self._tokens = tokens
         # The heartbeat lane's port, told to agents in every answer (0: no lane; set once it listens).
         self.lease_port = 0
+
+    def _heartbeat_ms(self) -> int:
+        interval = self._heartbeat_interval
+        return int((interval() if callable(interval) else interval) * 1000)
 
     def _check_name(self, name: str) -> None:
         if not name or not validation.DNS1123_SUBDOMAIN.fullmatch(name):
@@ -178,7 +184,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 self._health.last_status_write[name] = now
                 return node_api_pb2.RegisterResponse(
                     node=created,
-                    heartbeat_interval_ms=self._heartbeat_ms,
+                    heartbeat_interval_ms=self._heartbeat_ms(),
                     lease_port=self.lease_port,
                     events_with_status=True,
                 )
@@ -199,7 +205,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         log.info("node %s re-registered", name, extra={"node": name})
         return node_api_pb2.RegisterResponse(
             node=updated,
-            heartbeat_interval_ms=self._heartbeat_ms,
+            heartbeat_interval_ms=self._heartbeat_ms(),
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -224,7 +230,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         heard = self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
         answer = node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
-            heartbeat_interval_ms=self._heartbeat_ms,
+            heartbeat_interval_ms=self._heartbeat_ms(),
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -253,7 +259,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             await self._write_status(name, _refresher(request, now), now)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name),
-            heartbeat_interval_ms=self._heartbeat_ms,
+            heartbeat_interval_ms=self._heartbeat_ms(),
             lease_port=self.lease_port,
             events_with_status=True,
         )
