@@ -33,11 +33,18 @@ from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
 from agent.servicecache import ServiceView, StreamGap
 from atoll import errors, files, rpc
+from atoll.agentconfig import LONGEST_HEARTBEAT_INTERVAL
 from atoll.aio import wait_any, wait_or_stop
 from atoll.backoff import Backoff, jittered
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
+
+
+def told_interval(milliseconds: int) -> float:
+    """A heartbeat interval a coordinator told, in seconds, never past the longest one the
+    agent's watchdog allows for (agent.service)."""
+    return min(milliseconds / 1000, LONGEST_HEARTBEAT_INTERVAL)
 
 
 class CoordinatorSource(StubSource, Protocol):
@@ -204,7 +211,7 @@ class CoordinatorLink:
             self._source.offer_lease_port(resp.lease_port)
             self._carry_events(resp.events_with_status)
             if resp.heartbeat_interval_ms:
-                self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
+                self.heartbeat_interval = told_interval(resp.heartbeat_interval_ms)
             log.info(
                 "registered node %s with coordinator %s; heartbeat every %.1fs",
                 self._node,
@@ -253,7 +260,10 @@ class CoordinatorLink:
                 self.connected = True
                 backoff.reset()
                 if resp.heartbeat_interval_ms:
-                    self.heartbeat_interval = resp.heartbeat_interval_ms / 1000
+                    # The coordinator paces heartbeats to its fleet's size: the next wait is the
+                    # interval told now, not the one told before.
+                    self.heartbeat_interval = told_interval(resp.heartbeat_interval_ms)
+                    delay = jittered(self.heartbeat_interval)
                 have = self._manager.generation
                 if fetch_needed(
                     announced=resp.assignment_generation,

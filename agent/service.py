@@ -42,8 +42,12 @@ def loop_bounds(cfg: config.AgentConfig) -> dict[str, float]:
     return {
         # A relist is one engine call (docker_timeout at most) and a wait of relist_interval.
         "pod relist loop": cfg.relist_interval + cfg.docker_timeout + 30.0,
-        # A heartbeat waits at most its 10 s deadline and a backoff of up to 30 s (or the interval).
-        "coordinator heartbeat loop": max(30.0, cfg.heartbeat_interval) * 1.5 + 10.0 + 30.0,
+        # A heartbeat waits at most its 10 s deadline and a backoff of up to 30 s (or the interval,
+        # its own or one a coordinator told, up to LONGEST_HEARTBEAT_INTERVAL).
+        "coordinator heartbeat loop": max(30.0, cfg.heartbeat_interval, config.LONGEST_HEARTBEAT_INTERVAL)
+        * 1.5
+        + 10.0
+        + 30.0,
     }
 
 

@@ -68,6 +68,11 @@ def parse_sriov_pfs(value: Any) -> list[str]:
     return result
 
 
+# The longest heartbeat interval an agent takes from a coordinator, which stretches it for a
+# large fleet (coordinator.controllers.heartbeatpace): the agent's watchdog allows for it.
+LONGEST_HEARTBEAT_INTERVAL = 60.0
+
+
 @dataclass
 class AgentConfig:
     coordinator: str = layered.option(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from atoll import config as layered
 from atoll import errors, gcpolicy, logs, rpc, tls
+from atoll.agentconfig import LONGEST_HEARTBEAT_INTERVAL
 from coordinator.admission import podsecurity
 from coordinator.objects import quota
 
@@ -28,6 +29,8 @@ DEFAULT_CONFIG_FILE = pathlib.Path("/etc/atoll/coordinator.yaml")
 DEFAULT_PORT = 6443
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TOKEN_PORT = 6444
+# The longest interval an agent takes (its watchdog allows for it: agent.service).
+MAX_HEARTBEAT_INTERVAL = LONGEST_HEARTBEAT_INTERVAL
 LEASE_PORT_OFFSET = 2  # the heartbeat lane's default port: the API's + 2 (6445)
 
 
@@ -47,6 +50,11 @@ class ServeConfig:
         "heartbeats a second the whole fleet may send: past this many nodes times the interval, "
         "the interval told to agents, and the grace period with it, stretch to nodes / rate "
         "(Nomad's max_heartbeats_per_second); 0 keeps --heartbeat-interval whatever the fleet",
+    )
+    max_heartbeat_interval: float = layered.option(
+        30.0,
+        "the longest interval --max-heartbeats-per-second may stretch to (s; at most 60, well inside "
+        "the agent's systemd watchdog)",
     )
     pod_eviction_timeout: float = layered.option(
         2.0, "how long a silent node stays NotReady before its pods are declared lost and replaced (s)"
@@ -252,6 +260,10 @@ class ServeConfig:
                 raise errors.InvalidArgument(f"{name}: must be positive")
         if self.max_heartbeats_per_second < 0:
             raise errors.InvalidArgument("max_heartbeats_per_second: must not be negative (0: no pacing)")
+        if not self.heartbeat_interval <= self.max_heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
+            raise errors.InvalidArgument(
+                f"max_heartbeat_interval: must be from heartbeat_interval to {MAX_HEARTBEAT_INTERVAL:.0f} s"
+            )
         if self.node_grace_period <= self.heartbeat_interval:
             raise errors.InvalidArgument("node_grace_period: must be longer than heartbeat_interval")
         try:

@@ -189,6 +189,7 @@ class Coordinator:
             cfg.node_grace_period,
             cfg.max_heartbeats_per_second,
             nodes=lambda: len(nodes.cache),
+            max_interval=cfg.max_heartbeat_interval,
         )
         lifecycle = NodeLifecycle(
             registry,

@@ -245,9 +245,10 @@ class PodSyncer:
         return None
 
     def _release_finished_sandbox(self, record: PodRecord, obs: plan.Observed) -> None:
-        """A finished pod's address goes back once no sandbox of it runs (CNI DEL at sandbox
-        teardown): the namespace, and the veth in it, went with the stopped sandbox."""
-        if self.sandboxes is None or not record.sandbox_address or any(c.running for c in obs.infra):
+        """A finished pod's address goes back once nothing of it runs (CNI DEL at sandbox
+        teardown): the namespace, and the veth in it, went with the last of its processes. A
+        container that could not be stopped keeps the namespace, and the address, alive."""
+        if self.sandboxes is None or not record.sandbox_address or any(c.running for c in obs.all):
             return
         self.sandboxes.release(record.uid)
         log.info(
