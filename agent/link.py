@@ -36,9 +36,13 @@ from atoll import errors, files, rpc
 from atoll.agentconfig import LONGEST_HEARTBEAT_INTERVAL
 from atoll.aio import wait_any, wait_or_stop
 from atoll.backoff import Backoff, jittered
+from atoll.nodestatus import significant
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
+
+# While a long heartbeat interval runs, the node's status is checked this often for news.
+STATUS_CHECK_INTERVAL = 10.0
 
 
 def told_interval(milliseconds: int) -> float:
@@ -112,6 +116,8 @@ class CoordinatorLink:
         self._node = node_name
         self._labels = node_labels
         self._build_status = build_status
+        self._reported_status: tuple[object, ...] | None = None  # atoll.nodestatus.significant, last sent
+        self.status_check_interval = STATUS_CHECK_INTERVAL
         self._manager = manager
         self._reporter = reporter
         self._assignments = assignments
@@ -240,6 +246,7 @@ class CoordinatorLink:
                     status=self._build_status(),
                     observed_assignment_generation=self._manager.generation,
                 )
+                reported = significant(req.status)
                 sent = lane_failed_at or time.monotonic()  # a retry after the lane: since the first try
                 lane_failed_at = None
                 stub = self._source.lease_stub
@@ -258,6 +265,7 @@ class CoordinatorLink:
                     if self.events is not None:
                         self.events.retry_now()
                 self.connected = True
+                self._reported_status = reported
                 backoff.reset()
                 if resp.heartbeat_interval_ms:
                     # The coordinator paces heartbeats to its fleet's size: the next wait is the
@@ -309,8 +317,30 @@ class CoordinatorLink:
                     delay = backoff.next()
             # A broken stream cuts a normal interval short (not a backoff).
             paused = time.monotonic()
-            await wait_any(stop, delay, *([self._probe] if self.connected else []))
+            await self._wait_for_next_heartbeat(stop, delay)
             self.heartbeat_overslept = max(self.heartbeat_overslept, time.monotonic() - paused - delay)
+
+    async def _wait_for_next_heartbeat(self, stop: asyncio.Event, delay: float) -> None:
+        """Sleep `delay`, cut short by a broken stream, or, while connected, by a change in the
+        node's status worth telling: a coordinator that paces a large fleet may tell an interval
+        of up to a minute, and the status is checked every status_check_interval meanwhile (as
+        the kubelet checks its node's status every 10 s and posts it on change)."""
+        if not self.connected:
+            await wait_any(stop, delay)
+            return
+        deadline = time.monotonic() + delay
+        while True:
+            left = deadline - time.monotonic()
+            if await wait_any(stop, min(left, self.status_check_interval), self._probe):
+                return
+            if self._probe.is_set() or left <= self.status_check_interval:
+                return
+            if (
+                self._reported_status is not None
+                and significant(self._build_status()) != self._reported_status
+            ):
+                log.info("node %s: status changed; heartbeat now", self._node)
+                return
 
     def _carry_events(self, taken: bool) -> None:
         """The coordinator says whether it takes events with status reports."""

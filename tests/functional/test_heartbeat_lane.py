@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from atoll import errors, kinds, rpc
-from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc
+from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2
 from tests.functional.harness import Cluster, eventually
 
 
@@ -300,5 +300,41 @@ async def test_agents_are_told_a_paced_interval_as_the_fleet_grows(tmp_path: pat
         await eventually(told_paced, what="both agents told 0.4 s")
         assert pace.grace() == 4.0  # 2 s at 0.2 s, stretched alike
         assert await _node_ready(cluster, "n1") and await _node_ready(cluster, "n2")
+    finally:
+        await cluster.stop()
+
+
+async def test_a_status_change_is_told_at_once_under_a_long_paced_interval(tmp_path: pathlib.Path) -> None:
+    # One node at 0.05 heartbeats a second: told 20 s.
+    cluster = await Cluster(tmp_path, max_heartbeats_per_second=0.05, max_heartbeat_interval=30.0).start()
+    try:
+        node = await cluster.add_node("n1")
+        link = node.agent.link
+        assert link is not None
+        link.status_check_interval = 0.2
+
+        async def told_long() -> bool:
+            return link.heartbeat_interval == 20.0
+
+        await eventually(told_long, what="told 20 s")
+        await eventually(lambda: _node_ready(cluster, "n1"), what="n1 Ready")
+        build = link._build_status
+
+        def with_pressure() -> node_pb2.NodeStatus:
+            status = build()
+            status.conditions.add(type="DiskPressure", status=meta_pb2.CONDITION_STATUS_TRUE, reason="Test")
+            return status
+
+        link._build_status = with_pressure  # type: ignore[method-assign]
+        assert cluster.client is not None
+        client = cluster.client
+
+        async def pressure_seen() -> bool:
+            got = await client.get(kinds.by_name("Node"), "", "n1")
+            return any(c.type == "DiskPressure" for c in got.status.conditions)  # type: ignore[attr-defined]
+
+        await eventually(
+            pressure_seen, timeout=5, what="the new condition well before the next 20 s heartbeat"
+        )
     finally:
         await cluster.stop()

@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from atoll import errors, kinds, rpc, validation
+from atoll.nodestatus import significant
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
@@ -42,18 +43,6 @@ NODE = kinds.by_name("Node")
 STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat on the API's listener waits for its node's status write
 POD = kinds.by_name("Pod")
 TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
-
-
-def _significant(status: node_pb2.NodeStatus) -> tuple[object, ...]:
-    """The parts of a node's status worth a store write when they change."""
-    return (
-        tuple((c.type, c.status, c.reason) for c in status.conditions),
-        tuple((a.type, a.address) for a in status.addresses),
-        status.capacity.SerializeToString(deterministic=True),
-        status.allocatable.SerializeToString(deterministic=True),
-        status.agent_port,
-        status.node_info.SerializeToString(deterministic=True),
-    )
 
 
 def merge_conditions(
@@ -246,7 +235,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             c.type == "Ready" and c.status == meta_pb2.CONDITION_STATUS_UNKNOWN
             for c in current.status.conditions
         )
-        return stale or unknown or _significant(current.status) != _significant(request.status)
+        return stale or unknown or significant(current.status) != significant(request.status)
 
     async def Heartbeat(
         self, request: node_api_pb2.HeartbeatRequest, context: Any
