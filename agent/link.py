@@ -45,10 +45,14 @@ log = logging.getLogger(__name__)
 STATUS_CHECK_INTERVAL = 10.0
 
 
+# Never a tighter loop than this, whatever a coordinator says.
+SHORTEST_HEARTBEAT_INTERVAL = 0.05
+
+
 def told_interval(milliseconds: int) -> float:
-    """A heartbeat interval a coordinator told, in seconds, never past the longest one the
-    agent's watchdog allows for (agent.service)."""
-    return min(milliseconds / 1000, LONGEST_HEARTBEAT_INTERVAL)
+    """A heartbeat interval a coordinator told, in seconds, within what the agent's watchdog
+    allows for (agent.service) and never a tight loop."""
+    return min(max(milliseconds / 1000, SHORTEST_HEARTBEAT_INTERVAL), LONGEST_HEARTBEAT_INTERVAL)
 
 
 class CoordinatorSource(StubSource, Protocol):
@@ -118,6 +122,7 @@ class CoordinatorLink:
         self._build_status = build_status
         self._reported_status: tuple[object, ...] | None = None  # atoll.nodestatus.significant, last sent
         self.status_check_interval = STATUS_CHECK_INTERVAL
+        self._last_beat_early = False  # the last heartbeat came early, for a status change
         self._manager = manager
         self._reporter = reporter
         self._assignments = assignments
@@ -328,18 +333,24 @@ class CoordinatorLink:
         if not self.connected:
             await wait_any(stop, delay)
             return
-        deadline = time.monotonic() + delay
+        start = time.monotonic()
+        deadline = start + delay
+        check = max(self.status_check_interval, 0.05)
+        early_allowed_at = start if not self._last_beat_early else start + delay / 2
         while True:
             left = deadline - time.monotonic()
-            if await wait_any(stop, min(left, self.status_check_interval), self._probe):
+            if await wait_any(stop, min(left, check), self._probe) or self._probe.is_set() or left <= check:
+                self._last_beat_early = False
                 return
-            if self._probe.is_set() or left <= self.status_check_interval:
-                return
+            # After an early heartbeat the next may come no sooner than half an interval: a status
+            # whose totals wobble (a balloon driver, a pool's free space) must not undo the pacing.
             if (
-                self._reported_status is not None
+                time.monotonic() >= early_allowed_at
+                and self._reported_status is not None
                 and significant(self._build_status()) != self._reported_status
             ):
-                log.info("node %s: status changed; heartbeat now", self._node)
+                log.debug("node %s: status changed; heartbeat now", self._node)
+                self._last_beat_early = True
                 return
 
     def _carry_events(self, taken: bool) -> None:

@@ -260,9 +260,10 @@ class ServeConfig:
                 raise errors.InvalidArgument(f"{name}: must be positive")
         if self.max_heartbeats_per_second < 0:
             raise errors.InvalidArgument("max_heartbeats_per_second: must not be negative (0: no pacing)")
-        if not self.heartbeat_interval <= self.max_heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
+        if not 0 < self.max_heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
+            # A --heartbeat-interval above it stays as it was: pacing never shortens it.
             raise errors.InvalidArgument(
-                f"max_heartbeat_interval: must be from heartbeat_interval to {MAX_HEARTBEAT_INTERVAL:.0f} s"
+                f"max_heartbeat_interval: must be positive and at most {MAX_HEARTBEAT_INTERVAL:.0f} s"
             )
         if self.node_grace_period <= self.heartbeat_interval:
             raise errors.InvalidArgument("node_grace_period: must be longer than heartbeat_interval")

@@ -189,13 +189,14 @@ class Coordinator:
             cfg.node_grace_period,
             cfg.max_heartbeats_per_second,
             nodes=lambda: len(nodes.cache),
+            judged=health.judged_interval,
             max_interval=cfg.max_heartbeat_interval,
         )
         lifecycle = NodeLifecycle(
             registry,
             nodes,
             health,
-            grace=pace.grace,
+            grace=pace.grace_of,
             eviction_timeout=cfg.pod_eviction_timeout,
             eviction_policy=EvictionPolicy(
                 rate=cfg.node_eviction_rate,

@@ -11,19 +11,22 @@ period by the same factor, so a node is judged after as many missed heartbeats
 as in a small cluster.
 
 The interval is told to agents in every Register and Heartbeat answer, by every
-coordinator. When the fleet shrinks, an agent sleeps out the longer interval it
-was told once more before it asks again, so the grace period stays that of the
-longest interval told until that interval and its grace period have passed.
-Each coordinator remembers what it told, so a new leader judges by it too.
+coordinator, and each node is judged by the interval it may be sleeping on: the
+one it was told last, or the one before when longer, since an agent sleeps out
+its current wait before it takes a new interval (NodeHealth.judged_interval).
+Several coordinators share it through the node leases, as Kubernetes' Lease
+carries its duration. A node this coordinator knows no interval for (an older
+coordinator's lease, a restart) is judged by the longest interval told lately,
+or the one the fleet's size gives now.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-# The agent sleeps up to 1.1 intervals (jitter) before its next heartbeat.
-JITTER = 1.1
+# The agent sleeps up to 1 + this fraction of an interval before its next heartbeat (jittered).
+JITTER = 0.1
 
 
 class HeartbeatPace:
@@ -34,18 +37,21 @@ class HeartbeatPace:
         max_rate: float,
         nodes: Callable[[], int],
         *,
+        judged: Mapping[str, float] | None = None,
         max_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`interval` and `grace` are the small cluster's (--heartbeat-interval,
         --node-grace-period); `max_rate` heartbeats a second across the fleet (0: no pacing);
         `max_interval` the longest interval ever told; `nodes` counts the registered nodes
-        (called on every answer: keep it O(1))."""
+        (called on every answer: keep it O(1)); `judged` is the interval each node may be
+        sleeping on (NodeHealth.judged_interval)."""
         self.base_interval = interval
         self.base_grace = grace
         self.max_rate = max_rate
         self.max_interval = max(interval, max_interval)
         self._nodes = nodes
+        self._judged = judged if judged is not None else {}
         self._clock = clock
         self._told = interval  # the longest interval told recently, by this coordinator
         self._told_until = 0.0
@@ -71,9 +77,15 @@ class HeartbeatPace:
     def _hold(self, interval: float) -> float:
         """How long agents told `interval` may still sleep on it: one more jittered interval
         (they adopt a new one at their next answer), then its grace period."""
-        return JITTER * interval + self._grace_for(interval)
+        return (1 + JITTER) * interval + self._grace_for(interval)
 
     def grace(self) -> float:
-        """Silence after which a node is judged, for the longest interval agents may still hold."""
+        """Silence after which a node nothing is known of is judged: the longest interval told
+        lately, or the one the fleet's size gives now."""
         self.interval()  # expires an old hold
         return self._grace_for(self._told)
+
+    def grace_of(self, node: str) -> float:
+        """Silence after which `node` is judged: by the interval it may be sleeping on."""
+        interval = self._judged.get(node)
+        return self.grace() if interval is None else self._grace_for(max(interval, self.base_interval))

@@ -57,11 +57,13 @@ class NodeLeases:
     def _seen(self, node: str, value: bytes) -> None:
         self._exists.add(node)
         try:
-            renewed = float(json.loads(value)["renewTime"])
-        except (ValueError, KeyError, TypeError):
+            lease = json.loads(value)
+            renewed = float(lease["renewTime"])
+            interval = float(lease.get("interval", 0.0))  # absent in an older coordinator's lease
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
         self._written[node] = max(self._written.get(node, 0.0), renewed)
-        self._health.seen(node, renewed)
+        self._health.seen(node, renewed, interval)
 
     async def run(self, stop: asyncio.Event) -> None:
         revision = await self.load()
@@ -86,7 +88,11 @@ class NodeLeases:
         for start in range(0, len(due), BATCH):
             batch = due[start : start + BATCH]
             ops = [
-                Op("update" if node in self._exists else "create", PREFIX + node, _value(beat))
+                Op(
+                    "update" if node in self._exists else "create",
+                    PREFIX + node,
+                    _value(beat, self._health.judged_interval.get(node, 0.0)),
+                )
                 for node, beat in batch
             ]
             try:
@@ -132,5 +138,10 @@ class NodeLeases:
         self._written.pop(node, None)
 
 
-def _value(beat: float) -> bytes:
-    return json.dumps({"renewTime": round(beat, 3)}).encode()
+def _value(beat: float, interval: float = 0.0) -> bytes:
+    """A lease: the node's last heartbeat, and the interval it may be sleeping on, by which
+    every coordinator judges its silence (Kubernetes' Lease carries leaseDurationSeconds)."""
+    lease: dict[str, float] = {"renewTime": round(beat, 3)}
+    if interval > 0:
+        lease["interval"] = round(interval, 3)
+    return json.dumps(lease).encode()

@@ -41,6 +41,10 @@ class NodeHealth:
         self._started = clock()
         self.last_heartbeat: dict[str, float] = {}
         self.last_status_write: dict[str, float] = {}
+        # The heartbeat interval each node may be sleeping on: the one it was told last, or the
+        # one before if longer (an agent waits out its current sleep before it takes a new one).
+        self.judged_interval: dict[str, float] = {}
+        self._told: dict[str, float] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -50,10 +54,21 @@ class NodeHealth:
         self.last_heartbeat[node] = now
         return now
 
-    def seen(self, node: str, when: float) -> None:
-        """A heartbeat another coordinator (or this one before a restart) persisted."""
+    def told(self, node: str, interval: float) -> None:
+        """This coordinator told `node` to heartbeat every `interval` seconds. Called from the
+        main loop and the heartbeat lane's thread, one dict operation each."""
+        before = self._told.get(node, interval)
+        self._told[node] = interval
+        self.judged_interval[node] = max(before, interval)
+
+    def seen(self, node: str, when: float, interval: float = 0.0) -> None:
+        """A heartbeat another coordinator (or this one before a restart) persisted, with the
+        interval it judges the node by (0: not said, an older coordinator's lease)."""
         if when > self.last_heartbeat.get(node, 0.0):
             self.last_heartbeat[node] = when
+            if interval > 0:
+                self.judged_interval[node] = interval
+                self._told[node] = interval
 
     def silent_for(self, node: str, persisted: float = 0.0) -> float:
         """Seconds since the node was last heard of: by this coordinator, through a lease, or by
@@ -67,6 +82,8 @@ class NodeHealth:
     def forget(self, node: str) -> None:
         self.last_heartbeat.pop(node, None)
         self.last_status_write.pop(node, None)
+        self.judged_interval.pop(node, None)
+        self._told.pop(node, None)
 
 
 def ready_condition(node: node_pb2.Node) -> node_pb2.NodeCondition | None:
@@ -79,8 +96,8 @@ def is_ready(node: node_pb2.Node) -> bool:
 
 
 class NodeLifecycle:
-    """Marks silent nodes Ready=Unknown after `grace` seconds (a number, or a function asked on
-    every check: coordinator.controllers.heartbeatpace), and declares their pods lost
+    """Marks silent nodes Ready=Unknown after `grace` seconds (a number, or a function of the
+    node's name asked on every check: coordinator.controllers.heartbeatpace), and declares their pods lost
     `eviction_timeout` seconds later: controllers' pods Failed (NodeLost), so that they are
     replaced elsewhere; other pods Unknown, still assigned to the node.
 
@@ -96,7 +113,7 @@ class NodeLifecycle:
         nodes: Informer,
         health: NodeHealth,
         *,
-        grace: float | Callable[[], float],
+        grace: float | Callable[[str], float],
         eviction_timeout: float = 0.0,
         pods: Informer | None = None,
         recorder: EventRecorder | None = None,
@@ -120,12 +137,10 @@ class NodeLifecycle:
         self.pacer = EvictionPacer(eviction_policy or EvictionPolicy(), clock)
         self._deferred: set[str] = set()  # due for eviction, held back by the pace (logged once)
 
-    @property
-    def grace(self) -> float:
-        return self._grace() if callable(self._grace) else self._grace
+    def grace_for(self, node: str) -> float:
+        return self._grace(node) if callable(self._grace) else self._grace
 
     async def check(self) -> None:
-        grace = self.grace
         nodes = [o for o in self._nodes.items() if isinstance(o, node_pb2.Node)]
         silent_since: dict[str, float] = {}
         for node in nodes:
@@ -162,6 +177,7 @@ class NodeLifecycle:
             self._evicted.discard(name)
             self._deferred.discard(name)
             silent = self._health.silent_for(name, node.status.last_heartbeat_time.ToNanoseconds() / 1e9)
+            grace = self.grace_for(name)
             if silent < grace:
                 continue
             deaf = self._stalls.within(silent) if self._stalls is not None else 0.0

@@ -312,6 +312,7 @@ async def test_a_status_change_is_told_at_once_under_a_long_paced_interval(tmp_p
         link = node.agent.link
         assert link is not None
         link.status_check_interval = 0.2
+        link._probe.set()  # whatever wait is under way ends: the next takes the short checks
 
         async def told_long() -> bool:
             return link.heartbeat_interval == 20.0

@@ -142,9 +142,12 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         # The heartbeat lane's port, told to agents in every answer (0: no lane; set once it listens).
         self.lease_port = 0
 
-    def _heartbeat_ms(self) -> int:
+    def _tell_interval(self, node: str) -> int:
+        """The heartbeat interval for `node`'s answer, in ms, noted as told (it is judged by it)."""
         interval = self._heartbeat_interval
-        return int((interval() if callable(interval) else interval) * 1000)
+        seconds = interval() if callable(interval) else interval
+        self._health.told(node, seconds)
+        return int(seconds * 1000)
 
     def _check_name(self, name: str) -> None:
         if not name or not validation.DNS1123_SUBDOMAIN.fullmatch(name):
@@ -173,7 +176,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 self._health.last_status_write[name] = now
                 return node_api_pb2.RegisterResponse(
                     node=created,
-                    heartbeat_interval_ms=self._heartbeat_ms(),
+                    heartbeat_interval_ms=self._tell_interval(name),
                     lease_port=self.lease_port,
                     events_with_status=True,
                 )
@@ -194,7 +197,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         log.info("node %s re-registered", name, extra={"node": name})
         return node_api_pb2.RegisterResponse(
             node=updated,
-            heartbeat_interval_ms=self._heartbeat_ms(),
+            heartbeat_interval_ms=self._tell_interval(name),
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -219,7 +222,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         heard = self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
         answer = node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
-            heartbeat_interval_ms=self._heartbeat_ms(),
+            heartbeat_interval_ms=self._tell_interval(name),
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -248,7 +251,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             await self._write_status(name, _refresher(request, now), now)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name),
-            heartbeat_interval_ms=self._heartbeat_ms(),
+            heartbeat_interval_ms=self._tell_interval(name),
             lease_port=self.lease_port,
             events_with_status=True,
         )
