@@ -27,7 +27,7 @@ from agent.daemon import Agent
 from atoll import agentconfig as config
 from atoll import config as layered
 from atoll import errors
-from atoll.aio import wait_or_stop
+from atoll.aio import SignalRoute, wait_or_stop
 from atoll.sdnotify import Liveness, Notifier, monotonic_usec, pet_watchdog
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,19 @@ async def run(
     """Start `agent`, tell systemd how it goes, run until SIGTERM/SIGINT (or stop_event), stop it."""
     loop = asyncio.get_running_loop()
     reloads: asyncio.Queue[None] = asyncio.Queue()
+    signals = None
     if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop_event.set)
-        loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        # A socket of their own: asyncio's, shared with every cross-thread wake-up, drops a
+        # signal when a storm of those fills it (atoll.aio.SignalRoute).
+        stop_on = agent.stop_event.set
+        signals = SignalRoute(
+            loop,
+            {
+                signal.SIGTERM: stop_on,
+                signal.SIGINT: stop_on,
+                signal.SIGHUP: lambda: reloads.put_nowait(None),
+            },
+        )
     notifier.send("STATUS=starting")
     await agent.start()
     assert agent.manager is not None and agent.link is not None
@@ -151,6 +160,8 @@ async def run(
         await asyncio.gather(*helpers, return_exceptions=True)
         await agent.stop()
         log.info("stopped; %d pods left running", pods)
+        if signals is not None:
+            signals.close()
 
 
 async def _status_loop(agent: Agent, notifier: Notifier, interval: float = STATUS_INTERVAL) -> None:

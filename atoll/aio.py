@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
+from collections.abc import Callable, Mapping
 
 
 async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109 (it is the point)
@@ -35,3 +38,48 @@ async def wait_any(stop: asyncio.Event, timeout: float | None, *wake: asyncio.Ev
         for waiter in waiters:
             waiter.cancel()
     return stop.is_set()
+
+
+class SignalRoute:
+    """POSIX signals to callbacks on the event loop, through a socket of their own.
+
+    asyncio's add_signal_handler delivers a signal as a byte on the socket that also carries
+    one byte per call_soon_threadsafe. When threads wake the loop faster than it drains that
+    socket (gRPC's poller thread, the heartbeat lane, executor threads, thousands of agents
+    disconnecting at once), the socket is full and the signal's byte is dropped: a coordinator
+    sent SIGTERM under such a storm never stopped. Here the signal's byte has a socket that
+    carries nothing else, so it always fits and always wakes the loop. Main thread only, as
+    signal.signal is; close() puts back what was there before.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handlers: Mapping[int, Callable[[], object]]) -> None:
+        self._loop = loop
+        self._handlers = dict(handlers)
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        loop.add_reader(self._reader.fileno(), self._drain)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.signal(sig, _noop) for sig in self._handlers}
+
+    def _drain(self) -> None:
+        try:
+            data = self._reader.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            handler = self._handlers.get(signum)
+            if handler is not None:
+                handler()
+
+    def close(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._loop.remove_reader(self._reader.fileno())
+        self._reader.close()
+        self._writer.close()
+
+
+def _noop(signum: int, frame: object) -> None:
+    """A Python-level handler, so that the interpreter writes the signal to the wakeup socket."""

@@ -558,7 +558,12 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                print(f"coordinator {proc.pid} did not stop within 30 s of SIGTERM: killed", file=sys.stderr)
+                proc.kill()
+                proc.wait(30)
         log.close()
         if args.keep_log:
             shutil.copy(data / "coordinators.log", args.keep_log)

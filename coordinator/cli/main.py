@@ -100,45 +100,53 @@ async def _serve_with(cfg: ServeConfig, pauses: GCPauses, may_freeze: bool) -> i
     import gc
 
     from atoll import gcpolicy, sdnotify
+    from atoll.aio import SignalRoute
     from atoll.metrics import GCPauseMetrics
     from coordinator.server import Coordinator
 
     coordinator = Coordinator(cfg)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, coordinator.stop_event.set)
-    # systemd (Type=notify): READY once it serves, STATUS lines, the watchdog while its loops live.
-    notifier = sdnotify.notifier_from_env(os.environ)
-    interval = sdnotify.watchdog_interval(os.environ, os.getpid())
-    notifier.send("STATUS=opening the store and starting")
+    # A signal of its own socket: asyncio's is shared with every cross-thread wake-up and, full
+    # under a storm of them, drops the signal (atoll.aio.SignalRoute).
+    stop_on = coordinator.stop_event.set
+    signals = SignalRoute(loop, {signal.SIGTERM: stop_on, signal.SIGINT: stop_on})
     try:
-        await coordinator.start()
-    except BaseException:  # e.g. a wrong cluster secret: said by main(), after letting go of the store
-        await coordinator.stop()
-        raise
-    # What start-up built lives as long as the process: no collection rescans it.
-    frozen = gcpolicy.freeze_start_up() if may_freeze else gc.get_freeze_count()
-    log.info("garbage collection: thresholds %s, %d objects from start-up frozen", gc.get_threshold(), frozen)
-    if coordinator.prom is not None:
-        coordinator.prom.registry.register(GCPauseMetrics(pauses))
-    notifier.send("READY=1", f"STATUS={coordinator.describe()}")
-    liveness = sdnotify.Liveness()
-    for name, task in coordinator.tasks.items():
-        liveness.watch(name, float("inf"), task)
-    stop = coordinator.stop_event
-    helpers = [asyncio.create_task(_status_loop(coordinator, notifier), name="status")]
-    if interval is not None:
-        helpers.append(
-            asyncio.create_task(sdnotify.pet_watchdog(notifier, interval, liveness.problems, stop))
+        # systemd (Type=notify): READY once it serves, STATUS lines, the watchdog while its loops live.
+        notifier = sdnotify.notifier_from_env(os.environ)
+        interval = sdnotify.watchdog_interval(os.environ, os.getpid())
+        notifier.send("STATUS=opening the store and starting")
+        try:
+            await coordinator.start()
+        except BaseException:  # e.g. a wrong cluster secret: said by main(), after letting go of the store
+            await coordinator.stop()
+            raise
+        # What start-up built lives as long as the process: no collection rescans it.
+        frozen = gcpolicy.freeze_start_up() if may_freeze else gc.get_freeze_count()
+        log.info(
+            "garbage collection: thresholds %s, %d objects from start-up frozen", gc.get_threshold(), frozen
         )
-    await stop.wait()
-    notifier.send("STOPPING=1", "STATUS=stopping")
-    logging.getLogger("coordinator").info("stopping: closing the API and the store")
-    for task in helpers:
-        task.cancel()
-    await asyncio.gather(*helpers, return_exceptions=True)
-    await coordinator.stop()
-    return 0
+        if coordinator.prom is not None:
+            coordinator.prom.registry.register(GCPauseMetrics(pauses))
+        notifier.send("READY=1", f"STATUS={coordinator.describe()}")
+        liveness = sdnotify.Liveness()
+        for name, task in coordinator.tasks.items():
+            liveness.watch(name, float("inf"), task)
+        stop = coordinator.stop_event
+        helpers = [asyncio.create_task(_status_loop(coordinator, notifier), name="status")]
+        if interval is not None:
+            helpers.append(
+                asyncio.create_task(sdnotify.pet_watchdog(notifier, interval, liveness.problems, stop))
+            )
+        await stop.wait()
+        notifier.send("STOPPING=1", "STATUS=stopping")
+        logging.getLogger("coordinator").info("stopping: closing the API and the store")
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await coordinator.stop()
+        return 0
+    finally:
+        signals.close()
 
 
 async def _status_loop(coordinator: Coordinator, notifier: sdnotify.Notifier) -> None:
