@@ -29,7 +29,9 @@ EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Message]
+    # The page's objects as stored, not decoded: a list answer parses each once, straight into
+    # its reply (decoding, then copying into the reply, cost four times as much for 4,000 nodes).
+    entries: list[KV]
     revision: int
     last_key: str  # "" when nothing follows; else the key to continue after
     remaining: int | None  # keys after this page (None with a selector: unknown)
@@ -153,26 +155,27 @@ class Registry:
         max_bytes: int = 0,
     ) -> Page:
         """One page of a list at `revision` (0: now): keys after `after`, at most `limit`
-        items and about `max_bytes` of them (at least one item per page)."""
+        items and about `max_bytes` of them (at least one item per page), as stored; an object
+        is decoded only to match `selector`."""
         kvs, revision = await self.store.list(prefix_for(info, namespace), revision)
         i = bisect.bisect_right(kvs, after, key=lambda kv: kv.key) if after else 0
-        items: list[Message] = []
+        entries: list[KV] = []
         used = 0
+        everything = selector is None or selector.empty
         while i < len(kvs):
             kv = kvs[i]
-            if items and (
-                (limit and len(items) >= limit) or (max_bytes and used + len(kv.value) > max_bytes)
+            if entries and (
+                (limit and len(entries) >= limit) or (max_bytes and used + len(kv.value) > max_bytes)
             ):
                 break
             i += 1
-            obj = self.decode(info, kv)
-            if selector is None or selector.empty or selector.matches(obj.metadata.labels):  # type: ignore[attr-defined]
-                items.append(obj)
+            if everything or selector.matches(self.decode(info, kv).metadata.labels):  # type: ignore[union-attr, attr-defined]
+                entries.append(kv)
                 used += len(kv.value)
         if i >= len(kvs):
-            return Page(items, revision, "", None if selector and not selector.empty else 0)
-        remaining = None if selector is not None and not selector.empty else len(kvs) - i
-        return Page(items, revision, kvs[i - 1].key, remaining)
+            return Page(entries, revision, "", None if not everything else 0)
+        remaining = None if not everything else len(kvs) - i
+        return Page(entries, revision, kvs[i - 1].key, remaining)
 
     # -- writes -------------------------------------------------------------------------
 
