@@ -122,7 +122,6 @@ class CoordinatorLink:
         self._build_status = build_status
         self._reported_status: tuple[object, ...] | None = None  # atoll.nodestatus.significant, last sent
         self.status_check_interval = STATUS_CHECK_INTERVAL
-        self._last_beat_early = False  # the last heartbeat came early, for a status change
         self._manager = manager
         self._reporter = reporter
         self._assignments = assignments
@@ -336,21 +335,19 @@ class CoordinatorLink:
         start = time.monotonic()
         deadline = start + delay
         check = max(self.status_check_interval, 0.05)
-        early_allowed_at = start if not self._last_beat_early else start + delay / 2
+        early_allowed_at = start + delay / 2
         while True:
             left = deadline - time.monotonic()
             if await wait_any(stop, min(left, check), self._probe) or self._probe.is_set() or left <= check:
-                self._last_beat_early = False
                 return
-            # After an early heartbeat the next may come no sooner than half an interval: a status
-            # whose totals wobble (a balloon driver, a pool's free space) must not undo the pacing.
+            # No heartbeat sooner than half an interval after the last: a status whose totals
+            # wobble (a balloon driver, a pool's free space) doubles the paced rate at most.
             if (
                 time.monotonic() >= early_allowed_at
                 and self._reported_status is not None
                 and significant(self._build_status()) != self._reported_status
             ):
                 log.debug("node %s: status changed; heartbeat now", self._node)
-                self._last_beat_early = True
                 return
 
     def _carry_events(self, taken: bool) -> None:

@@ -108,7 +108,6 @@ async def run(
     install_signals: bool = True,
 ) -> None:
     """Start `agent`, tell systemd how it goes, run until SIGTERM/SIGINT (or stop_event), stop it."""
-    loop = asyncio.get_running_loop()
     reloads: asyncio.Queue[None] = asyncio.Queue()
     signals = None
     if install_signals:
@@ -116,13 +115,38 @@ async def run(
         # signal when a storm of those fills it (atoll.aio.SignalRoute).
         stop_on = agent.stop_event.set
         signals = SignalRoute(
-            loop,
+            asyncio.get_running_loop(),
             {
                 signal.SIGTERM: stop_on,
                 signal.SIGINT: stop_on,
                 signal.SIGHUP: lambda: reloads.put_nowait(None),
             },
         )
+    try:
+        await _run(
+            agent,
+            notifier,
+            reloads,
+            signals=signals,
+            argv=argv,
+            watchdog_interval=watchdog_interval,
+            liveness=liveness,
+        )
+    finally:
+        if signals is not None:
+            signals.close()
+
+
+async def _run(
+    agent: Agent,
+    notifier: Notifier,
+    reloads: asyncio.Queue[None],
+    *,
+    signals: SignalRoute | None,
+    argv: Sequence[str] | None,
+    watchdog_interval: float | None,
+    liveness: Liveness | None,
+) -> None:
     notifier.send("STATUS=starting")
     await agent.start()
     assert agent.manager is not None and agent.link is not None
@@ -147,7 +171,7 @@ async def run(
         if await wait_ready(agent, notifier):
             notifier.send("READY=1", f"STATUS={describe(agent)}")
             log.info("ready: %s", describe(agent))
-            helpers.append(asyncio.create_task(_status_loop(agent, notifier), name="status"))
+            helpers.append(asyncio.create_task(_status_loop(agent, notifier, signals), name="status"))
             helpers.append(asyncio.create_task(_reload_loop(agent, argv, notifier, reloads), name="reload"))
         await agent.stop_event.wait()
     finally:
@@ -160,13 +184,15 @@ async def run(
         await asyncio.gather(*helpers, return_exceptions=True)
         await agent.stop()
         log.info("stopped; %d pods left running", pods)
-        if signals is not None:
-            signals.close()
 
 
-async def _status_loop(agent: Agent, notifier: Notifier, interval: float = STATUS_INTERVAL) -> None:
+async def _status_loop(
+    agent: Agent, notifier: Notifier, signals: SignalRoute | None = None, interval: float = STATUS_INTERVAL
+) -> None:
     last = ""
     while not agent.stop_event.is_set():
+        if signals is not None:
+            signals.ensure()
         now = describe(agent)
         if now != last:
             notifier.send(f"STATUS={now}")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import Callable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109 (it is the point)
@@ -49,7 +53,8 @@ class SignalRoute:
     disconnecting at once), the socket is full and the signal's byte is dropped: a coordinator
     sent SIGTERM under such a storm never stopped. Here the signal's byte has a socket that
     carries nothing else, so it always fits and always wakes the loop. Main thread only, as
-    signal.signal is; close() puts back what was there before.
+    signal.signal is; close() puts back what was there before. The wakeup socket is the
+    process's: a later add_signal_handler would take it, which ensure() notices and undoes.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, handlers: Mapping[int, Callable[[], object]]) -> None:
@@ -58,9 +63,18 @@ class SignalRoute:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        loop.add_reader(self._reader.fileno(), self._drain)
-        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        self._previous = {sig: signal.signal(sig, _noop) for sig in self._handlers}
+        self._previous: dict[int, Any] = {}
+        self._previous_fd: int | None = None
+        self._closed = False
+        try:
+            loop.add_reader(self._reader.fileno(), self._drain)
+            self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+            for sig in self._handlers:
+                self._previous[sig] = signal.signal(sig, _noop)
+                signal.siginterrupt(sig, False)  # as asyncio does: other threads' system calls go on
+        except BaseException:
+            self.close()
+            raise
 
     def _drain(self) -> None:
         try:
@@ -69,13 +83,33 @@ class SignalRoute:
             return
         for signum in data:
             handler = self._handlers.get(signum)
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 handler()
+            except Exception:  # one failing callback must not swallow the next signal
+                log.exception("handling signal %d failed", signum)
+
+    def ensure(self) -> bool:
+        """Take the process's wakeup socket back if something else took it; True if it had to."""
+        if self._closed:
+            return False
+        previous = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        if previous == self._writer.fileno():
+            return False
+        log.warning(
+            "the signal wakeup socket was taken over (fd %d); signals go through ours again", previous
+        )
+        return True
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-        signal.set_wakeup_fd(self._previous_fd)
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
         self._loop.remove_reader(self._reader.fileno())
         self._reader.close()
         self._writer.close()

@@ -20,6 +20,7 @@ from coordinator.cli.parser import build_parser
 
 if TYPE_CHECKING:
     from atoll import errors, sdnotify
+    from atoll.aio import SignalRoute
     from atoll.gcpolicy import GCPauses
     from coordinator.config import ServeConfig
     from coordinator.server import Coordinator
@@ -132,7 +133,7 @@ async def _serve_with(cfg: ServeConfig, pauses: GCPauses, may_freeze: bool) -> i
         for name, task in coordinator.tasks.items():
             liveness.watch(name, float("inf"), task)
         stop = coordinator.stop_event
-        helpers = [asyncio.create_task(_status_loop(coordinator, notifier), name="status")]
+        helpers = [asyncio.create_task(_status_loop(coordinator, notifier, signals), name="status")]
         if interval is not None:
             helpers.append(
                 asyncio.create_task(sdnotify.pet_watchdog(notifier, interval, liveness.problems, stop))
@@ -149,11 +150,12 @@ async def _serve_with(cfg: ServeConfig, pauses: GCPauses, may_freeze: bool) -> i
         signals.close()
 
 
-async def _status_loop(coordinator: Coordinator, notifier: sdnotify.Notifier) -> None:
+async def _status_loop(coordinator: Coordinator, notifier: sdnotify.Notifier, signals: SignalRoute) -> None:
     from atoll.aio import wait_or_stop
 
     last = ""
     while not coordinator.stop_event.is_set():
+        signals.ensure()
         now = coordinator.describe()
         if now != last:
             notifier.send(f"STATUS={now}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,7 @@ class NodeLeases:
         self._flush_interval = flush_interval
         self._clock = clock
         self._written: dict[str, float] = {}  # node -> the heartbeat time last persisted
+        self._written_interval: dict[str, float] = {}  # node -> the interval it was persisted with
         self._exists: set[str] = set()
 
     async def load(self) -> int:
@@ -80,18 +82,23 @@ class NodeLeases:
 
     async def flush(self) -> int:
         """Write the heartbeats that moved on by `write_interval` since last written; returns how many."""
+        judged = self._health.judged_interval
+        # Due: a heartbeat newer by write_interval, or a longer interval than the lease says (the
+        # leader must not judge the node by a shorter one it may no longer be sleeping on).
         due = [
             (node, beat)
             for node, beat in list(self._health.last_heartbeat.items())
             if beat - self._written.get(node, 0.0) >= self._write_interval
+            or judged.get(node, 0.0) > self._written_interval.get(node, 0.0)
         ]
         for start in range(0, len(due), BATCH):
             batch = due[start : start + BATCH]
+            intervals = {node: judged.get(node, 0.0) for node, _ in batch}
             ops = [
                 Op(
                     "update" if node in self._exists else "create",
                     PREFIX + node,
-                    _value(beat, self._health.judged_interval.get(node, 0.0)),
+                    _value(beat, intervals[node]),
                 )
                 for node, beat in batch
             ]
@@ -102,6 +109,7 @@ class NodeLeases:
                     await self._write_one(op.key, op.value)
             for node, beat in batch:
                 self._written[node] = beat
+                self._written_interval[node] = intervals[node]
                 self._exists.add(node)
         return len(due)
 
@@ -124,6 +132,7 @@ class NodeLeases:
                     else:
                         self._exists.discard(node)
                         self._written.pop(node, None)
+                        self._written_interval.pop(node, None)
                     revision = event.revision
             except errors.Gone:
                 revision = await self.load()
@@ -136,12 +145,15 @@ class NodeLeases:
             pass
         self._exists.discard(node)
         self._written.pop(node, None)
+        self._written_interval.pop(node, None)
 
 
 def _value(beat: float, interval: float = 0.0) -> bytes:
     """A lease: the node's last heartbeat, and the interval it may be sleeping on, by which
     every coordinator judges its silence (Kubernetes' Lease carries leaseDurationSeconds)."""
-    lease: dict[str, float] = {"renewTime": round(beat, 3)}
+    # Rounded down: the lease never looks newer than the heartbeat it records (its own echo,
+    # read back through the watch, must not replace what this coordinator knows).
+    lease: dict[str, float] = {"renewTime": math.floor(beat * 1000) / 1000}
     if interval > 0:
         lease["interval"] = round(interval, 3)
     return json.dumps(lease).encode()

@@ -69,6 +69,9 @@ class NodeHealth:
             if interval > 0:
                 self.judged_interval[node] = interval
                 self._told[node] = interval
+            else:  # heard by a coordinator that paces nothing: what this one knew is stale
+                self.judged_interval.pop(node, None)
+                self._told.pop(node, None)
 
     def silent_for(self, node: str, persisted: float = 0.0) -> float:
         """Seconds since the node was last heard of: by this coordinator, through a lease, or by

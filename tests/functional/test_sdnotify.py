@@ -8,8 +8,11 @@ real datagram socket as systemd would receive it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import pathlib
+import signal
 import socket
 from collections.abc import Mapping
 
@@ -198,3 +201,26 @@ async def _said(notifier: RecordingNotifier, prefix: str) -> bool:
 async def _running(node: FakeNode) -> bool:
     manager = node.agent.manager
     return manager is not None and any(s.phase == 2 for s in manager.statuses.values())
+
+
+async def test_sigterm_stops_the_agent_while_the_loops_own_wake_up_socket_is_full(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The signal has a socket of its own (atoll.aio.SignalRoute): a storm of cross-thread
+    wake-ups that fills asyncio's cannot swallow it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = FakeNode(tmp_path, "stopped", port, insecure=True)
+    notifier = RecordingNotifier()
+    before = signal.getsignal(signal.SIGTERM)
+    run = asyncio.create_task(service.run(node.agent, notifier))
+    await eventually(lambda: _said(notifier, "STATUS=registering"), what="registering status")
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            loop._csock.send(b"\0" * 4096)  # type: ignore[attr-defined]  # asyncio's own socket, full
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(run, 30)
+    assert notifier.sent("STOPPING=1")
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -134,7 +134,7 @@ def test_agents_take_a_told_interval_only_up_to_what_their_watchdog_allows() -> 
     assert loop_bounds(AgentConfig())["coordinator heartbeat loop"] > 1.2 * LONGEST_HEARTBEAT_INTERVAL + 10
 
 
-async def test_a_status_that_keeps_changing_brings_heartbeats_early_at_most_once_per_half_interval() -> None:
+async def test_a_status_that_keeps_changing_brings_heartbeats_no_sooner_than_half_an_interval() -> None:
     wobble = iter(range(1_000_000))
 
     def build_status() -> node_pb2.NodeStatus:
@@ -154,11 +154,35 @@ async def test_a_status_that_keeps_changing_brings_heartbeats_early_at_most_once
     link.connected, link.status_check_interval = True, 0.05
     link._reported_status = significant(build_status())
     stop = asyncio.Event()
+    for _ in range(2):
+        began = time.monotonic()
+        await link._wait_for_next_heartbeat(stop, 3.0)
+        waited = time.monotonic() - began
+        assert 1.5 <= waited < 3.0  # told early, but never sooner than half an interval
+    link._reported_status = significant(node_pb2.NodeStatus())
+    link._build_status = node_pb2.NodeStatus  # type: ignore[method-assign]  # now it holds still
     began = time.monotonic()
-    await link._wait_for_next_heartbeat(stop, 3.0)
-    first = time.monotonic() - began
-    assert first < 1.5  # the change is told at once
-    began = time.monotonic()
-    await link._wait_for_next_heartbeat(stop, 3.0)
-    second = time.monotonic() - began
-    assert 1.5 <= second < 3.0  # but the next early one waits half an interval
+    await link._wait_for_next_heartbeat(stop, 1.0)
+    assert time.monotonic() - began >= 1.0  # nothing new: the whole interval
+
+
+def test_a_lease_is_due_when_the_interval_grows_and_never_looks_newer_than_its_heartbeat() -> None:
+    health = NodeHealth(Clock(0.0))
+    leases = NodeLeases(None, health, write_interval=15.0)  # type: ignore[arg-type]
+    health.last_heartbeat["a"] = 1000.0006
+    health.told("a", 10.0)
+    leases._written["a"], leases._written_interval["a"] = 1000.0006, 10.0
+    health.told("a", 30.0)  # the fleet grew: the leader must learn the longer interval now
+    due = [
+        n
+        for n, beat in health.last_heartbeat.items()
+        if beat - leases._written.get(n, 0.0) >= 15.0
+        or health.judged_interval.get(n, 0.0) > leases._written_interval.get(n, 0.0)
+    ]
+    assert due == ["a"]
+    # Its own echo, read back through the watch, is not newer than what was heard.
+    leases._seen("a", _value(1000.0006, 30.0))
+    assert health.last_heartbeat["a"] == 1000.0006 and health.judged_interval["a"] == 30.0
+    # A newer lease from a coordinator that paces nothing: the interval known here is stale.
+    leases._seen("a", b'{"renewTime": 1005.0}')
+    assert "a" not in health.judged_interval

@@ -37,3 +37,19 @@ async def test_a_signal_arrives_while_the_loops_wake_up_socket_is_full() -> None
         route.close()
     assert signal.getsignal(signal.SIGUSR1) == before
     assert signal.set_wakeup_fd(fd_before) == fd_before  # no wakeup socket of ours left behind
+
+
+async def test_the_route_takes_the_wakeup_socket_back_and_closes_once() -> None:
+    loop = asyncio.get_running_loop()
+    got = asyncio.Event()
+    route = SignalRoute(loop, {signal.SIGUSR2: got.set})
+    try:
+        assert not route.ensure()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # asyncio takes the process's socket
+        loop.remove_signal_handler(signal.SIGUSR1)
+        assert route.ensure()  # noticed, and taken back
+        os.kill(os.getpid(), signal.SIGUSR2)
+        await asyncio.wait_for(got.wait(), 5)
+    finally:
+        route.close()
+        route.close()

@@ -160,6 +160,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         validation.validate_node(incoming).raise_first()
         name = incoming.metadata.name
         check_self_labels(name, incoming.metadata.labels)
+        # Told before the heartbeat is noted: a node lease written in between carries this interval.
+        interval_ms = self._tell_interval(name)
         now = self._health.beat(name)
         now_ns = int(now * 1e9)
         if await self._registry.store.get(f"/{NODE.plural}/{name}") is None:
@@ -176,7 +178,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                 self._health.last_status_write[name] = now
                 return node_api_pb2.RegisterResponse(
                     node=created,
-                    heartbeat_interval_ms=self._tell_interval(name),
+                    heartbeat_interval_ms=interval_ms,
                     lease_port=self.lease_port,
                     events_with_status=True,
                 )
@@ -197,7 +199,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         log.info("node %s re-registered", name, extra={"node": name})
         return node_api_pb2.RegisterResponse(
             node=updated,
-            heartbeat_interval_ms=self._tell_interval(name),
+            heartbeat_interval_ms=interval_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -219,10 +221,11 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         generation = self._assignments.known_generation(name)
         if not isinstance(current, node_pb2.Node) or generation is None:
             return None, None
+        interval_ms = self._tell_interval(name)  # before the beat: a lease written between carries it
         heard = self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
         answer = node_api_pb2.HeartbeatResponse(
             assignment_generation=generation,
-            heartbeat_interval_ms=self._tell_interval(name),
+            heartbeat_interval_ms=interval_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
@@ -246,12 +249,13 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         name = request.node_name
         self._check_name(name)
         current = await self._current_node(name)
+        interval_ms = self._tell_interval(name)  # before the beat: a lease written between carries it
         now = self._health.beat(name)
         if self._status_due(name, current, request, now):
             await self._write_status(name, _refresher(request, now), now)
         return node_api_pb2.HeartbeatResponse(
             assignment_generation=self._assignments.generation(name),
-            heartbeat_interval_ms=self._tell_interval(name),
+            heartbeat_interval_ms=interval_ms,
             lease_port=self.lease_port,
             events_with_status=True,
         )
