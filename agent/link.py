@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 # While a long heartbeat interval runs, the node's status is checked this often for news.
 STATUS_CHECK_INTERVAL = 10.0
-
-
 # Never a tighter loop than this, whatever a coordinator says.
 SHORTEST_HEARTBEAT_INTERVAL = 0.05
 
@@ -334,7 +332,7 @@ class CoordinatorLink:
             return
         start = time.monotonic()
         deadline = start + delay
-        check = max(self.status_check_interval, 0.05)
+        check = max(self.status_check_interval, SHORTEST_HEARTBEAT_INTERVAL)
         early_allowed_at = start + delay / 2
         while True:
             left = deadline - time.monotonic()

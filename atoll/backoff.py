@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+# How far a periodic wait strays from its interval, either way.
+JITTER = 0.1
 
-def jittered(interval: float, fraction: float = 0.1, rng: Callable[[], float] = random.random) -> float:
+
+def jittered(interval: float, fraction: float = JITTER, rng: Callable[[], float] = random.random) -> float:
     """`interval` spread by ±fraction, so that a fleet started together does not beat in step."""
     return interval * (1 - fraction + 2 * fraction * rng())
 

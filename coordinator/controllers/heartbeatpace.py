@@ -25,8 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-# The agent sleeps up to 1 + this fraction of an interval before its next heartbeat (jittered).
-JITTER = 0.1
+from atoll.backoff import JITTER  # an agent sleeps up to 1 + JITTER intervals between heartbeats
 
 
 class HeartbeatPace:

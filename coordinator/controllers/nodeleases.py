@@ -64,7 +64,8 @@ class NodeLeases:
             interval = float(lease.get("interval", 0.0))  # absent in an older coordinator's lease
         except (ValueError, KeyError, TypeError, AttributeError):
             return
-        self._written[node] = max(self._written.get(node, 0.0), renewed)
+        if renewed >= self._written.get(node, 0.0):
+            self._written[node], self._written_interval[node] = renewed, interval
         self._health.seen(node, renewed, interval)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -83,14 +84,7 @@ class NodeLeases:
     async def flush(self) -> int:
         """Write the heartbeats that moved on by `write_interval` since last written; returns how many."""
         judged = self._health.judged_interval
-        # Due: a heartbeat newer by write_interval, or a longer interval than the lease says (the
-        # leader must not judge the node by a shorter one it may no longer be sleeping on).
-        due = [
-            (node, beat)
-            for node, beat in list(self._health.last_heartbeat.items())
-            if beat - self._written.get(node, 0.0) >= self._write_interval
-            or judged.get(node, 0.0) > self._written_interval.get(node, 0.0)
-        ]
+        due = self.due()
         for start in range(0, len(due), BATCH):
             batch = due[start : start + BATCH]
             intervals = {node: judged.get(node, 0.0) for node, _ in batch}
@@ -112,6 +106,18 @@ class NodeLeases:
                 self._written_interval[node] = intervals[node]
                 self._exists.add(node)
         return len(due)
+
+    def due(self) -> list[tuple[str, float]]:
+        """(node, heartbeat) whose lease is to be written: a heartbeat newer by write_interval, or
+        a longer interval than the lease says (the leader must not judge the node by a shorter one
+        it may no longer be sleeping on)."""
+        judged = self._health.judged_interval
+        return [
+            (node, beat)
+            for node, beat in list(self._health.last_heartbeat.items())
+            if beat - self._written.get(node, 0.0) >= self._write_interval
+            or judged.get(node, 0.0) > self._written_interval.get(node, 0.0)
+        ]
 
     async def _write_one(self, key: str, value: bytes) -> None:
         try:

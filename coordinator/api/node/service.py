@@ -116,7 +116,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         node_configs: NodeConfigTracker,
         service_state: ServiceStateTracker,
         recorder: EventRecorder,
-        heartbeat_interval: float | Callable[[], float],
+        heartbeat_interval: Callable[[], float],
         status_interval: float,
         clock: Callable[[], float],
         pki: ClusterPki | None = None,
@@ -132,7 +132,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._node_configs = node_configs
         self._service_state = service_state
         self._recorder = recorder
-        # Told to agents in every answer; a function when it is paced to the fleet's size
+        # Told to agents in every answer, paced to the fleet's size
         # (coordinator.controllers.heartbeatpace), read on the lane's thread too.
         self._heartbeat_interval = heartbeat_interval
         self._status_interval = status_interval
@@ -144,8 +144,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     def _tell_interval(self, node: str) -> int:
         """The heartbeat interval for `node`'s answer, in ms, noted as told (it is judged by it)."""
-        interval = self._heartbeat_interval
-        seconds = interval() if callable(interval) else interval
+        seconds = self._heartbeat_interval()
         self._health.told(node, seconds)
         return int(seconds * 1000)
 
