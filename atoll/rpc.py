@@ -260,8 +260,9 @@ def caller_name(context: grpc.aio.ServicerContext) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """A streamed response serialised once and sent as these bytes to every stream that needs
-    it (the same service state to every node), instead of once per stream."""
+    """A response already serialised, sent as these bytes: a streamed one built once for every
+    stream that needs it (the same service state to every node), or a reply put together from
+    bytes already at hand (a list of stored objects)."""
 
     data: bytes
 
@@ -300,7 +301,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     handler.unary_unary, method, handler.request_deserializer, self.links, self.resolve_peer
                 ),
                 request_deserializer=None,
-                response_serializer=handler.response_serializer,
+                response_serializer=_passing_encoded(handler.response_serializer),
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(

@@ -24,9 +24,10 @@ from atoll.v1 import (
 )
 from coordinator.admission.podsecurity import PodSecurityConfig
 from coordinator.api import objectlimits, paging, podnetworks, serverversion
+from coordinator.api.encodedlist import ListEncoder
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.podsecurity import PodSecurityAdmission
-from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
+from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact, redacted
 from coordinator.auth import revocation, roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers import nodeleases
@@ -37,7 +38,7 @@ from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.network.subnetleases import ensure_no_orphans
 from coordinator.objects import quota
 from coordinator.objects.quota import NamespaceQuota
-from coordinator.objects.registry import Registry
+from coordinator.objects.registry import Page, Registry
 from coordinator.store.base import Op
 from coordinator.store.election import Member
 
@@ -74,6 +75,11 @@ def _namespace(info: KindInfo, namespace: str) -> str:
 _UNCONDITIONAL_UPDATE_ATTEMPTS = 16
 
 
+def _rewritten_on_read(message: type[Message]) -> bool:
+    """Kinds that _present rewrites beyond a node's heartbeat time: hidden secrets, computed quota."""
+    return redacted(message) or message is quota_pb2.ResourceQuota
+
+
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def __init__(
         self,
@@ -103,6 +109,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._external_ips = external_ips or ExternalIPPolicy()
         self._max_replicas = max_replicas
         self._pod_security = PodSecurityAdmission(registry, pod_security)
+        self._list_encoders: dict[int, ListEncoder] = {}
 
     async def _admit(self, obj: Message, old: Message | None = None) -> None:
         """Checks that need the store or the caller, after validation and before the write."""
@@ -186,30 +193,62 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         obj = await self._registry.get(info, _namespace(info, request.namespace), request.name)
         return cluster_pb2.GetResponse(object=kinds.wrap(self._present(obj)))
 
-    async def List(self, request: cluster_pb2.ListRequest, context: Any) -> cluster_pb2.ListResponse:
+    async def List(
+        self, request: cluster_pb2.ListRequest, context: Any
+    ) -> cluster_pb2.ListResponse | rpc.Encoded:
+        """For gRPC callers: the reply's bytes put together from the stored objects where the
+        API shows them as stored (coordinator.api.encodedlist), else parsed."""
         info = kinds.by_kind(request.kind)
-        selector = labels.parse(request.label_selector)
-        namespace = request.namespace if info.namespaced else ""
+        if context is None or _rewritten_on_read(info.message):
+            return await self.list_objects(request, context)
+        page = await self._list_page(info, request, paging.PAGE_BYTES)
+        encoder = self._list_encoders.get(info.kind)
+        if encoder is None:
+            encoder = self._list_encoders[info.kind] = ListEncoder(info, self._health.last_heartbeat)
+        try:
+            return rpc.Encoded(encoder.reply(page.entries, self._list_tail(page)))
+        except ValueError:
+            # A stored value that is not a message: the parsing path fails on it as it always did.
+            log.exception("a stored %s is not a message; listing by parsing", info.name)
+            return await self.list_objects(request, context)
+
+    async def list_objects(
+        self, request: cluster_pb2.ListRequest, context: Any = None
+    ) -> cluster_pb2.ListResponse:
+        """List, each object parsed and presented: for in-process callers (the Kubernetes API,
+        context None) and kinds whose presentation rewrites them."""
+        info = kinds.by_kind(request.kind)
         # A gRPC reply stays under the 4 MiB clients in other languages accept; an in-process
         # caller (context None: the Kubernetes API) gets a list without a limit whole.
-        page = await paging.list_page(
-            self._registry,
-            info,
-            namespace,
-            selector,
-            limit=request.limit,
-            token=request.continue_token,
-            max_bytes=paging.PAGE_BYTES if context is not None else paging.IN_PROCESS_PAGE_BYTES,
+        page = await self._list_page(
+            info, request, paging.PAGE_BYTES if context is not None else paging.IN_PROCESS_PAGE_BYTES
         )
-        response = cluster_pb2.ListResponse(
-            resource_version=page.revision, continue_token=paging.encode_token(page)
-        )
+        response = self._list_tail(page)
         for kv in page.entries:
             # Parsed once, in its place in the reply: what Registry.decode gives, without a copy.
             obj = getattr(response.items.add(), info.field)
             obj.MergeFromString(kv.value)
             obj.metadata.resource_version = kv.mod_revision
             self._present(obj)
+        return response
+
+    async def _list_page(self, info: KindInfo, request: cluster_pb2.ListRequest, max_bytes: int) -> Page:
+        return await paging.list_page(
+            self._registry,
+            info,
+            request.namespace if info.namespaced else "",
+            labels.parse(request.label_selector),
+            limit=request.limit,
+            token=request.continue_token,
+            max_bytes=max_bytes,
+        )
+
+    @staticmethod
+    def _list_tail(page: Page) -> cluster_pb2.ListResponse:
+        """A list reply's fields besides its items."""
+        response = cluster_pb2.ListResponse(
+            resource_version=page.revision, continue_token=paging.encode_token(page)
+        )
         if page.last_key and page.remaining is not None:
             response.remaining_item_count = page.remaining
         return response

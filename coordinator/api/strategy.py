@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -189,15 +190,31 @@ STRATEGIES: dict[type[Message], Strategy] = {
 }
 
 
+def _redact_registries(obj: network_pb2.Registries) -> None:
+    for auth in obj.spec.auths:
+        auth.password_set = bool(auth.password)
+        auth.password = ""
+
+
+# What the cluster API hides of an object, by kind: never a registry password, never a token's
+# secret hash.
+_REDACTIONS: dict[type[Message], Callable[[Any], object]] = {
+    network_pb2.Registries: _redact_registries,
+    auth_pb2.Token: tokens.redact,
+}
+
+
 def redact(obj: Message) -> Message:
-    """What the cluster API shows of an object: never a registry password, never a token's secret hash."""
-    if isinstance(obj, network_pb2.Registries):
-        for auth in obj.spec.auths:
-            auth.password_set = bool(auth.password)
-            auth.password = ""
-    elif isinstance(obj, auth_pb2.Token):
-        tokens.redact(obj)
+    """What the cluster API shows of an object (see _REDACTIONS)."""
+    hide = _REDACTIONS.get(type(obj))
+    if hide is not None:
+        hide(obj)
     return obj
+
+
+def redacted(message: type[Message]) -> bool:
+    """Whether the API shows objects of this kind otherwise than they are stored."""
+    return message in _REDACTIONS
 
 
 def carry_system_metadata(new: Message, old: Message) -> None:

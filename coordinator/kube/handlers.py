@@ -122,7 +122,7 @@ class Handlers:
             limit=_int(query, "limit"),
             continue_token=query.get("continue", ""),
         )
-        response = await self.access.call(caller, "List", req, self.cluster.List)
+        response = await self.access.call(caller, "List", req, self.cluster.list_objects)
         items = [kinds.unwrap(o)[1] for o in response.items]
         data = [self.cache.to_json(o) for o in items if fields.empty or fields.matches(o)]
         if tables.wants_table(request.headers.get("Accept", "")):

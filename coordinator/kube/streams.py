@@ -186,7 +186,7 @@ class Streams:
         )
         items: list[Message] = []
         while True:
-            page = await self.cluster.List(req, None)
+            page = await self.cluster.list_objects(req)
             items += [kinds.unwrap(o)[1] for o in page.items]
             if not page.continue_token:
                 return items, page.resource_version

@@ -159,6 +159,10 @@ async def test_a_node_client_lists_pages_watches_and_decodes_field_violations(
     assert result["version"]["server"] == atoll.version() and result["version"]["api"] == "atoll.v1"
     assert "list-paging" in result["version"]["features"]
     assert result["pages"] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    # protobuf.js replaces a message field that comes twice: a list put together from stored
+    # bytes must never split one (coordinator.api.encodedlist).
+    assert [o["image"] for o in result["listed"]] == ["busybox"] * 5
+    assert all(int(o["version"]) > 0 for o in result["listed"])
     assert result["watched"] == {"type": "EVENT_TYPE_ADDED", "name": "from-node"}
     error = result["error"]
     assert error["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -101,11 +101,16 @@ async function main() {
 
   // Page through the namespace's pods, two at a time.
   result.pages = [];
+  result.listed = [];
   let token = "";
   let resourceVersion = "0";
   do {
     const page = await call("List", { kind: "KIND_POD", namespace, limit: 2, continue_token: token });
     result.pages.push(page.items.map((o) => o.pod.metadata.name));
+    // Whole objects: their resource versions and specs, not only the names.
+    for (const o of page.items) {
+      result.listed.push({ version: String(o.pod.metadata.resource_version), image: o.pod.spec.containers[0].image });
+    }
     if (resourceVersion === "0") resourceVersion = page.resource_version;
     token = page.continue_token;
   } while (token);
