@@ -422,7 +422,9 @@ async def capacity_phase(
         await asyncio.sleep(args.settle)
         coord.cpu_percent(), me.cpu_percent()
         cpu0, t0 = workers.cpu_seconds(), time.monotonic()
+        gc0 = [(await asyncio.to_thread(scrape, port))[1] for port in METRICS_PORTS]
         get, lst, not_ready = await probe_elsewhere(admin_conf, args.measure)
+        gc1 = [(await asyncio.to_thread(scrape, port))[1] for port in METRICS_PORTS]
         coord_cpu = coord.cpu_percent()
         agents_cpu = me.cpu_percent() + 100 * (workers.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         g, ls = summary(get), summary(lst)
@@ -434,13 +436,26 @@ async def capacity_phase(
             f"coordinator CPU {coord_cpu:3.0f}%, RSS {coord.memory_info().rss >> 20} MiB, "
             f"hollow agents' CPU {agents_cpu:3.0f}%, NotReady {not_ready}, "
             f"heartbeat every {told[len(told) // 2] if told else 0:.1f}s, "
-            f"agents per coordinator {fleet.spread()}",
+            f"agents per coordinator {fleet.spread()}{collections_during(gc0, gc1)}",
             flush=True,
         )
         if worst > 1.0 or not_ready:
             break
         held = total
     print(f"  held {held} agents with API p99 <= 1 s and every node Ready")
+
+
+def collections_during(
+    before: list[dict[str, tuple[float, float, float]]], after: list[dict[str, tuple[float, float, float]]]
+) -> str:
+    """The coordinators' full (gen2) collections between two scrapes, and their seconds (with
+    --calls, which serves the coordinators' metrics); empty without."""
+    runs = seconds = 0.0
+    for b, a in zip(before, after, strict=True):
+        n0, t0, _ = b.get("2", (0.0, 0.0, 0.0))
+        n1, t1, _ = a.get("2", (0.0, 0.0, 0.0))
+        runs, seconds = runs + n1 - n0, seconds + t1 - t0
+    return f", full GCs {runs:.0f} ({seconds:.2f}s)" if after else ""
 
 
 async def join_settings(admin: ClientConfig, token_port: int) -> dict[str, str]:

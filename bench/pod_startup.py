@@ -36,6 +36,7 @@ import asyncio
 import concurrent.futures
 import functools
 import ipaddress
+import math
 import signal
 import subprocess
 import time
@@ -251,7 +252,7 @@ def pooled(rows: list[Row]) -> Row:
     for r in rows:
         for label, values in r[2].items():
             steps.setdefault(label, []).extend(values)
-    return latencies, sum(r[1] for r in rows) / len(rows), steps
+    return latencies, (sum(r[1] for r in rows) / len(rows)) if rows else math.nan, steps
 
 
 def main() -> None:
@@ -262,6 +263,11 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8, help="concurrent docker runs in the baseline")
     parser.add_argument(
         "--network-modes", action="store_true", help="also time one container start by network mode"
+    )
+    parser.add_argument(
+        "--order",
+        help="the Atoll rows' sandbox modes in order, comma-separated (e.g. agent,agent,agent,agent: "
+        "does a row slow down after the rows before it?)",
     )
     parser.add_argument(
         "--engine-first",
@@ -279,6 +285,10 @@ def main() -> None:
     order = ["agent", "engine", "engine", "agent"]
     if args.engine_first:
         order = ["engine", "agent", "agent", "engine"]
+    if args.order:
+        order = args.order.split(",")
+        if not set(order) <= {"engine", "agent"}:
+            parser.error("--order takes engine and agent")
     mode_args: dict[str, tuple[str, ...]] = {
         "engine": ("--sandbox-network", "engine"),
         "agent": ("--sandbox-network", "agent"),
@@ -338,11 +348,13 @@ def main() -> None:
     line("docker run -d, all pooled", b, base[1])
     line("raw pod (infra + app)", r, raw_wall)
     line("raw pod, sandbox plumbed", p, plumbed_wall)
-    for mode in order[:2]:
+    for mode in dict.fromkeys(order):
         for n, (lat, wall, _) in enumerate(measured[mode]):
             line(f"atoll, {mode}'s sandbox, #{n + 1}", summary(lat), wall)
-    line("atoll, engine's sandbox", a, atoll_wall)
-    line("atoll, agent's sandbox", g, built_wall)
+    if measured["engine"]:
+        line("atoll, engine's sandbox", a, atoll_wall)
+    if measured["agent"]:
+        line("atoll, agent's sandbox", g, built_wall)
     for label, x, y, xw, yw in (
         ("ratio atoll(engine) / docker", a, b, atoll_wall, base[1]),
         ("ratio atoll(agent) / docker", g, b, built_wall, base[1]),
@@ -362,10 +374,19 @@ def main() -> None:
             st = summary(values)
             print(f"  {mode:8}{st['p50']:8.3f}{st['p50'] / bridge:8.2f}  (n={len(values)})")
     for row, row_steps in (("engine's sandbox network", steps), ("the agent's sandbox network", built_steps)):
+        if not row_steps:
+            continue
         print(f"where an Atoll pod's time goes, {row} (seconds; the agent starts --parallel at a time)")
         for label, values in row_steps.items():
             st = summary(values)
             print(f"  {label:52}{st['p50']:8.3f}{st['p90']:8.3f}{st['p99']:8.3f}")
+    print("each row's p50 by step, in the order run (does a row slow down after the rows before it?)")
+    done = {"engine": 0, "agent": 0}
+    for mode in order:
+        row_steps = measured[mode][done[mode]][2]
+        done[mode] += 1
+        figures = "".join(f"{summary(v)['p50']:8.3f}" for v in row_steps.values())
+        print(f"  {mode:8}{figures}")
 
 
 if __name__ == "__main__":

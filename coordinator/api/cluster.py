@@ -15,11 +15,13 @@ from atoll.v1 import (
     agent_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
+    machines_pb2,
     namespace_pb2,
     network_pb2,
     node_pb2,
     pod_pb2,
     quota_pb2,
+    sriov_pb2,
     workloads_pb2,
 )
 from coordinator.admission.podsecurity import PodSecurityConfig
@@ -27,7 +29,7 @@ from coordinator.api import objectlimits, paging, podnetworks, serverversion
 from coordinator.api.encodedlist import ListEncoder
 from coordinator.api.externalips import ExternalIPPolicy
 from coordinator.api.podsecurity import PodSecurityAdmission
-from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact, redacted
+from coordinator.api.strategy import STRATEGIES, carry_system_metadata, redact
 from coordinator.auth import revocation, roles
 from coordinator.auth.certs import ClusterPki
 from coordinator.controllers import nodeleases
@@ -75,9 +77,24 @@ def _namespace(info: KindInfo, namespace: str) -> str:
 _UNCONDITIONAL_UPDATE_ATTEMPTS = 16
 
 
-def _rewritten_on_read(message: type[Message]) -> bool:
-    """Kinds that _present rewrites beyond a node's heartbeat time: hidden secrets, computed quota."""
-    return redacted(message) or message is quota_pb2.ResourceQuota
+# Kinds the API shows as they are stored (a node with its live heartbeat time, which
+# coordinator.api.encodedlist overlays as _present does): a gRPC List of these is joined from
+# kept encodings. A kind whose presentation changes anything else must not be here.
+_PRESENTED_AS_STORED: frozenset[type[Message]] = frozenset(
+    {
+        node_pb2.Node,
+        pod_pb2.Pod,
+        workloads_pb2.ReplicationController,
+        workloads_pb2.Service,
+        workloads_pb2.Endpoints,
+        workloads_pb2.Event,
+        network_pb2.Network,
+        network_pb2.Subnet,
+        machines_pb2.Machine,
+        sriov_pb2.SriovNetwork,
+        namespace_pb2.Namespace,
+    }
+)
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
@@ -109,7 +126,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self._external_ips = external_ips or ExternalIPPolicy()
         self._max_replicas = max_replicas
         self._pod_security = PodSecurityAdmission(registry, pod_security)
-        self._list_encoders: dict[int, ListEncoder] = {}
+        self._list_encoder = ListEncoder(health.last_heartbeat)
 
     async def _admit(self, obj: Message, old: Message | None = None) -> None:
         """Checks that need the store or the caller, after validation and before the write."""
@@ -196,20 +213,29 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def List(
         self, request: cluster_pb2.ListRequest, context: Any
     ) -> cluster_pb2.ListResponse | rpc.Encoded:
-        """For gRPC callers: the reply's bytes put together from the stored objects where the
-        API shows them as stored (coordinator.api.encodedlist), else parsed."""
+        """For gRPC callers, kinds shown as stored come as bytes joined from each object's kept
+        encoding (coordinator.api.encodedlist); the rest are parsed."""
         info = kinds.by_kind(request.kind)
-        if context is None or _rewritten_on_read(info.message):
+        if context is None or info.message not in _PRESENTED_AS_STORED:
             return await self.list_objects(request, context)
         page = await self._list_page(info, request, paging.PAGE_BYTES)
-        encoder = self._list_encoders.get(info.kind)
-        if encoder is None:
-            encoder = self._list_encoders[info.kind] = ListEncoder(info, self._health.last_heartbeat)
+        selector = labels.parse(request.label_selector)
         try:
-            return rpc.Encoded(encoder.reply(page.entries, self._list_tail(page)))
-        except ValueError:
-            # A stored value that is not a message: the parsing path fails on it as it always did.
-            log.exception("a stored %s is not a message; listing by parsing", info.name)
+            return rpc.Encoded(
+                self._list_encoder.reply(
+                    info,
+                    page.entries,
+                    self._list_tail(page),
+                    current=not request.continue_token,
+                    whole_kind=not (info.namespaced and request.namespace)
+                    and (selector is None or selector.empty)
+                    and not request.continue_token
+                    and not page.last_key,
+                )
+            )
+        except ValueError as exc:
+            # A stored value that is not an object: the parsing path fails on it as it always did.
+            log.warning("listing %s by parsing: %s", info.plural, exc)
             return await self.list_objects(request, context)
 
     async def list_objects(

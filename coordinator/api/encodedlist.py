@@ -1,40 +1,41 @@
-"""List replies put together from the objects' stored bytes, without parsing one.
+"""List replies joined from each object's encoding, built once per revision of the object.
 
-A stored value is the object's wire encoding with `metadata.resource_version`
-left out (Registry.encode). Its top-level fields are walked, not parsed: the
-`metadata` field is copied with `resource_version` written at its end, and the
-whole is framed as the kind's field of an `Object` and as one `items` entry of
-a ListResponse. A node's live heartbeat time goes at the end of its `status`
-the same way. Every other byte is copied as stored.
+Parsing every listed object into the reply and serialising the reply again was
+most of a list's cost on the server (bench/list_nodes.py). Here each object is
+parsed and serialised once per mod revision, with its resource version, and
+kept; a list is then a join of the kept entries. A node's heartbeat time, which
+changes on every heartbeat without a store write, is kept out of its kept
+status and written at the status's end on each list: the live one, else the
+stored one.
 
-No message field is split in two, so parsers that replace a repeated message
-field instead of merging it (protobuf.js, which @grpc/proto-loader clients use)
-read the same objects as conformant ones. Only the heartbeat's Timestamp may
-come twice inside `status`, and both of its fields are written, so replacing
-it and merging it agree.
+Each kept entry is an `items` entry as serialising it gives, framed by hand:
+no field comes twice, so a parser that replaces a repeated message field
+instead of merging it (protobuf.js, which @grpc/proto-loader clients use) reads
+what conformant ones read. A value that does not parse fails here, on the
+server, as it did before.
 
-Parsing each object into the reply and serialising the reply again was most of a
-list's cost on the server (bench/list_nodes.py). Kinds whose presentation
-rewrites the object (redacted secrets, computed quota status) are not put
-together here: the caller parses those.
+Only kinds the API shows as stored (with a node's heartbeat) come this way: the
+caller (ClusterServicer) parses the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from atoll.kinds import KindInfo
-from atoll.v1 import cluster_pb2, meta_pb2, node_pb2
+from atoll.v1 import cluster_pb2, node_pb2
 from coordinator.store.base import KV
 
-_VARINT = 0
-_FIXED64 = 1
 _LEN = 2
-_FIXED32 = 5
+
+# What the kept encodings of every kind may hold together before all are dropped and built
+# again as lists ask for them.
+CACHE_BYTES = 64 << 20
+# A kept entry's Python objects beside its bytes (the entry, its dict slot, the bytes' headers).
+ENTRY_OVERHEAD = 300
 
 
 def _varint(n: int) -> bytes:
@@ -46,184 +47,183 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-# Every length up to 16 KiB, and any object's tag, is one lookup: a list costs a few per item.
+# Every length up to 16 KiB is one lookup: a node's list entry takes a few.
 _SHORT = tuple(_varint(n) for n in range(1 << 14))
 
 
 def varint(n: int) -> bytes:
     """Protobuf's base-128 varint of a non-negative integer."""
-    if n < 16384:
-        return _SHORT[n]
-    if n < 1 << 28:  # a store revision for a long while: no loop
-        if n < 1 << 21:
-            return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
-    return _varint(n)
+    if n < 0:
+        raise ValueError(f"no varint for {n}")
+    return _SHORT[n] if n < 16384 else _varint(n)
 
 
-def _tag(message: type[Message], field: str, wire_type: int) -> bytes:
+def _tag(message: type[Message], field: str) -> bytes:
     number = message.DESCRIPTOR.fields_by_name[field].number
-    return varint(number << 3 | wire_type)
+    return varint(number << 3 | _LEN)
 
 
-_ITEMS = _tag(cluster_pb2.ListResponse, "items", _LEN)
-_RESOURCE_VERSION = _tag(meta_pb2.ObjectMeta, "resource_version", _VARINT)
-_NODE_STATUS = _tag(node_pb2.Node, "status", _LEN)
-_HEARTBEAT_TIME = _tag(node_pb2.NodeStatus, "last_heartbeat_time", _LEN)
-_SECONDS = _tag(timestamp_pb2.Timestamp, "seconds", _VARINT)
-_NANOS = _tag(timestamp_pb2.Timestamp, "nanos", _VARINT)
+_ITEMS = _tag(cluster_pb2.ListResponse, "items")
+_NODE_STATUS = _tag(node_pb2.Node, "status")
+_HEARTBEAT_TIME = _tag(node_pb2.NodeStatus, "last_heartbeat_time")
 
 
 def heartbeat_time(when: float) -> bytes:
-    """NodeStatus's `last_heartbeat_time { seconds nanos }`, both written even when zero, so that
-    it replaces a stored time whole, as Timestamp.FromNanoseconds on the parsed node does."""
-    seconds, nanos = divmod(int(when * 1e9), 1_000_000_000)
-    stamp = _SECONDS + varint(seconds) + _NANOS + varint(nanos)
+    """NodeStatus's `last_heartbeat_time` field at `when`, as Timestamp.FromNanoseconds(int(when
+    * 1e9)) on the parsed node would serialise."""
+    node = node_pb2.Node()
+    node.status.last_heartbeat_time.FromNanoseconds(int(when * 1e9))
+    stamp = node.status.last_heartbeat_time.SerializeToString()
     return _HEARTBEAT_TIME + varint(len(stamp)) + stamp
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
-def top_level_fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
-    """Each top-level field of a message's encoding, walked, not parsed: (number, wire type,
-    tag's start, value's start, end); for a length-delimited field the value is its payload.
-    Raises ValueError on bytes that are not a message."""
-    i, size = 0, len(data)
-    try:
-        while i < size:
-            start = i
-            key, i = _read_varint(data, i)
-            wire = key & 7
-            if wire == _VARINT:
-                value, i = i, _read_varint(data, i)[1]
-            elif wire == _LEN:
-                length, value = _read_varint(data, i)
-                i = value + length
-            elif wire == _FIXED64:
-                value, i = i, i + 8
-            elif wire == _FIXED32:
-                value, i = i, i + 4
-            else:
-                raise ValueError(f"wire type {wire} at byte {start}")
-            if i > size:
-                raise ValueError("truncated message")
-            yield key >> 3, wire, start, value, i
-    except IndexError:
-        raise ValueError("truncated message") from None
-
-
-def top_level_field(data: bytes, number: int) -> tuple[int, int, int]:
-    """Where the last length-delimited top-level field `number` sits: (its tag's start, its
-    payload's start, its end), or (-1, -1, -1) when absent."""
-    found = (-1, -1, -1)
-    for field, wire, start, value, end in top_level_fields(data):
-        if field == number and wire == _LEN:
-            found = (start, value, end)
-    return found
-
-
-def with_field_tail(data: bytes, number: int, tag: bytes, tail: bytes) -> list[bytes]:
-    """`data` (a message's encoding) with `tail` written at the end of its message field
-    `number` (tag: that field's tag), as parts to join; the field is added if absent."""
-    start, payload, end = top_level_field(data, number)
-    if start < 0:
-        return [data, tag, varint(len(tail)), tail]
-    return [data[:start], tag, varint(end - payload + len(tail)), data[payload:end], tail, data[end:]]
-
-
-# What the encodings kept for lists may hold in all, per kind, before they are dropped and built
-# again as lists ask for them: an object's encoding is about its stored size.
-CACHE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class _Kept:
-    """One object's list encoding at one mod revision. For a node, split around its status
-    payload, where the live heartbeat time goes (`status` None: no status field stored)."""
+    """One object's list encoding at one revision of its key. For a node: its name, the node
+    without its status, the status without its heartbeat time (None: no status stored), and
+    the stored heartbeat time."""
 
-    revision: int
-    head: bytes  # the whole `items` entry; for a node, the object up to its status field
+    mod_revision: int
+    create_revision: int
+    stored_size: int
+    cost: int
+    head: bytes  # the whole `items` entry; for a node, the node without its status
+    name: str = ""
     status: bytes | None = None
-    tail: bytes = b""
+    stored_time: bytes = b""
 
 
 class ListEncoder:
-    """The bytes of a ListResponse for one kind, from stored entries. Each object's encoding is
-    built once per mod revision and kept (up to CACHE_BYTES); a list is then a join."""
+    """The bytes of list replies, for every kind, from stored entries; one per servicer."""
 
-    def __init__(self, info: KindInfo, heartbeats: Mapping[str, float] | None = None) -> None:
-        self._kind = _tag(cluster_pb2.Object, info.field, _LEN)
-        self._metadata_number = info.message.DESCRIPTOR.fields_by_name["metadata"].number
-        self._metadata = _tag(info.message, "metadata", _LEN)
-        # Only nodes carry a live heartbeat time; keyed by the node's name, the key's last part.
-        self._heartbeats = heartbeats if info.message is node_pb2.Node else None
-        self._status_number = node_pb2.Node.DESCRIPTOR.fields_by_name["status"].number
-        self._kept: dict[str, _Kept] = {}
-        self._kept_bytes = 0
-        # Each node's heartbeat time, encoded once per heartbeat, not once per list.
+    def __init__(self, heartbeats: Mapping[str, float], budget: int = CACHE_BYTES) -> None:
+        self._heartbeats = heartbeats
+        self._budget = budget
+        self._kinds: dict[str, dict[str, _Kept]] = {}
+        self._used = 0
+        self._newest = 0  # the newest store revision a current list was read at
+        # Each node's live heartbeat time, encoded once per heartbeat, not once per list.
         self._beats: dict[str, tuple[float, bytes]] = {}
+
+    @property
+    def kept_bytes(self) -> int:
+        return self._used
+
+    def reply(
+        self,
+        info: KindInfo,
+        entries: Sequence[KV],
+        tail: cluster_pb2.ListResponse,
+        *,
+        current: bool,
+        whole_kind: bool,
+    ) -> bytes:
+        """The whole reply: `entries` as its items, then `tail`'s other fields (revision, token).
+        `current`: read at the store's newest revision (not a later page of an older list);
+        `whole_kind`: `entries` are every object of the kind, so any other kept one is gone.
+        Raises ValueError when a stored value is not an object of the kind."""
+        if current:
+            if tail.resource_version < self._newest:
+                # The store went back (an etcd restored under a running coordinator): a key's
+                # revision no longer names one value.
+                self.clear()
+            self._newest = tail.resource_version
+        kept = self._kinds.setdefault(info.plural, {})
+        node = info.message is node_pb2.Node
+        parts: list[bytes] = []
+        for kv in entries:
+            entry = kept.get(kv.key)
+            if (
+                entry is None
+                or entry.mod_revision != kv.mod_revision
+                or entry.create_revision != kv.create_revision
+                or entry.stored_size != len(kv.value)
+            ):
+                entry = self._keep(info, kept, kv)
+            parts.append(self._node_item(entry) if node else entry.head)
+        if whole_kind and len(kept) > len(parts):
+            listed = {kv.key for kv in entries}
+            for key in [k for k in kept if k not in listed]:
+                self._used -= kept.pop(key).cost
+        parts.append(tail.SerializeToString())
+        return b"".join(parts)
+
+    def clear(self) -> None:
+        for kept in self._kinds.values():
+            kept.clear()
+        self._used = 0
+
+    def _keep(self, info: KindInfo, kept: dict[str, _Kept], kv: KV) -> _Kept:
+        try:
+            obj = info.message.FromString(kv.value)
+        except DecodeError as exc:
+            raise ValueError(f"{kv.key} is not a {info.name}: {exc}") from None
+        obj.metadata.resource_version = kv.mod_revision  # type: ignore[attr-defined]
+        if isinstance(obj, node_pb2.Node):
+            entry = self._kept_node(obj, kv)
+        else:
+            inner = _tag(cluster_pb2.Object, info.field)
+            data = obj.SerializeToString(deterministic=True)
+            framed = inner + varint(len(data)) + data
+            head = _ITEMS + varint(len(framed)) + framed
+            entry = _Kept(
+                kv.mod_revision, kv.create_revision, len(kv.value), len(head) + ENTRY_OVERHEAD, head
+            )
+        old = kept.get(kv.key)
+        if old is not None:
+            self._used -= old.cost
+        if self._used + entry.cost > self._budget:
+            self.clear()  # more than is worth keeping: start over
+        kept[kv.key] = entry
+        self._used += entry.cost
+        return entry
+
+    @staticmethod
+    def _kept_node(node: node_pb2.Node, kv: KV) -> _Kept:
+        status: bytes | None = None
+        stored_time = b""
+        if node.HasField("status"):
+            if node.status.HasField("last_heartbeat_time"):
+                stamp = node.status.last_heartbeat_time.SerializeToString()
+                stored_time = _HEARTBEAT_TIME + varint(len(stamp)) + stamp
+                node.status.ClearField("last_heartbeat_time")
+            status = node.status.SerializeToString(deterministic=True)
+            node.ClearField("status")
+        head = node.SerializeToString(deterministic=True)
+        cost = len(head) + len(status or b"") + len(stored_time) + ENTRY_OVERHEAD
+        return _Kept(
+            kv.mod_revision,
+            kv.create_revision,
+            len(kv.value),
+            cost,
+            head,
+            node.metadata.name,
+            status,
+            stored_time,
+        )
 
     def _heartbeat(self, name: str, beat: float) -> bytes:
         known = self._beats.get(name)
         if known is not None and known[0] == beat:
             return known[1]
-        if len(self._beats) > 2 * len(self._heartbeats or ()) + 64:
+        if len(self._beats) > 2 * len(self._heartbeats) + 64:
             self._beats.clear()  # nodes gone since: start over
         encoded = heartbeat_time(beat)
         self._beats[name] = (beat, encoded)
         return encoded
 
-    def _keep(self, kv: KV) -> _Kept:
-        version = _RESOURCE_VERSION + varint(kv.mod_revision)
-        data = b"".join(with_field_tail(kv.value, self._metadata_number, self._metadata, version))
-        if self._heartbeats is None:
-            inner = self._kind + varint(len(data)) + data
-            kept = _Kept(kv.mod_revision, _ITEMS + varint(len(inner)) + inner)
+    def _node_item(self, entry: _Kept) -> bytes:
+        """A node's `items` entry: its kept parts, with the live heartbeat time (as
+        ClusterServicer._present overlays it), else the stored one, at its status's end."""
+        beat = self._heartbeats.get(entry.name)
+        time = entry.stored_time if beat is None else self._heartbeat(entry.name, beat)
+        if entry.status is None and not time:
+            data = entry.head
         else:
-            start, payload, end = top_level_field(data, self._status_number)
-            if start < 0:
-                kept = _Kept(kv.mod_revision, data)
-            else:
-                kept = _Kept(kv.mod_revision, data[:start], data[payload:end], data[end:])
-        if self._kept_bytes > CACHE_BYTES:
-            self._kept.clear()  # objects deleted since, or more than is worth keeping: start over
-            self._kept_bytes = 0
-        self._kept[kv.key] = kept
-        self._kept_bytes += len(kv.value)
-        return kept
-
-    def item(self, kv: KV) -> bytes:
-        """One `items` entry: the stored object with its resource version (and heartbeat)."""
-        kept = self._kept.get(kv.key)
-        if kept is None or kept.revision != kv.mod_revision:
-            kept = self._keep(kv)
-        if self._heartbeats is None:
-            return kept.head
-        beat = self._heartbeats.get(kv.key.rpartition("/")[2])
-        if beat is None:
-            if kept.status is None:
-                data = kept.head
-            else:
-                data = kept.head + _NODE_STATUS + varint(len(kept.status)) + kept.status + kept.tail
-        else:
-            time = self._heartbeat(kv.key.rpartition("/")[2], beat)
-            status = time if kept.status is None else kept.status + time
-            data = kept.head + _NODE_STATUS + varint(len(status)) + status + kept.tail
-        inner = self._kind + varint(len(data)) + data
+            status = (entry.status or b"") + time
+            data = entry.head + _NODE_STATUS + varint(len(status)) + status
+        inner = _OBJECT_NODE + varint(len(data)) + data
         return _ITEMS + varint(len(inner)) + inner
 
-    def reply(self, entries: Iterable[KV], tail: cluster_pb2.ListResponse) -> bytes:
-        """The whole reply: `entries` as its items, then `tail`'s other fields (revision, token).
-        Raises ValueError when a stored value is not a message."""
-        parts = [self.item(kv) for kv in entries]
-        parts.append(tail.SerializeToString())
-        return b"".join(parts)
+
+_OBJECT_NODE = _tag(cluster_pb2.Object, "node")

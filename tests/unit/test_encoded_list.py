@@ -1,31 +1,31 @@
-"""A list reply put together from stored bytes (coordinator.api.encodedlist) parses as exactly
-the reply built by parsing each object: every kind, pages, selectors, a node's live heartbeat
-time over a stored one, and the kinds whose presentation hides secrets."""
+"""A gRPC list reply joined from kept encodings (coordinator.api.encodedlist) parses as exactly
+the reply built by parsing each object and presenting it: every kind with every field set,
+pages, selectors, a node's live or stored heartbeat time, objects changed, deleted and
+corrupt, the cache's budget; and the kinds whose presentation hides secrets never come
+this way."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError, Message
 
 from atoll import kinds, rpc
 from atoll.v1 import cluster_pb2, meta_pb2, network_pb2, node_pb2
+from coordinator.api import cluster as cluster_api
 from coordinator.api.cluster import ClusterServicer
-from coordinator.api.encodedlist import (
-    heartbeat_time,
-    top_level_field,
-    top_level_fields,
-    varint,
-    with_field_tail,
-)
+from coordinator.api.encodedlist import ListEncoder, varint
+from coordinator.api.strategy import redacted
 from coordinator.controllers.nodelifecycle import NodeHealth
 from coordinator.network.serviceips import ServiceIPAllocator
 from coordinator.objects.registry import Registry
+from coordinator.store.base import KV
 from coordinator.store.memory import MemoryStore
 
-# Shown otherwise than stored: hidden secrets, computed quota status.
-PARSED_KINDS = ("Registries", "Token", "ResourceQuota")
 GRPC_CALL = object()  # any context but None: a call from a gRPC client
+NODE = kinds.by_name("Node")
+POD = kinds.by_name("Pod")
 
 
 def servicer(registry: Registry, health: NodeHealth) -> ClusterServicer:
@@ -33,25 +33,99 @@ def servicer(registry: Registry, health: NodeHealth) -> ClusterServicer:
     return ClusterServicer(registry, health, no_agents, ServiceIPAllocator(registry.store, "10.0.0.0/24"))
 
 
-def sample(info: kinds.KindInfo, i: int) -> Any:
+def scalar(field: Any) -> Any:
+    if field.type == field.TYPE_BYTES:
+        return b"marker"
+    if field.type == field.TYPE_STRING:
+        return "marker"
+    if field.type == field.TYPE_BOOL:
+        return True
+    if field.type == field.TYPE_ENUM:
+        return field.enum_type.values[-1].number
+    if field.type in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
+        return 1.5
+    return 7
+
+
+def fill(msg: Message, depth: int = 0) -> None:
+    """Every field of `msg` set, to depth 5: whatever a presentation would change shows."""
+    for field in msg.DESCRIPTOR.fields:
+        oneof = field.containing_oneof
+        if oneof is not None and msg.WhichOneof(oneof.name):
+            continue
+        value = getattr(msg, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            key_field, value_field = (field.message_type.fields_by_name[n] for n in ("key", "value"))
+            if value_field.message_type is not None:
+                if depth < 5:
+                    fill(value[scalar(key_field)], depth + 1)
+            else:
+                value[scalar(key_field)] = scalar(value_field)
+        elif field.message_type is not None:
+            if depth < 5:
+                fill(value.add() if field.is_repeated else value, depth + 1)
+        elif field.is_repeated:
+            value.append(scalar(field))
+        else:
+            setattr(msg, field.name, scalar(field))
+
+
+def sample(info: kinds.KindInfo, i: int, *, full: bool = True) -> Any:
     obj: Any = info.message()
+    if full:
+        fill(obj)
     obj.metadata.name = f"{info.field.replace('_', '-')}-{i}"
-    if info.namespaced:
-        obj.metadata.namespace = "default" if i % 2 else "team"
+    obj.metadata.namespace = ("default" if i % 2 else "team") if info.namespaced else ""
+    obj.metadata.resource_version = 0
     obj.metadata.labels["app"] = "web" if i % 3 else "db"
-    obj.metadata.annotations["note"] = "x" * (i * 7)
     return obj
 
 
-def relabel(pod: Any) -> bool:
-    pod.metadata.labels["v"] = "2"
-    return True
-
-
 async def both(cluster: ClusterServicer, request: cluster_pb2.ListRequest) -> tuple[Any, Any]:
+    """What a gRPC caller gets (parsed back if it came as bytes), and the parsing path's reply."""
     sent = await cluster.List(request, GRPC_CALL)
     parsed = await cluster.list_objects(request, GRPC_CALL)
+    if isinstance(sent, rpc.Encoded):
+        message_fields_once(sent.data, cluster_pb2.ListResponse)
+        sent = cluster_pb2.ListResponse.FromString(sent.data)
     return sent, parsed
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def message_fields_once(data: bytes, message: Any) -> None:
+    """No singular message field of `data` comes twice, recursively: a parser that replaces a
+    repeated message field instead of merging it (protobuf.js) reads it as conformant ones do."""
+    by_number = {f.number: f for f in message.DESCRIPTOR.fields}
+    seen: set[int] = set()
+    i = 0
+    while i < len(data):
+        key, i = _read_varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            i = _read_varint(data, i)[1]
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            assert wire == 2, f"wire type {wire}"
+            length, i = _read_varint(data, i)
+            field = by_number.get(key >> 3)
+            if field is not None and field.message_type is not None:
+                if not field.is_repeated:
+                    assert field.number not in seen, f"{field.full_name} comes twice"
+                    seen.add(field.number)
+                if not field.message_type.GetOptions().map_entry:
+                    message_fields_once(data[i : i + length], field.message_type._concrete_class)
+            i += length
 
 
 @pytest.mark.parametrize(
@@ -60,131 +134,149 @@ async def both(cluster: ClusterServicer, request: cluster_pb2.ListRequest) -> tu
 def test_varint_is_protobufs(n: int) -> None:
     assert b"\x30" + varint(n) == meta_pb2.ObjectMeta(resource_version=n).SerializeToString()
     assert varint(0) == b"\x00"
+    with pytest.raises(ValueError):
+        varint(-1)
 
 
-async def test_every_kind_lists_the_same_put_together_as_parsed() -> None:
+def test_no_kind_shown_as_stored_hides_anything() -> None:
+    for message in cluster_api._PRESENTED_AS_STORED:
+        assert not redacted(message), message
+    assert network_pb2.Registries not in cluster_api._PRESENTED_AS_STORED
+
+
+async def test_every_kind_with_every_field_lists_the_same_joined_as_parsed() -> None:
     registry = Registry(MemoryStore())
     health = NodeHealth()
     cluster = servicer(registry, health)
     for info in kinds.KINDS:
         for i in range(5):
             await registry.create(sample(info, i))
-    await registry.guaranteed_update(kinds.by_name("Pod"), "default", "pod-1", relabel)
+    health.last_heartbeat["node-1"] = 1_800_000_000.25
     for info in kinds.KINDS:
         for namespace in ("", "default"):
             for selector in ("", "app=web", "app!=web"):
                 request = cluster_pb2.ListRequest(
                     kind=info.kind, namespace=namespace, label_selector=selector
                 )
+                raw = await cluster.List(request, GRPC_CALL)
+                assert isinstance(raw, rpc.Encoded) == (info.message in cluster_api._PRESENTED_AS_STORED)
                 sent, parsed = await both(cluster, request)
-                assert isinstance(sent, rpc.Encoded) == (info.name not in PARSED_KINDS)
-                if isinstance(sent, rpc.Encoded):
-                    message_fields_once(sent.data, cluster_pb2.ListResponse)
-                    sent = cluster_pb2.ListResponse.FromString(sent.data)
                 assert sent == parsed, (info.name, namespace, selector)
-                assert len(parsed.items) == len(
-                    [o for o in parsed.items if o.WhichOneof("kind") == info.field]
-                )
+                assert len(parsed.items) and all(o.WhichOneof("kind") == info.field for o in parsed.items)
         # Pages: every page the same, and the token of one carries on in the other.
         request = cluster_pb2.ListRequest(kind=info.kind, limit=2)
         while True:
             sent, parsed = await both(cluster, request)
-            if isinstance(sent, rpc.Encoded):
-                sent = cluster_pb2.ListResponse.FromString(sent.data)
-            assert sent == parsed and sent.HasField("remaining_item_count") == parsed.HasField(
-                "remaining_item_count"
-            )
+            assert sent == parsed
+            assert sent.HasField("remaining_item_count") == parsed.HasField("remaining_item_count")
             if not parsed.continue_token:
                 break
             request.continue_token = parsed.continue_token
 
 
-async def test_a_nodes_live_heartbeat_replaces_the_stored_one_whole() -> None:
+async def test_a_nodes_live_heartbeat_time_else_its_stored_one() -> None:
     registry = Registry(MemoryStore())
     health = NodeHealth()
     cluster = servicer(registry, health)
-    for name, stored_ns in (("a", 1_700_000_000_123_456_789), ("b", 1_700_000_000_999_999_999), ("c", 0)):
+    for name, stored_ns, status in (
+        ("a", 1_700_000_000_123_456_789, True),
+        ("b", 1_700_000_000_999_999_999, True),
+        ("c", 0, True),
+        ("d", 0, False),
+    ):
         node = node_pb2.Node()
         node.metadata.name = name
         if stored_ns:
             node.status.last_heartbeat_time.FromNanoseconds(stored_ns)
+        elif status:
+            node.status.capacity.cpu_millis = 4000
         await registry.create(node)
-    health.last_heartbeat["a"] = 1_800_000_000.0  # nanos 0: must not keep the stored 123456789
-    health.last_heartbeat["c"] = 1_800_000_001.25
-    sent, parsed = await both(cluster, cluster_pb2.ListRequest(kind=kinds.by_name("Node").kind))
-    assert isinstance(sent, rpc.Encoded)
-    message_fields_once(sent.data, cluster_pb2.ListResponse)
-    reply = cluster_pb2.ListResponse.FromString(sent.data)
-    assert reply == parsed
-    times = {o.node.metadata.name: o.node.status.last_heartbeat_time.ToNanoseconds() for o in reply.items}
-    assert times == {
-        "a": 1_800_000_000 * 10**9,
+    request = cluster_pb2.ListRequest(kind=NODE.kind)
+
+    async def times() -> dict[str, int | None]:
+        sent, parsed = await both(cluster, request)
+        assert sent == parsed
+        return {
+            o.node.metadata.name: o.node.status.last_heartbeat_time.ToNanoseconds()
+            if o.node.status.HasField("last_heartbeat_time")
+            else None
+            for o in sent.items
+        }
+
+    assert await times() == {
+        "a": 1_700_000_000_123_456_789,
         "b": 1_700_000_000_999_999_999,
-        "c": int(1_800_000_001.25 * 1e9),  # as Timestamp.FromNanoseconds(int(beat * 1e9)) has it
+        "c": None,
+        "d": None,
     }
-    assert all(o.node.metadata.resource_version for o in reply.items)
-    # The next heartbeat shows in the next list.
-    health.last_heartbeat["a"] = 1_800_000_009.5
-    sent, parsed = await both(cluster, cluster_pb2.ListRequest(kind=kinds.by_name("Node").kind))
-    assert isinstance(sent, rpc.Encoded)
-    reply = cluster_pb2.ListResponse.FromString(sent.data)
-    assert (
-        reply == parsed
-        and reply.items[0].node.status.last_heartbeat_time.ToNanoseconds() == 1_800_000_009_500_000_000
+    health.last_heartbeat.update(a=1_800_000_000.0, c=1_800_000_001.25, d=1_800_000_002.5)
+    assert await times() == {
+        "a": 1_800_000_000 * 10**9,  # nanos 0: nothing of the stored time is left
+        "b": 1_700_000_000_999_999_999,
+        "c": int(1_800_000_001.25 * 1e9),
+        "d": int(1_800_000_002.5 * 1e9),
+    }
+    health.last_heartbeat["a"] = 1_800_000_009.5  # the next heartbeat shows in the next list
+    assert (await times())["a"] == 1_800_000_009_500_000_000
+
+
+async def test_changed_deleted_and_corrupt_objects() -> None:
+    store = MemoryStore()
+    registry = Registry(store)
+    cluster = servicer(registry, NodeHealth())
+    for i in range(4):
+        await registry.create(sample(POD, i, full=False))
+    request = cluster_pb2.ListRequest(kind=POD.kind)
+    await both(cluster, request)
+    kept = cluster._list_encoder.kept_bytes
+
+    def relabel(pod: Any) -> bool:
+        pod.metadata.labels["v"] = "2"
+        return True
+
+    await registry.guaranteed_update(POD, "default", "pod-1", relabel)
+    await registry.delete(POD, "team", "pod-2")
+    sent, parsed = await both(cluster, request)
+    assert sent == parsed and len(sent.items) == 3
+    assert {o.pod.metadata.name: o.pod.metadata.labels.get("v") for o in sent.items}["pod-1"] == "2"
+    assert cluster._list_encoder.kept_bytes < kept  # the deleted pod's encoding went with it
+
+    # A value that is not a pod fails on the server, as parsing always did.
+    await store.update("/pods/default/pod-1", b"\x0a\x05ab")
+    with pytest.raises(DecodeError):
+        await cluster.List(request, GRPC_CALL)
+
+
+def kv(key: str, value: bytes, revision: int) -> KV:
+    return KV(key, value, revision, revision)
+
+
+def test_a_small_budget_starts_over() -> None:
+    pods = [sample(POD, i, full=False) for i in range(6)]
+    for p in pods:
+        p.metadata.annotations["pad"] = "x" * 500
+    entries = [kv(f"/pods/team/{p.metadata.name}", p.SerializeToString(), 10 + i) for i, p in enumerate(pods)]
+    encoder = ListEncoder({}, budget=2_000)
+    tail = cluster_pb2.ListResponse(resource_version=20)
+    first = encoder.reply(POD, entries, tail, current=True, whole_kind=True)
+    assert encoder.kept_bytes <= 2_000
+    assert cluster_pb2.ListResponse.FromString(first) == cluster_pb2.ListResponse.FromString(
+        encoder.reply(POD, entries, tail, current=True, whole_kind=True)
     )
 
 
-def test_a_heartbeat_time_written_after_a_stored_one_replaces_it_whole() -> None:
-    stored = node_pb2.Node()
-    stored.metadata.name = "n"
-    stored.status.last_heartbeat_time.FromNanoseconds(5_000_000_123)
-    stored.status.capacity.cpu_millis = 4000
-    data = b"".join(with_field_tail(stored.SerializeToString(), 3, b"\x1a", heartbeat_time(7.0)))
-    merged = node_pb2.Node.FromString(data)
-    assert merged.status.last_heartbeat_time.ToNanoseconds() == 7_000_000_000
-    assert merged.status.capacity.cpu_millis == 4000 and merged.metadata.name == "n"
-
-
-def test_a_field_absent_is_added_and_bytes_that_are_not_a_message_are_refused() -> None:
-    empty = node_pb2.Node()
-    data = b"".join(with_field_tail(empty.SerializeToString(), 1, b"\x0a", b"\x30\x05"))
-    assert node_pb2.Node.FromString(data).metadata.resource_version == 5
-    for bad in (b"\x0a\x05ab", b"\x0b", b"\x80"):
-        with pytest.raises(ValueError):
-            top_level_field(bad, 1)
-
-
-def message_fields_once(data: bytes, message: Any) -> None:
-    """No message field of `data` comes twice, recursively: what a parser that replaces a
-    repeated message field instead of merging it (protobuf.js) needs to read it right. Only a
-    node's heartbeat time may, written whole."""
-    counts: dict[int, int] = {}
-    by_number = {f.number: f for f in message.DESCRIPTOR.fields}
-    for number, wire, _, value, end in top_level_fields(data):
-        field = by_number.get(number)
-        if field is None or field.message_type is None or wire != 2:
-            continue
-        if not field.is_repeated and field.name != "last_heartbeat_time":
-            counts[number] = counts.get(number, 0) + 1
-            assert counts[number] == 1, field.full_name
-        if not field.message_type.GetOptions().map_entry:
-            message_fields_once(data[value:end], message_class(field.message_type))
-
-
-def message_class(descriptor: Any) -> Any:
-    from google.protobuf import message_factory
-
-    return message_factory.GetMessageClass(descriptor)
-
-
-async def test_hidden_secrets_are_never_put_together_from_stored_bytes() -> None:
-    registry = Registry(MemoryStore())
-    cluster = servicer(registry, NodeHealth())
-    registries = network_pb2.Registries()
-    registries.metadata.name = "default"
-    registries.spec.auths.add(registry="registry.example", username="u", password="hunter2")
-    await registry.create(registries)
-    reply = await cluster.List(cluster_pb2.ListRequest(kind=kinds.by_name("Registries").kind), GRPC_CALL)
-    assert isinstance(reply, cluster_pb2.ListResponse)
-    assert b"hunter2" not in reply.SerializeToString()
-    assert reply.items[0].registries.spec.auths[0].password_set
+def test_a_store_gone_back_forgets_what_was_kept() -> None:
+    pods = [sample(POD, i, full=False) for i in range(3)]
+    entries = [kv(f"/pods/team/{p.metadata.name}", p.SerializeToString(), 10 + i) for i, p in enumerate(pods)]
+    encoder = ListEncoder({})
+    encoder.reply(POD, entries, cluster_pb2.ListResponse(resource_version=20), current=True, whole_kind=True)
+    # The store restored to an older revision under a running coordinator: the same key and
+    # revision may now hold another value, so nothing kept is trusted.
+    pods[0].metadata.labels["app"] = "xy"  # as long as "db": only the store's revision tells
+    entries[0] = kv(entries[0].key, pods[0].SerializeToString(), 10)
+    older = cluster_pb2.ListResponse.FromString(
+        encoder.reply(
+            POD, entries, cluster_pb2.ListResponse(resource_version=15), current=True, whole_kind=True
+        )
+    )
+    assert older.items[0].pod.metadata.labels["app"] == "xy"
