@@ -8,9 +8,9 @@ loopback, real SQLite) with one real agent, whose Node is copied under
 the store is quiet, `Client.list` of every node, --rounds times: the call the
 capacity probe of bench/hollow.py makes, whose p99 is one of issue 14's
 targets (client and server share this process's loop). Beside it, the
-servicer's List alone, as a gRPC caller gets it (the reply put together from
-the stored bytes) and with each object parsed into the reply (how it was
-built before). The baseline, in the same run, is the floor any server and
+servicer's List alone, as a gRPC caller gets it (each object's encoding,
+kept per revision, joined) and with each object parsed into the reply (how
+it was built before). The baseline, in the same run, is the floor any server and
 client pay for the same reply: serialising the ListResponse once and parsing
 it once, with no RPC."""
 
@@ -70,7 +70,7 @@ async def run(nodes: int, rounds: int) -> None:
         items, _ = await cluster.client.list(NODE)
         reply = cluster_pb2.ListResponse(items=[kinds.wrap(o) for o in items])
         # The servicer's List alone, on the coordinator's registry and heartbeats: the reply put
-        # together from stored bytes (what a gRPC caller gets), and each object parsed (as before).
+        # joined from kept encodings (what a gRPC caller gets), and each object parsed (as before).
         servicer = ClusterServicer(registry, health, None, ServiceIPAllocator(registry.store, "10.0.0.0/24"))  # type: ignore[arg-type]
         request = cluster_pb2.ListRequest(kind=NODE.kind)
         timings: dict[str, list[float]] = {"api": [], "encoded": [], "parsed": [], "floor": []}
@@ -92,13 +92,13 @@ async def run(nodes: int, rounds: int) -> None:
         print(f"{len(items)} nodes of {seed.ByteSize()} bytes, {reply.ByteSize() >> 10} KiB per list")
         for key, label in (
             ("api", "Client.list through the API"),
-            ("encoded", "server: List, stored bytes"),
-            ("parsed", "server: List, objects parsed"),
+            ("encoded", "server: List, kept encodings joined"),
+            ("parsed", "server: List, each object parsed"),
             ("floor", "the reply's bytes, no RPC"),
         ):
             print(f"  {label:32} p50 {p50[key] * 1000:6.1f} ms, min {min(timings[key]) * 1000:6.1f} ms")
         print(f"  ratio API / bytes' floor         p50 {p50['api'] / p50['floor']:6.1f}")
-        print(f"  ratio server stored / parsed     p50 {p50['encoded'] / p50['parsed']:6.2f}")
+        print(f"  ratio server joined / parsed     p50 {p50['encoded'] / p50['parsed']:6.2f}")
     finally:
         await cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
