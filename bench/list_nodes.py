@@ -69,7 +69,7 @@ async def run(nodes: int, rounds: int) -> None:
         await settled(registry)
         items, _ = await cluster.client.list(NODE)
         reply = cluster_pb2.ListResponse(items=[kinds.wrap(o) for o in items])
-        # The servicer's List alone, on the coordinator's registry and heartbeats: the reply put
+        # The servicer's List alone, on the coordinator's registry and heartbeats: the reply
         # joined from kept encodings (what a gRPC caller gets), and each object parsed (as before).
         servicer = ClusterServicer(registry, health, None, ServiceIPAllocator(registry.store, "10.0.0.0/24"))  # type: ignore[arg-type]
         request = cluster_pb2.ListRequest(kind=NODE.kind)
