@@ -8,7 +8,6 @@ during a burst of pod starts). Neither ever blocks the pod work that produced it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -173,8 +172,7 @@ class EventReporter:
         while not stop.is_set():
             if not self._pending:
                 self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), 1.0)
+                await wait_any(stop, None, self._wakeup)  # at rest until an event: no polling
                 continue
             await asyncio.sleep(EVENT_GATHER)
             waited = EVENT_GATHER

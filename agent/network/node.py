@@ -87,6 +87,9 @@ class NodeNetworking:
         self._granted_for = 0.0
         self._netlink: NetlinkDriver | None = None
         self._service_cidr = ""
+        # What the state file holds, as last read or written: a resync that changes nothing
+        # does not write it again (every 30 s, an fsync each).
+        self._saved: NetworkRecord | None = None
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -100,7 +103,8 @@ class NodeNetworking:
 
     def _load(self) -> NetworkRecord | None:
         try:
-            return NetworkRecord(**json.loads(self._state_file.read_text()))
+            self._saved = NetworkRecord(**json.loads(self._state_file.read_text()))
+            return self._saved
         except FileNotFoundError:
             return None
         except (ValueError, TypeError) as exc:
@@ -108,6 +112,8 @@ class NodeNetworking:
             return None
 
     def _save(self, record: NetworkRecord) -> None:
+        if record == self._saved and self._state_file.exists():
+            return
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._state_file.parent, prefix=".network.")
         with os.fdopen(fd, "w") as fh:
@@ -115,6 +121,7 @@ class NodeNetworking:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self._state_file)
+        self._saved = record
 
     def _use(self, pod_network: str) -> None:
         if self._syncer.ctx.pod_network != pod_network:

@@ -225,3 +225,23 @@ async def test_logs_flow_from_agent(cluster: Cluster, node: FakeNode) -> None:
     assert b"".join(chunks) == b"line 2\nline 3\n"
     with pytest.raises(errors.NotFound):
         [c async for c in cluster.client.logs(cluster_pb2.GetLogsRequest(pod="talker", container="nope"))]
+
+
+async def test_a_network_resync_that_changes_nothing_writes_no_state(
+    cluster: Cluster, node: FakeNode
+) -> None:
+    networking = node.agent.networking
+    state = node.config.state_path / "network.json"
+
+    async def configured() -> bool:
+        return networking._config is not None and state.exists()
+
+    await eventually(configured, what="the node's network config applied and saved")
+    assert networking._config is not None and networking._acquire is not None
+    written = state.stat().st_ino  # a save replaces the file: a new inode
+    for _ in range(3):  # the periodic resync, every 30 s in a running agent
+        await networking.on_config(networking._config, networking._acquire)
+    assert state.stat().st_ino == written
+    state.unlink()  # gone behind the agent's back: the next resync writes it again
+    await networking.on_config(networking._config, networking._acquire)
+    assert state.exists()
