@@ -231,6 +231,7 @@ async def test_a_network_resync_that_changes_nothing_writes_no_state(
     cluster: Cluster, node: FakeNode
 ) -> None:
     networking = node.agent.networking
+    assert networking is not None
     state = node.config.state_path / "network.json"
 
     async def configured() -> bool:
