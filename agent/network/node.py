@@ -30,7 +30,7 @@ from agent.network.model import ReplaceRoute, Route
 from agent.pods.syncer import PodSyncer
 from agent.runtime.base import ContainerRuntime
 from atoll import errors
-from atoll.aio import wait_or_stop
+from atoll.aio import wait_any
 from atoll.v1 import network_pb2, node_api_pb2
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,10 @@ class NodeNetworking:
     ) -> None:
         self._runtime = runtime
         self._syncer = syncer
+        # A sandbox just started has a new port on the pod bridge, to put in hairpin mode now;
+        # the resync puts any other (plugged by someone else) there within a period.
+        self._new_ports = asyncio.Event()
+        syncer.on_sandbox_started = self._new_ports.set
         self._gate = gate
         self._state_file = state_file
         self._default = default_pod_network
@@ -250,17 +254,23 @@ class NodeNetworking:
         if changed:
             log.debug("hairpin mode on %d new port(s) of %s", changed, self.pod_bridge)
 
-    async def run(self, stop: asyncio.Event, period: float = 30.0, hairpin_period: float = 2.0) -> None:
-        """Renew the lease in time, keep pod ports in hairpin mode, repair the kernel state."""
+    async def run(self, stop: asyncio.Event, period: float = 30.0) -> None:
+        """Renew the lease in time, put new pod ports in hairpin mode, repair the kernel state.
+        At rest it wakes once a period (or for the lease), not to poll for ports."""
         next_resync = self._clock() + period
         while not stop.is_set():
-            if await wait_or_stop(stop, min(hairpin_period, self._next_wake(period))):
+            if await wait_any(stop, self._next_wake(period), self._new_ports):
                 continue
-            await self.ensure_hairpin()
+            if self._new_ports.is_set():
+                self._new_ports.clear()
+                await self.ensure_hairpin()
             due = self._clock() >= next_resync or (self.lease is not None and self._renewal_due(self.lease))
-            if not due or self._config is None or self._acquire is None:
+            if not due:
                 continue
             next_resync = self._clock() + period
+            await self.ensure_hairpin()
+            if self._config is None or self._acquire is None:
+                continue
             try:
                 await self.on_config(self._config, self._acquire)
             except (errors.AtollError, OSError) as exc:

@@ -106,6 +106,8 @@ class PodSyncer:
         # `build_sandbox_networks`, new sandboxes of pods without host ports are built that way too.
         self.sandboxes = sandboxes
         self.build_sandbox_networks = build_sandbox_networks and sandboxes is not None
+        # Called when a pod's sandbox started: its port on the pod bridge is new (NodeNetworking).
+        self.on_sandbox_started: Callable[[], None] = lambda: None
         self._refused: dict[str, str] = {}  # pod uid -> why it was refused (one event per reason)
         # pod uid -> (the pod as last validated, the verdict): a pod is synced again and again
         # (every event, every resync) and validating it walks every string it has.
@@ -389,6 +391,7 @@ class _Execution:
             return False
         rec.sandbox_error, rec.sandbox_backoff_s, rec.sandbox_not_before = "", 0.0, 0.0
         self.sandbox_id = cid
+        self.s.on_sandbox_started()
         return True
 
     async def agent_network(self) -> tuple[BridgeNetwork | None, str]:

@@ -246,3 +246,19 @@ async def test_a_network_resync_that_changes_nothing_writes_no_state(
     state.unlink()  # gone behind the agent's back: the next resync writes it again
     await networking.on_config(networking._config, networking._acquire)
     assert state.exists()
+
+
+async def test_a_new_sandbox_port_goes_into_hairpin_mode_without_a_poll(
+    cluster: Cluster, node: FakeNode
+) -> None:
+    # A pod reaching a service whose endpoint is itself needs its bridge port in hairpin mode;
+    # the agent sets it when the sandbox starts, not on a timer.
+    assert cluster.client is not None
+    before = len(node.netlink.hairpin_bridges)
+    await cluster.client.create(make_pod("hairpin"))
+    await wait_phase(cluster, "hairpin", pod_pb2.POD_PHASE_RUNNING)
+
+    async def set_since() -> bool:
+        return len(node.netlink.hairpin_bridges) > before
+
+    await eventually(set_since, what="hairpin mode set for the new sandbox's port")
