@@ -69,6 +69,7 @@ class NodeNetworking:
         # the resync puts any other (plugged by someone else) there within a period.
         self._new_ports = asyncio.Event()
         syncer.on_sandbox_started = self._new_ports.set
+        self._hairpin_bridge = ""  # the bridge whose ports were last put in hairpin mode
         self._gate = gate
         self._state_file = state_file
         self._default = default_pod_network
@@ -138,6 +139,15 @@ class NodeNetworking:
     async def on_config(self, config: node_api_pb2.NodeConfig, acquire: AcquireLease) -> None:
         self._config = config
         self._acquire = acquire
+        try:
+            await self._apply(config)
+        finally:
+            if self.pod_bridge != self._hairpin_bridge:
+                # Pods now sit on another bridge (the overlay came up after a restart let pods
+                # start on the saved network): its ports, started meanwhile, need hairpin mode.
+                self._new_ports.set()
+
+    async def _apply(self, config: node_api_pb2.NodeConfig) -> None:
         async with self._lock:
             if self._mode == "off" or not config.HasField("network"):
                 if self.overlay is not None:
@@ -246,11 +256,13 @@ class NodeNetworking:
         self._service_cidr = cidr
 
     async def ensure_hairpin(self) -> None:
+        bridge = self.pod_bridge
         try:
-            changed = await self._driver().set_hairpin(self.pod_bridge)
+            changed = await self._driver().set_hairpin(bridge)
         except (OSError, NetlinkFailure) as exc:
-            log.debug("hairpin mode on %s: %s", self.pod_bridge, exc)
+            log.debug("hairpin mode on %s: %s", bridge, exc)
             return
+        self._hairpin_bridge = bridge
         if changed:
             log.debug("hairpin mode on %d new port(s) of %s", changed, self.pod_bridge)
 
@@ -259,7 +271,8 @@ class NodeNetworking:
         At rest it wakes once a period (or for the lease), not to poll for ports."""
         next_resync = self._clock() + period
         while not stop.is_set():
-            if await wait_any(stop, self._next_wake(period), self._new_ports):
+            wake = min(self._next_wake(period), max(0.0, next_resync - self._clock()))
+            if await wait_any(stop, wake, self._new_ports):
                 continue
             if self._new_ports.is_set():
                 self._new_ports.clear()

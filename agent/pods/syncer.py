@@ -106,7 +106,7 @@ class PodSyncer:
         # `build_sandbox_networks`, new sandboxes of pods without host ports are built that way too.
         self.sandboxes = sandboxes
         self.build_sandbox_networks = build_sandbox_networks and sandboxes is not None
-        # Called when a pod's sandbox started: its port on the pod bridge is new (NodeNetworking).
+        # Called when a pod's sandbox got its port on the pod bridge (NodeNetworking).
         self.on_sandbox_started: Callable[[], None] = lambda: None
         self._refused: dict[str, str] = {}  # pod uid -> why it was refused (one event per reason)
         # pod uid -> (the pod as last validated, the verdict): a pod is synced again and again
@@ -214,6 +214,7 @@ class PodSyncer:
         record.sandbox_network, record.sandbox_address = info.name, address
         await self.sandboxes.plumb(info, sandbox_id, netns, address)
         record.sandbox_plumbed = sandbox_id
+        self.on_sandbox_started()  # its veth is on the bridge now
 
     async def _ensure_sandbox_network(
         self, pod: pod_pb2.Pod, obs: plan.Observed, record: PodRecord
@@ -391,7 +392,8 @@ class _Execution:
             return False
         rec.sandbox_error, rec.sandbox_backoff_s, rec.sandbox_not_before = "", 0.0, 0.0
         self.sandbox_id = cid
-        self.s.on_sandbox_started()
+        if bridge is None:  # the engine plugged it in (the agent's own plumbing tells, above)
+            self.s.on_sandbox_started()
         return True
 
     async def agent_network(self) -> tuple[BridgeNetwork | None, str]:

@@ -262,3 +262,5 @@ async def test_a_new_sandbox_port_goes_into_hairpin_mode_without_a_poll(
         return len(node.netlink.hairpin_bridges) > before
 
     await eventually(set_since, what="hairpin mode set for the new sandbox's port")
+    assert node.agent.networking is not None
+    assert node.netlink.hairpin_bridges[-1] == node.agent.networking.pod_bridge
