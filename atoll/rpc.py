@@ -261,8 +261,8 @@ def caller_name(context: grpc.aio.ServicerContext) -> str:
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """A response already serialised, sent as these bytes: a streamed one built once for every
-    stream that needs it (the same service state to every node), or a reply put together from
-    bytes already at hand (a list of stored objects)."""
+    stream that needs it (the same service state to every node), or a reply joined from bytes
+    already at hand (a list of objects' kept encodings)."""
 
     data: bytes
 

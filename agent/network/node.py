@@ -264,7 +264,7 @@ class NodeNetworking:
             return
         self._hairpin_bridge = bridge
         if changed:
-            log.debug("hairpin mode on %d new port(s) of %s", changed, self.pod_bridge)
+            log.debug("hairpin mode on %d new port(s) of %s", changed, bridge)
 
     async def run(self, stop: asyncio.Event, period: float = 30.0) -> None:
         """Renew the lease in time, put new pod ports in hairpin mode, repair the kernel state.

@@ -218,8 +218,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         info = kinds.by_kind(request.kind)
         if context is None or info.message not in _PRESENTED_AS_STORED:
             return await self.list_objects(request, context)
-        page = await self._list_page(info, request, paging.PAGE_BYTES)
         selector = labels.parse(request.label_selector)
+        page = await self._list_page(info, request, selector, paging.PAGE_BYTES)
         try:
             return rpc.Encoded(
                 self._list_encoder.reply(
@@ -228,7 +228,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                     self._list_tail(page),
                     current=not request.continue_token,
                     whole_kind=not (info.namespaced and request.namespace)
-                    and (selector is None or selector.empty)
+                    and selector.empty
                     and not request.continue_token
                     and not page.last_key,
                 )
@@ -247,7 +247,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         # A gRPC reply stays under the 4 MiB clients in other languages accept; an in-process
         # caller (context None: the Kubernetes API) gets a list without a limit whole.
         page = await self._list_page(
-            info, request, paging.PAGE_BYTES if context is not None else paging.IN_PROCESS_PAGE_BYTES
+            info,
+            request,
+            labels.parse(request.label_selector),
+            paging.PAGE_BYTES if context is not None else paging.IN_PROCESS_PAGE_BYTES,
         )
         response = self._list_tail(page)
         for kv in page.entries:
@@ -258,12 +261,18 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             self._present(obj)
         return response
 
-    async def _list_page(self, info: KindInfo, request: cluster_pb2.ListRequest, max_bytes: int) -> Page:
+    async def _list_page(
+        self,
+        info: KindInfo,
+        request: cluster_pb2.ListRequest,
+        selector: labels.Selector,
+        max_bytes: int,
+    ) -> Page:
         return await paging.list_page(
             self._registry,
             info,
             request.namespace if info.namespaced else "",
-            labels.parse(request.label_selector),
+            selector,
             limit=request.limit,
             token=request.continue_token,
             max_bytes=max_bytes,

@@ -64,6 +64,7 @@ def _tag(message: type[Message], field: str) -> bytes:
 
 
 _ITEMS = _tag(cluster_pb2.ListResponse, "items")
+_OBJECT_NODE = _tag(cluster_pb2.Object, "node")
 _NODE_STATUS = _tag(node_pb2.Node, "status")
 _HEARTBEAT_TIME = _tag(node_pb2.NodeStatus, "last_heartbeat_time")
 
@@ -224,6 +225,3 @@ class ListEncoder:
             data = entry.head + _NODE_STATUS + varint(len(status)) + status
         inner = _OBJECT_NODE + varint(len(data)) + data
         return _ITEMS + varint(len(inner)) + inner
-
-
-_OBJECT_NODE = _tag(cluster_pb2.Object, "node")
