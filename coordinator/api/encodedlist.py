@@ -69,6 +69,13 @@ _NODE_STATUS = _tag(node_pb2.Node, "status")
 _HEARTBEAT_TIME = _tag(node_pb2.NodeStatus, "last_heartbeat_time")
 
 
+def _item(kind: bytes, data: bytes) -> bytes:
+    """One `items` entry of a ListResponse: `data` (an object's encoding) as the `Object` field
+    tagged `kind`."""
+    inner = kind + varint(len(data)) + data
+    return _ITEMS + varint(len(inner)) + inner
+
+
 def heartbeat_time(when: float) -> bytes:
     """NodeStatus's `last_heartbeat_time` field at `when`, as Timestamp.FromNanoseconds(int(when
     * 1e9)) on the parsed node would serialise."""
@@ -163,10 +170,7 @@ class ListEncoder:
         if isinstance(obj, node_pb2.Node):
             entry = self._kept_node(obj, kv)
         else:
-            inner = _tag(cluster_pb2.Object, info.field)
-            data = obj.SerializeToString(deterministic=True)
-            framed = inner + varint(len(data)) + data
-            head = _ITEMS + varint(len(framed)) + framed
+            head = _item(_tag(cluster_pb2.Object, info.field), obj.SerializeToString(deterministic=True))
             entry = _Kept(
                 kv.mod_revision, kv.create_revision, len(kv.value), len(head) + ENTRY_OVERHEAD, head
             )
@@ -223,5 +227,4 @@ class ListEncoder:
         else:
             status = (entry.status or b"") + time
             data = entry.head + _NODE_STATUS + varint(len(status)) + status
-        inner = _OBJECT_NODE + varint(len(data)) + data
-        return _ITEMS + varint(len(inner)) + inner
+        return _item(_OBJECT_NODE, data)
