@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
@@ -89,6 +90,27 @@ class NodeHealth:
         self._told.pop(node, None)
 
 
+@dataclass(frozen=True, slots=True)
+class _NodeFacts:
+    name: str
+    zone: str
+    unknown_since: float | None  # seconds: when Ready turned Unknown; None while it is not
+    persisted_beat: float  # seconds: the heartbeat time the stored Node holds
+    node: node_pb2.Node  # the object read: kept, so that its id() is not reused
+
+    @classmethod
+    def read(cls, node: node_pb2.Node) -> _NodeFacts:
+        cond = ready_condition(node)
+        unknown = cond is not None and cond.status == meta_pb2.CONDITION_STATUS_UNKNOWN
+        return cls(
+            name=node.metadata.name,
+            zone=node.metadata.labels.get(ZONE_LABEL, ""),
+            unknown_since=cond.last_transition_time.ToNanoseconds() / 1e9 if unknown and cond else None,
+            persisted_beat=node.status.last_heartbeat_time.ToNanoseconds() / 1e9,
+            node=node,
+        )
+
+
 def ready_condition(node: node_pb2.Node) -> node_pb2.NodeCondition | None:
     return next((c for c in node.status.conditions if c.type == "Ready"), None)
 
@@ -139,26 +161,37 @@ class NodeLifecycle:
         self._evicted: set[str] = set()
         self.pacer = EvictionPacer(eviction_policy or EvictionPolicy(), clock)
         self._deferred: set[str] = set()  # due for eviction, held back by the pace (logged once)
+        self._facts: dict[int, _NodeFacts] = {}  # by id() of the informer's object
 
     def grace_for(self, node: str) -> float:
         return self._grace(node) if callable(self._grace) else self._grace
 
+    def _current_facts(self) -> list[_NodeFacts]:
+        """What check() reads of each node, read once per object the informer holds: the
+        informer replaces an object when it changes, so a kept reading of the same object is
+        current. (Read afresh every second, 5,000 nodes took 15 % of a core at rest.)"""
+        kept = self._facts
+        fresh: dict[int, _NodeFacts] = {}
+        for obj in self._nodes.items():
+            facts = kept.get(id(obj))  # holds the object, so its id is not reused meanwhile
+            if facts is None:
+                if not isinstance(obj, node_pb2.Node):
+                    continue
+                facts = _NodeFacts.read(obj)
+            fresh[id(obj)] = facts
+        self._facts = fresh
+        return list(fresh.values())
+
     async def check(self) -> None:
-        nodes = [o for o in self._nodes.items() if isinstance(o, node_pb2.Node)]
-        silent_since: dict[str, float] = {}
-        for node in nodes:
-            cond = ready_condition(node)
-            if cond is not None and cond.status == meta_pb2.CONDITION_STATUS_UNKNOWN:
-                silent_since[node.metadata.name] = cond.last_transition_time.ToNanoseconds() / 1e9
-        self.pacer.observe(
-            (n.metadata.labels.get(ZONE_LABEL, ""), n.metadata.name in silent_since) for n in nodes
-        )
+        nodes = self._current_facts()
+        self.pacer.observe((n.zone, n.unknown_since is not None) for n in nodes)
+        now = self._clock()
         due = sorted(
-            (since, n.metadata.name, n.metadata.labels.get(ZONE_LABEL, ""))
+            (n.unknown_since, n.name, n.zone)
             for n in nodes
-            if (since := silent_since.get(n.metadata.name)) is not None
-            and n.metadata.name not in self._evicted
-            and self._clock() - since >= self.eviction_timeout
+            if n.unknown_since is not None
+            and n.name not in self._evicted
+            and now - n.unknown_since >= self.eviction_timeout
         )
         for _, name, zone in due:  # the longest silent first
             if self.pacer.admit(zone):
@@ -174,12 +207,13 @@ class NodeLifecycle:
                     extra={"node": name},
                 )
         for node in nodes:
-            name = node.metadata.name
-            if name in silent_since:
+            if node.unknown_since is not None:
                 continue
-            self._evicted.discard(name)
-            self._deferred.discard(name)
-            silent = self._health.silent_for(name, node.status.last_heartbeat_time.ToNanoseconds() / 1e9)
+            name = node.name
+            if self._evicted or self._deferred:
+                self._evicted.discard(name)
+                self._deferred.discard(name)
+            silent = self._health.silent_for(name, node.persisted_beat)
             grace = self.grace_for(name)
             if silent < grace:
                 continue
