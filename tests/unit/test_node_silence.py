@@ -147,3 +147,31 @@ async def test_silence_while_calls_waited_in_the_queue_is_not_the_nodes() -> Non
     )
     await lifecycle.check()
     assert registry.updates == ["dead"]
+
+
+async def test_each_check_reads_the_objects_the_informer_holds_now() -> None:
+    """The lifecycle keeps what it read of each Node object; an object the informer replaced (a
+    newer stored heartbeat, a Ready condition turned Unknown) is read afresh, and a deleted one
+    is forgotten."""
+    clock = Clock(1000.0)
+    health = NodeHealth(clock)
+    clock.now = 2000.0
+    registry = RecordingRegistry()
+    stale = ready_node("a", heartbeat=1980.0)
+    nodes = Nodes(stale, ready_node("b", heartbeat=1999.0))
+    lifecycle = NodeLifecycle(registry, nodes, health, grace=8.0, clock=clock)  # type: ignore[arg-type]
+
+    nodes.nodes[0] = ready_node("a", heartbeat=1998.0)  # its status was written again
+    await lifecycle.check()
+    assert registry.updates == []
+
+    unknown = ready_node("a", heartbeat=1980.0)
+    unknown.status.conditions[0].status = meta_pb2.CONDITION_STATUS_UNKNOWN
+    nodes.nodes[0] = unknown  # another coordinator marked it: not marked again
+    clock.now = 2010.0
+    await lifecycle.check()
+    assert registry.updates == ["b"]
+
+    nodes.nodes.pop(1)
+    await lifecycle.check()
+    assert [facts.name for facts in lifecycle._facts.values()] == ["a"]

@@ -379,14 +379,14 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     async def WatchNodeConfig(
         self, request: node_api_pb2.WatchNodeConfigRequest, context: Any
-    ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse]:
+    ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse | rpc.Encoded]:
         self._check_name(request.node_name)
         sent = -1
         while True:
             await self._node_configs.wait_change(sent)
-            config = self._node_configs.config()
-            sent = config.generation
-            yield node_api_pb2.WatchNodeConfigResponse(config=config)
+            # Built and serialised once per generation for all streams (nodeconfig).
+            sent, payload = self._node_configs.encoded()
+            yield payload
 
     async def WatchServices(
         self, request: node_api_pb2.WatchServicesRequest, context: Any
