@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from agent.assignmentfetch import fetch_needed
+from agent.configview import NodeConfigView
 from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
 from agent.servicecache import ServiceView, StreamGap
@@ -101,6 +102,8 @@ class CoordinatorLink:
     # Service pushes as deltas after a first full state (off: a full state every time, as agents
     # before deltas asked; bench/hollow.py compares the two).
     service_deltas = True
+    # The same for the node config's subnet leases.
+    node_config_deltas = True
 
     def __init__(
         self,
@@ -459,12 +462,19 @@ class CoordinatorLink:
             return
         on_config = self.on_node_config
 
+        view = NodeConfigView()  # each stream starts with a full config, then lease deltas
+
         async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
-            await on_config(resp.config)
+            view.apply(resp)
+            await on_config(view.config())
 
         await self._follow(
             "node config",
-            lambda: self._stub.WatchNodeConfig(node_api_pb2.WatchNodeConfigRequest(node_name=self._node)),
+            lambda: self._stub.WatchNodeConfig(
+                node_api_pb2.WatchNodeConfigRequest(
+                    node_name=self._node, accept_deltas=self.node_config_deltas
+                )
+            ),
             handle,
             stop,
         )

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from agent.configview import NodeConfigView
 from atoll import errors, kinds, rpc
 from atoll.v1 import network_pb2, node_api_pb2, node_api_pb2_grpc
 from coordinator.network.subnetleases import OWNER_PREFIX, LeaseManager
@@ -108,6 +109,37 @@ async def test_node_config_stream_carries_leases(net_cluster: Cluster) -> None:
     await acquire(stub, "node-b", "198.51.100.11", "02:00:00:00:00:0b")
     await eventually(lambda: _has(seen, 2, leases=2), what="config with the second lease")
     task.cancel()
+
+
+async def test_node_config_stream_sends_lease_deltas_to_agents_that_accept_them(net_cluster: Cluster) -> None:
+    stub = node_stub(net_cluster)
+    await acquire(stub, "node-a", "198.51.100.10", "02:00:00:00:00:0a")
+    seen: list[node_api_pb2.WatchNodeConfigResponse] = []
+    view = NodeConfigView()
+
+    async def follow() -> None:
+        request = node_api_pb2.WatchNodeConfigRequest(node_name="node-a", accept_deltas=True)
+        async for resp in rpc.stream(stub.WatchNodeConfig(request)):
+            view.apply(resp)
+            seen.append(resp)
+
+    task = asyncio.create_task(follow())
+    try:
+        await eventually(lambda: _got(seen, 1), what="first node config")
+        assert seen[0].HasField("config") and len(seen[0].config.leases) == 1
+        await acquire(stub, "node-b", "198.51.100.11", "02:00:00:00:00:0b")
+        await eventually(lambda: _got(seen, 2), what="the second lease")
+        assert seen[1].HasField("delta") and not seen[1].HasField("config")
+        assert [lease.spec.node_name for lease in seen[1].delta.leases] == ["node-b"]
+        config = view.config()
+        assert config.network.network == "10.100.0.0/16"
+        assert sorted(lease.spec.node_name for lease in config.leases) == ["node-a", "node-b"]
+    finally:
+        task.cancel()
+
+
+async def _got(seen: list[node_api_pb2.WatchNodeConfigResponse], n: int) -> bool:
+    return len(seen) >= n
 
 
 async def _has(seen: list[node_api_pb2.NodeConfig], n: int, leases: int = 1) -> bool:

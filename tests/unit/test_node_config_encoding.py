@@ -1,11 +1,16 @@
-"""The node config every WatchNodeConfig stream sends is built and serialised once per generation."""
+"""The node config every WatchNodeConfig stream sends: built and serialised once per generation
+for every stream, and after a first full config only the leases that changed (to agents that
+accept deltas), which the agent's view applies back into the whole config."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from google.protobuf.message import Message
 
+from agent.configview import NodeConfigView
+from agent.servicecache import StreamGap
 from atoll.v1 import network_pb2, node_api_pb2
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 
@@ -35,6 +40,12 @@ class Objects:
         for handler in self.handlers:
             handler("MODIFIED" if old else "ADDED", obj, old)
 
+    def delete(self, name: str) -> None:
+        self.revision += 1
+        old = self.cache.pop(name)
+        for handler in self.handlers:
+            handler("DELETED", old, old)
+
 
 def lease(node: str, cidr: str) -> network_pb2.Subnet:
     subnet = network_pb2.Subnet()
@@ -60,3 +71,91 @@ def test_every_stream_at_one_generation_shares_one_encoding() -> None:
     generation2, payload2 = tracker.encoded()
     assert tracker.encodings == 2 and generation2 > generation
     assert len(node_api_pb2.WatchNodeConfigResponse.FromString(payload2.data).config.leases) == 251
+
+
+def tracked(change_log: int = 4096) -> tuple[Objects, Objects, NodeConfigTracker]:
+    networks, subnets, registries = Objects(), Objects(), Objects()
+    network = network_pb2.Network()
+    network.metadata.name = "default"
+    network.spec.network = "10.100.0.0/16"
+    networks.put(network)
+    tracker = NodeConfigTracker(networks, subnets, registries, change_log=change_log)  # type: ignore[arg-type]
+    return networks, subnets, tracker
+
+
+def response(payload: Any) -> node_api_pb2.WatchNodeConfigResponse:
+    return node_api_pb2.WatchNodeConfigResponse.FromString(payload.data)
+
+
+def test_after_a_full_config_a_stream_gets_only_the_leases_that_changed() -> None:
+    _, subnets, tracker = tracked()
+    for i in range(200):
+        subnets.put(lease(f"node-{i}", f"10.100.{i}.0/24"))
+    view = NodeConfigView()
+    sent, payload = tracker.encoded(-1, accept_deltas=True)
+    first = response(payload)
+    assert first.HasField("config") and len(first.config.leases) == 200
+    view.apply(first)
+
+    subnets.put(lease("node-200", "10.100.200.0/24"))
+    renewed = lease("node-3", "10.100.3.0/24")
+    renewed.spec.public_ip = "198.51.100.33"
+    subnets.put(renewed)
+    subnets.delete("10.100.7.0-24")
+    sent2, payload2 = tracker.encoded(sent, accept_deltas=True)
+    second = response(payload2)
+    assert second.HasField("delta") and not second.HasField("config")
+    assert sorted(lease.spec.cidr for lease in second.delta.leases) == ["10.100.200.0/24", "10.100.3.0/24"]
+    assert list(second.delta.deleted_leases) == ["10.100.7.0-24"]
+    assert len(payload2.data) < len(tracker.encoded(-1)[1].data) / 50
+    view.apply(second)
+    assert view.config() == tracker.config() and sent2 == view.generation == tracker.generation
+
+    # 2,000 streams at the same point share one delta, built once.
+    before = tracker.encodings
+    subnets.put(lease("node-201", "10.100.201.0/24"))
+    shared = {id(tracker.encoded(sent2, accept_deltas=True)[1].data) for _ in range(2000)}
+    assert len(shared) == 1 and tracker.encodings - before == 1
+
+
+def test_a_change_beside_the_leases_is_sent_whole() -> None:
+    networks, subnets, tracker = tracked()
+    subnets.put(lease("node-0", "10.100.0.0/24"))
+    sent, _ = tracker.encoded(-1, accept_deltas=True)
+    network = network_pb2.Network()
+    network.metadata.name = "default"
+    network.spec.network = "10.200.0.0/16"
+    networks.put(network)
+    _, payload = tracker.encoded(sent, accept_deltas=True)
+    assert response(payload).config.network.network == "10.200.0.0/16"
+
+
+def test_a_stream_behind_the_change_log_gets_a_full_config() -> None:
+    _, subnets, tracker = tracked(change_log=3)
+    sent, _ = tracker.encoded(-1, accept_deltas=True)
+    for i in range(5):
+        subnets.put(lease(f"node-{i}", f"10.100.{i}.0/24"))
+    assert response(tracker.encoded(sent, accept_deltas=True)[1]).HasField("config")
+    recent = tracker.generation - 2
+    assert response(tracker.encoded(recent, accept_deltas=True)[1]).HasField("delta")
+
+
+def test_agents_that_do_not_ask_for_deltas_get_full_configs() -> None:
+    _, subnets, tracker = tracked()
+    sent, _ = tracker.encoded(-1)
+    subnets.put(lease("node-0", "10.100.0.0/24"))
+    assert len(response(tracker.encoded(sent, accept_deltas=False)[1]).config.leases) == 1
+
+
+def test_a_delta_that_does_not_start_where_the_view_is_reopens_the_stream() -> None:
+    view = NodeConfigView()
+    gap = node_api_pb2.WatchNodeConfigResponse()
+    gap.delta.base_generation, gap.delta.generation = 4, 5
+    with pytest.raises(StreamGap):
+        view.apply(gap)  # nothing full yet
+    full = node_api_pb2.WatchNodeConfigResponse()
+    full.config.generation = 7
+    view.apply(full)
+    with pytest.raises(StreamGap):
+        view.apply(gap)
+    assert view.generation == 7

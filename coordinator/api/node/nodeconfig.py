@@ -1,16 +1,22 @@
 """What every node needs besides its pods: the overlay, the registry settings, the SR-IOV networks.
 
 Fed by informers on Network, Subnet, Registries and SriovNetwork; every change bumps one
-generation and wakes the WatchNodeConfig streams, which send the whole config
-again (level-triggered, like assignments). The config holds every node's subnet lease,
-so it is built and serialised once per generation and the same bytes go to every stream:
-built per stream, 3,000 nodes joining made the coordinator build 3,000 leases for each of
-3,000 streams on every join.
+generation and wakes the WatchNodeConfig streams (level-triggered, like assignments).
+
+The config holds every node's subnet lease, and every node joining adds one, so the work is
+done once per generation, not once per stream: the full config and the delta from the
+generation the streams last got are each built and serialised once, and the same bytes go to
+every stream (`rpc.Encoded`), as for services (servicestate). Agents that accept deltas get,
+after a first full config, only the leases that changed (flannel watches leases one by one):
+a join costs one lease times the nodes, not every lease times the nodes. A change to anything
+but the leases, and a stream further behind than the change log, get a full config.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
@@ -19,6 +25,14 @@ from atoll.v1 import network_pb2, node_api_pb2, sriov_pb2
 from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
+CHANGE_LOG = 4096  # lease changes kept for deltas; a stream further behind gets a full config
+
+
+@dataclass(frozen=True)
+class _LeaseChange:
+    generation: int
+    name: str
+    lease: network_pb2.Subnet | None  # None: deleted
 
 
 class NodeConfigTracker:
@@ -28,6 +42,8 @@ class NodeConfigTracker:
         subnets: Informer,
         registries: Informer,
         sriov_networks: Informer | None = None,
+        *,
+        change_log: int = CHANGE_LOG,
     ) -> None:
         self._networks = networks
         self._subnets = subnets
@@ -35,17 +51,36 @@ class NodeConfigTracker:
         self._sriov_networks = sriov_networks
         self.generation = 0
         self.encodings = 0  # responses built and serialised (tests count them)
-        self._encoded: tuple[int, rpc.Encoded] | None = None
+        self._full: tuple[int, rpc.Encoded] | None = None
+        self._deltas: dict[int, rpc.Encoded] = {}  # base generation -> encoded delta to self.generation
+        self._log: collections.deque[_LeaseChange] = collections.deque()
+        self._log_size = change_log
+        self._floor = 0  # deltas can start at any generation >= this
         self._changed = asyncio.Event()
-        for informer in (networks, subnets, registries, sriov_networks):
+        subnets.add_handler(self._on_lease)
+        for informer in (networks, registries, sriov_networks):
             if informer is not None:
-                informer.add_handler(self._on_change)
+                informer.add_handler(self._on_other)
 
-    def _on_change(self, type_: str, obj: Message, old: Message | None) -> None:
+    def _bump(self, obj: Message) -> None:
         revision = obj.metadata.resource_version  # type: ignore[attr-defined]
         self.generation = max(self.generation + 1, revision)
+        self._deltas.clear()
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _on_lease(self, type_: str, obj: Message, old: Message | None) -> None:
+        self._bump(obj)
+        lease = None if type_ == "DELETED" or not isinstance(obj, network_pb2.Subnet) else obj
+        self._log.append(_LeaseChange(self.generation, obj.metadata.name, lease))  # type: ignore[attr-defined]
+        while len(self._log) > self._log_size:
+            self._floor = self._log.popleft().generation
+
+    def _on_other(self, type_: str, obj: Message, old: Message | None) -> None:
+        """The network, the registries or an SR-IOV network changed: rare, and sent whole."""
+        self._bump(obj)
+        self._log.clear()
+        self._floor = self.generation
 
     def config(self) -> node_api_pb2.NodeConfig:
         cfg = node_api_pb2.NodeConfig(generation=self.generation)
@@ -63,15 +98,45 @@ class NodeConfigTracker:
             cfg.sriov_networks.extend(sorted(nets, key=lambda n: n.metadata.name))
         return cfg
 
-    def encoded(self) -> tuple[int, rpc.Encoded]:
-        """The WatchNodeConfigResponse for the current generation, as bytes shared by every
-        stream, and that generation."""
+    def delta(self, base: int) -> node_api_pb2.NodeConfigDelta | None:
+        """The leases changed from `base` to now; None when the log no longer reaches back to
+        `base`, or something other than a lease changed since."""
+        if base < self._floor or base > self.generation:
+            return None
+        latest: dict[str, network_pb2.Subnet | None] = {}
+        for change in reversed(self._log):
+            if change.generation <= base:
+                break
+            latest.setdefault(change.name, change.lease)
+        delta = node_api_pb2.NodeConfigDelta(base_generation=base, generation=self.generation)
+        for name, lease in sorted(latest.items(), key=lambda item: item[0]):
+            if lease is None:
+                delta.deleted_leases.append(name)
+            else:
+                delta.leases.append(lease)
+        return delta
+
+    def encoded(self, sent: int = -1, accept_deltas: bool = False) -> tuple[int, rpc.Encoded]:
+        """The next WatchNodeConfigResponse for a stream that last got generation `sent` (-1:
+        nothing yet), as bytes shared by every stream at the same point, and its generation."""
         generation = self.generation
-        if self._encoded is None or self._encoded[0] != generation:
+        if accept_deltas and sent >= 0:
+            payload = self._deltas.get(sent)
+            if payload is None:
+                delta = self.delta(sent)
+                if delta is not None:
+                    payload = rpc.Encoded(
+                        node_api_pb2.WatchNodeConfigResponse(delta=delta).SerializeToString()
+                    )
+                    self.encodings += 1
+                    self._deltas[sent] = payload
+            if payload is not None:
+                return generation, payload
+        if self._full is None or self._full[0] != generation:
             response = node_api_pb2.WatchNodeConfigResponse(config=self.config())
-            self._encoded = (generation, rpc.Encoded(response.SerializeToString()))
+            self._full = (generation, rpc.Encoded(response.SerializeToString()))
             self.encodings += 1
-        return self._encoded
+        return self._full
 
     async def wait_change(self, seen_generation: int) -> None:
         if self.generation != seen_generation:

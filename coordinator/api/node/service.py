@@ -385,7 +385,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         while True:
             await self._node_configs.wait_change(sent)
             # Built and serialised once per generation for all streams (nodeconfig).
-            sent, payload = self._node_configs.encoded()
+            sent, payload = self._node_configs.encoded(sent, request.accept_deltas)
             yield payload
 
     async def WatchServices(
