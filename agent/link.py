@@ -104,6 +104,9 @@ class CoordinatorLink:
     service_deltas = True
     # The same for the node config's subnet leases.
     node_config_deltas = True
+    # Node configs that arrive within this many seconds of the last one applied are applied
+    # together (kube-proxy's --iptables-min-sync-period, 1 s).
+    node_config_min_interval = 1.0
 
     def __init__(
         self,
@@ -463,21 +466,41 @@ class CoordinatorLink:
         on_config = self.on_node_config
 
         view = NodeConfigView()  # each stream starts with a full config, then lease deltas
+        received = asyncio.Event()
 
         async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
             view.apply(resp)
-            await on_config(view.config())
+            received.set()
 
-        await self._follow(
-            "node config",
-            lambda: self._stub.WatchNodeConfig(
-                node_api_pb2.WatchNodeConfigRequest(
-                    node_name=self._node, accept_deltas=self.node_config_deltas
-                )
-            ),
-            handle,
-            stop,
-        )
+        async def apply_received() -> None:
+            # The stream is read apart from applying it, and what arrives while a config is being
+            # applied is applied together, at most once per node_config_min_interval (kube-proxy's
+            # min sync period): a fleet joining is one lease delta per node, and each config
+            # applied renders the overlay for every peer.
+            while not await wait_any(stop, None, received):
+                received.clear()
+                try:
+                    await on_config(view.config())
+                except Exception:  # the next config is applied all the same
+                    log.exception("applying the node config failed")
+                if await wait_or_stop(stop, self.node_config_min_interval):
+                    return
+
+        applier = asyncio.create_task(apply_received(), name="node-config-apply")
+        try:
+            await self._follow(
+                "node config",
+                lambda: self._stub.WatchNodeConfig(
+                    node_api_pb2.WatchNodeConfigRequest(
+                        node_name=self._node, accept_deltas=self.node_config_deltas
+                    )
+                ),
+                handle,
+                stop,
+            )
+        finally:
+            applier.cancel()
+            await asyncio.gather(applier, return_exceptions=True)
 
     async def services_loop(self, stop: asyncio.Event) -> None:
         if self.on_services is None:
