@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from atoll import rpc, validation
 from atoll.v1 import network_pb2, node_api_pb2, sriov_pb2
+from coordinator.api.node.pushes import SharedPushes
 from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
@@ -50,9 +51,7 @@ class NodeConfigTracker:
         self._registries = registries
         self._sriov_networks = sriov_networks
         self.generation = 0
-        self.encodings = 0  # responses built and serialised (tests count them)
-        self._full: tuple[int, rpc.Encoded] | None = None
-        self._deltas: dict[int, rpc.Encoded] = {}  # base generation -> encoded delta to self.generation
+        self._pushes = SharedPushes(self._full_response, self._delta_response)
         self._log: collections.deque[_LeaseChange] = collections.deque()
         self._log_size = change_log
         self._floor = 0  # deltas can start at any generation >= this
@@ -65,7 +64,7 @@ class NodeConfigTracker:
     def _bump(self, obj: Message) -> None:
         revision = obj.metadata.resource_version  # type: ignore[attr-defined]
         self.generation = max(self.generation + 1, revision)
-        self._deltas.clear()
+        self._pushes.changed()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -116,27 +115,24 @@ class NodeConfigTracker:
                 delta.leases.append(lease)
         return delta
 
+    @property
+    def encodings(self) -> int:
+        """How many responses were serialised (tests read it)."""
+        return self._pushes.encodings
+
+    def _full_response(self) -> bytes:
+        return node_api_pb2.WatchNodeConfigResponse(config=self.config()).SerializeToString()
+
+    def _delta_response(self, base: int) -> bytes | None:
+        delta = self.delta(base)
+        return (
+            None if delta is None else node_api_pb2.WatchNodeConfigResponse(delta=delta).SerializeToString()
+        )
+
     def encoded(self, sent: int = -1, accept_deltas: bool = False) -> tuple[int, rpc.Encoded]:
         """The next WatchNodeConfigResponse for a stream that last got generation `sent` (-1:
         nothing yet), as bytes shared by every stream at the same point, and its generation."""
-        generation = self.generation
-        if accept_deltas and sent >= 0:
-            payload = self._deltas.get(sent)
-            if payload is None:
-                delta = self.delta(sent)
-                if delta is not None:
-                    payload = rpc.Encoded(
-                        node_api_pb2.WatchNodeConfigResponse(delta=delta).SerializeToString()
-                    )
-                    self.encodings += 1
-                    self._deltas[sent] = payload
-            if payload is not None:
-                return generation, payload
-        if self._full is None or self._full[0] != generation:
-            response = node_api_pb2.WatchNodeConfigResponse(config=self.config())
-            self._full = (generation, rpc.Encoded(response.SerializeToString()))
-            self.encodings += 1
-        return self._full
+        return self._pushes.encoded(self.generation, sent, accept_deltas)
 
     async def wait_change(self, seen_generation: int) -> None:
         if self.generation != seen_generation:

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from atoll import rpc
 from atoll.v1 import node_api_pb2, workloads_pb2
+from coordinator.api.node.pushes import SharedPushes
 from coordinator.objects.informer import Informer
 
 CHANGE_LOG = 4096  # changes kept for deltas; a stream further behind gets a full state
@@ -50,9 +51,7 @@ class ServiceStateTracker:
         self._log: collections.deque[_Change] = collections.deque()
         self._log_size = change_log
         self._floor = 0  # deltas can start at any generation >= this
-        self._full: tuple[int, bytes] | None = None
-        self._deltas: dict[int, bytes] = {}  # base generation -> encoded delta to self.generation
-        self.encodings = 0  # how many payloads were serialised (tests read it)
+        self._pushes = SharedPushes(self._full_response, self._delta_response)
         services.add_handler(self._on_service)
         endpoints.add_handler(self._on_endpoints)
 
@@ -67,7 +66,7 @@ class ServiceStateTracker:
         self._log.append(_Change(self.generation, kind, _key(obj), None if type_ == "DELETED" else obj))
         while len(self._log) > self._log_size:
             self._floor = self._log.popleft().generation
-        self._deltas.clear()
+        self._pushes.changed()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -103,27 +102,22 @@ class ServiceStateTracker:
                 delta.endpoints.append(obj)
         return delta
 
+    @property
+    def encodings(self) -> int:
+        """How many payloads were serialised (tests read it)."""
+        return self._pushes.encodings
+
+    def _full_response(self) -> bytes:
+        return node_api_pb2.WatchServicesResponse(state=self.state()).SerializeToString()
+
+    def _delta_response(self, base: int) -> bytes | None:
+        delta = self.delta(base)
+        return None if delta is None else node_api_pb2.WatchServicesResponse(delta=delta).SerializeToString()
+
     def encoded(self, sent: int, accept_deltas: bool) -> tuple[int, rpc.Encoded]:
         """The next WatchServicesResponse for a stream that last got `sent` (-1: nothing yet),
         serialised once per generation and shared by every stream at the same point."""
-        generation = self.generation
-        if accept_deltas and sent >= 0:
-            payload = self._deltas.get(sent)
-            if payload is None:
-                delta = self.delta(sent)
-                if delta is not None:
-                    payload = node_api_pb2.WatchServicesResponse(delta=delta).SerializeToString()
-                    self.encodings += 1
-                    self._deltas[sent] = payload
-            if payload is not None:
-                return generation, rpc.Encoded(payload)
-        if self._full is None or self._full[0] != generation:
-            self._full = (
-                generation,
-                node_api_pb2.WatchServicesResponse(state=self.state()).SerializeToString(),
-            )
-            self.encodings += 1
-        return generation, rpc.Encoded(self._full[1])
+        return self._pushes.encoded(self.generation, sent, accept_deltas)
 
     async def wait_change(self, seen_generation: int) -> None:
         if self.generation != seen_generation:
