@@ -3,8 +3,12 @@ deltas (coordinator/api/node/nodeconfig.py), handed to the networking as one Nod
 
 from __future__ import annotations
 
+import logging
+
 from agent.servicecache import StreamGap
 from atoll.v1 import network_pb2, node_api_pb2
+
+log = logging.getLogger(__name__)
 
 
 class NodeConfigView:
@@ -17,6 +21,11 @@ class NodeConfigView:
         """Take a full config or a delta (`config()` is the whole config after it)."""
         if response.HasField("delta"):
             self._apply_delta(response.delta)
+            return
+        if not response.HasField("config"):
+            # Neither: something a newer coordinator sends that this agent does not know. Taken
+            # as a config, it would be an empty one and take the overlay down.
+            log.warning("ignoring a node config message with neither a config nor a delta")
             return
         config = node_api_pb2.NodeConfig()
         config.CopyFrom(response.config)

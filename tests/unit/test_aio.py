@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -43,3 +44,30 @@ async def test_a_cancelled_waiter_is_cancelled_not_stopped() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled() and not stop.is_set()
+
+
+async def test_a_task_that_once_swallowed_a_cancel_still_sleeps_and_stays_cancellable() -> None:
+    """On 3.11 asyncio.timeout reports its own expiry as CancelledError in a task whose earlier
+    cancel was swallowed; wait_or_stop still returns at the timeout, and a cancel from outside
+    still ends the wait."""
+    stop = asyncio.Event()
+    results: list[bool] = []
+
+    async def loop() -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        with contextlib.suppress(asyncio.CancelledError):
+            await inner  # the cancel is swallowed: the task's count stays at 1
+        results.append(await wait_or_stop(stop, 0.01))
+        results.append(await wait_or_stop(stop, 0.01))
+        await wait_or_stop(stop, 30)
+
+    task = asyncio.create_task(loop())
+    for _ in range(200):
+        if len(results) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert results == [False, False]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

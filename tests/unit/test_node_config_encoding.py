@@ -4,6 +4,7 @@ accept deltas), which the agent's view applies back into the whole config."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -73,13 +74,19 @@ def test_every_stream_at_one_generation_shares_one_encoding() -> None:
     assert len(node_api_pb2.WatchNodeConfigResponse.FromString(payload2.data).config.leases) == 251
 
 
-def tracked(change_log: int = 4096) -> tuple[Objects, Objects, NodeConfigTracker]:
+def tracked(change_log: int = 4096, push_interval: float = 1.0) -> tuple[Objects, Objects, NodeConfigTracker]:
     networks, subnets, registries = Objects(), Objects(), Objects()
     network = network_pb2.Network()
     network.metadata.name = "default"
     network.spec.network = "10.100.0.0/16"
     networks.put(network)
-    tracker = NodeConfigTracker(networks, subnets, registries, change_log=change_log)  # type: ignore[arg-type]
+    tracker = NodeConfigTracker(
+        networks,  # type: ignore[arg-type]
+        subnets,  # type: ignore[arg-type]
+        registries,  # type: ignore[arg-type]
+        change_log=change_log,
+        push_interval=push_interval,
+    )
     return networks, subnets, tracker
 
 
@@ -159,3 +166,32 @@ def test_a_delta_that_does_not_start_where_the_view_is_reopens_the_stream() -> N
     with pytest.raises(StreamGap):
         view.apply(gap)
     assert view.generation == 7
+
+
+async def test_streams_are_woken_once_for_changes_close_together_and_share_one_delta() -> None:
+    _, subnets, tracker = tracked(push_interval=0.2)
+    subnets.put(lease("node-first", "10.100.250.0/24"))  # nothing published lately: at once
+    assert tracker.published == tracker.generation
+    await asyncio.wait_for(tracker.wait_change(-1), 5)  # a new stream: at once
+    sent, _ = tracker.encoded(-1, accept_deltas=True)
+    for i in range(5):
+        subnets.put(lease(f"node-{i}", f"10.100.{i}.0/24"))
+    streams = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(s.done() for s in streams)  # the first lease was published just now
+    await asyncio.wait_for(asyncio.gather(*streams), 5)
+    assert tracker.published == tracker.generation
+    before = tracker.encodings
+    payloads = [tracker.encoded(sent, accept_deltas=True) for _ in streams]
+    assert len({id(p.data) for _, p in payloads}) == 1 and tracker.encodings == before + 1
+    assert len(response(payloads[0][1]).delta.leases) == 5
+
+
+def test_a_message_with_neither_a_config_nor_a_delta_changes_nothing() -> None:
+    view = NodeConfigView()
+    full = node_api_pb2.WatchNodeConfigResponse()
+    full.config.generation = 3
+    full.config.network.network = "10.100.0.0/16"
+    view.apply(full)
+    view.apply(node_api_pb2.WatchNodeConfigResponse())
+    assert view.generation == 3 and view.config().network.network == "10.100.0.0/16"

@@ -1,7 +1,8 @@
 """What every node needs besides its pods: the overlay, the registry settings, the SR-IOV networks.
 
 Fed by informers on Network, Subnet, Registries and SriovNetwork; every change bumps one
-generation and wakes the WatchNodeConfig streams (level-triggered, like assignments).
+generation, and the WatchNodeConfig streams are woken for the latest at most once a second
+(level-triggered, like assignments).
 
 The config holds every node's subnet lease, and every node joining adds one, so the work is
 done once per generation, not once per stream: the full config and the delta from the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -27,6 +29,11 @@ from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
 CHANGE_LOG = 4096  # lease changes kept for deltas; a stream further behind gets a full config
+# Streams are woken at most once per this many seconds (kube-proxy's min sync period): a fleet
+# joining changes one lease per node, and a message per lease per stream would cost more than
+# the leases (1,000 nodes joining: a million sends). Woken together, the streams are at the same
+# point and share each delta's bytes.
+PUSH_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class NodeConfigTracker:
         sriov_networks: Informer | None = None,
         *,
         change_log: int = CHANGE_LOG,
+        push_interval: float = PUSH_INTERVAL,
     ) -> None:
         self._networks = networks
         self._subnets = subnets
@@ -55,6 +63,10 @@ class NodeConfigTracker:
         self._log: collections.deque[_LeaseChange] = collections.deque()
         self._log_size = change_log
         self._floor = 0  # deltas can start at any generation >= this
+        self._push_interval = push_interval
+        self.published = 0  # the generation streams were last woken for
+        self._published_at = -push_interval  # time.monotonic() of that
+        self._publishing: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         subnets.add_handler(self._on_lease)
         for informer in (networks, registries, sriov_networks):
@@ -65,6 +77,25 @@ class NodeConfigTracker:
         revision = obj.metadata.resource_version  # type: ignore[attr-defined]
         self.generation = max(self.generation + 1, revision)
         self._pushes.changed()
+        self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        if self._publishing is not None:
+            return  # it publishes the generation current then
+        delay = self._published_at + self._push_interval - time.monotonic()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # informers fed by hand, with no loop running: at once
+            delay = 0.0
+        if delay <= 0:
+            self._publish()
+        else:
+            self._publishing = loop.call_later(delay, self._publish)
+
+    def _publish(self) -> None:
+        self._publishing = None
+        self._published_at = time.monotonic()
+        self.published = self.generation
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -135,6 +166,7 @@ class NodeConfigTracker:
         return self._pushes.encoded(self.generation, sent, accept_deltas)
 
     async def wait_change(self, seen_generation: int) -> None:
-        if self.generation != seen_generation:
+        """Until a generation newer than `seen_generation` is published (-1: at once)."""
+        if self.published > seen_generation:
             return
         await self._changed.wait()

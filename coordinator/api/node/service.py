@@ -41,7 +41,6 @@ def _is_ip(value: str) -> bool:
 
 NODE = kinds.by_name("Node")
 STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat on the API's listener waits for its node's status write
-NODE_CONFIG_PUSH_INTERVAL = 1.0  # seconds at least between two node configs on one stream
 POD = kinds.by_name("Pod")
 TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
 
@@ -387,11 +386,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             await self._node_configs.wait_change(sent)
             # Built and serialised once per generation for all streams (nodeconfig).
             sent, payload = self._node_configs.encoded(sent, request.accept_deltas)
-            yield payload
-            # Leases that change meanwhile go out together: a fleet joining changes one lease per
-            # node, and a message per lease per stream costs more than the lease itself (1,000
-            # agents joining would be a million sends).
-            await asyncio.sleep(NODE_CONFIG_PUSH_INTERVAL)
+            yield payload  # at most one a second: the tracker paces the wake-ups (nodeconfig)
 
     async def WatchServices(
         self, request: node_api_pb2.WatchServicesRequest, context: Any
