@@ -32,12 +32,13 @@ text on loopback), never a token-port caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from atoll import connlimit, errors, tls
+from atoll.handoff import CallFacts, Handoff
 from atoll.healthservice import HealthServicer
 
 log = logging.getLogger(__name__)
@@ -175,32 +177,78 @@ def _same_peer(peer: str) -> str:
     return peer
 
 
+async def _serve_unary(
+    fn: Callable[..., Awaitable[Any]],
+    method: str,
+    parsed: Any,
+    context: Any,
+    *,
+    links: Sequence[CallInterceptor],
+    peer: str,
+) -> Any:
+    """The call links and the servicer, where handlers run (this loop, or a Handoff's)."""
+    call = _Call(method, links)
+    PEER.set(peer)
+    try:
+        await call.admit(parsed, context)
+        return await fn(parsed, context)
+    except (errors.AtollError, asyncio.CancelledError, grpc.aio.AbortError) as exc:
+        call.failed(exc, context)
+        raise
+    except Exception as exc:
+        call.failed(exc, context)
+        log.exception("unexpected error in %s", method)
+        raise errors.Internal(f"internal error in {method}; see the server log") from None
+    finally:
+        call.finish()
+
+
+async def _serve_stream(
+    fn: Callable[..., AsyncIterator[Any]],
+    method: str,
+    parsed: Any,
+    context: Any,
+    *,
+    links: Sequence[CallInterceptor],
+    peer: str,
+) -> AsyncGenerator[Any, None]:
+    call = _Call(method, links)
+    PEER.set(peer)
+    try:
+        await call.admit(parsed, context)
+        async for item in fn(parsed, context):
+            yield item
+    except (errors.AtollError, asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
+        call.failed(exc, context)
+        raise
+    except Exception as exc:
+        call.failed(exc, context)
+        log.exception("unexpected error in %s", method)
+        raise errors.Internal(f"internal error in {method}; see the server log") from None
+    finally:
+        call.finish()
+
+
 def _wrap_unary(
     fn: Callable[..., Awaitable[Any]],
     method: str,
     deserialize: Deserializer = None,
     links: Sequence[CallInterceptor] = (),
     resolve_peer: PeerResolver = _same_peer,
+    *,
+    handoff: Handoff | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, links)
-        PEER.set(resolve_peer(context.peer() or ""))
         try:
             parsed = _decode(deserialize, request, method)
-            await call.admit(parsed, context)
-            return await fn(parsed, context)
+            peer = resolve_peer(context.peer() or "")
+            if handoff is None:
+                return await _serve_unary(fn, method, parsed, context, links=links, peer=peer)
+            return await handoff.run(
+                _serve_unary(fn, method, parsed, CallFacts(context), links=links, peer=peer)
+            )
         except errors.AtollError as err:
-            call.failed(err, context)
             await context.abort(*_abort_args(err))
-        except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
-            call.failed(exc, context)
-            raise
-        except Exception as exc:
-            call.failed(exc, context)
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
-        finally:
-            call.finish()
 
     return wrapper
 
@@ -211,27 +259,24 @@ def _wrap_stream(
     deserialize: Deserializer = None,
     links: Sequence[CallInterceptor] = (),
     resolve_peer: PeerResolver = _same_peer,
+    *,
+    handoff: Handoff | None = None,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, links)
-        PEER.set(resolve_peer(context.peer() or ""))
         try:
             parsed = _decode(deserialize, request, method)
-            await call.admit(parsed, context)
-            async for item in fn(parsed, context):
-                yield item
+            peer = resolve_peer(context.peer() or "")
+            if handoff is None:
+                source = _serve_stream(fn, method, parsed, context, links=links, peer=peer)
+            else:
+                source = handoff.stream(
+                    _serve_stream(fn, method, parsed, CallFacts(context), links=links, peer=peer)
+                )
+            async with contextlib.aclosing(source) as items:
+                async for item in items:
+                    yield item
         except errors.AtollError as err:
-            call.failed(err, context)
             await context.abort(*_abort_args(err))
-        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as exc:
-            call.failed(exc, context)
-            raise
-        except Exception as exc:
-            call.failed(exc, context)
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
-        finally:
-            call.finish()
 
     return wrapper
 
@@ -281,10 +326,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parses requests, runs the call links, maps AtollError to statuses for every Atoll service."""
 
     def __init__(
-        self, links: Sequence[CallInterceptor] = (), resolve_peer: PeerResolver = _same_peer
+        self,
+        links: Sequence[CallInterceptor] = (),
+        resolve_peer: PeerResolver = _same_peer,
+        handoff: Handoff | None = None,
     ) -> None:
         self.links = tuple(links)
         self.resolve_peer = resolve_peer
+        self.handoff = handoff  # None: handlers run on the server's own loop
 
     async def intercept_service(
         self,
@@ -298,7 +347,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(
-                    handler.unary_unary, method, handler.request_deserializer, self.links, self.resolve_peer
+                    handler.unary_unary,
+                    method,
+                    handler.request_deserializer,
+                    self.links,
+                    self.resolve_peer,
+                    handoff=self.handoff,
                 ),
                 request_deserializer=None,
                 response_serializer=_passing_encoded(handler.response_serializer),
@@ -306,7 +360,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(
-                    handler.unary_stream, method, handler.request_deserializer, self.links, self.resolve_peer
+                    handler.unary_stream,
+                    method,
+                    handler.request_deserializer,
+                    self.links,
+                    self.resolve_peer,
+                    handoff=self.handoff,
                 ),
                 request_deserializer=None,
                 response_serializer=_passing_encoded(handler.response_serializer),
@@ -488,6 +547,7 @@ async def start_server(
     links: Sequence[CallInterceptor] = (),
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     reuse_port: bool = False,
+    handoff: Handoff | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
@@ -497,6 +557,8 @@ async def start_server(
     sockets report none. A TLS handshake not done in `handshake_timeout` s is dropped.
     `reuse_port`: several servers of this process share the ports (SO_REUSEPORT; the kernel
     spreads connections over them); off, a port in use is an error.
+    `handoff`: the server runs on this loop (a LoopThread's), our services' handlers on the
+    handoff's loop (atoll.handoff); health and reflection answer here.
     """
     targets = listeners(listen, None) if isinstance(listen, str) else list(listen)
     for target in targets:
@@ -504,7 +566,7 @@ async def start_server(
             tls.check_plaintext(target.address)
     gates: list[connlimit.ConnectionGate] = []
     server = grpc.aio.server(
-        interceptors=[*interceptors, ReflectionGate(), ErrorInterceptor(links, _resolver(gates))],
+        interceptors=[*interceptors, ReflectionGate(), ErrorInterceptor(links, _resolver(gates), handoff)],
         options=[
             *(o for o in _SERVER_OPTIONS if not (reuse_port and o[0] == "grpc.so_reuseport")),
             *([("grpc.so_reuseport", 1)] if reuse_port else []),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from atoll import config as layered
 from atoll import errors, kinds, rpc
+from atoll.handoff import Handoff, LoopThread
 from atoll.limits import LimitConfig, Limits
 from atoll.loopstalls import Deafness, LoopStalls
 from atoll.metrics import MetricsServer
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FRONT_START_TIMEOUT = 30.0  # seconds for the API's server to start or stop on its thread
+
 # Kinds the coordinator keeps informers (local caches) for.
 _WATCHED_KINDS = (
     "Pod",
@@ -100,6 +103,7 @@ class Coordinator:
         self.stop_event = asyncio.Event()
         self.server: rpc.RunningServer | None = None
         self.lane: HeartbeatLane | None = None  # heartbeats' own servers (--lease-listen)
+        self.front = LoopThread("api-front")  # where the API's servers run (atoll.handoff)
         self._tasks: list[asyncio.Task[None]] = []
         # The call-queue probes' sockets, and the directories made for them when not the data dir.
         self._probe_paths: list[str] = []
@@ -322,22 +326,20 @@ class Coordinator:
             else:
                 self.lane = lane
                 node_api.lease_port = lane.port
-        self.server = await rpc.start_server(
-            [*security.listeners(), api_probe],
-            [
-                rpc.ServiceBinding(
-                    cluster,
-                    cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
-                    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
-                ),
-                rpc.ServiceBinding(
-                    node_api,
-                    node_api_pb2_grpc.add_NodeServiceServicer_to_server,
-                    node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
-                ),
-            ],
-            links=links,
-            handshake_timeout=cfg.handshake_timeout,
+        # The API's servers take and answer calls on a loop of their own; handlers run here
+        # (atoll.handoff: on this loop alone, busy with the scheduler and informers, a burst's
+        # status reports waited seconds for the turns gRPC needs per call).
+        self.front.start()
+        self.server = await self.front.run(
+            self._start_api(
+                security,
+                api_probe,
+                cluster=cluster,
+                node_api=node_api,
+                links=links,
+                handoff=Handoff(asyncio.get_running_loop()),
+            ),
+            FRONT_START_TIMEOUT,
         )
         await asyncio.to_thread(security.bind, self.server.ports)
         security.announce()
@@ -384,6 +386,36 @@ class Coordinator:
         self.kube = KubeServer(api, host, port, files)
         await self.kube.start()
 
+    async def _start_api(
+        self,
+        security: Security,
+        probe: rpc.Listener,
+        *,
+        cluster: ClusterServicer,
+        node_api: NodeServicer,
+        links: list[rpc.CallInterceptor],
+        handoff: Handoff,
+    ) -> rpc.RunningServer:
+        """On the front's loop: the API's server, its handlers handed to the main loop."""
+        return await rpc.start_server(
+            [*security.listeners(), probe],
+            [
+                rpc.ServiceBinding(
+                    cluster,
+                    cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+                    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+                ),
+                rpc.ServiceBinding(
+                    node_api,
+                    node_api_pb2_grpc.add_NodeServiceServicer_to_server,
+                    node_api_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+                ),
+            ],
+            links=links,
+            handshake_timeout=self.cfg.handshake_timeout,
+            handoff=handoff,
+        )
+
     def _daemon_ports(self) -> set[int]:
         """Ports no service may take on an external IP: ours (as bound) and every node's agent's."""
         lane = self.lane.servers if self.lane is not None else []
@@ -408,9 +440,11 @@ class Coordinator:
         if self.kube is not None:
             await self.kube.stop()
         await asyncio.gather(
-            *([self.server.stop(0.5)] if self.server is not None else []),
+            *([self.stop_api()] if self.server is not None else []),
             *([self.lane.stop(0.5)] if self.lane is not None else []),
         )
+        if not await self.front.stop():
+            log.warning("the API's thread did not end within 10 s")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -423,6 +457,14 @@ class Coordinator:
         if self.security is not None:
             self.security.close()
         self._remove_probe_socket()
+
+    async def stop_api(self, grace: float = 0.5) -> None:
+        """The API's server stops (on its own loop); the heartbeat lane is left alone."""
+        assert self.server is not None
+        try:
+            await self.front.run(self.server.stop(grace), FRONT_START_TIMEOUT)
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("stopping the API's server: %s", exc)
 
     def _probe_socket(self) -> str:
         path, made = callqueue.socket_path(self.cfg.data_path)

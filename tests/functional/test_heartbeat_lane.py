@@ -271,7 +271,7 @@ async def test_a_node_cut_off_from_the_api_does_not_stay_alive_on_the_lane(tmp_p
         await eventually(on_lane, what="heartbeats on the lane")
         coordinator = cluster.coordinator
         assert coordinator.server is not None and coordinator.lane is not None
-        await coordinator.server.stop(0)  # the API's listener goes; the lane stays
+        await coordinator.stop_api(0)  # the API's listener goes; the lane stays
         assert coordinator.lane.servers
 
         async def off_lane() -> bool:

@@ -32,6 +32,7 @@ import grpc
 
 from atoll import config as layered
 from atoll import errors, rpc
+from atoll.handoff import LoopThread
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 from coordinator.api.node.service import NodeServicer
 
@@ -155,33 +156,13 @@ class HeartbeatLane:
     """The lane's servers on their own loop and thread; `port` is the one agents are told."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="heartbeat-lane", daemon=True)
+        self._thread = LoopThread("heartbeat-lane")
         self.servers: list[rpc.RunningServer] = []
         self.heartbeats: LaneHeartbeats | None = None
 
     @property
     def port(self) -> int:
         return self.servers[0].port if self.servers else 0
-
-    def _run(self) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            # What is left (a start cut short, say) ends here, as asyncio.run ends its tasks.
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _on_lane(self, coro: Any, seconds: float) -> Any:
-        return await asyncio.wait_for(
-            asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop)), seconds
-        )
 
     async def start(
         self,
@@ -196,7 +177,7 @@ class HeartbeatLane:
         self.heartbeats = LaneHeartbeats(node_api, asyncio.get_running_loop())
         self._thread.start()
         try:
-            self.servers = await self._on_lane(
+            self.servers = await self._thread.run(
                 _start_servers(
                     listeners, probe, self.heartbeats, [CertificatesOnly(), *links], handshake_timeout
                 ),
@@ -207,21 +188,15 @@ class HeartbeatLane:
             raise
 
     async def stop(self, grace: float = 0.5) -> None:
-        if not self._thread.is_alive():
-            if self._thread.ident is None:  # never started
-                self._loop.close()
-            return
         servers, self.servers = self.servers, []
         if servers:
             try:
-                await self._on_lane(_stop_servers(servers, grace), grace + 5.0)
+                await self._thread.run(_stop_servers(servers, grace), grace + 5.0)
             except (TimeoutError, RuntimeError) as exc:
                 log.warning("stopping the heartbeat lane: %s", exc)
         if self.heartbeats is not None:
             await self.heartbeats.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        await asyncio.to_thread(self._thread.join, 10.0)
-        if self._thread.is_alive():
+        if not await self._thread.stop():
             log.warning("the heartbeat lane's thread did not end within 10 s")
 
 

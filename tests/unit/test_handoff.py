@@ -1,0 +1,165 @@
+"""atoll.handoff: work handed from one loop to another's thread, and back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from atoll.handoff import STREAM_WINDOW, CallFacts, Handoff, LoopThread
+
+WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
+
+
+@pytest.fixture
+def other() -> Iterator[LoopThread]:
+    thread = LoopThread("test-other")
+    thread.start()
+    yield thread
+    thread.loop.call_soon_threadsafe(thread.loop.stop)
+
+
+async def test_run_returns_the_result_from_the_other_loop_with_the_callers_context(other: LoopThread) -> None:
+    WHO.set("caller")
+
+    async def work() -> tuple[int, str, asyncio.AbstractEventLoop]:
+        return threading.get_ident(), WHO.get(), asyncio.get_running_loop()
+
+    ident, who, loop = await Handoff(other.loop).run(work())
+    assert ident != threading.get_ident()
+    assert loop is other.loop
+    assert who == "caller"  # links set the caller on the call's loop; handlers read it on theirs
+
+
+async def test_run_raises_the_handlers_error(other: LoopThread) -> None:
+    async def work() -> None:
+        raise KeyError("gone")
+
+    with pytest.raises(KeyError, match="gone"):
+        await Handoff(other.loop).run(work())
+
+
+async def test_cancelling_the_caller_cancels_the_work_there(other: LoopThread) -> None:
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.create_task(Handoff(other.loop).run(work()))
+    assert await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(cancelled.wait, 5)
+
+
+async def test_a_stream_yields_in_order_then_raises_the_sources_error(other: LoopThread) -> None:
+    loops: set[asyncio.AbstractEventLoop] = set()
+
+    async def source() -> AsyncIterator[int]:
+        for i in range(20):
+            loops.add(asyncio.get_running_loop())
+            yield i
+        raise LookupError("source ended badly")
+
+    got = []
+    with pytest.raises(LookupError, match="ended badly"):
+        async for item in Handoff(other.loop).stream(source()):
+            got.append(item)
+    assert got == list(range(20))
+    assert loops == {other.loop}
+
+
+async def test_a_stream_that_ends_cleanly_ends_here(other: LoopThread) -> None:
+    async def source() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+
+    assert [item async for item in Handoff(other.loop).stream(source())] == ["a", "b"]
+
+
+async def test_a_slow_reader_holds_the_producer_back(other: LoopThread) -> None:
+    produced = 0
+
+    async def source() -> AsyncIterator[int]:
+        nonlocal produced
+        for i in range(1000):
+            produced += 1
+            yield i
+
+    stream = Handoff(other.loop).stream(source())
+    assert await anext(stream) == 0
+    await asyncio.sleep(0.2)  # the reader takes nothing more meanwhile
+    assert produced <= STREAM_WINDOW + 2  # the window, the one taken, the one waiting to go in
+    await stream.aclose()
+
+
+async def test_closing_a_stream_cancels_its_source_there(other: LoopThread) -> None:
+    finished = threading.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(60)
+            yield 2
+        finally:
+            finished.set()
+
+    stream = Handoff(other.loop).stream(source())
+    assert await anext(stream) == 1
+    await stream.aclose()  # as gRPC closes a stream whose client went away
+    assert await asyncio.to_thread(finished.wait, 5)
+
+
+class _Context:
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"transport_security_type": [b"ssl"]}
+
+    def peer(self) -> str:
+        return "ipv4:198.51.100.7:40000"
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", "Bearer x.y")]
+
+    def time_remaining(self) -> float | None:
+        return 10.0
+
+
+def test_call_facts_keep_what_handlers_read() -> None:
+    facts = CallFacts(_Context())
+    assert facts.peer() == "ipv4:198.51.100.7:40000"
+    assert facts.auth_context() == {"transport_security_type": [b"ssl"]}
+    assert facts.invocation_metadata() == (("authorization", "Bearer x.y"),)
+    remaining = facts.time_remaining()
+    assert remaining is not None and 9.0 < remaining <= 10.0
+
+
+def test_call_facts_without_a_deadline() -> None:
+    context: Any = _Context()
+    context.time_remaining = lambda: None
+    assert CallFacts(context).time_remaining() is None
+
+
+async def test_a_stopped_loop_thread_refuses_work_without_leaking_it() -> None:
+    thread = LoopThread("test-stopped")
+    thread.start()
+    assert await thread.run(asyncio.sleep(0, result="ran"), 5) == "ran"
+    assert await thread.stop()
+
+    async def work() -> None:
+        raise AssertionError("must not run")
+
+    coro = work()
+    with pytest.raises(RuntimeError, match="not running"):
+        await thread.run(coro, 5)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" warning
