@@ -28,6 +28,9 @@ slow reader holds back its stream's producer, not the main loop.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
@@ -78,38 +81,66 @@ class Handoff:
 
     async def stream(self, source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
         """`source`'s items, iterated on the main loop, yielded here in order; its error is raised
-        here after the items before it. Closing this generator cancels the iteration there."""
+        here after the items before it. Closing this generator cancels the iteration there.
+
+        Thousands of streams sit idle at once (three per agent), so an idle one holds no task on
+        this loop: only a future, resolved when the main loop hands something over."""
         here = asyncio.get_running_loop()
-        queue: asyncio.Queue[T] = asyncio.Queue(maxsize=STREAM_WINDOW)
+        inbox: collections.deque[tuple[bool, Any]] = collections.deque()
+        waiter: list[asyncio.Future[None] | None] = [None]
+        credits = asyncio.Semaphore(STREAM_WINDOW)  # used on the main loop only
+
+        def deliver(entry: tuple[bool, Any]) -> None:  # here
+            inbox.append(entry)
+            if waiter[0] is not None and not waiter[0].done():
+                waiter[0].set_result(None)
 
         async def pump() -> None:  # on the main loop
             async for item in source:
                 # Waits while the window is full: a slow reader holds back this stream only.
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(queue.put(item), here))
+                await credits.acquire()
+                here.call_soon_threadsafe(deliver, (True, item))
 
-        ended = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pump(), self.loop))
-        getter: asyncio.Future[T] | None = None
+        # The pump's task, made on the main loop; no concurrent future (a lock and a condition
+        # each) per stream.
+        task: list[asyncio.Task[None] | None] = [None]
+        gone = [False]  # this end was closed first: the pump is not to start, or to stop
+        context = contextvars.copy_context()  # the call links set who calls in it
+
+        def finished(done: asyncio.Task[None]) -> None:  # on the main loop
+            outcome = asyncio.CancelledError() if done.cancelled() else done.exception()
+            with contextlib.suppress(RuntimeError):  # the call's loop closed: nobody reads
+                here.call_soon_threadsafe(deliver, (False, outcome))
+
+        def start() -> None:  # on the main loop
+            if gone[0]:
+                coro.close()
+                return
+            started = task[0] = self.loop.create_task(coro, context=context)
+            # Runs after every item the pump handed over: the loop runs callbacks in order.
+            started.add_done_callback(finished)
+
+        def stop() -> None:  # on the main loop, after start: callbacks posted by one thread keep their order
+            gone[0] = True
+            if task[0] is not None:
+                task[0].cancel()
+
+        coro = pump()
+        self.loop.call_soon_threadsafe(start, context=context)
         try:
             while True:
-                if queue.empty():
-                    if ended.done():
-                        break
-                    # The pump's puts finish before it does, so an item put before the end is
-                    # in the queue by the time `ended` is done.
-                    getter = asyncio.ensure_future(queue.get())
-                    await asyncio.wait((getter, ended), return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    item = getter.result()
-                else:
-                    item = queue.get_nowait()
-                yield item
-            ended.result()  # the source's error, if it ended with one
+                while not inbox:
+                    wait = waiter[0] = here.create_future()
+                    await wait
+                is_item, value = inbox.popleft()
+                if not is_item:
+                    if value is not None:
+                        raise value  # the source's error, or the pump's cancellation
+                    return
+                self.loop.call_soon_threadsafe(credits.release)
+                yield value
         finally:
-            if getter is not None:
-                getter.cancel()
-            ended.cancel()
+            self.loop.call_soon_threadsafe(stop)
 
 
 class LoopThread:

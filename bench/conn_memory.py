@@ -8,7 +8,9 @@ text for comparison. Client processes open --conns connections (each channel
 its own subchannel, like agents on separate hosts), make one unary call on
 each (health Check), then hold --streams server streams open on each
 (a NodeService stream that answers once and stays open, like an agent's
-three: assignment, node config, services). The server's RSS is
+three: assignment, node config, services), first with the server on its
+loop, then on a LoopThread with its handlers handed to the main loop, as the
+coordinator's API runs (atoll.handoff). The server's RSS is
 sampled after each step; the figures per connection are what gRPC, TLS and
 a Python stream cost before Atoll keeps anything for the node. bench/hollow.py
 measures the coordinator's whole cost per agent; the difference is Atoll's own.
@@ -33,6 +35,7 @@ from common import ROOT  # type: ignore[import-not-found]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atoll import pki, rpc
+from atoll.handoff import Handoff, LoopThread
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 
 
@@ -47,7 +50,7 @@ class HeldStreams(node_api_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 STEPS = ("connected", "streams")
 
 
-async def serve(tls_dir: str) -> None:
+async def serve(tls_dir: str, handed_over: bool) -> None:
     credentials = None
     if tls_dir:
         d = pathlib.Path(tls_dir)
@@ -59,7 +62,14 @@ async def serve(tls_dir: str) -> None:
     binding = rpc.ServiceBinding(
         HeldStreams(), node_api_pb2_grpc.add_NodeServiceServicer_to_server, "atoll.v1.NodeService"
     )
-    server = await rpc.start_server([rpc.Listener("127.0.0.1:0", credentials)], [binding])
+    listen = [rpc.Listener("127.0.0.1:0", credentials)]
+    if handed_over:  # as the coordinator serves: on a loop thread, handlers on this loop
+        front = LoopThread("bench-front")
+        front.start()
+        handoff = Handoff(asyncio.get_running_loop())
+        server = await front.run(rpc.start_server(listen, [binding], handoff=handoff), 30)
+    else:
+        server = await rpc.start_server(listen, [binding])
     print(json.dumps({"port": server.port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -133,8 +143,8 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def measure(tls_dir: str, conns: int, streams: int, procs: int) -> dict[str, float]:
-    server = spawn("--serve", "--tls", tls_dir)
+def measure(tls_dir: str, conns: int, streams: int, procs: int, handed_over: bool) -> dict[str, float]:
+    server = spawn("--serve", "--tls", tls_dir, *(["--handoff"] if handed_over else []))
     try:
         port = int(str(line(server)["port"]))
         figures = {"idle": rss_mib(server.pid)}
@@ -168,9 +178,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tls", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--handoff", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.tls))
+        asyncio.run(serve(args.tls, args.handoff))
         return
     if args.clients:
         asyncio.run(clients(args.clients, args.tls, args.count, args.streams))
@@ -182,8 +193,12 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         make_tls(pathlib.Path(tmp))
-        for label, tls_dir in (("plain text", ""), ("mutual TLS", tmp)):
-            f = measure(tls_dir, args.conns, args.streams, args.client_procs)
+        for label, tls_dir, handed_over in (
+            ("plain text", "", False),
+            ("mutual TLS", tmp, False),
+            ("TLS, front", tmp, True),  # the coordinator's API: atoll.handoff
+        ):
+            f = measure(tls_dir, args.conns, args.streams, args.client_procs, handed_over)
             per_conn = (f["connected"] - f["idle"]) * 1024 / args.conns
             per_stream = (f["streams"] - f["connected"]) * 1024 / (args.conns * max(1, args.streams))
             print(
