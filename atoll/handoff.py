@@ -33,15 +33,18 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
+
+from atoll import errors
 
 T = TypeVar("T")
 
 # Messages of one server stream waiting on the call's loop for gRPC to send them.
 STREAM_WINDOW = 8
+STOPPING = "the server is stopping; try again"
 
 
 class CallFacts:
@@ -77,9 +80,14 @@ class Handoff:
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """`coro`'s result, run on the main loop; cancelling the caller cancels it there."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the main loop is closed: the daemon is going away
+            coro.close()
+            raise errors.Unavailable(STOPPING) from None
+        return await asyncio.wrap_future(future)
 
-    async def stream(self, source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    async def stream(self, source: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
         """`source`'s items, iterated on the main loop, yielded here in order; its error is raised
         here after the items before it. Closing this generator cancels the iteration there.
 
@@ -96,10 +104,15 @@ class Handoff:
                 waiter[0].set_result(None)
 
         async def pump() -> None:  # on the main loop
-            async for item in source:
-                # Waits while the window is full: a slow reader holds back this stream only.
-                await credits.acquire()
-                here.call_soon_threadsafe(deliver, (True, item))
+            # Closed here, on its own loop, when the pump ends or is cancelled: the call's links
+            # learn how it ended at once (their finish runs in the source's finally).
+            async with contextlib.aclosing(source) as items:
+                async for item in items:
+                    # Waits while the window is full: a slow reader holds back this stream only.
+                    await credits.acquire()
+                    if gone[0]:  # a source that swallowed the cancel still stops here
+                        return
+                    here.call_soon_threadsafe(deliver, (True, item))
 
         # The pump's task, made on the main loop; no concurrent future (a lock and a condition
         # each) per stream.
@@ -108,7 +121,9 @@ class Handoff:
         context = contextvars.copy_context()  # the call links set who calls in it
 
         def finished(done: asyncio.Task[None]) -> None:  # on the main loop
-            outcome = asyncio.CancelledError() if done.cancelled() else done.exception()
+            # Cancelled without this end asking: the main loop is ending its tasks (the daemon
+            # stops); the client is told so rather than left waiting for its deadline.
+            outcome = errors.Unavailable(STOPPING) if done.cancelled() else done.exception()
             with contextlib.suppress(RuntimeError):  # the call's loop closed: nobody reads
                 here.call_soon_threadsafe(deliver, (False, outcome))
 
@@ -126,7 +141,11 @@ class Handoff:
                 task[0].cancel()
 
         coro = pump()
-        self.loop.call_soon_threadsafe(start, context=context)
+        try:
+            self.loop.call_soon_threadsafe(start, context=context)
+        except RuntimeError:  # the main loop is closed
+            coro.close()
+            raise errors.Unavailable(STOPPING) from None
         try:
             while True:
                 while not inbox:
@@ -140,7 +159,8 @@ class Handoff:
                 self.loop.call_soon_threadsafe(credits.release)
                 yield value
         finally:
-            self.loop.call_soon_threadsafe(stop)
+            with contextlib.suppress(RuntimeError):  # a closed main loop ended the pump already
+                self.loop.call_soon_threadsafe(stop)
 
 
 class LoopThread:

@@ -177,6 +177,10 @@ def _same_peer(peer: str) -> str:
     return peer
 
 
+def _internal(method: str) -> str:
+    return f"internal error in {method}; see the server log"
+
+
 async def _serve_unary(
     fn: Callable[..., Awaitable[Any]],
     method: str,
@@ -198,7 +202,7 @@ async def _serve_unary(
     except Exception as exc:
         call.failed(exc, context)
         log.exception("unexpected error in %s", method)
-        raise errors.Internal(f"internal error in {method}; see the server log") from None
+        raise errors.Internal(_internal(method)) from None
     finally:
         call.finish()
 
@@ -224,7 +228,7 @@ async def _serve_stream(
     except Exception as exc:
         call.failed(exc, context)
         log.exception("unexpected error in %s", method)
-        raise errors.Internal(f"internal error in {method}; see the server log") from None
+        raise errors.Internal(_internal(method)) from None
     finally:
         call.finish()
 
@@ -249,6 +253,11 @@ def _wrap_unary(
             )
         except errors.AtollError as err:
             await context.abort(*_abort_args(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method)  # around the handler, not in it
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
 
     return wrapper
 
@@ -277,6 +286,11 @@ def _wrap_stream(
                     yield item
         except errors.AtollError as err:
             await context.abort(*_abort_args(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method)  # around the handler, not in it
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
 
     return wrapper
 

@@ -6,11 +6,12 @@ import asyncio
 import contextvars
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
 
+from atoll import errors
 from atoll.handoff import STREAM_WINDOW, CallFacts, Handoff, LoopThread
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
@@ -66,7 +67,7 @@ async def test_cancelling_the_caller_cancels_the_work_there(other: LoopThread) -
 async def test_a_stream_yields_in_order_then_raises_the_sources_error(other: LoopThread) -> None:
     loops: set[asyncio.AbstractEventLoop] = set()
 
-    async def source() -> AsyncIterator[int]:
+    async def source() -> AsyncGenerator[int, None]:
         for i in range(20):
             loops.add(asyncio.get_running_loop())
             yield i
@@ -81,7 +82,7 @@ async def test_a_stream_yields_in_order_then_raises_the_sources_error(other: Loo
 
 
 async def test_a_stream_that_ends_cleanly_ends_here(other: LoopThread) -> None:
-    async def source() -> AsyncIterator[str]:
+    async def source() -> AsyncGenerator[str, None]:
         yield "a"
         yield "b"
 
@@ -91,7 +92,7 @@ async def test_a_stream_that_ends_cleanly_ends_here(other: LoopThread) -> None:
 async def test_a_slow_reader_holds_the_producer_back(other: LoopThread) -> None:
     produced = 0
 
-    async def source() -> AsyncIterator[int]:
+    async def source() -> AsyncGenerator[int, None]:
         nonlocal produced
         for i in range(1000):
             produced += 1
@@ -107,7 +108,7 @@ async def test_a_slow_reader_holds_the_producer_back(other: LoopThread) -> None:
 async def test_closing_a_stream_cancels_its_source_there(other: LoopThread) -> None:
     finished = threading.Event()
 
-    async def source() -> AsyncIterator[int]:
+    async def source() -> AsyncGenerator[int, None]:
         try:
             yield 1
             await asyncio.sleep(60)
@@ -163,3 +164,34 @@ async def test_a_stopped_loop_thread_refuses_work_without_leaking_it() -> None:
     with pytest.raises(RuntimeError, match="not running"):
         await thread.run(coro, 5)
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" warning
+
+
+async def test_a_stream_whose_pump_the_main_loop_cancels_ends_unavailable(other: LoopThread) -> None:
+    async def source() -> AsyncGenerator[int, None]:
+        yield 1
+        await asyncio.sleep(60)
+        yield 2
+
+    def cancel_all() -> None:  # as the main loop's shutdown ends every task
+        for task in asyncio.all_tasks(other.loop):
+            task.cancel()
+
+    stream = Handoff(other.loop).stream(source())
+    assert await anext(stream) == 1
+    other.loop.call_soon_threadsafe(cancel_all)
+    with pytest.raises(errors.Unavailable, match="stopping"):
+        await anext(stream)
+
+
+async def test_a_closed_main_loop_refuses_work_as_unavailable() -> None:
+    thread = LoopThread("test-closed")
+    thread.start()
+    assert await thread.stop()
+
+    async def work() -> None:
+        raise AssertionError("must not run")
+
+    coro = work()
+    with pytest.raises(errors.Unavailable):
+        await Handoff(thread.loop).run(coro)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
