@@ -3,9 +3,9 @@
 Why: gRPC's asyncio server needs a few turns of the loop it runs on for every
 call (taking it, reading its request, sending its answer, one completion at a
 time). On a loop that is busy with other work, turns are long and those steps
-are few: measured with a loop kept busy 10 ms a turn (95 turns a second), one
-server answered 23 calls/s however many clients called, and four servers on
-the same loop still 21. During bench/hollow.py's 10,000-pod burst the
+are few: with a loop kept busy 10 ms a turn (95 turns a second), one server
+answered 21-24 calls/s however many clients called, and four servers on the
+same loop no more (bench/busy_loop_calls.py, 3 runs). During bench/hollow.py's 10,000-pod burst the
 coordinator's one loop ran the scheduler, the informers and the pushes, and
 agents' status reports waited up to 10 s before their handler even started
 (their deadline), while the handlers themselves took milliseconds.
@@ -15,14 +15,15 @@ its turns are short. A call is parsed there, then its handler (the call
 links and the servicer method) runs on the main loop, where the store, the
 informers and every other piece of state live, as one task started with
 `call_soon_threadsafe`; the answer comes back the same way. Same busy loop,
-same clients: 846 calls/s with one server on the thread, 1,269 with four.
+same clients: 821-1,232 calls/s with one server on the thread.
 
 What a handler on the main loop may read of its call is what `CallFacts` took
 on the call's own loop: the peer, the transport's authentication properties,
 the request metadata and the deadline. gRPC's call objects belong to the loop
 they were made on and are never touched from the main loop. A server stream
-is pumped from the main loop to the call's loop through a small queue, so a
-slow reader holds back its stream's producer, not the main loop.
+is pumped from the main loop to the call's loop through a window of
+STREAM_WINDOW messages, so a slow reader holds back its stream's producer, not
+the main loop; an idle stream holds a future on the call's loop, no task.
 """
 
 from __future__ import annotations

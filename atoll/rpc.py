@@ -181,6 +181,13 @@ def _internal(method: str) -> str:
     return f"internal error in {method}; see the server log"
 
 
+def _unexpected(call: _Call, exc: Exception, context: Any) -> errors.Internal:
+    """A servicer's bug: logged here with its traceback, answered INTERNAL without its text."""
+    call.failed(exc, context)
+    log.error("unexpected error in %s", call.method, exc_info=exc)
+    return errors.Internal(_internal(call.method))
+
+
 async def _serve_unary(
     fn: Callable[..., Awaitable[Any]],
     method: str,
@@ -200,9 +207,7 @@ async def _serve_unary(
         call.failed(exc, context)
         raise
     except Exception as exc:
-        call.failed(exc, context)
-        log.exception("unexpected error in %s", method)
-        raise errors.Internal(_internal(method)) from None
+        raise _unexpected(call, exc, context) from None
     finally:
         call.finish()
 
@@ -226,9 +231,7 @@ async def _serve_stream(
         call.failed(exc, context)
         raise
     except Exception as exc:
-        call.failed(exc, context)
-        log.exception("unexpected error in %s", method)
-        raise errors.Internal(_internal(method)) from None
+        raise _unexpected(call, exc, context) from None
     finally:
         call.finish()
 
