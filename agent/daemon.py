@@ -235,6 +235,7 @@ class Agent:
             relist_interval=cfg.relist_interval,
             resync_interval=cfg.resync_interval,
             max_parallel=cfg.max_parallel_syncs,
+            held=lambda: self._held_pods(states),
         )
         self.manager.gate.clear()
         if self.prom is not None:
@@ -350,6 +351,13 @@ class Agent:
             agent_port,
             runtime_version,
         )
+
+    def _held_pods(self, states: PodStateStore) -> set[str]:
+        """The pods this agent keeps a state record or a VF for."""
+        held = states.known()
+        if self.sriov is not None:
+            held.update(a.pod_uid for a in self.sriov.manager.pool.allocations())
+        return held
 
     async def _on_node_config(self, config: node_api_pb2.NodeConfig) -> None:
         if self.sriov is not None:

@@ -71,8 +71,13 @@ class PodManager:
         resync_interval: float = 30.0,
         max_parallel: int = 8,
         clock: Callable[[], float] = time.time,
+        held: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self._syncer = syncer
+        # Pods the agent still holds something of (a state record, a VF) though no container of
+        # theirs may run: kubelet's housekeeping. A removal that failed there (a VF not yet home
+        # when the agent restarted) is retried like any other, not left until the next restart.
+        self._held = held
         self._runtime = runtime
         self._sink = sink
         self._node = node_name
@@ -116,10 +121,10 @@ class PodManager:
             self.request_sync(uid)
         if became_authoritative:
             log.info("the coordinator's assignment at generation %d is in force", generation)
-            # Pods that vanished while we were away only show up in the runtime.
-            for uid in self._observed:
-                if uid not in new:
-                    self.request_sync(uid)
+            # Pods that vanished while we were away only show up in the runtime, or in what the
+            # agent still holds for them.
+            for uid in self._orphans():
+                self.request_sync(uid)
         if diff.added or diff.removed or diff.updated:
             log.info(
                 "desired pods at generation %d: %d added, %d removed, %d updated, %d unchanged",
@@ -232,8 +237,12 @@ class PodManager:
                 self.request_sync(uid)
 
     def resync_all(self) -> None:
-        for uid in {*self.desired, *(self._observed if self.authoritative else ())}:
+        for uid in {*self.desired, *(self._orphans() if self.authoritative else ())}:
             self.request_sync(uid)
+
+    def _orphans(self) -> set[str]:
+        """Pods not desired whose containers run or whose records, addresses or VFs are held."""
+        return {uid for uid in (*self._observed, *self._held()) if uid and uid not in self.desired}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relist every relist_interval and resync everything every resync_interval until `stop`."""
