@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from agent import bootstrap, failover
 from agent.execute import AsyncioRunner, CommandRunner
+from agent.host.heap import Heap, trim_loop
 from agent.host.metrics import HostMetrics, PsutilMetrics
 from agent.host.status import NodeFacts, build_status, detect_node_ip
 from agent.link import AssignmentFile, CoordinatorLink
@@ -68,8 +69,12 @@ class Agent:
         plumber: Callable[[], Plumber] = VethPlumber,
         serve_api: bool = True,
         keys: KeyTool | None = None,
+        heap: Heap | None = None,
     ) -> None:
         self.cfg = cfg
+        # The process's C heap, trimmed while the agent runs: only the daemon's own (agent.main);
+        # agents sharing a process (tests, hollow fleets) leave it alone.
+        self._heap = heap
         self.node_name = cfg.node_name or socket.gethostname().lower()
         self.runtime: ContainerRuntime = runtime or DockerRuntime(
             cfg.docker_host, call_timeout=cfg.docker_timeout, pull_timeout=cfg.pull_timeout
@@ -343,6 +348,8 @@ class Agent:
             asyncio.create_task(self.networking.run(self.stop_event), name="node-network"),
             asyncio.create_task(connection.renew_loop(self.node_name, self.stop_event), name="cert-renewal"),
         ]
+        if self._heap is not None:
+            self._tasks.append(asyncio.create_task(trim_loop(self._heap, self.stop_event), name="heap-trim"))
         log.info(
             "agent %s up: coordinator %s, node IP %s, agent API port %d, engine %s",
             self.node_name,

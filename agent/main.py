@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent import service
 from agent.daemon import Agent
+from agent.host.heap import ARENAS, GlibcHeap, Heap
 from atoll import agentconfig as config
 from atoll import config as layered
 from atoll import errors, files, logs, rlimits, sdnotify
@@ -19,10 +20,10 @@ from atoll import errors, files, logs, rlimits, sdnotify
 log = logging.getLogger("agent")
 
 
-async def _run(cfg: config.AgentConfig, argv: Sequence[str] | None) -> None:
+async def _run(cfg: config.AgentConfig, argv: Sequence[str] | None, heap: Heap) -> None:
     # systemd's side of things, read once at start: where to notify, and how often to pet.
     await service.run(
-        Agent(cfg),
+        Agent(cfg, heap=heap),
         sdnotify.notifier_from_env(os.environ),
         argv=argv,
         watchdog_interval=sdnotify.watchdog_interval(os.environ, os.getpid()),
@@ -45,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(cfg.log_level, cfg.log_format, fields={"node": cfg.node_name or socket.gethostname().lower()})
     os.umask(files.DAEMON_UMASK)  # state, keys and credentials are the agent's own
     rlimits.raise_nofile()
+    heap = GlibcHeap()
+    heap.limit_arenas(ARENAS)  # before the first thread: each would get an arena of its own
     try:
-        asyncio.run(_run(cfg, argv))
+        asyncio.run(_run(cfg, argv, heap))
     except errors.AtollError as exc:
         log.error("agent stopped: %s", exc)
         return 1
