@@ -414,10 +414,13 @@ class CoordinatorLink:
         open_stream: Callable[[], AsyncIterator[Any]],
         handle: Callable[[Any, str], Awaitable[None]],
         stop: asyncio.Event,
+        *,
         up: Callable[[bool, str], None] = lambda _delivering, _via: None,
+        give_up: type[errors.AtollError] | None = None,
     ) -> None:
         """Follow a server stream for as long as the agent runs, reopening it with backoff (at once on
-        the next coordinator when the link moves). `up` hears when it delivers and when it ends."""
+        the next coordinator when the link moves). `up` hears when it delivers and when it ends;
+        an error of type `give_up` ends the following (raised)."""
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not stop.is_set():
             moved = self._source.moved
@@ -433,6 +436,9 @@ class CoordinatorLink:
                     except Exception:  # one bad push must not end the stream
                         log.exception("handling %s failed", what)
             except errors.AtollError as exc:
+                if give_up is not None and isinstance(exc, give_up):
+                    up(False, target)
+                    raise
                 log.debug("%s stream from %s ended: %s", what, target, exc)
                 if isinstance(exc, LINK_LOST) and not stop.is_set() and target == self._source.target:
                     self._probe.set()  # is the coordinator gone? the heartbeat finds out now
@@ -442,12 +448,59 @@ class CoordinatorLink:
                 continue
             await wait_any(stop, backoff.next(), moved)
 
+    async def node_watch_loop(self, stop: asyncio.Event) -> None:
+        """The assignment, the node config and the services on one stream (WatchNode: one call the
+        coordinator holds per agent, not three); from a coordinator without it, three streams."""
+        config = (
+            _ConfigFeed(self.on_node_config, stop, self.node_config_min_interval)
+            if self.on_node_config is not None
+            else None
+        )
+        services = self._services_handler() if self.on_services is not None else None
+        request = node_api_pb2.WatchNodeRequest(
+            node_name=self._node,
+            assignment=True,
+            node_config=config is not None,
+            services=services is not None,
+            accept_node_config_deltas=self.node_config_deltas,
+            accept_service_deltas=self.service_deltas,
+        )
+
+        async def handle(resp: node_api_pb2.WatchNodeResponse, via: str) -> None:
+            push = resp.WhichOneof("push")
+            if push == "assignment":
+                self.apply(resp.assignment.assignment, via)
+            elif push == "node_config" and config is not None:
+                config.handle(resp.node_config)
+            elif push == "services" and services is not None:
+                await services(resp.services, via)
+
+        applier = config.start() if config is not None else None
+        try:
+            await self._follow(
+                "node",
+                lambda: self._stub.WatchNode(request),
+                handle,
+                stop,
+                up=self._assignment_up,
+                give_up=errors.Unimplemented,
+            )
+            return
+        except errors.Unimplemented:
+            log.info("coordinator %s has no WatchNode: following three streams", self._source.target)
+        finally:
+            self._assignment_stream_via = ""
+            if applier is not None:
+                applier.cancel()
+                await asyncio.gather(applier, return_exceptions=True)
+        await asyncio.gather(self.watch_loop(stop), self.node_config_loop(stop), self.services_loop(stop))
+
+    def _assignment_up(self, delivering: bool, via: str) -> None:
+        self._assignment_stream_via = via if delivering else ""
+
     async def watch_loop(self, stop: asyncio.Event) -> None:
         async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
             self.apply(resp.assignment, via)
-
-        def up(delivering: bool, via: str) -> None:
-            self._assignment_stream_via = via if delivering else ""
 
         try:
             await self._follow(
@@ -455,7 +508,7 @@ class CoordinatorLink:
                 lambda: self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node)),
                 handle,
                 stop,
-                up,
+                up=self._assignment_up,
             )
         finally:
             self._assignment_stream_via = ""
@@ -463,30 +516,12 @@ class CoordinatorLink:
     async def node_config_loop(self, stop: asyncio.Event) -> None:
         if self.on_node_config is None:
             return
-        on_config = self.on_node_config
-
-        view = NodeConfigView()  # each stream starts with a full config, then lease deltas
-        received = asyncio.Event()
+        config = _ConfigFeed(self.on_node_config, stop, self.node_config_min_interval)
 
         async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
-            view.apply(resp)
-            received.set()
+            config.handle(resp)
 
-        async def apply_received() -> None:
-            # The stream is read apart from applying it, and what arrives while a config is being
-            # applied is applied together, at most once per node_config_min_interval (kube-proxy's
-            # min sync period): a fleet joining is one lease delta per node, and each config
-            # applied renders the overlay for every peer.
-            while not await wait_any(stop, None, received):
-                received.clear()
-                try:
-                    await on_config(view.config())
-                except Exception:  # the next config is applied all the same
-                    log.exception("applying the node config failed")
-                if await wait_or_stop(stop, self.node_config_min_interval):
-                    return
-
-        applier = asyncio.create_task(apply_received(), name="node-config-apply")
+        applier = config.start()
         try:
             await self._follow(
                 "node config",
@@ -502,11 +537,9 @@ class CoordinatorLink:
             applier.cancel()
             await asyncio.gather(applier, return_exceptions=True)
 
-    async def services_loop(self, stop: asyncio.Event) -> None:
-        if self.on_services is None:
-            return
+    def _services_handler(self) -> Callable[[node_api_pb2.WatchServicesResponse, str], Awaitable[None]]:
+        assert self.on_services is not None
         on_services = self.on_services
-
         view = ServiceView()  # each stream starts with a full state, then deltas
 
         async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
@@ -514,12 +547,17 @@ class CoordinatorLink:
             self.services_received = (view.generation, time.monotonic())
             await on_services(view.state())
 
+        return handle
+
+    async def services_loop(self, stop: asyncio.Event) -> None:
+        if self.on_services is None:
+            return
         await self._follow(
             "services",
             lambda: self._stub.WatchServices(
                 node_api_pb2.WatchServicesRequest(node_name=self._node, accept_deltas=self.service_deltas)
             ),
-            handle,
+            self._services_handler(),
             stop,
         )
 
@@ -539,9 +577,7 @@ class CoordinatorLink:
         tasks = [
             asyncio.create_task(self.heartbeat_loop(stop), name="heartbeat"),
             asyncio.create_task(self.assignment_fetch_loop(stop), name="assignment-fetch"),
-            asyncio.create_task(self.watch_loop(stop), name="assignment-watch"),
-            asyncio.create_task(self.node_config_loop(stop), name="node-config-watch"),
-            asyncio.create_task(self.services_loop(stop), name="services-watch"),
+            asyncio.create_task(self.node_watch_loop(stop), name="node-watch"),
             asyncio.create_task(self._reporter.run(self._source, self._node, stop), name="status-reporter"),
         ]
         if self.events is not None:
@@ -558,3 +594,39 @@ def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> 
     """Whether `pods` is the desired set the agent has (same uids, same objects)."""
     given = {p.metadata.uid: p for p in pods}
     return given.keys() == desired.keys() and all(desired[uid] == pod for uid, pod in given.items())
+
+
+class _ConfigFeed:
+    """Node configs as they arrive, applied apart from reading the stream: what arrives while a
+    config is being applied is applied together, at most once per `min_interval` (kube-proxy's
+    min sync period): a fleet joining is one lease delta per node, and each config applied
+    renders the overlay for every peer."""
+
+    def __init__(
+        self,
+        on_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]],
+        stop: asyncio.Event,
+        min_interval: float,
+    ) -> None:
+        self._on_config = on_config
+        self._stop = stop
+        self._min_interval = min_interval
+        self._view = NodeConfigView()  # each stream starts with a full config, then lease deltas
+        self._received = asyncio.Event()
+
+    def handle(self, resp: node_api_pb2.WatchNodeConfigResponse) -> None:
+        self._view.apply(resp)
+        self._received.set()
+
+    def start(self) -> asyncio.Task[None]:
+        return asyncio.create_task(self._apply_received(), name="node-config-apply")
+
+    async def _apply_received(self) -> None:
+        while not await wait_any(self._stop, None, self._received):
+            self._received.clear()
+            try:
+                await self._on_config(self._view.config())
+            except Exception:  # the next config is applied all the same
+                log.exception("applying the node config failed")
+            if await wait_or_stop(self._stop, self._min_interval):
+                return

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,34 @@ async def wait_any(stop: asyncio.Event, timeout: float | None, *wake: asyncio.Ev
         for waiter in waiters:
             waiter.cancel()
     return stop.is_set()
+
+
+async def merge(*sources: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """The items of every source as each comes, each source's in its order; ends when all
+    sources have ended. A source's error ends the merge with it; closing the merge (or an
+    error) cancels the sources' pending reads and closes them."""
+    pending: dict[asyncio.Future[T], AsyncIterator[T]] = {
+        asyncio.ensure_future(anext(source)): source for source in sources
+    }
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for read in done:
+                source = pending.pop(read)
+                try:
+                    item = read.result()
+                except StopAsyncIteration:
+                    continue
+                yield item
+                pending[asyncio.ensure_future(anext(source))] = source
+    finally:
+        for read in pending:
+            read.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for source in sources:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
 
 
 class SignalRoute:

@@ -68,6 +68,7 @@ STREAMING_METHODS = frozenset(
         "/atoll.v1.NodeService/WatchAssignment",
         "/atoll.v1.NodeService/WatchNodeConfig",
         "/atoll.v1.NodeService/WatchServices",
+        "/atoll.v1.NodeService/WatchNode",
     }
 )
 

@@ -153,6 +153,7 @@ PERMISSIONS: dict[str, Callable[[Any], Permission]] = {
     _NODE + "AcquireLease": _as_node,
     _NODE + "WatchNodeConfig": _as_node,
     _NODE + "WatchServices": _as_node,
+    _NODE + "WatchNode": _as_node,
     _NODE + "ReportEvents": _as_node,
     _NODE + "RenewCertificate": _as_node,
     _NODE + "Join": lambda r: Permission("join", "nodes", node=r.node_name, name=r.node_name),

@@ -69,7 +69,9 @@ async def test_coordinator_and_agent_metrics_count_the_work(tmp_path: pathlib.Pa
         assert writes >= 3 * 2  # each pod: created, then bound
         assert value(after, "atoll_coordinator_nodes", condition="Ready", status="True") == 1
         assert value(after, "atoll_coordinator_leader") == 1
-        assert value(after, "atoll_coordinator_watches_open", method="WatchAssignment") == 1  # the agent's
+        assert (
+            value(after, "atoll_coordinator_watches_open", method="WatchNode") == 1
+        )  # the agent's one stream
         assert value(after, "atoll_coordinator_objects", kind="Pod") == 3
         assert value(after, "atoll_coordinator_objects", kind="Node") == 1
         assert value(after, "atoll_coordinator_store_size_bytes") > 0

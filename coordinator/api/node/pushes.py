@@ -7,9 +7,15 @@ serialised once, and the same bytes go to every stream at that point (`rpc.Encod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import AsyncIterator, Callable
+
+from google.protobuf.message import Message
 
 from atoll import rpc
+
+# WatchNodeResponse's fields (node_api.proto): the push of each call it stands for.
+ASSIGNMENT, NODE_CONFIG, SERVICES = 1, 2, 3
 
 
 class SharedPushes:
@@ -43,3 +49,24 @@ class SharedPushes:
             self._full = (generation, rpc.Encoded(self._build_full()))
             self.encodings += 1
         return self._full
+
+
+@functools.lru_cache(maxsize=64)
+def as_field(field: int, payload: rpc.Encoded) -> rpc.Encoded:
+    """`payload` (a serialised message) as field `field` of an enclosing message, serialised: a
+    shared push stays built once for every WatchNode stream, as for the call it stands for."""
+    size = len(payload.data)
+    head = bytearray([field << 3 | 2])  # a length-delimited field
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return rpc.Encoded(bytes(head) + payload.data)
+
+
+async def as_pushes(field: int, source: AsyncIterator[Message | rpc.Encoded]) -> AsyncIterator[rpc.Encoded]:
+    """A watch's responses as WatchNodeResponse pushes in field `field`."""
+    async for item in source:
+        yield as_field(
+            field, item if isinstance(item, rpc.Encoded) else rpc.Encoded(item.SerializeToString())
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -11,9 +12,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds, rpc, validation
+from atoll import aio, errors, kinds, rpc, validation
 from atoll.nodestatus import significant
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
+from coordinator.api.node import pushes
 from coordinator.api.node.assignments import AssignmentTracker
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 from coordinator.api.node.servicestate import ServiceStateTracker
@@ -398,6 +400,32 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
             # Built and serialised once per generation for all streams (servicestate).
             sent, payload = self._service_state.encoded(sent, request.accept_deltas)
             yield payload
+
+    async def WatchNode(
+        self, request: node_api_pb2.WatchNodeRequest, context: Any
+    ) -> AsyncIterator[rpc.Encoded]:
+        """The watches the request asks for, on one stream: each push as its own call sends it."""
+        name = request.node_name
+        self._check_name(name)
+        feeds: list[AsyncIterator[rpc.Encoded]] = []
+        if request.assignment:
+            assignment = self.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=name), context)
+            feeds.append(pushes.as_pushes(pushes.ASSIGNMENT, assignment))
+        if request.node_config:
+            config_request = node_api_pb2.WatchNodeConfigRequest(
+                node_name=name, accept_deltas=request.accept_node_config_deltas
+            )
+            feeds.append(pushes.as_pushes(pushes.NODE_CONFIG, self.WatchNodeConfig(config_request, context)))
+        if request.services:
+            services_request = node_api_pb2.WatchServicesRequest(
+                node_name=name, accept_deltas=request.accept_service_deltas
+            )
+            feeds.append(pushes.as_pushes(pushes.SERVICES, self.WatchServices(services_request, context)))
+        if not feeds:
+            raise errors.InvalidArgument("asks for no push", field="assignment")
+        async with contextlib.aclosing(aio.merge(*feeds)) as merged:
+            async for push in merged:
+                yield push
 
     async def ReportEvents(
         self, request: node_api_pb2.ReportEventsRequest, context: Any
