@@ -450,18 +450,16 @@ class CoordinatorLink:
 
     async def node_watch_loop(self, stop: asyncio.Event) -> None:
         """The assignment, the node config and the services on one stream (WatchNode: one call the
-        coordinator holds per agent, not three); from a coordinator without it, three streams."""
-        config = (
-            _ConfigFeed(self.on_node_config, stop, self.node_config_min_interval)
-            if self.on_node_config is not None
-            else None
-        )
-        services = self._services_handler() if self.on_services is not None else None
+        coordinator holds per agent, not three); from a coordinator without it, three streams,
+        until the link moves to another coordinator, which is asked for WatchNode again."""
+        config = _Feed(self._apply_config, stop, self.node_config_min_interval, "node config")
+        services = _Feed(self._apply_services, stop, 0.0, "services")
+        config_view, service_view = NodeConfigView(), ServiceView()
         request = node_api_pb2.WatchNodeRequest(
             node_name=self._node,
             assignment=True,
-            node_config=config is not None,
-            services=services is not None,
+            node_config=self.on_node_config is not None,
+            services=self.on_services is not None,
             accept_node_config_deltas=self.node_config_deltas,
             accept_service_deltas=self.service_deltas,
         )
@@ -470,33 +468,66 @@ class CoordinatorLink:
             push = resp.WhichOneof("push")
             if push == "assignment":
                 self.apply(resp.assignment.assignment, via)
-            elif push == "node_config" and config is not None:
-                config.handle(resp.node_config)
-            elif push == "services" and services is not None:
-                await services(resp.services, via)
+            elif push == "node_config" and request.node_config:
+                config_view.apply(resp.node_config)  # each stream starts with a full config
+                config.offer(config_view.config)
+            elif push == "services" and request.services:
+                service_view.apply(resp.services)  # raises StreamGap: the stream is reopened
+                self.services_received = (service_view.generation, time.monotonic())
+                services.offer(service_view.state)
 
-        applier = config.start() if config is not None else None
+        appliers = [config.start(), services.start()]
         try:
-            await self._follow(
-                "node",
-                lambda: self._stub.WatchNode(request),
-                handle,
-                stop,
-                up=self._assignment_up,
-                give_up=errors.Unimplemented,
-            )
-            return
-        except errors.Unimplemented:
-            log.info("coordinator %s has no WatchNode: following three streams", self._source.target)
+            while not stop.is_set():
+                moved = self._source.moved
+                try:
+                    await self._follow(
+                        "node",
+                        lambda: self._stub.WatchNode(request),
+                        handle,
+                        stop,
+                        up=self._assignment_up,
+                        give_up=errors.Unimplemented,
+                    )
+                    return
+                except errors.Unimplemented:
+                    log.info("coordinator %s has no WatchNode: following three streams", self._source.target)
+                finally:
+                    self._assignment_stream_via = ""
+                await self._three_streams(stop, moved, config, services)
         finally:
-            self._assignment_stream_via = ""
-            if applier is not None:
+            for applier in appliers:
                 applier.cancel()
-                await asyncio.gather(applier, return_exceptions=True)
-        await asyncio.gather(self.watch_loop(stop), self.node_config_loop(stop), self.services_loop(stop))
+            await asyncio.gather(*appliers, return_exceptions=True)
+
+    async def _three_streams(
+        self, stop: asyncio.Event, moved: asyncio.Event, config: _Feed, services: _Feed
+    ) -> None:
+        """WatchAssignment, WatchNodeConfig and WatchServices (coordinators before WatchNode) until
+        `stop`, or until the link moves to another coordinator."""
+        until = asyncio.Event()
+        watcher = asyncio.create_task(wait_any(stop, None, moved))
+        watcher.add_done_callback(lambda _: until.set())
+        try:
+            await asyncio.gather(
+                self.watch_loop(until),
+                self.node_config_loop(until, config),
+                self.services_loop(until, services),
+            )
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
     def _assignment_up(self, delivering: bool, via: str) -> None:
         self._assignment_stream_via = via if delivering else ""
+
+    async def _apply_config(self, config: node_api_pb2.NodeConfig) -> None:
+        if self.on_node_config is not None:
+            await self.on_node_config(config)
+
+    async def _apply_services(self, state: node_api_pb2.ServiceState) -> None:
+        if self.on_services is not None:
+            await self.on_services(state)
 
     async def watch_loop(self, stop: asyncio.Event) -> None:
         async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
@@ -513,51 +544,42 @@ class CoordinatorLink:
         finally:
             self._assignment_stream_via = ""
 
-    async def node_config_loop(self, stop: asyncio.Event) -> None:
+    async def node_config_loop(self, stop: asyncio.Event, config: _Feed) -> None:
         if self.on_node_config is None:
             return
-        config = _ConfigFeed(self.on_node_config, stop, self.node_config_min_interval)
+        view = NodeConfigView()  # each stream starts with a full config, then lease deltas
 
         async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
-            config.handle(resp)
+            view.apply(resp)
+            config.offer(view.config)
 
-        applier = config.start()
-        try:
-            await self._follow(
-                "node config",
-                lambda: self._stub.WatchNodeConfig(
-                    node_api_pb2.WatchNodeConfigRequest(
-                        node_name=self._node, accept_deltas=self.node_config_deltas
-                    )
-                ),
-                handle,
-                stop,
-            )
-        finally:
-            applier.cancel()
-            await asyncio.gather(applier, return_exceptions=True)
+        await self._follow(
+            "node config",
+            lambda: self._stub.WatchNodeConfig(
+                node_api_pb2.WatchNodeConfigRequest(
+                    node_name=self._node, accept_deltas=self.node_config_deltas
+                )
+            ),
+            handle,
+            stop,
+        )
 
-    def _services_handler(self) -> Callable[[node_api_pb2.WatchServicesResponse, str], Awaitable[None]]:
-        assert self.on_services is not None
-        on_services = self.on_services
+    async def services_loop(self, stop: asyncio.Event, services: _Feed) -> None:
+        if self.on_services is None:
+            return
         view = ServiceView()  # each stream starts with a full state, then deltas
 
         async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
             view.apply(resp)
             self.services_received = (view.generation, time.monotonic())
-            await on_services(view.state())
+            services.offer(view.state)
 
-        return handle
-
-    async def services_loop(self, stop: asyncio.Event) -> None:
-        if self.on_services is None:
-            return
         await self._follow(
             "services",
             lambda: self._stub.WatchServices(
                 node_api_pb2.WatchServicesRequest(node_name=self._node, accept_deltas=self.service_deltas)
             ),
-            self._services_handler(),
+            handle,
             stop,
         )
 
@@ -596,37 +618,40 @@ def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> 
     return given.keys() == desired.keys() and all(desired[uid] == pod for uid, pod in given.items())
 
 
-class _ConfigFeed:
-    """Node configs as they arrive, applied apart from reading the stream: what arrives while a
-    config is being applied is applied together, at most once per `min_interval` (kube-proxy's
-    min sync period): a fleet joining is one lease delta per node, and each config applied
-    renders the overlay for every peer."""
+class _Feed:
+    """A push applied apart from reading the stream it came on, so that a slow apply (the overlay,
+    the service rules) holds back neither the stream nor the other pushes on it. Only the latest
+    is applied: what arrives while one is being applied is applied together, at most once per
+    `min_interval` (kube-proxy's min sync period: a fleet joining is one lease delta per node,
+    and each node config applied renders the overlay for every peer)."""
 
     def __init__(
-        self,
-        on_config: Callable[[node_api_pb2.NodeConfig], Awaitable[None]],
-        stop: asyncio.Event,
-        min_interval: float,
+        self, apply: Callable[[Any], Awaitable[None]], stop: asyncio.Event, min_interval: float, what: str
     ) -> None:
-        self._on_config = on_config
+        self._apply = apply
         self._stop = stop
         self._min_interval = min_interval
-        self._view = NodeConfigView()  # each stream starts with a full config, then lease deltas
+        self._what = what
+        self._latest: Callable[[], Any] | None = None
         self._received = asyncio.Event()
 
-    def handle(self, resp: node_api_pb2.WatchNodeConfigResponse) -> None:
-        self._view.apply(resp)
+    def offer(self, latest: Callable[[], Any]) -> None:
+        """`latest()` builds what to apply, when the applier gets to it."""
+        self._latest = latest
         self._received.set()
 
     def start(self) -> asyncio.Task[None]:
-        return asyncio.create_task(self._apply_received(), name="node-config-apply")
+        return asyncio.create_task(self._run(), name=f"{self._what}-apply")
 
-    async def _apply_received(self) -> None:
+    async def _run(self) -> None:
         while not await wait_any(self._stop, None, self._received):
             self._received.clear()
+            latest = self._latest
+            if latest is None:
+                continue
             try:
-                await self._on_config(self._view.config())
-            except Exception:  # the next config is applied all the same
-                log.exception("applying the node config failed")
-            if await wait_or_stop(self._stop, self._min_interval):
+                await self._apply(latest())
+            except Exception:  # the next one is applied all the same
+                log.exception("applying the %s failed", self._what)
+            if self._min_interval and await wait_or_stop(self._stop, self._min_interval):
                 return

@@ -84,7 +84,10 @@ async def merge(*sources: AsyncIterator[T]) -> AsyncGenerator[T, None]:
         for source in sources:
             close = getattr(source, "aclose", None)
             if close is not None:
-                await close()
+                try:
+                    await close()
+                except Exception:  # the others are closed all the same; the first error stands
+                    log.exception("closing a merged source failed")
 
 
 class SignalRoute:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -262,3 +263,91 @@ async def test_a_heartbeat_moves_the_link_only_when_the_coordinator_is_gone(
     asyncio.get_running_loop().call_later(0.2, stop.set)
     await lnk.heartbeat_loop(stop)
     assert bool(reasons) == moves and not lnk.connected
+
+
+class OldThenNewStub:
+    """WatchNode: UNIMPLEMENTED while `old`; the three older watches: one push each, then open
+    until `closed`."""
+
+    def __init__(self) -> None:
+        self.old = True
+        self.calls: list[str] = []
+        self.closed = asyncio.Event()
+
+    def _held(self, name: str, first: object) -> AsyncIterator[object]:
+        async def push() -> AsyncIterator[object]:
+            self.calls.append(name)
+            yield first
+            await self.closed.wait()  # the channel closes as the link moves
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="closed"
+            )
+
+        return push()
+
+    def WatchNode(self, request: node_api_pb2.WatchNodeRequest) -> AsyncIterator[object]:
+        async def answer() -> AsyncIterator[object]:
+            self.calls.append("WatchNode")
+            if self.old:
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="no"
+                )
+            yield node_api_pb2.WatchNodeResponse(
+                assignment=node_api_pb2.WatchAssignmentResponse(assignment=assignment(7, "p7"))
+            )
+            await asyncio.Event().wait()
+
+        return answer()
+
+    def WatchAssignment(self, request: object) -> AsyncIterator[object]:
+        return self._held(
+            "WatchAssignment", node_api_pb2.WatchAssignmentResponse(assignment=assignment(3, "p3"))
+        )
+
+    def WatchNodeConfig(self, request: object) -> AsyncIterator[object]:
+        return self._held(
+            "WatchNodeConfig", node_api_pb2.WatchNodeConfigResponse(config=node_api_pb2.NodeConfig())
+        )
+
+    def WatchServices(self, request: object) -> AsyncIterator[object]:
+        state = node_api_pb2.ServiceState(generation=4)
+        return self._held("WatchServices", node_api_pb2.WatchServicesResponse(state=state))
+
+
+async def test_an_old_coordinator_gets_three_streams_until_the_link_moves(tmp_path: pathlib.Path) -> None:
+    lnk, source, manager = link(tmp_path)
+    stub = source.stub = OldThenNewStub()
+    got = {name: asyncio.Event() for name in ("config", "services", "3", "7")}
+    take = manager.set_desired
+
+    def set_desired(pods: list[pod_pb2.Pod], generation: int, *, authoritative: bool) -> None:
+        take(pods, generation, authoritative=authoritative)
+        if str(generation) in got:
+            got[str(generation)].set()
+
+    async def on_config(config: node_api_pb2.NodeConfig) -> None:
+        got["config"].set()
+
+    async def on_services(state: node_api_pb2.ServiceState) -> None:
+        assert state.generation == 4
+        got["services"].set()
+
+    manager.set_desired = set_desired  # type: ignore[method-assign]
+    lnk.on_node_config, lnk.on_services = on_config, on_services
+    stop = asyncio.Event()
+    loop = asyncio.create_task(lnk.node_watch_loop(stop))
+    try:
+        for name in ("3", "config", "services"):  # the three older streams' pushes
+            await asyncio.wait_for(got[name].wait(), 5)
+        assert sorted(stub.calls) == ["WatchAssignment", "WatchNode", "WatchNodeConfig", "WatchServices"]
+        stub.old = False  # the link moves to an upgraded coordinator
+        source.target = B
+        moved, source.moved = source.moved, asyncio.Event()
+        moved.set()
+        stub.closed.set()
+        await asyncio.wait_for(got["7"].wait(), 5)  # the assignment on WatchNode
+        assert stub.calls.count("WatchNode") == 2
+    finally:
+        stop.set()
+        loop.cancel()  # as the link's run() does: the open stream is not waited for
+        await asyncio.gather(loop, return_exceptions=True)

@@ -7,6 +7,7 @@ serialised once, and the same bytes go to every stream at that point (`rpc.Encod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 
@@ -51,22 +52,31 @@ class SharedPushes:
         return self._full
 
 
-@functools.lru_cache(maxsize=64)
-def as_field(field: int, payload: rpc.Encoded) -> rpc.Encoded:
-    """`payload` (a serialised message) as field `field` of an enclosing message, serialised: a
-    shared push stays built once for every WatchNode stream, as for the call it stands for."""
-    size = len(payload.data)
+def _as_field(field: int, data: bytes) -> bytes:
+    """`data` (a serialised message) as field `field` of an enclosing message, serialised."""
+    size = len(data)
     head = bytearray([field << 3 | 2])  # a length-delimited field
     while size > 0x7F:
         head.append(size & 0x7F | 0x80)
         size >>= 7
     head.append(size)
-    return rpc.Encoded(bytes(head) + payload.data)
+    return bytes(head) + data
+
+
+# Shared pushes only (a generation's full state and its deltas, a few at a time): a node's own
+# assignment would only crowd them out.
+@functools.lru_cache(maxsize=16)
+def as_field(field: int, payload: rpc.Encoded) -> rpc.Encoded:
+    """A shared push as field `field` of WatchNodeResponse, built once for every WatchNode stream,
+    as the push itself is for every stream of the call it stands for."""
+    return rpc.Encoded(_as_field(field, payload.data))
 
 
 async def as_pushes(field: int, source: AsyncIterator[Message | rpc.Encoded]) -> AsyncIterator[rpc.Encoded]:
     """A watch's responses as WatchNodeResponse pushes in field `field`."""
-    async for item in source:
-        yield as_field(
-            field, item if isinstance(item, rpc.Encoded) else rpc.Encoded(item.SerializeToString())
-        )
+    async with contextlib.aclosing(source) as items:  # type: ignore[type-var]
+        async for item in items:
+            if isinstance(item, rpc.Encoded):
+                yield as_field(field, item)
+            else:
+                yield rpc.Encoded(_as_field(field, item.SerializeToString()))
