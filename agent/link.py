@@ -479,7 +479,6 @@ class CoordinatorLink:
         appliers = [config.start(), services.start()]
         try:
             while not stop.is_set():
-                moved = self._source.moved
                 try:
                     await self._follow(
                         "node",
@@ -491,6 +490,8 @@ class CoordinatorLink:
                     )
                     return
                 except errors.Unimplemented:
+                    # Taken now, not before the call: the link may have moved while it was open.
+                    moved = self._source.moved
                     log.info("coordinator %s has no WatchNode: following three streams", self._source.target)
                 finally:
                     self._assignment_stream_via = ""
