@@ -469,12 +469,9 @@ class CoordinatorLink:
             if push == "assignment":
                 self.apply(resp.assignment.assignment, via)
             elif push == "node_config" and request.node_config:
-                config_view.apply(resp.node_config)  # each stream starts with a full config
-                config.offer(config_view.config)
+                _take_config(config_view, resp.node_config, config)
             elif push == "services" and request.services:
-                service_view.apply(resp.services)  # raises StreamGap: the stream is reopened
-                self.services_received = (service_view.generation, time.monotonic())
-                services.offer(service_view.state)
+                self._take_services(service_view, resp.services, services)
 
         appliers = [config.start(), services.start()]
         try:
@@ -522,6 +519,13 @@ class CoordinatorLink:
     def _assignment_up(self, delivering: bool, via: str) -> None:
         self._assignment_stream_via = via if delivering else ""
 
+    def _take_services(
+        self, view: ServiceView, resp: node_api_pb2.WatchServicesResponse, feed: _Feed
+    ) -> None:
+        view.apply(resp)  # raises StreamGap when out of step: the stream is reopened for a full state
+        self.services_received = (view.generation, time.monotonic())
+        feed.offer(view.state)
+
     async def _apply_config(self, config: node_api_pb2.NodeConfig) -> None:
         if self.on_node_config is not None:
             await self.on_node_config(config)
@@ -551,8 +555,7 @@ class CoordinatorLink:
         view = NodeConfigView()  # each stream starts with a full config, then lease deltas
 
         async def handle(resp: node_api_pb2.WatchNodeConfigResponse, via: str) -> None:
-            view.apply(resp)
-            config.offer(view.config)
+            _take_config(view, resp, config)
 
         await self._follow(
             "node config",
@@ -571,9 +574,7 @@ class CoordinatorLink:
         view = ServiceView()  # each stream starts with a full state, then deltas
 
         async def handle(resp: node_api_pb2.WatchServicesResponse, via: str) -> None:
-            view.apply(resp)
-            self.services_received = (view.generation, time.monotonic())
-            services.offer(view.state)
+            self._take_services(view, resp, services)
 
         await self._follow(
             "services",
@@ -617,6 +618,11 @@ def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> 
     """Whether `pods` is the desired set the agent has (same uids, same objects)."""
     given = {p.metadata.uid: p for p in pods}
     return given.keys() == desired.keys() and all(desired[uid] == pod for uid, pod in given.items())
+
+
+def _take_config(view: NodeConfigView, resp: node_api_pb2.WatchNodeConfigResponse, feed: _Feed) -> None:
+    view.apply(resp)  # each stream starts with a full config, then lease deltas
+    feed.offer(view.config)
 
 
 class _Feed:
