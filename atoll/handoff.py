@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from atoll import errors
+from atoll import errors, tls
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class CallFacts:
     __slots__ = ("_auth", "_deadline", "_metadata", "_peer")
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
-        self._auth: Mapping[str, Sequence[bytes]] = context.auth_context() or {}
+        self._auth: Mapping[str, Sequence[bytes]] = tls.auth_properties(context)
         self._peer: str = context.peer() or ""
         self._metadata = tuple(context.invocation_metadata() or ())
         remaining = context.time_remaining()

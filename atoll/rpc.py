@@ -565,6 +565,7 @@ async def start_server(
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     reuse_port: bool = False,
     handoff: Handoff | None = None,
+    options: Sequence[tuple[str, str | int]] = (),
 ) -> RunningServer:
     """Start a grpc.aio server with health and reflection; port 0 picks a free port.
 
@@ -576,6 +577,7 @@ async def start_server(
     spreads connections over them); off, a port in use is an error.
     `handoff`: the server runs on this loop (a LoopThread's), our services' handlers on the
     handoff's loop (atoll.handoff); health and reflection answer here.
+    `options`: gRPC server options added to ours (names ours do not set).
     """
     targets = listeners(listen, None) if isinstance(listen, str) else list(listen)
     for target in targets:
@@ -588,6 +590,7 @@ async def start_server(
             *(o for o in _SERVER_OPTIONS if not (reuse_port and o[0] == "grpc.so_reuseport")),
             *([("grpc.so_reuseport", 1)] if reuse_port else []),
             ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
+            *options,
         ],
     )
     health_servicer = HealthServicer()  # with List, which the library's lacks

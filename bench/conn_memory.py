@@ -10,7 +10,8 @@ each (health Check), then hold --streams server streams open on each
 (a NodeService stream that answers once and stays open, like an agent's
 three: assignment, node config, services), first with the server on its
 loop, then on a LoopThread with its handlers handed to the main loop, as the
-coordinator's API runs (atoll.handoff). The server's RSS is
+coordinator's API runs (atoll.handoff), and last with the heartbeat lane's
+options (coordinator.api.node.lane.LANE_SERVER_OPTIONS). The server's RSS is
 sampled after each step; the figures per connection are what gRPC, TLS and
 a Python stream cost before Atoll keeps anything for the node. bench/hollow.py
 measures the coordinator's whole cost per agent; the difference is Atoll's own.
@@ -37,6 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from atoll import pki, rpc
 from atoll.handoff import Handoff, LoopThread
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
+from coordinator.api.node import lane
 
 
 class HeldStreams(node_api_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
@@ -50,7 +52,7 @@ class HeldStreams(node_api_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 STEPS = ("connected", "streams")
 
 
-async def serve(tls_dir: str, handed_over: bool) -> None:
+async def serve(tls_dir: str, handed_over: bool, lane_options: bool = False) -> None:
     credentials = None
     if tls_dir:
         d = pathlib.Path(tls_dir)
@@ -68,8 +70,9 @@ async def serve(tls_dir: str, handed_over: bool) -> None:
         front.start()
         handoff = Handoff(asyncio.get_running_loop())
         server = await front.run(rpc.start_server(listen, [binding], handoff=handoff), 30)
-    else:
-        server = await rpc.start_server(listen, [binding])
+    else:  # the lane's servers run on their loop thread with their own options (LANE_SERVER_OPTIONS)
+        options = lane.LANE_SERVER_OPTIONS if lane_options else ()
+        server = await rpc.start_server(listen, [binding], options=options)
     print(json.dumps({"port": server.port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -143,8 +146,11 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def measure(tls_dir: str, conns: int, streams: int, procs: int, handed_over: bool) -> dict[str, float]:
-    server = spawn("--serve", "--tls", tls_dir, *(["--handoff"] if handed_over else []))
+def measure(
+    tls_dir: str, conns: int, streams: int, procs: int, handed_over: bool, lane_options: bool = False
+) -> dict[str, float]:
+    flags = [*(["--handoff"] if handed_over else []), *(["--lane-options"] if lane_options else [])]
+    server = spawn("--serve", "--tls", tls_dir, *flags)
     try:
         port = int(str(line(server)["port"]))
         figures = {"idle": rss_mib(server.pid)}
@@ -179,9 +185,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tls", default="", help=argparse.SUPPRESS)
     parser.add_argument("--handoff", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lane-options", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.tls, args.handoff))
+        asyncio.run(serve(args.tls, args.handoff, args.lane_options))
         return
     if args.clients:
         asyncio.run(clients(args.clients, args.tls, args.count, args.streams))
@@ -193,12 +200,13 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         make_tls(pathlib.Path(tmp))
-        for label, tls_dir, handed_over in (
-            ("plain text", "", False),
-            ("mutual TLS", tmp, False),
-            ("TLS, front", tmp, True),  # the coordinator's API: atoll.handoff
+        for label, tls_dir, handed_over, lane_options in (
+            ("plain text", "", False, False),
+            ("mutual TLS", tmp, False, False),
+            ("TLS, front", tmp, True, False),  # the coordinator's API: atoll.handoff
+            ("TLS, lane", tmp, False, True),  # the heartbeat lane's options (4 KiB TLS records)
         ):
-            f = measure(tls_dir, args.conns, args.streams, args.client_procs, handed_over)
+            f = measure(tls_dir, args.conns, args.streams, args.client_procs, handed_over, lane_options)
             per_conn = (f["connected"] - f["idle"]) * 1024 / args.conns
             per_stream = (f["streams"] - f["connected"]) * 1024 / (args.conns * max(1, args.streams))
             print(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from atoll import errors
+from atoll import errors, tls
 from atoll.handoff import STREAM_WINDOW, CallFacts, Handoff, LoopThread
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
@@ -195,3 +195,19 @@ async def test_a_closed_main_loop_refuses_work_as_unavailable() -> None:
     with pytest.raises(errors.Unavailable):
         await Handoff(thread.loop).run(coro)
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+def test_call_facts_keep_only_the_auth_properties_peer_of_reads() -> None:
+    # A held stream's facts live as long as its agent: not every name of the certificate.
+    context: Any = _Context()
+    context.auth_context = lambda: {
+        "transport_security_type": [b"ssl"],
+        "x509_common_name": [b"node-1"],
+        "x509_pem_cert": [b"-----BEGIN CERTIFICATE-----"],
+        "x509_subject_alternative_name": [b"node-1", b"198.51.100.7"],
+        "ssl_session_reused": [b"false"],
+        "security_level": [b"TSI_PRIVACY_AND_INTEGRITY"],
+    }
+    facts = CallFacts(context)
+    assert set(facts.auth_context()) == set(tls.AUTH_PROPERTIES)
+    assert tls.peer_of(facts) == tls.peer_of(context)  # type: ignore[arg-type]
