@@ -44,7 +44,7 @@ LEASE_SERVERS = 8
 START_TIMEOUT = 30.0
 # Every agent holds a connection here for nothing but heartbeats of a few hundred bytes, so TLS
 # records of 4 KiB (not 16) lose nothing and spare each connection its larger frame buffers:
-# 5.3-5.8 KiB of the coordinator's RSS per agent (bench/conn_memory.py, its "TLS, lane" row).
+# 4.3 KiB of the coordinator's RSS per agent (bench/conn_memory.py, its "TLS, lane" row).
 LANE_SERVER_OPTIONS: list[tuple[str, str | int]] = [("grpc.tsi.max_frame_size", 4096)]
 
 
