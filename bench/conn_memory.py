@@ -70,7 +70,7 @@ async def serve(tls_dir: str, handed_over: bool, lane_options: bool = False) -> 
         front.start()
         handoff = Handoff(asyncio.get_running_loop())
         server = await front.run(rpc.start_server(listen, [binding], handoff=handoff), 30)
-    else:  # the lane's servers run on their loop thread with their own options (LANE_SERVER_OPTIONS)
+    else:  # on this loop; with `lane_options`, built as the heartbeat lane's servers are
         options = lane.LANE_SERVER_OPTIONS if lane_options else ()
         server = await rpc.start_server(listen, [binding], options=options)
     print(json.dumps({"port": server.port}), flush=True)
