@@ -1,6 +1,6 @@
 """The agent's footprint: RSS and CPU at rest with 20 and with 100 pods, beside kubelet's.
 
-    .venv/bin/python bench/agent_footprint.py [--pods 20,100] [--rest 30]
+    .venv/bin/python bench/agent_footprint.py [--pods 20,100] [--rest 30] [--maps]
 
 Brings up a one-host test bed (private dockerd in its own namespace), runs the
 coordinator and a real agent there as processes, creates the pods (one busybox
@@ -9,7 +9,9 @@ the agent settle, then samples the agent process for --rest seconds: RSS (and
 USS, what it alone holds) and CPU in % of one core. The targets (issue 14):
 idle RSS <= 50 MB and <= 1% of a core with 20 pods, <= 80 MB with 100 pods;
 kubelet's e2e resource-usage ceilings are 70-200 MB. dockerd and the
-coordinator are printed for scale, not counted.
+coordinator are printed for scale, not counted. --maps prints where the
+agent's resident memory sits, mapping by mapping (the heap, anonymous memory,
+each shared library).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -102,6 +105,23 @@ def breakdown(proc: psutil.Process) -> str:
     )
 
 
+def mappings(proc: psutil.Process, top: int = 12) -> str:
+    """The largest resident mappings of `proc`, by file (anonymous ones pooled by kind)."""
+    rss: dict[str, int] = {}
+    name = ""
+    for line in pathlib.Path(f"/proc/{proc.pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head[0]):
+            name = head[5] if len(head) > 5 else "[anon]"
+            name = name.rsplit("/", 1)[-1]
+        elif head and head[0] == "Rss:":
+            rss[name] = rss.get(name, 0) + int(head[1])
+    lines = [
+        f"      {kib / 1024:6.1f}MB  {name}" for name, kib in sorted(rss.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    return "\n".join(lines)
+
+
 def find(root_pid: int, needle: str) -> psutil.Process:
     """The process (the spawned one or a descendant) whose command line has `needle`."""
     root = psutil.Process(root_pid)
@@ -121,6 +141,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=pathlib.Path, help="record the agent with py-spy at rest into DIR/agent-PODS.json"
     )
+    parser.add_argument("--maps", action="store_true", help="print the agent's largest resident mappings")
     args = parser.parse_args()
     counts = [int(c) for c in args.pods.split(",")]
 
@@ -160,6 +181,8 @@ def main() -> None:
                 f"   agent: {breakdown(agent_proc)}",
                 flush=True,
             )
+            if args.maps:
+                print(mappings(agent_proc), flush=True)
     print("targets: <= 50 MB and <= 1% of a core with 20 pods, <= 80 MB with 100; kubelet: 70-200 MB")
 
 

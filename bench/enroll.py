@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT  # type: ignore[import-not-found]
+from common import ROOT, machine  # type: ignore[import-not-found]
 
 sys.path.insert(0, str(ROOT))
 
@@ -164,7 +164,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between state polls, both flows")
     parser.add_argument("--deploy-delay", type=int, default=1, help="Ironic's [fake] deploy_delay")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    print(machine())
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

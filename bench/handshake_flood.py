@@ -42,7 +42,7 @@ import time
 from typing import Any
 
 import psutil
-from common import summary  # type: ignore[import-not-found]
+from common import machine, summary  # type: ignore[import-not-found]
 
 from atoll import errors, kinds, rlimits
 from coordinator.auth import tokens
@@ -287,6 +287,7 @@ def main() -> None:
     if args.flood_child:
         flood_child(args)
     else:
+        print(machine())
         asyncio.run(main_async(args))
 
 

@@ -33,7 +33,7 @@ import tempfile
 import time
 
 import aiohttp
-from common import ROOT  # type: ignore[import-not-found]  # also puts the repo on sys.path
+from common import ROOT, machine  # type: ignore[import-not-found]  # also puts the repo on sys.path
 
 from atoll import kinds
 from atoll.v1 import pod_pb2
@@ -186,6 +186,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=50)
     args = parser.parse_args()
+    print(machine())
     grpc_port, kube_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="atoll-bench-kube-") as tmp:
         work = pathlib.Path(tmp)

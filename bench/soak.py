@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import time
 
-from common import ROOT  # type: ignore[import-not-found]  # noqa: F401 - puts the repo on sys.path
+from common import ROOT, machine  # type: ignore[import-not-found]  # noqa: F401 - puts the repo on sys.path
 
 from coordinator.client.api import Client
 from tests.integration.daemons import AgentProcess, CoordinatorProcess, eventually, node_ready
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--kills", type=int, default=100)
     args = parser.parse_args()
+    print(machine())
     with TestBed(1) as bed:
         asyncio.run(run(args, bed))
 
