@@ -110,6 +110,38 @@ async def test_list_is_sorted_scoped_and_reads_a_snapshot(store: Store) -> None:
     assert [kv.key for kv in now] == ["/pods/default/b", "/pods/default/c", "/pods/default/d"]
 
 
+async def test_ranges_read_one_page_of_a_snapshot_and_count_the_rest(store: Store) -> None:
+    for name in ("e", "a", "c", "b", "d"):
+        await store.create(f"/pods/default/{name}", name.encode())
+    await store.create("/pods/other/z", b"z")
+    await store.create("/nodes/n1", b"n")
+    first = await store.list_range("/pods/default/", limit=2)
+    assert [kv.key for kv in first.kvs] == ["/pods/default/a", "/pods/default/b"]
+    assert first.more == 3
+    revision = first.revision
+    # Between pages, one key goes, one comes and one changes: the next pages read the snapshot.
+    await store.delete("/pods/default/c")
+    await store.create("/pods/default/bb", b"bb")
+    old_d = await store.get("/pods/default/d")
+    assert old_d is not None
+    await store.update("/pods/default/d", b"d2")
+    second = await store.list_range("/pods/default/", revision, after="/pods/default/b", limit=2)
+    assert [(kv.key, kv.value) for kv in second.kvs] == [("/pods/default/c", b"c"), ("/pods/default/d", b"d")]
+    assert second.revision == revision and second.more == 1
+    assert second.kvs[1].mod_revision == old_d.mod_revision
+    last = await store.list_range("/pods/default/", revision, after="/pods/default/d", limit=2)
+    assert [kv.key for kv in last.kvs] == ["/pods/default/e"] and last.more == 0
+    # Now, from a key that is not there, without a limit: the rest, nothing counted after it.
+    now = await store.list_range("/pods/", after="/pods/default/ba")
+    assert [kv.key for kv in now.kvs] == [
+        "/pods/default/bb",
+        "/pods/default/d",
+        "/pods/default/e",
+        "/pods/other/z",
+    ]
+    assert now.more == 0 and [kv.value for kv in now.kvs][1] == b"d2"
+
+
 async def test_revisions_only_grow(store: Store) -> None:
     seen = [store.revision]
     for i in range(5):

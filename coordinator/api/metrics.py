@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from atoll.metrics import LATENCY_BUCKETS, Gauges
 from atoll.rpc import CallInterceptor
 from atoll.v1 import meta_pb2
-from coordinator.store.base import KV, Op, Store, StoreEvent
+from coordinator.store.base import KV, Op, Range, Store, StoreEvent
 
 SIZE_BUCKETS = (128, 512, 2048, 8192, 32768, 131072, 524288, 1048576)
 #: What a scheduling attempt came to.
@@ -241,6 +241,9 @@ class MeteredStore:
 
     async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
         return await self.inner.list(prefix, revision)
+
+    async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
+        return await self.inner.list_range(prefix, revision, after=after, limit=limit)
 
     async def create(self, key: str, value: bytes) -> KV:
         started = time.perf_counter()

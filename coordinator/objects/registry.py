@@ -8,7 +8,6 @@ every read and never stored, so it can never disagree with the store.
 
 from __future__ import annotations
 
-import bisect
 import random
 import time
 import uuid
@@ -68,6 +67,8 @@ def _meta(obj: Message) -> object:
 
 # etcd's default request limit: one object, serialized, is at most this large.
 DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
+# Keys a selector's list reads from the store at a time while it fills a page.
+SCAN_KEYS = 1000
 
 
 def _not_found(info: KindInfo, name: str) -> errors.NotFound:
@@ -156,26 +157,40 @@ class Registry:
     ) -> Page:
         """One page of a list at `revision` (0: now): keys after `after`, at most `limit`
         items and about `max_bytes` of them (at least one item per page), as stored; an object
-        is decoded only to match `selector`."""
-        kvs, revision = await self.store.list(prefix_for(info, namespace), revision)
-        i = bisect.bisect_right(kvs, after, key=lambda kv: kv.key) if after else 0
+        is decoded only to match `selector`. The store reads the page's own keys (with a
+        selector, the keys scanned for it), not every key of the list for every page."""
+        prefix = prefix_for(info, namespace)
         entries: list[KV] = []
         used = 0
-        everything = selector is None or selector.empty
-        while i < len(kvs):
-            kv = kvs[i]
-            if entries and (
-                (limit and len(entries) >= limit) or (max_bytes and used + len(kv.value) > max_bytes)
-            ):
-                break
-            i += 1
-            if everything or selector.matches(self.decode(info, kv).metadata.labels):  # type: ignore[union-attr, attr-defined]
+
+        def full(kv: KV) -> bool:
+            return bool(entries) and (
+                bool(limit and len(entries) >= limit) or bool(max_bytes and used + len(kv.value) > max_bytes)
+            )
+
+        if selector is None or selector.empty:
+            got = await self.store.list_range(prefix, revision, after=after, limit=limit + 1 if limit else 0)
+            for kv in got.kvs:
+                if full(kv):
+                    break
                 entries.append(kv)
                 used += len(kv.value)
-        if i >= len(kvs):
-            return Page(entries, revision, "", None if not everything else 0)
-        remaining = None if not everything else len(kvs) - i
-        return Page(entries, revision, kvs[i - 1].key, remaining)
+            left = len(got.kvs) - len(entries) + got.more
+            return Page(entries, got.revision, entries[-1].key if left and entries else "", left)
+        # A selector: SCAN_KEYS keys at a time, all from one snapshot, until the page is full.
+        scanned = after
+        while True:
+            got = await self.store.list_range(prefix, revision, after=scanned, limit=SCAN_KEYS)
+            revision = got.revision
+            for kv in got.kvs:
+                if full(kv):
+                    return Page(entries, revision, scanned, None)
+                scanned = kv.key
+                if selector.matches(self.decode(info, kv).metadata.labels):  # type: ignore[attr-defined]
+                    entries.append(kv)
+                    used += len(kv.value)
+            if not got.more or not got.kvs:
+                return Page(entries, revision, "", None)
 
     # -- writes -------------------------------------------------------------------------
 

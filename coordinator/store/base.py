@@ -37,6 +37,16 @@ class Op:
 
 
 @dataclass(frozen=True, slots=True)
+class Range:
+    """Part of a list (Store.list_range): `kvs` in key order, read at `revision`, and how many
+    keys under the prefix come after the last of them then (`more`: 0 once the list is done)."""
+
+    kvs: list[KV]
+    revision: int
+    more: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoreEvent:
     type: Literal["put", "delete"]
     kv: KV  # for a delete: the last value, with mod_revision = the delete's revision
@@ -72,6 +82,12 @@ class Store(Protocol):
         With `revision` (not above the current one): the keys as they were then, for
         pages of one snapshot; errors.Gone when that revision was compacted.
         """
+        ...
+
+    async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
+        """The keys under `prefix` after the key `after` ("": from the start), at most `limit`
+        of them (0: all), as `list` reads them: one page of an API list costs its own keys, not
+        every key under the prefix."""
         ...
 
     async def create(self, key: str, value: bytes) -> KV: ...

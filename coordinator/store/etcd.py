@@ -28,7 +28,7 @@ import grpc
 from aetcd.rpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
 from atoll import errors, rpc
-from coordinator.store.base import KV, Op, StoreEvent, check_op
+from coordinator.store.base import KV, Op, Range, StoreEvent, check_op
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,6 +159,26 @@ class EtcdStore:
             items += [_kv(kv, len(self.prefix)) for kv in response.kvs]
             if not response.more or not response.kvs:
                 return items, at
+            start = response.kvs[-1].key + b"\0"
+
+    async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
+        if not after and not limit:
+            kvs, at = await self.list(prefix, revision)
+            return Range(kvs, at, 0)
+        # etcd reads the range itself: from just past `after`, `limit` keys, and counts the rest.
+        start = self._key(after) + b"\0" if after else self._key(prefix)
+        end = _prefix_end(self._key(prefix))
+        items: builtins.list[KV] = []
+        at = revision
+        while True:
+            want = min(PAGE, limit - len(items)) if limit else PAGE
+            request = rpc_pb2.RangeRequest(key=start, range_end=end, limit=want, revision=at)
+            response = await self._call(self._kv.Range, request)
+            at = at or int(response.header.revision)  # every call from one snapshot
+            items += [_kv(kv, len(self.prefix)) for kv in response.kvs]
+            left = int(response.count) - len(response.kvs)  # counted from `start`, not limited
+            if not response.more or not response.kvs or (limit and len(items) >= limit):
+                return Range(items, at, left)
             start = response.kvs[-1].key + b"\0"
 
     # -- writes ---------------------------------------------------------------------------------

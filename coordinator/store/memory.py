@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Sequence
 
-from coordinator.store.base import KV, Op, StoreEvent, check_op
+from coordinator.store.base import KV, Op, Range, StoreEvent, check_op
 from coordinator.store.state import MemoryState
 
 
@@ -34,6 +34,9 @@ class MemoryStore:
 
     async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
         return self._state.list_at(prefix, revision)
+
+    async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
+        return self._state.list_range(prefix, revision, after, limit)
 
     async def create(self, key: str, value: bytes) -> KV:
         return (await self.txn([Op("create", key, value)]))[0]

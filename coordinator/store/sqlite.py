@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atoll import errors, files
-from coordinator.store.base import KV, Op, StoreEvent, check_op
+from coordinator.store.base import KV, Op, Range, StoreEvent, check_op
 from coordinator.store.state import MemoryState
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,9 @@ class SqliteStore:
 
     async def list(self, prefix: str, revision: int = 0) -> tuple[builtins.list[KV], int]:
         return self._state.list_at(prefix, revision)
+
+    async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
+        return self._state.list_range(prefix, revision, after, limit)
 
     def watch(self, prefix: str, from_revision: int) -> AsyncIterator[StoreEvent]:
         return self._state.watch(prefix, from_revision)
