@@ -23,6 +23,7 @@ __all__ = [
     "test_create_get_and_compare_and_swap",
     "test_delete_returns_the_last_value",
     "test_list_is_sorted_scoped_and_reads_a_snapshot",
+    "test_ranges_read_one_page_of_a_snapshot_and_count_the_rest",
     "test_revisions_only_grow",
     "test_transactions_apply_all_or_nothing",
     "test_watch_replays_then_follows_only_its_prefix",
@@ -140,6 +141,9 @@ async def test_ranges_read_one_page_of_a_snapshot_and_count_the_rest(store: Stor
         "/pods/other/z",
     ]
     assert now.more == 0 and [kv.value for kv in now.kvs][1] == b"d2"
+    # A start before the prefix starts at the prefix: no key of another namespace.
+    early = await store.list_range("/pods/other/", after="/pods/default/a")
+    assert [kv.key for kv in early.kvs] == ["/pods/other/z"] and early.more == 0
 
 
 async def test_revisions_only_grow(store: Store) -> None:

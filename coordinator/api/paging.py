@@ -49,6 +49,7 @@ def decode_token(token: str, prefix: str) -> tuple[int, str]:
         raise errors.InvalidArgument("not a continue token of this API", field="continue_token") from None
     if (
         not isinstance(revision, int)
+        or isinstance(revision, bool)
         or revision < 1
         or not isinstance(key, str)
         or not key.startswith(prefix)
@@ -56,6 +57,10 @@ def decode_token(token: str, prefix: str) -> tuple[int, str]:
         raise errors.InvalidArgument(
             "the continue token belongs to another list (kind or namespace)", field="continue_token"
         )
+    try:
+        key.encode()  # the store takes it as the start of its read (etcd: as bytes)
+    except UnicodeEncodeError:
+        raise errors.InvalidArgument("not a continue token of this API", field="continue_token") from None
     return revision, key
 
 

@@ -85,9 +85,9 @@ class Store(Protocol):
         ...
 
     async def list_range(self, prefix: str, revision: int = 0, *, after: str = "", limit: int = 0) -> Range:
-        """The keys under `prefix` after the key `after` ("": from the start), at most `limit`
-        of them (0: all), as `list` reads them: one page of an API list costs its own keys, not
-        every key under the prefix."""
+        """The keys under `prefix` after the key `after` ("": from the start; one that sorts
+        before the prefix also starts there), at most `limit` of them (0: all), as `list` reads
+        them: one page of an API list costs its own keys, not every key under the prefix."""
         ...
 
     async def create(self, key: str, value: bytes) -> KV: ...

@@ -166,8 +166,10 @@ class EtcdStore:
             kvs, at = await self.list(prefix, revision)
             return Range(kvs, at, 0)
         # etcd reads the range itself: from just past `after`, `limit` keys, and counts the rest.
-        start = self._key(after) + b"\0" if after else self._key(prefix)
-        end = _prefix_end(self._key(prefix))
+        # (An `after` that sorts before the prefix starts at the prefix, as the in-memory side does.)
+        first = self._key(prefix)
+        start = max(self._key(after) + b"\0", first) if after else first
+        end = _prefix_end(first)
         items: builtins.list[KV] = []
         at = revision
         while True:

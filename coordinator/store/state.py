@@ -84,7 +84,7 @@ class MemoryState:
     def _span(self, prefix: str) -> tuple[builtins.list[str], int, int]:
         """The prefix's collection's keys in order, and the bounds [lo, hi) of those under it."""
         if prefix in ("", "/"):
-            everything = sorted(self._items(prefix))
+            everything = sorted(k for k in self._items(prefix) if k.startswith(prefix))
             return everything, 0, len(everything)
         name = _collection(prefix)
         keys = self._sorted.get(name)

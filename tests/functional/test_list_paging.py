@@ -4,6 +4,7 @@ read one snapshot, and a list too big for one message is cut into pages, not fai
 from __future__ import annotations
 
 import asyncio
+import base64
 import pathlib
 
 import pytest
@@ -68,6 +69,13 @@ async def test_limit_and_continue_page_through_one_snapshot(tmp_path: pathlib.Pa
         with pytest.raises(errors.InvalidArgument) as other:
             await c.list_page(NODE, "", limit=10, token=first.continue_token)
         assert other.value.field == "continue_token"
+        # A token made up: a key that is no string of bytes, a revision that is a bool.
+        for forged in ('{"rv":1,"start":"/pods/default/\\ud800"}', '{"rv":true,"start":"/pods/default/p1"}'):
+            with pytest.raises(errors.InvalidArgument) as made_up:
+                await c.list_page(
+                    POD, "default", limit=10, token=base64.urlsafe_b64encode(forged.encode()).decode()
+                )
+            assert made_up.value.field == "continue_token"
         with pytest.raises(errors.InvalidArgument) as negative:
             await c.list_page(POD, "default", limit=-1)
         assert negative.value.field == "limit"
