@@ -143,10 +143,10 @@ class MemoryState:
         keys, lo, hi = self._span(prefix)
         start = bisect.bisect_right(keys, after, lo, hi) if after else lo
         if revision <= 0 or revision >= self.revision:
-            end = min(hi, start + limit) if limit else hi
-            return Range([items[k] for k in keys[start:end]], self.revision, hi - end)
-        then = self._then(prefix, revision)
-        if not then:
+            revision, then = self.revision, {}
+        else:
+            then = self._then(prefix, revision)
+        if not then:  # nothing under the prefix changed since: today's keys are the keys then
             end = min(hi, start + limit) if limit else hi
             return Range([items[k] for k in keys[start:end]], revision, hi - end)
         # The keys then: today's, less those created since, merged in order with those deleted since.
