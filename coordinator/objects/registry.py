@@ -169,7 +169,9 @@ class Registry:
             )
 
         if selector is None or selector.empty:
-            got = await self.store.list_range(prefix, revision, after=after, limit=limit + 1 if limit else 0)
+            got = await self.store.list_range(
+                prefix, revision, after=after, limit=limit
+            )  # `more` counts the rest
             for kv in got.kvs:
                 if full(kv):
                     break
