@@ -37,6 +37,12 @@ from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# The API channel pings its idle connection this often (other channels: rpc.CLIENT_KEEPALIVE_MS).
+# Heartbeats take the lane only while this channel is READY (lease_stub), and while it is idle
+# (WatchNode only receives) it leaves READY only when a ping goes unanswered: a node cut off from
+# the API's port, but not from the lane's, falls silent within about 15 s, not 35.
+API_KEEPALIVE_MS = 10_000
+
 
 class NodeCredentials:
     """The node's key, its certificate and the cluster CA, under <state-dir>/pki."""
@@ -247,12 +253,11 @@ class CoordinatorConnection:
 
     def _open(self) -> grpc.aio.Channel:
         # One coordinator or several (a:6443,b:6443): a dead one costs a reconnect, not a re-join.
-        return self._open_to(self.target)
+        return self._open_to(self.target, keepalive_ms=API_KEEPALIVE_MS)
 
-    def _open_to(self, address: str) -> grpc.aio.Channel:
-        if self.credentials is None:
-            return rpc.coordinator_channel(address)
-        return rpc.coordinator_channel(address, credentials=self.credentials.channel_credentials())
+    def _open_to(self, address: str, *, keepalive_ms: int = rpc.CLIENT_KEEPALIVE_MS) -> grpc.aio.Channel:
+        credentials = None if self.credentials is None else self.credentials.channel_credentials()
+        return rpc.coordinator_channel(address, credentials=credentials, keepalive_ms=keepalive_ms)
 
     @property
     def lease_stub(self) -> node_api_pb2_grpc.NodeServiceStub:

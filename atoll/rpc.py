@@ -64,8 +64,9 @@ HANDSHAKE_TIMEOUT = 5.0
 # connections to its coordinator, so the pings are most of what an idle fleet sends: at 10 s each
 # way, 2,000 idle mutual-TLS connections cost the server 4.5-4.7 % of a core and their clients
 # 4.7-5.0 %; at the intervals below, 1.1-1.3 % and 1.7-1.9 % (bench/idle_connections.py). A client
-# pings every 30 s, as the Kubernetes client checks an idle HTTP/2 connection; a server every 60 s,
-# to let go of a client that vanished. A hung or unreachable peer is found sooner by the next
+# pings every 30 s, as the Kubernetes client checks an idle HTTP/2 connection (an agent's API
+# channel: 10 s, agent.bootstrap.API_KEEPALIVE_MS); a server every 60 s, to let go of a client
+# that vanished. A hung or unreachable peer is found sooner by the next
 # call's deadline (an agent's heartbeat: 10 s); a peer that exits resets its connections at once.
 CLIENT_KEEPALIVE_MS = 30_000
 SERVER_KEEPALIVE_MS = 60_000
@@ -102,8 +103,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
     ("grpc.enable_retries", 1),
-    *_keepalive(CLIENT_KEEPALIVE_MS),
 ]
+
+
+def channel_options(keepalive_ms: int = CLIENT_KEEPALIVE_MS) -> list[tuple[str, str | int]]:
+    """The options of every channel built here, pinging an idle connection every `keepalive_ms`."""
+    return [*_CHANNEL_OPTIONS, *_keepalive(keepalive_ms)]
+
 
 # Only our own services are wrapped; health and reflection manage their own statuses.
 _OWN_SERVICE_PREFIX = "/atoll."
@@ -677,7 +683,7 @@ def multi_address_target(value: str, what: str) -> str:
 
 
 def coordinator_channel(
-    value: str, *, credentials: grpc.ChannelCredentials | None = None
+    value: str, *, credentials: grpc.ChannelCredentials | None = None, keepalive_ms: int = CLIENT_KEEPALIVE_MS
 ) -> grpc.aio.Channel:
     """A channel to one coordinator, or to the first live one of several (`a:6443,b:6443,c:6443`).
 
@@ -688,16 +694,21 @@ def coordinator_channel(
     coordinator's carries beside its own names.
     """
     if len(servers(value)) <= 1:
-        return open_channel(value, credentials=credentials)
+        return open_channel(value, credentials=credentials, keepalive_ms=keepalive_ms)
     return open_channel(
         multi_address_target(value, "coordinator address"),
         credentials=credentials,
         server_name=COORDINATOR_NAME if credentials is not None else "",
+        keepalive_ms=keepalive_ms,
     )
 
 
 def open_channel(
-    target: str, *, credentials: grpc.ChannelCredentials | None = None, server_name: str = ""
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str = "",
+    keepalive_ms: int = CLIENT_KEEPALIVE_MS,
 ) -> grpc.aio.Channel:
     """An asyncio channel to `target` (HOST:PORT or unix:///path.sock).
 
@@ -705,8 +716,9 @@ def open_channel(
     loopback) and a unix socket channel uses local credentials. `server_name`
     is the name the server's certificate must carry when it differs from the
     target's host (agents are reached by IP and named by node name).
+    `keepalive_ms`: how often an idle connection is pinged (see CLIENT_KEEPALIVE_MS).
     """
-    options: list[tuple[str, str | int]] = list(_CHANNEL_OPTIONS)
+    options = channel_options(keepalive_ms)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     if credentials is None and target.startswith("unix:"):

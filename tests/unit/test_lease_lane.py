@@ -184,3 +184,30 @@ async def test_new_credentials_reopen_the_lane() -> None:
     assert lane.stub_for("10.0.0.5:6443") is not None
     await lane.close()
     assert all(c.closed for c in opened)
+
+
+async def test_the_api_channel_pings_sooner_than_the_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heartbeats take the lane only while the API channel is READY; idle, it leaves READY only when
+    a ping goes unanswered, so it keeps the shorter interval and the lane the fleet-wide one."""
+    import grpc
+
+    from agent import bootstrap
+    from atoll import rpc
+
+    opened: list[tuple[str, int]] = []
+
+    def record(address: str, *, credentials: Any = None, keepalive_ms: int = 0) -> grpc.aio.Channel:
+        opened.append((address, keepalive_ms))
+        return grpc.aio.insecure_channel(address)  # loopback, a port nobody serves: never connects
+
+    monkeypatch.setattr(rpc, "coordinator_channel", record)
+    connection = bootstrap.CoordinatorConnection("127.0.0.1:1", None)
+    try:
+        connection.offer_lease_port(2)
+        assert opened == [
+            ("127.0.0.1:1", bootstrap.API_KEEPALIVE_MS),
+            ("127.0.0.1:2", rpc.CLIENT_KEEPALIVE_MS),
+        ]
+        assert bootstrap.API_KEEPALIVE_MS + 5_000 <= 15_000 < rpc.CLIENT_KEEPALIVE_MS
+    finally:
+        await connection.close()
