@@ -28,11 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
 import grpc
 from common import ROOT, machine  # type: ignore[import-not-found]
-from conn_memory import make_tls  # type: ignore[import-not-found]
+from conn_memory import line, make_tls, tell  # type: ignore[import-not-found]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atoll import rpc
@@ -113,20 +112,9 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def read(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    text = proc.stdout.readline()
-    if not text:
-        raise RuntimeError(f"process {proc.pid} ended")
-    answer: dict[str, Any] = json.loads(text)
-    return answer
-
-
 def ask_cpu(proc: subprocess.Popen[str]) -> float:
-    assert proc.stdin is not None
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    return float(read(proc)["cpu"])
+    tell(proc)
+    return float(str(line(proc)["cpu"]))
 
 
 def measure(tls_dir: str, pair: str, conns: int, seconds: float) -> tuple[float, float]:
@@ -134,9 +122,9 @@ def measure(tls_dir: str, pair: str, conns: int, seconds: float) -> tuple[float,
     server = spawn("--serve", tls_dir, "--keepalive", pair)
     fleet: subprocess.Popen[str] | None = None
     try:
-        port = int(read(server)["port"])
+        port = int(str(line(server)["port"]))
         fleet = spawn("--clients", str(port), "--tls", tls_dir, "--keepalive", pair, "--conns", str(conns))
-        read(fleet)  # connected
+        line(fleet)  # connected
         time.sleep(SETTLE)
         s0, c0 = ask_cpu(server), ask_cpu(fleet)
         time.sleep(seconds)
