@@ -66,8 +66,8 @@ HANDSHAKE_TIMEOUT = 5.0
 # 4.7-5.0 %; at the intervals below, 1.1-1.3 % and 1.7-1.9 % (bench/idle_connections.py). A client
 # pings every 30 s, as the Kubernetes client checks an idle HTTP/2 connection (an agent's API
 # channel: 10 s, agent.bootstrap.API_KEEPALIVE_MS); a server every 60 s, to let go of a client
-# that vanished. A hung or unreachable peer is found sooner by the next
-# call's deadline (an agent's heartbeat: 10 s); a peer that exits resets its connections at once.
+# that vanished. A hung or unreachable peer is found sooner by the next call's deadline (an agent's
+# heartbeat: 10 s); a peer that exits resets its connections at once.
 CLIENT_KEEPALIVE_MS = 30_000
 SERVER_KEEPALIVE_MS = 60_000
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import pytest
 
+from agent import bootstrap
 from agent.leaselane import LeaseLane, lane_address
-from atoll import errors
+from atoll import errors, rpc
 from atoll.backoff import Backoff
 from coordinator.config import ServeConfig
 
@@ -189,11 +191,6 @@ async def test_new_credentials_reopen_the_lane() -> None:
 async def test_the_api_channel_pings_sooner_than_the_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Heartbeats take the lane only while the API channel is READY; idle, it leaves READY only when
     a ping goes unanswered, so it keeps the shorter interval and the lane the fleet-wide one."""
-    import grpc
-
-    from agent import bootstrap
-    from atoll import rpc
-
     opened: list[tuple[str, int]] = []
 
     def record(address: str, *, credentials: Any = None, keepalive_ms: int = 0) -> grpc.aio.Channel:
