@@ -15,11 +15,11 @@ import grpc
 from agent.pods import plan, render
 from agent.pods.manager import PodManager
 from agent.runtime.base import ContainerRuntime
-from atoll import certinfo, errors, rpc, tls
+from atoll import callchain, certinfo, errors, tls
 from atoll.v1 import agent_pb2, agent_pb2_grpc, node_pb2, pod_pb2
 
 
-class CoordinatorOnly(rpc.CallInterceptor):
+class CoordinatorOnly(callchain.CallInterceptor):
     def __init__(self, *, insecure: bool = False) -> None:
         self._insecure = insecure
 

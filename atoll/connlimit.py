@@ -13,7 +13,7 @@ which also enforces the handshake deadline (a connection gRPC drops is closed
 here too); the front never sees plain text.
 
 gRPC sees the front's loopback address as every call's peer: `original_peer`
-maps it back (atoll.rpc.peer_address uses it), so the audit trail still names
+maps it back (atoll.callchain.peer_address uses it), so the audit trail still names
 the real client. Sources are IPv4 addresses and IPv6 /64 prefixes (one host
 usually holds a whole /64).
 

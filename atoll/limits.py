@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from atoll import errors, rpc
+from atoll import callchain, errors
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ STREAMING_METHODS = frozenset(
 )
 
 
-class Limits(rpc.CallInterceptor):
-    """A link of the server's call chain, after authentication (it keys on `rpc.caller_name`)."""
+class Limits(callchain.CallInterceptor):
+    """A link of the server's call chain, after authentication (it keys on `callchain.caller_name`)."""
 
     def __init__(self, config: LimitConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -92,7 +92,7 @@ class Limits(rpc.CallInterceptor):
         return bucket
 
     async def admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        who = rpc.caller_name(context)
+        who = callchain.caller_name(context)
         if not self._bucket(who).take():
             raise errors.ResourceExhausted(
                 f"rate limit: {who} exceeds {self.config.rate:g} calls/s (burst {self.config.burst}); slow down"

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from atoll import callchain, errors, kinds, rpc
 from atoll import config as layered
-from atoll import errors, kinds, rpc
 from atoll.handoff import Handoff, LoopThread
 from atoll.limits import LimitConfig, Limits
 from atoll.loopstalls import Deafness, LoopStalls
@@ -302,7 +302,7 @@ class Coordinator:
             ),
             clock=self._clock,
         )
-        links: list[rpc.CallInterceptor] = [
+        links: list[callchain.CallInterceptor] = [
             *([self.prom.link()] if self.prom is not None else []),
             security.interceptor,
             limits,
@@ -393,7 +393,7 @@ class Coordinator:
         *,
         cluster: ClusterServicer,
         node_api: NodeServicer,
-        links: list[rpc.CallInterceptor],
+        links: list[callchain.CallInterceptor],
         handoff: Handoff,
     ) -> rpc.RunningServer:
         """On the front's loop: the API's server, its handlers handed to the main loop."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll import errors, kinds, labels, rpc, validation
+from atoll import callchain, errors, kinds, labels, rpc, validation
 from atoll.kinds import KindInfo
 from atoll.v1 import (
     agent_pb2,
@@ -212,7 +212,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
 
     async def List(
         self, request: cluster_pb2.ListRequest, context: Any
-    ) -> cluster_pb2.ListResponse | rpc.Encoded:
+    ) -> cluster_pb2.ListResponse | callchain.Encoded:
         """For gRPC callers, kinds shown as stored come as bytes joined from each object's kept
         encoding (coordinator.api.encodedlist); the rest are parsed."""
         info = kinds.by_kind(request.kind)
@@ -221,7 +221,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         selector = labels.parse(request.label_selector)
         page = await self._list_page(info, request, selector, paging.PAGE_BYTES)
         try:
-            return rpc.Encoded(
+            return callchain.Encoded(
                 self._list_encoder.reply(
                     info,
                     page.entries,

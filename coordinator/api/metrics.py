@@ -1,6 +1,6 @@
 """The coordinator's Prometheus metrics (atoll_coordinator_*), served on `--metrics-listen` (off unless set).
 
-- API calls: a call link of the gRPC chain (atoll.rpc.CallInterceptor) counts
+- API calls: a call link of the gRPC chain (atoll.callchain.CallInterceptor) counts
   every call by method and status code, times it, and keeps the open
   watches (Watch* server streams) as a gauge. Each method's children are
   resolved once: a heartbeat costs two dict lookups, no label parsing.
@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from atoll.callchain import CallInterceptor
 from atoll.metrics import LATENCY_BUCKETS, Gauges
-from atoll.rpc import CallInterceptor
 from atoll.v1 import meta_pb2
 from coordinator.store.base import KV, Op, Range, Store, StoreEvent
 

@@ -1,4 +1,4 @@
-"""Authentication and authorization of every coordinator call, in one link of atoll.rpc's chain.
+"""Authentication and authorization of every coordinator call, in one link of the call chain (atoll.callchain).
 
 Who calls, first match wins:
   1. a client certificate the TLS handshake verified against the cluster CA
@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from atoll import errors, rpc, tls
+from atoll import callchain, errors, tls
 from coordinator.auth import roles
 from coordinator.auth.audit import AuditLog
 from coordinator.auth.revocation import RevocationList
@@ -31,7 +31,7 @@ from coordinator.auth.tokens import TokenAuthenticator
 _BEARER = "bearer "
 
 
-class AuthInterceptor(rpc.CallInterceptor):
+class AuthInterceptor(callchain.CallInterceptor):
     def __init__(
         self,
         tokens: TokenAuthenticator,
@@ -83,11 +83,11 @@ class AuthInterceptor(rpc.CallInterceptor):
             identity = await self.authenticate(context)
             roles.authorize(identity, permission)
         except errors.AtollError as err:
-            self.record(method, (identity, permission, rpc.peer_address(context)), err.code, str(err))
+            self.record(method, (identity, permission, callchain.peer_address(context)), err.code, str(err))
             raise
         roles.CURRENT.set(identity)
-        rpc.CALLER.set(identity.user)
-        return (identity, permission, rpc.peer_address(context), started)
+        callchain.CALLER.set(identity.user)
+        return (identity, permission, callchain.peer_address(context), started)
 
     def finish(self, method: str, ticket: Any, code: grpc.StatusCode) -> None:
         if method not in roles.MUTATING or ticket is None:

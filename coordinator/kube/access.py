@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from atoll import errors, rpc
+from atoll import callchain, errors
 from atoll.limits import Limits
 from coordinator.auth import roles
 from coordinator.auth.interceptor import AuthInterceptor
@@ -78,7 +78,7 @@ class Access:
             self._interceptor.record(full, (caller.identity, permission, caller.peer), err.code, str(err))
             raise
         roles.CURRENT.set(caller.identity)
-        rpc.CALLER.set(caller.identity.user)
+        callchain.CALLER.set(caller.identity.user)
         return permission
 
     async def call(
@@ -92,7 +92,7 @@ class Access:
         full = SERVICE + method
         permission = self._authorize(caller, full, request)
         if self._limits is not None:
-            await self._limits.admit(full, request, None)  # keys on rpc.CALLER, set above
+            await self._limits.admit(full, request, None)  # keys on callchain.CALLER, set above
         started = time.monotonic()
         ticket = (caller.identity, permission, caller.peer)
         try:

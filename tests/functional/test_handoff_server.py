@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from atoll import errors, rpc
+from atoll import callchain, errors, rpc
 from atoll.handoff import Handoff, LoopThread
 from atoll.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.functional.harness import eventually
@@ -24,7 +24,7 @@ class _Servicer:
         self.fail_with: Exception | None = None
 
     async def GetVersion(self, request: cluster_pb2.GetVersionRequest, context: Any) -> Any:
-        self.seen.append((asyncio.get_running_loop(), context.peer(), rpc.CALLER.get()))
+        self.seen.append((asyncio.get_running_loop(), context.peer(), callchain.CALLER.get()))
         if self.fail_with is not None:
             raise self.fail_with
         return cluster_pb2.GetVersionResponse(server_version="9.9.9")
@@ -40,9 +40,9 @@ class _Servicer:
             self.watch_ended.set()
 
 
-class _NameLink(rpc.CallInterceptor):
+class _NameLink(callchain.CallInterceptor):
     async def admit(self, method: str, request: Any, context: Any) -> Any:
-        rpc.CALLER.set(
+        callchain.CALLER.set(
             "link-on-" + ("main" if threading.current_thread() is threading.main_thread() else "x")
         )
         return None

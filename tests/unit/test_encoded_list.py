@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import DecodeError, Message
 
-from atoll import kinds, rpc
+from atoll import callchain, kinds
 from atoll.v1 import cluster_pb2, meta_pb2, network_pb2, node_pb2
 from coordinator.api import cluster as cluster_api
 from coordinator.api.cluster import ClusterServicer
@@ -85,7 +85,7 @@ async def both(cluster: ClusterServicer, request: cluster_pb2.ListRequest) -> tu
     """What a gRPC caller gets (parsed back if it came as bytes), and the parsing path's reply."""
     sent = await cluster.List(request, GRPC_CALL)
     parsed = await cluster.list_objects(request, GRPC_CALL)
-    if isinstance(sent, rpc.Encoded):
+    if isinstance(sent, callchain.Encoded):
         message_fields_once(sent.data, cluster_pb2.ListResponse)
         sent = cluster_pb2.ListResponse.FromString(sent.data)
     return sent, parsed
@@ -159,7 +159,9 @@ async def test_every_kind_with_every_field_lists_the_same_joined_as_parsed() -> 
                     kind=info.kind, namespace=namespace, label_selector=selector
                 )
                 raw = await cluster.List(request, GRPC_CALL)
-                assert isinstance(raw, rpc.Encoded) == (info.message in cluster_api._PRESENTED_AS_STORED)
+                assert isinstance(raw, callchain.Encoded) == (
+                    info.message in cluster_api._PRESENTED_AS_STORED
+                )
                 sent, parsed = await both(cluster, request)
                 assert sent == parsed, (info.name, namespace, selector)
                 assert len(parsed.items) and all(o.WhichOneof("kind") == info.field for o in parsed.items)

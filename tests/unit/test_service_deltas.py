@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.servicecache import ServiceView, StreamGap
-from atoll import rpc
+from atoll import callchain
 from atoll.v1 import node_api_pb2, workloads_pb2
 from coordinator.api.node.servicestate import ServiceStateTracker
 
@@ -59,7 +59,7 @@ def endpoints(name: str, *ips: str) -> workloads_pb2.Endpoints:
     return e
 
 
-def decode(payload: rpc.Encoded) -> node_api_pb2.WatchServicesResponse:
+def decode(payload: callchain.Encoded) -> node_api_pb2.WatchServicesResponse:
     return node_api_pb2.WatchServicesResponse.FromString(payload.data)
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from atoll import rpc
+from atoll import callchain
 from atoll.aio import merge
 from atoll.v1 import node_api_pb2
 from coordinator.api.node import pushes
@@ -64,7 +64,7 @@ def test_a_push_as_a_field_parses_as_watch_node_response() -> None:
     services.state.service_cidr = "10.254.0.0/16"
     for i in range(200):  # past one byte of length
         services.state.services.add().metadata.name = f"svc-{i}"
-    payload = rpc.Encoded(services.SerializeToString())
+    payload = callchain.Encoded(services.SerializeToString())
     wrapped = pushes.as_field(pushes.SERVICES, payload)
     got = node_api_pb2.WatchNodeResponse.FromString(wrapped.data)
     assert got.WhichOneof("push") == "services" and got.services == services
@@ -72,10 +72,10 @@ def test_a_push_as_a_field_parses_as_watch_node_response() -> None:
     small = node_api_pb2.WatchAssignmentResponse()
     small.assignment.generation = 3
     one = node_api_pb2.WatchNodeResponse.FromString(
-        pushes.as_field(pushes.ASSIGNMENT, rpc.Encoded(small.SerializeToString())).data
+        pushes.as_field(pushes.ASSIGNMENT, callchain.Encoded(small.SerializeToString())).data
     )
     assert one.assignment == small
     empty = node_api_pb2.WatchNodeResponse.FromString(
-        pushes.as_field(pushes.NODE_CONFIG, rpc.Encoded(b"")).data
+        pushes.as_field(pushes.NODE_CONFIG, callchain.Encoded(b"")).data
     )
     assert empty.WhichOneof("push") == "node_config"

@@ -30,8 +30,8 @@ from typing import Any
 
 import grpc
 
+from atoll import callchain, errors, rpc
 from atoll import config as layered
-from atoll import errors, rpc
 from atoll.handoff import LoopThread
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc
 from coordinator.api.node.service import NodeServicer
@@ -48,7 +48,7 @@ START_TIMEOUT = 30.0
 LANE_SERVER_OPTIONS: list[tuple[str, str | int]] = [("grpc.tsi.max_frame_size", 4096)]
 
 
-class CertificatesOnly(rpc.CallInterceptor):
+class CertificatesOnly(callchain.CallInterceptor):
     """The lane's first link: callers prove who they are by certificate (or plain text under
     --insecure), never by bearer token, whose check reads the store on the main loop."""
 
@@ -173,7 +173,7 @@ class HeartbeatLane:
         listeners: Callable[[], list[rpc.Listener]],
         probe: rpc.Listener,
         node_api: NodeServicer,
-        links: list[rpc.CallInterceptor],
+        links: list[callchain.CallInterceptor],
         handshake_timeout: float,
     ) -> None:
         """Listen on `listeners()` (called once per server: gRPC takes credentials per server) and
@@ -208,7 +208,7 @@ async def _start_servers(
     lease_listeners: Callable[[], list[rpc.Listener]],
     probe: rpc.Listener,
     heartbeats: LaneHeartbeats,
-    links: list[rpc.CallInterceptor],
+    links: list[callchain.CallInterceptor],
     handshake_timeout: float,
 ) -> list[rpc.RunningServer]:
     binding = rpc.ServiceBinding(

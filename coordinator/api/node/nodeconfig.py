@@ -7,7 +7,7 @@ generation, and the WatchNodeConfig streams are woken for the latest at most onc
 The config holds every node's subnet lease, and every node joining adds one, so the work is
 done once per generation, not once per stream: the full config and the delta from the
 generation the streams last got are each built and serialised once, and the same bytes go to
-every stream (`rpc.Encoded`), as for services (servicestate). Agents that accept deltas get,
+every stream (`callchain.Encoded`), as for services (servicestate). Agents that accept deltas get,
 after a first full config, only the leases that changed (flannel watches leases one by one):
 a join costs one lease times the nodes, not every lease times the nodes. A change to anything
 but the leases, and a stream further behind than the change log, get a full config.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from atoll import rpc, validation
+from atoll import callchain, validation
 from atoll.v1 import network_pb2, node_api_pb2, sriov_pb2
 from coordinator.api.node.pushes import SharedPushes
 from coordinator.objects.informer import Informer
@@ -160,7 +160,7 @@ class NodeConfigTracker:
             None if delta is None else node_api_pb2.WatchNodeConfigResponse(delta=delta).SerializeToString()
         )
 
-    def encoded(self, sent: int = -1, accept_deltas: bool = False) -> tuple[int, rpc.Encoded]:
+    def encoded(self, sent: int = -1, accept_deltas: bool = False) -> tuple[int, callchain.Encoded]:
         """The next WatchNodeConfigResponse for a stream that last got generation `sent` (-1:
         nothing yet), as bytes shared by every stream at the same point, and its generation."""
         return self._pushes.encoded(self.generation, sent, accept_deltas)

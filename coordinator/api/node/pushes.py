@@ -2,7 +2,7 @@
 
 Every node's stream is at one of few points: nothing sent yet, or some earlier generation. The
 full state and the delta from each such point to the current generation are each built and
-serialised once, and the same bytes go to every stream at that point (`rpc.Encoded`).
+serialised once, and the same bytes go to every stream at that point (`callchain.Encoded`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.message import Message
 
-from atoll import rpc
+from atoll import callchain
 
 # WatchNodeResponse's fields (node_api.proto): the push of each call it stands for.
 ASSIGNMENT, NODE_CONFIG, SERVICES = 1, 2, 3
@@ -26,15 +26,15 @@ class SharedPushes:
         there is none to give (the change log no longer reaches back to `base`)."""
         self._build_full = full
         self._build_delta = delta
-        self._full: tuple[int, rpc.Encoded] | None = None
-        self._deltas: dict[int, rpc.Encoded] = {}  # base generation -> delta to the current one
+        self._full: tuple[int, callchain.Encoded] | None = None
+        self._deltas: dict[int, callchain.Encoded] = {}  # base generation -> delta to the current one
         self.encodings = 0  # payloads serialised (tests count them)
 
     def changed(self) -> None:
         """The generation moved on: the deltas kept lead to an older one."""
         self._deltas.clear()
 
-    def encoded(self, generation: int, sent: int, accept_deltas: bool) -> tuple[int, rpc.Encoded]:
+    def encoded(self, generation: int, sent: int, accept_deltas: bool) -> tuple[int, callchain.Encoded]:
         """The next response for a stream that last got generation `sent` (-1: nothing yet), and
         the generation it brings the stream to."""
         if accept_deltas and sent >= 0:
@@ -42,12 +42,12 @@ class SharedPushes:
             if payload is None:
                 data = self._build_delta(sent)
                 if data is not None:
-                    payload = self._deltas[sent] = rpc.Encoded(data)
+                    payload = self._deltas[sent] = callchain.Encoded(data)
                     self.encodings += 1
             if payload is not None:
                 return generation, payload
         if self._full is None or self._full[0] != generation:
-            self._full = (generation, rpc.Encoded(self._build_full()))
+            self._full = (generation, callchain.Encoded(self._build_full()))
             self.encodings += 1
         return self._full
 
@@ -66,17 +66,19 @@ def _as_field(field: int, data: bytes) -> bytes:
 # Shared pushes only (a generation's full state and its deltas, a few at a time): a node's own
 # assignment would only crowd them out.
 @functools.lru_cache(maxsize=16)
-def as_field(field: int, payload: rpc.Encoded) -> rpc.Encoded:
+def as_field(field: int, payload: callchain.Encoded) -> callchain.Encoded:
     """A shared push as field `field` of WatchNodeResponse, built once for every WatchNode stream,
     as the push itself is for every stream of the call it stands for."""
-    return rpc.Encoded(_as_field(field, payload.data))
+    return callchain.Encoded(_as_field(field, payload.data))
 
 
-async def as_pushes(field: int, source: AsyncIterator[Message | rpc.Encoded]) -> AsyncIterator[rpc.Encoded]:
+async def as_pushes(
+    field: int, source: AsyncIterator[Message | callchain.Encoded]
+) -> AsyncIterator[callchain.Encoded]:
     """A watch's responses as WatchNodeResponse pushes in field `field`."""
     async with contextlib.aclosing(source) as items:  # type: ignore[type-var]
         async for item in items:
-            if isinstance(item, rpc.Encoded):
+            if isinstance(item, callchain.Encoded):
                 yield as_field(field, item)
             else:
-                yield rpc.Encoded(_as_field(field, item.SerializeToString()))
+                yield callchain.Encoded(_as_field(field, item.SerializeToString()))

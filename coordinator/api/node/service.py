@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from atoll import aio, errors, kinds, rpc, validation
+from atoll import aio, callchain, errors, kinds, validation
 from atoll.nodestatus import significant
 from atoll.v1 import meta_pb2, node_api_pb2, node_api_pb2_grpc, node_pb2, pod_pb2, workloads_pb2
 from coordinator.api.node import pushes
@@ -381,7 +381,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     async def WatchNodeConfig(
         self, request: node_api_pb2.WatchNodeConfigRequest, context: Any
-    ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse | rpc.Encoded]:
+    ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse | callchain.Encoded]:
         self._check_name(request.node_name)
         sent = -1
         while True:
@@ -392,7 +392,7 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     async def WatchServices(
         self, request: node_api_pb2.WatchServicesRequest, context: Any
-    ) -> AsyncIterator[node_api_pb2.WatchServicesResponse | rpc.Encoded]:
+    ) -> AsyncIterator[node_api_pb2.WatchServicesResponse | callchain.Encoded]:
         self._check_name(request.node_name)
         sent = -1
         while True:
@@ -403,11 +403,11 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
 
     async def WatchNode(
         self, request: node_api_pb2.WatchNodeRequest, context: Any
-    ) -> AsyncIterator[rpc.Encoded]:
+    ) -> AsyncIterator[callchain.Encoded]:
         """The watches the request asks for, on one stream: each push as its own call sends it."""
         name = request.node_name
         self._check_name(name)
-        feeds: list[AsyncIterator[rpc.Encoded]] = []
+        feeds: list[AsyncIterator[callchain.Encoded]] = []
         if request.assignment:
             assignment = self.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=name), context)
             feeds.append(pushes.as_pushes(pushes.ASSIGNMENT, assignment))

@@ -3,7 +3,7 @@
 Every node watches the same state, so the work is done once per generation,
 not once per node: the full state and the delta from the generation the
 streams last got are each built and serialised once, and the same bytes go to
-every stream (`rpc.Encoded`). Agents that accept deltas get, after a first
+every stream (`callchain.Encoded`). Agents that accept deltas get, after a first
 full state, only what changed (kube-proxy's incremental updates): one
 Endpoints change costs the size of that Endpoints times the nodes, not every
 service times the nodes. A stream whose last generation is older than the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from atoll import rpc
+from atoll import callchain
 from atoll.v1 import node_api_pb2, workloads_pb2
 from coordinator.api.node.pushes import SharedPushes
 from coordinator.objects.informer import Informer
@@ -114,7 +114,7 @@ class ServiceStateTracker:
         delta = self.delta(base)
         return None if delta is None else node_api_pb2.WatchServicesResponse(delta=delta).SerializeToString()
 
-    def encoded(self, sent: int, accept_deltas: bool) -> tuple[int, rpc.Encoded]:
+    def encoded(self, sent: int, accept_deltas: bool) -> tuple[int, callchain.Encoded]:
         """The next WatchServicesResponse for a stream that last got `sent` (-1: nothing yet),
         serialised once per generation and shared by every stream at the same point."""
         return self._pushes.encoded(self.generation, sent, accept_deltas)
