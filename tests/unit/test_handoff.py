@@ -6,13 +6,14 @@ import asyncio
 import contextvars
 import inspect
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
 
 from atoll import errors, tls
-from atoll.handoff import STREAM_WINDOW, CallFacts, Handoff, LoopThread
+from atoll.handoff import STREAM_WINDOW, CallFacts, Handoff, LoopThread, Mailbox
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
 
@@ -211,3 +212,68 @@ def test_call_facts_keep_only_the_auth_properties_peer_of_reads() -> None:
     facts = CallFacts(context)
     assert set(facts.auth_context()) == set(tls.AUTH_PROPERTIES)
     assert tls.peer_of(facts) == tls.peer_of(context)  # type: ignore[arg-type]
+
+
+async def test_a_mailbox_wakes_its_loop_once_for_what_arrives_while_it_is_busy(other: LoopThread) -> None:
+    busy = threading.Event()
+    other.loop.call_soon_threadsafe(busy.wait, 5)  # the loop is running something long
+    wakeups = []
+    real = other.loop.call_soon_threadsafe
+    other.loop.call_soon_threadsafe = lambda *a, **k: wakeups.append(a) or real(*a, **k)  # type: ignore[method-assign]
+    try:
+        box, seen, done = Mailbox(other.loop), [], threading.Event()
+        for i in range(100):
+            box.post(seen.append, i)
+        box.post(done.set)
+        busy.set()
+        assert await asyncio.to_thread(done.wait, 5)
+        assert seen == list(range(100))  # in the order they were posted
+        assert len(wakeups) == 1
+        box.post(done.clear)  # after a drain, the next post wakes the loop again
+        assert await asyncio.to_thread(lambda: wait_until(lambda: not done.is_set()))
+        assert len(wakeups) == 2
+    finally:
+        del other.loop.call_soon_threadsafe
+
+
+def wait_until(condition: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+async def test_a_mailbox_callback_that_fails_is_reported_and_the_rest_run(other: LoopThread) -> None:
+    reported: list[BaseException] = []
+    other.loop.set_exception_handler(lambda loop, ctx: reported.append(ctx["exception"]))
+    box, done = Mailbox(other.loop), threading.Event()
+
+    def fail() -> None:
+        raise KeyError("boom")
+
+    box.post(fail)
+    box.post(done.set)
+    assert await asyncio.to_thread(done.wait, 5)
+    assert [type(e) for e in reported] == [KeyError]
+
+
+async def test_a_mailbox_runs_a_callback_in_the_context_it_was_given(other: LoopThread) -> None:
+    WHO.set("poster")
+    box, seen, done = Mailbox(other.loop), [], threading.Event()
+    box.post(lambda: seen.append(WHO.get()), context=contextvars.copy_context())
+    box.post(lambda: seen.append(WHO.get()))  # without one: none of the poster's
+    box.post(done.set)
+    assert await asyncio.to_thread(done.wait, 5)
+    assert seen == ["poster", ""]
+
+
+async def test_a_mailbox_of_a_closed_loop_refuses() -> None:
+    thread = LoopThread("test-mailbox-closed")
+    thread.start()
+    assert await thread.stop()
+    box = Mailbox(thread.loop)
+    for _ in range(2):  # and keeps refusing: a refused post leaves no wakeup pending
+        with pytest.raises(RuntimeError):
+            box.post(print)
