@@ -93,33 +93,49 @@ class Mailbox:
         self._waking = False  # a drain is on its way to the loop
 
     def post(self, fn: Callable[..., object], *args: Any, context: contextvars.Context | None = None) -> None:
-        """Runs fn(*args) on the loop, in `context` if given, else in an empty one; RuntimeError if
-        the loop is closed."""
+        """Runs fn(*args) on the loop, in `context` if given, else in the drain's own (one fresh
+        context per wakeup, none of the posters'); RuntimeError if the loop is closed."""
         with self._lock:
+            if self.loop.is_closed():
+                # A drain on its way when the loop closed was thrown away with the loop's queue:
+                # what waits here never runs, and every poster from now on is told so.
+                self._posted.clear()
+                self._waking = False
+                raise RuntimeError("Event loop is closed")
             self._posted.append((fn, args, context))
             if self._waking:
                 return
             self._waking = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
-            # A context of its own: not a copy of whichever poster's happened to wake the loop.
             self.loop.call_soon_threadsafe(self._drain, context=contextvars.Context())
-        except RuntimeError:
+        except BaseException:
             with self._lock:
-                self._waking = False
-                self._posted.clear()
+                self._waking = False  # the next post finds the loop closed, or wakes it
             raise
 
     def _drain(self) -> None:
         with self._lock:
             batch, self._posted = self._posted, []
             self._waking = False  # what is posted from now on wakes the loop again
-        for fn, args, context in batch:
+        for i, (fn, args, context) in enumerate(batch):
             try:
                 if context is None:
                     fn(*args)
                 else:
                     context.run(fn, *args)
-            except Exception as exc:  # as the loop treats a callback's error: reported, the rest run
+            except (SystemExit, KeyboardInterrupt):
+                # Raised through the loop, as asyncio does; the callbacks after it run later.
+                with self._lock:
+                    self._posted[:0] = batch[i + 1 :]
+                    rearm = bool(self._posted) and not self._waking
+                    self._waking = self._waking or rearm
+                if rearm:
+                    self._wake()
+                raise
+            except BaseException as exc:  # as the loop treats a callback's error: reported, the rest run
                 self.loop.call_exception_handler({"message": f"exception in {fn!r}", "exception": exc})
 
 

@@ -277,3 +277,31 @@ async def test_a_mailbox_of_a_closed_loop_refuses() -> None:
     for _ in range(2):  # and keeps refusing: a refused post leaves no wakeup pending
         with pytest.raises(RuntimeError):
             box.post(print)
+
+
+def test_a_mailbox_whose_wakeup_the_closing_loop_dropped_refuses_from_then_on() -> None:
+    loop = asyncio.new_event_loop()
+    box = Mailbox(loop)
+    box.post(print)  # accepted: the loop is not closed yet, only not running
+    loop.close()  # and its queue, with the wakeup, is gone
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            box.post(print)
+
+
+def test_a_mailbox_callback_raising_system_exit_leaves_the_rest_to_run() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        box, seen = Mailbox(loop), []
+
+        def leave() -> None:
+            raise SystemExit(3)
+
+        box.post(leave)
+        box.post(seen.append, "after")
+        with pytest.raises(SystemExit):  # through the loop, as asyncio raises it
+            loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["after"]
+    finally:
+        loop.close()
