@@ -159,7 +159,6 @@ class Handoff:
         back = self._mailbox_of(here)
         answer: asyncio.Future[T] = here.create_future()
         task: list[asyncio.Task[T] | None] = [None]
-        gone = [False]  # the caller was cancelled: the task is not to start, or to stop
 
         def settle(cancelled: bool, exc: BaseException | None, result: Any) -> None:  # here
             if answer.done():
@@ -181,15 +180,11 @@ class Handoff:
                 back.post(settle, *outcome)
 
         def start() -> None:  # on the main loop, in a copy of the caller's context variables
-            if gone[0]:
-                coro.close()
-                return
             started = task[0] = self.loop.create_task(coro)
             started.add_done_callback(finished)
 
-        def stop() -> None:  # on the main loop, after start: one mailbox keeps their order
-            gone[0] = True
-            if task[0] is not None:
+        def stop() -> None:  # on the main loop, always after start: one mailbox keeps their order
+            if task[0] is not None:  # a task cancelled before its first step never runs its body
                 task[0].cancel()
 
         try:

@@ -305,3 +305,20 @@ def test_a_mailbox_callback_raising_system_exit_leaves_the_rest_to_run() -> None
         assert seen == ["after"]
     finally:
         loop.close()
+
+
+async def test_a_caller_cancelled_before_the_work_started_never_runs_it(other: LoopThread) -> None:
+    busy, ran = threading.Event(), threading.Event()
+    other.loop.call_soon_threadsafe(busy.wait, 5)  # the main loop has not taken the work yet
+
+    async def work() -> None:
+        ran.set()
+
+    task = asyncio.create_task(Handoff(other.loop).run(work()))
+    await asyncio.sleep(0)  # the caller posts the work, which the busy loop has not taken
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    busy.set()
+    assert await other.run(asyncio.sleep(0, result=True), 5)  # queued after both: the loop went past them
+    assert not ran.is_set()
