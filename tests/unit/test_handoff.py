@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import inspect
 import threading
-import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -229,20 +228,12 @@ async def test_a_mailbox_wakes_its_loop_once_for_what_arrives_while_it_is_busy(o
         assert await asyncio.to_thread(done.wait, 5)
         assert seen == list(range(100))  # in the order they were posted
         assert len(wakeups) == 1
-        box.post(done.clear)  # after a drain, the next post wakes the loop again
-        assert await asyncio.to_thread(lambda: wait_until(lambda: not done.is_set()))
+        again = threading.Event()
+        box.post(again.set)  # after a drain, the next post wakes the loop again
+        assert await asyncio.to_thread(again.wait, 5)
         assert len(wakeups) == 2
     finally:
         del other.loop.call_soon_threadsafe
-
-
-def wait_until(condition: Any, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 async def test_a_mailbox_callback_that_fails_is_reported_and_the_rest_run(other: LoopThread) -> None:
