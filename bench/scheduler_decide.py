@@ -12,7 +12,9 @@ one replication controller, one at a time, in three cases:
 
 The baseline is measured in the same run, on the same states: the same Scheduler with
 memoize=False, which calls every filter and score for every node it examines, as decide()
-did before nodes remembered their verdicts per pod shape. Before each pod is assumed both
+did before nodes remembered their verdicts per pod shape. The new side is decide() with the
+default plugins: these pods have no node selector, so it searches a tree of the remembered
+verdicts (coordinator/scheduler/scoreindex.py) instead of walking the nodes. Before each pod is assumed both
 decide from the same cache and the same round-robin start; the bench checks they agree
 on where the next search starts, on the message when nothing fits, and that their nodes
 score alike (ties may go either way; the new one's choice is assumed). Old and new alternate

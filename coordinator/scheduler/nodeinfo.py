@@ -10,6 +10,7 @@ scheduler place thousands of pods a second over a thousand nodes.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
@@ -94,6 +95,17 @@ class PodFacts:
             extended=tuple(sorted((name, n) for name, n in extended.items() if n)) if extended else (),
         )
 
+    def holds_alike(self, other: PodFacts) -> bool:
+        """Whether the two hold the same on a node: what NodeInfo.add and remove count."""
+        return (
+            self.cpu == other.cpu
+            and self.memory == other.memory
+            and self.extended == other.extended
+            and self.host_ports == other.host_ports
+            and self.controller == other.controller
+            and self.labels == other.labels
+        )
+
     def shape(self) -> tuple[object, ...]:
         """All that plugins.NODE_STATE_FILTERS and plugins.SCORES read of a pod: pods alike in
         this fit and score alike on a node that has not changed (see NodeInfo.memo).
@@ -108,7 +120,7 @@ class PodFacts:
         )
 
 
-@dataclass
+@dataclass(eq=False)  # one per node, known by identity (the scheduler's indexes compare lists of them)
 class NodeInfo:
     node: node_pb2.Node
     pods: dict[str, pod_pb2.Pod] = field(default_factory=dict)
@@ -123,19 +135,31 @@ class NodeInfo:
     allocatable_pods: int = 0
     requested_extended: Counter[str] = field(default_factory=Counter)
     allocatable_extended: dict[str, int] = field(default_factory=dict)
-    # node.spec, held so the scheduler's cordon check is one read less per node. The same
-    # message, not a copy: a change made in place to node.spec shows here too.
+    # node.spec, held so the scheduler's cordon check is one read less per node. Like every
+    # other field here, it changes through set_node (the informer hands a new Node), which
+    # tells the scheduler; a change made in place to the message is not seen.
     spec: node_pb2.NodeSpec = field(init=False, repr=False, compare=False)
     # The scheduler's verdicts on this node by pod shape (a token per PodFacts.shape()):
     # the weighted score, or None when plugins.NODE_STATE_FILTERS turn the pod away. They
     # read only what add, remove and set_node change, so those forget it all.
     memo: dict[object, float | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Told after every change that can alter a verdict (the scheduler's score indexes), and where
+    # the scheduler last placed this node in its order.
+    changed: Callable[[NodeInfo], None] | None = field(default=None, init=False, repr=False, compare=False)
+    slot: int = field(default=-1, init=False, repr=False, compare=False)
+    # What each pod counts for here, so that a pod's status update (the same requests) changes
+    # nothing, and a removal does not work it out again.
+    _facts: dict[str, PodFacts] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.set_node(self.node)
 
-    def set_node(self, node: node_pb2.Node) -> None:
+    def _forget(self) -> None:
         self.memo.clear()
+        if self.changed is not None:
+            self.changed(self)
+
+    def set_node(self, node: node_pb2.Node) -> None:
         self.node = node
         self.spec = node.spec
         self.ready = any(
@@ -148,18 +172,22 @@ class NodeInfo:
             alloc.pods,
         )
         self.allocatable_extended = dict(alloc.extended)
+        self._forget()
 
     @property
     def name(self) -> str:
         return self.node.metadata.name
 
     def add(self, pod: pod_pb2.Pod) -> None:
-        self.memo.clear()
         key = pod_key(pod)
-        if key in self.pods:
-            self.remove(self.pods[key])
-        self.pods[key] = pod
         facts = PodFacts.of(pod)
+        held = self._facts.get(key)
+        if held is not None:
+            if held.holds_alike(facts):  # a newer version of the pod, holding the same
+                self.pods[key], self._facts[key] = pod, facts
+                return
+            self.remove(held.pod)
+        self.pods[key], self._facts[key] = pod, facts
         self.requested_cpu += facts.cpu
         self.requested_memory += facts.memory
         self.requested_extended.update(dict(facts.extended))
@@ -167,13 +195,13 @@ class NodeInfo:
         if facts.controller:
             self.by_controller[facts.controller] += 1
         self.by_labels[facts.labels] += 1
+        self._forget()
 
     def remove(self, pod: pod_pb2.Pod) -> None:
-        old = self.pods.pop(pod_key(pod), None)
-        if old is None:
+        key = pod_key(pod)
+        if self.pods.pop(key, None) is None:
             return
-        self.memo.clear()
-        facts = PodFacts.of(old)
+        facts = self._facts.pop(key)
         self.requested_cpu -= facts.cpu
         self.requested_memory -= facts.memory
         self.requested_extended.subtract(dict(facts.extended))
@@ -182,6 +210,7 @@ class NodeInfo:
         if facts.controller:
             self.by_controller[facts.controller] -= 1
         self.by_labels[facts.labels] -= 1
+        self._forget()
 
 
 def holds_resources(pod: pod_pb2.Pod) -> bool:

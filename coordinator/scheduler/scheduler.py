@@ -31,6 +31,7 @@ from coordinator.objects.informer import Informer
 from coordinator.objects.registry import Registry
 from coordinator.scheduler import plugins
 from coordinator.scheduler.nodeinfo import NodeInfo, PodFacts, holds_resources, pod_key
+from coordinator.scheduler.scoreindex import ScoreIndex
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class Scheduler:
         # (memoize=False: every plugin called for every node, as bench/scheduler_decide.py's baseline.)
         self._memoize = memoize and filters == plugins.FILTERS and scores == plugins.SCORES
         self._shapes: dict[tuple[object, ...], object] = {}
+        # Per pod shape, every node's verdict in a tree (scoreindex), over the node order they
+        # were built on; rebuilt when the nodes are not those any more.
+        self._indexes: dict[object, ScoreIndex] = {}
+        self._indexed: list[NodeInfo] = []
         self.nodes: dict[str, NodeInfo] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._queued: set[str] = set()
@@ -178,35 +183,42 @@ class Scheduler:
         total = len(infos)
         # Round-robin from where the last search stopped (modulo: nodes may have gone since).
         start = self._start % total if total else 0
-        order = infos[start:] + infos[:start] if start else infos
         if not self._memoize:
-            return self._decide_plainly(facts, order)
-        # The default plugins, in one pass: per node a memo lookup for the node-state filters and
-        # the score (NodeInfo.memo; a miss runs them, on the one node changed since the last
-        # pod of this shape), then the live filters inlined: plugins.node_ready,
-        # node_schedulable (through info.spec, which is info.node.spec) and node_selector.
-        # Same nodes examined, same stop, same first-of-the-best as max() over the feasible.
+            return self._decide_plainly(facts, infos[start:] + infos[:start])
+        # The default plugins: per pod shape, what they make of each node is remembered until the
+        # node changes (NodeInfo.memo); a pod without a node selector is decided from a tree of
+        # those verdicts (scoreindex), one with a selector node by node.
         want = nodes_to_find(total)
         token = self._token(facts)
+        if facts.node_selector:
+            best = self._search_node_by_node(facts, token, infos[start:] + infos[:start], start, want)
+        else:  # the same search, in a tree (scoreindex) rather than node by node
+            at, examined = self._index(token, facts, infos).search(start, want)
+            self._start = (start + examined) % total if total else 0
+            best = infos[at] if at >= 0 else None
+        if best is None:  # every node was examined and none fits: say why, filter by filter
+            reasons = collections.Counter(r for info in infos if (r := self._reason(facts, info)) is not None)
+            return Decision(None, unschedulable_message(total, reasons))
+        return Decision(best.name)
+
+    def _search_node_by_node(
+        self, facts: PodFacts, token: object, order: list[NodeInfo], start: int, want: int
+    ) -> NodeInfo | None:
+        # Per node a memo lookup for the node-state filters and the score (NodeInfo.memo; a miss
+        # runs them, on the one node changed since the last pod of this shape), then the live
+        # filters inlined: plugins.node_ready, node_schedulable (through info.spec, which is
+        # info.node.spec) and node_selector. Same nodes examined, same stop, same first-of-the-
+        # best as max() over the feasible.
+        total = len(order)
         selector = facts.node_selector
-        node_selector, fit_and_score = plugins.node_selector, plugins.fit_and_score
+        node_selector = plugins.node_selector
         best: NodeInfo | None = None
         best_score = -math.inf  # below every score: the first feasible node is the first best
         left = want
         skipped = 0
         for info in order:
-            try:
-                score = info.memo[token]
-            except KeyError:
-                if len(info.memo) >= MAX_SHAPES:
-                    info.memo.clear()
-                score = info.memo[token] = fit_and_score(facts, info)
-            if (
-                score is None
-                or not info.ready
-                or info.spec.unschedulable
-                or (selector and node_selector(facts, info) is not None)
-            ):
+            score = self._verdict(token, facts, info)
+            if score is None or (selector and node_selector(facts, info) is not None):
                 skipped += 1
                 continue
             if score > best_score:
@@ -216,10 +228,39 @@ class Scheduler:
                 break
         if total:
             self._start = (start + want - left + skipped) % total  # the nodes examined
-        if best is None:  # every node was examined and none fits: say why, filter by filter
-            reasons = collections.Counter(r for info in infos if (r := self._reason(facts, info)) is not None)
-            return Decision(None, unschedulable_message(total, reasons))
-        return Decision(best.name)
+        return best
+
+    @staticmethod
+    def _verdict(token: object, facts: PodFacts, info: NodeInfo) -> float | None:
+        """What a pod of this shape without a node selector makes of the node: None if it cannot
+        go there (not Ready, cordoned, turned away by plugins.NODE_STATE_FILTERS), else its
+        weighted score (remembered in NodeInfo.memo)."""
+        if not info.ready or info.spec.unschedulable:
+            return None
+        try:
+            return info.memo[token]
+        except KeyError:
+            if len(info.memo) >= MAX_SHAPES:
+                info.memo.clear()
+            score = info.memo[token] = plugins.fit_and_score(facts, info)
+            return score
+
+    def _index(self, token: object, facts: PodFacts, infos: list[NodeInfo]) -> ScoreIndex:
+        if infos != self._indexed:  # nodes came, went or were replaced: new positions
+            self._indexes.clear()
+            self._indexed = infos
+            for slot, info in enumerate(infos):
+                info.slot, info.changed = slot, self._node_changed
+        index = self._indexes.get(token)
+        if index is None:
+            index = self._indexes[token] = ScoreIndex(infos, lambda info: self._verdict(token, facts, info))
+        return index
+
+    def _node_changed(self, info: NodeInfo) -> None:
+        slot = info.slot
+        if 0 <= slot < len(self._indexed) and self._indexed[slot] is info:
+            for index in self._indexes.values():
+                index.stale.add(slot)
 
     def _token(self, facts: PodFacts) -> object:
         """One token per pod shape, for NodeInfo.memo: an identity-hashed key costs less to look
@@ -229,6 +270,7 @@ class Scheduler:
         if token is None:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()  # the nodes' memos forget dropped tokens as they change or fill
+                self._indexes.clear()
             token = self._shapes[shape] = object()
         return token
 

@@ -102,7 +102,9 @@ def test_a_node_that_changes_is_judged_afresh() -> None:
     assert s.decide(pod("p", cpu=600)).message == "0/2 nodes available: 2 insufficient cpu"
     s.nodes["a"].set_node(node("a", cpu=2000))  # the node grew
     assert s.decide(pod("p", cpu=600)).node == "a"
-    s.nodes["a"].node.spec.unschedulable = True  # changed in place: still seen
+    cordoned = node("a", cpu=2000)
+    cordoned.spec.unschedulable = True
+    s.nodes["a"].set_node(cordoned)  # a new Node, as the informer hands every change
     assert s.decide(pod("p", cpu=600)).message == (
         "0/2 nodes available: 1 insufficient cpu, 1 node(s) cordoned"
     )
@@ -216,3 +218,30 @@ def test_the_memo_decides_as_every_plugin_on_every_node_does() -> None:
                 s.nodes.pop(name)
             bound = [(b, where) for b, where in bound if where != name]
     assert 0 < unschedulable < 600 and len(bound) > 100
+
+
+def test_a_pods_newer_version_holding_the_same_keeps_the_verdicts() -> None:
+    s = scheduler(node("a", cpu=1000), node("b", cpu=1000))
+    bind(s, pod("r0", owner="rc", cpu=100), "a")
+    assert s.decide(pod("r1", owner="rc", cpu=100)).node == "b"
+    info = s.nodes["a"]
+    assert info.memo
+    running = pod("r0", owner="rc", cpu=100)
+    running.spec.node_name = "a"
+    running.status.phase = pod_pb2.POD_PHASE_RUNNING
+    info.add(running)  # its status update: the same requests
+    assert info.memo and info.pods["default/r0"] is running and info.requested_cpu == 100
+    bigger = pod("r0", owner="rc", cpu=700)
+    bigger.spec.node_name = "a"
+    info.add(bigger)  # requests changed: counted again, verdicts forgotten
+    assert not info.memo and info.requested_cpu == 700
+    info.remove(bigger)
+    assert info.requested_cpu == 0 and not info.pods
+
+
+def test_a_node_replaced_by_an_equal_one_is_indexed_afresh() -> None:
+    s = scheduler(node("a"), node("b"))
+    assert s.decide(pod("p", owner="rc", cpu=100)).node == "a"  # the shape's index is built
+    s.nodes["a"] = NodeInfo(node("a"))  # the same by value, a new object
+    bind(s, pod("full", owner="rc", cpu=4000), "a")  # seen only if the new object is indexed
+    assert s.decide(pod("q", owner="rc", cpu=100)).node == "b"
