@@ -1,17 +1,25 @@
 """Events: what happened to an object, recorded as Event objects next to it.
 
-Recording never blocks or fails the caller: writes go out in the background,
-repeated events (same object, reason and message) fold into one with a count,
-as kubectl shows them, and events older than `ttl` are deleted.
+Recording never blocks or fails the caller: events queue (at most
+`max_pending`; past that they are dropped, as Kubernetes' event broadcaster
+drops under pressure) and up to `max_in_flight` writers take them off in the
+background, so a burst of pods costs no task per event. Repeated events (same
+object, reason and message) fold into one with a count, as kubectl shows them,
+and events older than `ttl` are deleted.
+
+Most events are new: they are created straight away, and only an event this
+recorder wrote lately (or one the store already has) is read and counted up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 
@@ -23,6 +31,8 @@ from coordinator.objects.registry import Registry
 log = logging.getLogger(__name__)
 
 EVENT = kinds.by_name("Event")
+# Names of events written lately, to fold a repeat into its event without trying a create first.
+KNOWN_NAMES = 4096
 
 
 def reference(obj: Message) -> workloads_pb2.ObjectReference:
@@ -37,6 +47,16 @@ def event_name(ref: workloads_pb2.ObjectReference, reason: str, message: str) ->
     return f"{ref.name}.{digest}"
 
 
+class _Pending(NamedTuple):
+    ref: workloads_pb2.ObjectReference
+    type: str
+    reason: str
+    message: str
+    component: str
+    host: str
+    at_ns: int
+
+
 class EventRecorder:
     def __init__(
         self,
@@ -45,12 +65,17 @@ class EventRecorder:
         component: str = "coordinator",
         clock: Callable[[], float] = time.time,
         max_in_flight: int = 64,
+        max_pending: int = 10_000,
     ) -> None:
         self._registry = registry
         self._component = component
         self._clock = clock
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._max_writers = max_in_flight
+        self._max_pending = max_pending
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._writers: set[asyncio.Task[None]] = set()
+        self._known: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.dropped = 0
 
     def record(self, obj: Message, type_: str, reason: str, message: str, *, host: str = "") -> None:
         self.record_ref(reference(obj), type_, reason, message, component=self._component, host=host)
@@ -65,61 +90,74 @@ class EventRecorder:
         component: str,
         host: str = "",
     ) -> None:
-        if len(self._tasks) > 10_000:
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
             log.warning("dropping event %s for %s/%s: too many pending", reason, ref.namespace, ref.name)
             return
-        task = asyncio.create_task(self.write(ref, type_, reason, message, component=component, host=host))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        at_ns = int(self._clock() * 1e9)
+        self._pending.append(_Pending(ref, type_, reason, message, component, host, at_ns))
+        if len(self._writers) < min(self._max_writers, len(self._pending)):
+            task = asyncio.create_task(self._drain())
+            self._writers.add(task)
+            task.add_done_callback(self._writers.discard)
 
-    async def write(
-        self,
-        ref: workloads_pb2.ObjectReference,
-        type_: str,
-        reason: str,
-        message: str,
-        *,
-        component: str,
-        host: str,
-    ) -> None:
-        namespace = ref.namespace or "default"
-        name = event_name(ref, reason, message)
-        now_ns = int(self._clock() * 1e9)
-        async with self._slots:
-            try:
+    async def _drain(self) -> None:
+        while self._pending:
+            await self.write(self._pending.popleft())
 
-                def bump(obj: Message) -> bool:
-                    assert isinstance(obj, workloads_pb2.Event)
-                    obj.count += 1
-                    obj.last_timestamp.FromNanoseconds(now_ns)
-                    return True
-
-                await self._registry.guaranteed_update(EVENT, namespace, name, bump)
+    async def write(self, event: _Pending) -> None:
+        namespace = event.ref.namespace or "default"
+        name = event_name(event.ref, event.reason, event.message)
+        if name in self._known:
+            self._known.move_to_end(name)
+            if await self._count_up(namespace, name, event.at_ns):
                 return
-            except errors.NotFound:
-                pass
-            except errors.AtollError as exc:
-                log.debug("event %s not recorded: %s", name, exc)
+        obj = workloads_pb2.Event(
+            involved_object=event.ref,
+            reason=event.reason,
+            message=event.message,
+            type=event.type,
+            source_component=event.component,
+            source_host=event.host,
+            count=1,
+        )
+        obj.metadata.name, obj.metadata.namespace = name, namespace
+        obj.first_timestamp.FromNanoseconds(event.at_ns)
+        obj.last_timestamp.FromNanoseconds(event.at_ns)
+        try:
+            await self._registry.create(obj)
+        except errors.AlreadyExists:  # written before this recorder knew it, or by another coordinator
+            if not await self._count_up(namespace, name, event.at_ns):
                 return
-            event = workloads_pb2.Event(
-                involved_object=ref,
-                reason=reason,
-                message=message,
-                type=type_,
-                source_component=component,
-                source_host=host,
-                count=1,
-            )
-            event.metadata.name, event.metadata.namespace = name, namespace
-            event.first_timestamp.FromNanoseconds(now_ns)
-            event.last_timestamp.FromNanoseconds(now_ns)
-            try:
-                await self._registry.create(event)
-            except errors.AtollError as exc:
-                log.debug("event %s not recorded: %s", name, exc)
+        except errors.AtollError as exc:
+            log.debug("event %s not recorded: %s", name, exc)
+            return
+        self._known[name] = None
+        if len(self._known) > KNOWN_NAMES:
+            self._known.popitem(last=False)
+
+    async def _count_up(self, namespace: str, name: str, at_ns: int) -> bool:
+        """Fold one more occurrence into the event; False if there is none to fold into."""
+
+        def bump(obj: Message) -> bool:
+            assert isinstance(obj, workloads_pb2.Event)
+            obj.count += 1
+            obj.last_timestamp.FromNanoseconds(at_ns)
+            return True
+
+        try:
+            await self._registry.guaranteed_update(EVENT, namespace, name, bump)
+            return True
+        except errors.NotFound:  # deleted meanwhile (collected): created afresh
+            self._known.pop(name, None)
+            return False
+        except errors.AtollError as exc:
+            log.debug("event %s not recorded: %s", name, exc)
+            return True  # nothing more to try
 
     async def flush(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
 
     async def collect_garbage(self, ttl: float) -> int:
         """Delete events whose last occurrence is older than `ttl` seconds."""

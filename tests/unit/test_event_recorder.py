@@ -1,0 +1,88 @@
+"""The coordinator's EventRecorder: queued, written by a few writers, repeats folded into one."""
+
+from __future__ import annotations
+
+from atoll import errors
+from atoll.v1 import workloads_pb2
+from coordinator.objects.events import EVENT, EventRecorder, event_name
+from coordinator.objects.registry import Registry
+from coordinator.store.memory import MemoryStore
+
+REF = workloads_pb2.ObjectReference(kind="Pod", namespace="default", name="web-0", uid="u-1")
+
+
+async def events(registry: Registry) -> dict[str, workloads_pb2.Event]:
+    items, _ = await registry.list(EVENT, "default")
+    return {e.metadata.name: e for e in items}  # type: ignore[attr-defined, misc]
+
+
+def record(recorder: EventRecorder, reason: str = "Started", message: str = "started main") -> None:
+    recorder.record_ref(REF, "Normal", reason, message, component="agent", host="node-1")
+
+
+async def test_a_new_event_is_created_and_its_repeats_fold_into_it() -> None:
+    registry = Registry(MemoryStore())
+    clock = iter(float(t) for t in range(100, 200))
+    recorder = EventRecorder(registry, clock=lambda: next(clock))
+    record(recorder)
+    await recorder.flush()
+    record(recorder)
+    record(recorder)
+    record(recorder, "Killing", "stopping main")
+    await recorder.flush()
+    got = await events(registry)
+    started = got[event_name(REF, "Started", "started main")]
+    assert started.count == 3 and started.source_host == "node-1" and started.source_component == "agent"
+    assert started.first_timestamp.seconds == 100 and started.last_timestamp.seconds == 102  # when recorded
+    assert got[event_name(REF, "Killing", "stopping main")].count == 1
+
+
+async def test_an_event_already_stored_is_counted_up_by_a_recorder_new_to_it() -> None:
+    registry = Registry(MemoryStore())
+    record(first := EventRecorder(registry))
+    await first.flush()
+    record(second := EventRecorder(registry))  # another coordinator, or this one restarted
+    await second.flush()
+    assert [e.count for e in (await events(registry)).values()] == [2]
+
+
+async def test_a_known_event_collected_meanwhile_is_created_afresh() -> None:
+    registry = Registry(MemoryStore())
+    recorder = EventRecorder(registry)
+    record(recorder)
+    await recorder.flush()
+    name = event_name(REF, "Started", "started main")
+    await registry.delete(EVENT, "default", name)
+    record(recorder)
+    await recorder.flush()
+    assert (await events(registry))[name].count == 1
+
+
+async def test_writers_are_bounded_and_the_queue_drops_past_its_limit() -> None:
+    registry = Registry(MemoryStore())
+    recorder = EventRecorder(registry, max_in_flight=3, max_pending=50)
+    for i in range(60):
+        record(recorder, "Started", f"started c{i}")  # never waits, never raises
+    assert len(recorder._writers) == 3 and recorder.dropped == 10
+    await recorder.flush()
+    assert len(await events(registry)) == 50 and not recorder._writers
+
+
+async def test_a_failed_write_loses_only_its_event() -> None:
+    registry = Registry(MemoryStore())
+    real_create = registry.create
+    calls = 0
+
+    async def create(obj, **kw):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise errors.Unavailable("store is closed")
+        return await real_create(obj, **kw)
+
+    registry.create = create  # type: ignore[method-assign]
+    recorder = EventRecorder(registry, max_in_flight=1)
+    for i in range(3):
+        record(recorder, "Started", f"started c{i}")
+    await recorder.flush()
+    assert sorted(e.message for e in (await events(registry)).values()) == ["started c0", "started c2"]
