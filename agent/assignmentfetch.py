@@ -1,6 +1,23 @@
-"""When the agent fetches its whole assignment instead of waiting for the watch to push it."""
+"""When the agent fetches its whole assignment instead of waiting for the watch to push it, and
+what a pushed delta makes of the assignment it has."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from atoll.v1 import node_api_pb2, pod_pb2
+
+
+def with_delta(desired: Mapping[str, pod_pb2.Pod], delta: node_api_pb2.Assignment) -> node_api_pb2.Assignment:
+    """The whole assignment at the delta's generation, from `desired` (uid -> pod) at its base."""
+    pods = dict(desired)
+    for uid in delta.removed_uids:
+        pods.pop(uid, None)
+    for pod in delta.pods:
+        pods[pod.metadata.uid] = pod
+    whole = node_api_pb2.Assignment(node_name=delta.node_name, generation=delta.generation)
+    whole.pods.extend(sorted(pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name)))
+    return whole
 
 
 def fetch_needed(

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from agent.assignmentfetch import fetch_needed
+from agent.assignmentfetch import fetch_needed, with_delta
 from agent.configview import NodeConfigView
 from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
@@ -104,6 +104,8 @@ class CoordinatorLink:
     service_deltas = True
     # The same for the node config's subnet leases.
     node_config_deltas = True
+    # And for the assignment: after the first, only the pods added, changed or gone.
+    assignment_deltas = True
     # Node configs that arrive within this many seconds of the last one applied are applied
     # together (kube-proxy's --iptables-min-sync-period, 1 s).
     node_config_min_interval = 1.0
@@ -172,6 +174,8 @@ class CoordinatorLink:
             via = self._source.target
         elif via != self._source.target:
             return  # a push from a coordinator the link has left
+        if assignment.delta:
+            assignment = self._with_delta(assignment, via)
         if assignment.parts > 1:
             if via != self._parts_via:
                 self._parts.clear()
@@ -198,6 +202,21 @@ class CoordinatorLink:
         self._generation_via = via
         self._assignments.save(assignment)
         manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
+
+    def _with_delta(self, delta: node_api_pb2.Assignment, via: str) -> node_api_pb2.Assignment:
+        """The whole assignment a delta leads to from the one the agent has; StreamGap (the
+        watch is reopened, and starts whole) unless the agent has the delta's base from `via`."""
+        manager = self._manager
+        if (
+            not manager.authoritative
+            or via != self._generation_via
+            or delta.base_generation != manager.generation
+        ):
+            raise StreamGap(
+                f"an assignment delta from generation {delta.base_generation} of {via}; "
+                f"this agent has generation {manager.generation} of {self._generation_via or 'none'}"
+            )
+        return with_delta(manager.desired, delta)
 
     async def register(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(initial=0.5, maximum=10.0)
@@ -462,6 +481,7 @@ class CoordinatorLink:
             services=self.on_services is not None,
             accept_node_config_deltas=self.node_config_deltas,
             accept_service_deltas=self.service_deltas,
+            accept_assignment_deltas=self.assignment_deltas,
         )
 
         async def handle(resp: node_api_pb2.WatchNodeResponse, via: str) -> None:
@@ -541,7 +561,11 @@ class CoordinatorLink:
         try:
             await self._follow(
                 "assignment",
-                lambda: self._stub.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=self._node)),
+                lambda: self._stub.WatchAssignment(
+                    node_api_pb2.WatchAssignmentRequest(
+                        node_name=self._node, accept_deltas=self.assignment_deltas
+                    )
+                ),
                 handle,
                 stop,
                 up=self._assignment_up,

@@ -335,6 +335,12 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         sent = -1
         while True:
             await self._assignments.wait_change(request.node_name, sent)
+            if request.accept_deltas and sent >= 0:
+                delta = self._assignments.delta(request.node_name, sent)
+                if delta is not None:
+                    sent = delta.generation
+                    yield node_api_pb2.WatchAssignmentResponse(assignment=delta)
+                    continue
             for part in self._assignments.parts(request.node_name):
                 sent = part.generation
                 yield node_api_pb2.WatchAssignmentResponse(assignment=part)
@@ -409,7 +415,10 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         self._check_name(name)
         feeds: list[AsyncIterator[callchain.Encoded]] = []
         if request.assignment:
-            assignment = self.WatchAssignment(node_api_pb2.WatchAssignmentRequest(node_name=name), context)
+            assignment_request = node_api_pb2.WatchAssignmentRequest(
+                node_name=name, accept_deltas=request.accept_assignment_deltas
+            )
+            assignment = self.WatchAssignment(assignment_request, context)
             feeds.append(pushes.as_pushes(pushes.ASSIGNMENT, assignment))
         if request.node_config:
             config_request = node_api_pb2.WatchNodeConfigRequest(

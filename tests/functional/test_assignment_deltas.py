@@ -1,0 +1,101 @@
+"""An agent's assignment watch takes deltas after its first whole assignment, and an agent out of
+step with a delta reopens the watch and starts whole again."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from agent.link import CoordinatorLink
+from atoll import kinds
+from atoll.v1 import node_api_pb2, pod_pb2
+from coordinator.api.node.assignments import AssignmentTracker
+from tests.functional.harness import Cluster, eventually
+
+POD = kinds.by_name("Pod")
+
+
+def pinned_pod(name: str, node: str) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    p.spec.node_name = node
+    p.spec.containers.add(name="main", image="busybox", command=["sleep", "3600"])
+    return p
+
+
+async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[node_api_pb2.Assignment] = []
+    trackers: list[AssignmentTracker] = []
+    real_delta = AssignmentTracker.delta
+
+    def delta(self: AssignmentTracker, node: str, base: int) -> node_api_pb2.Assignment | None:
+        trackers.append(self)
+        built = real_delta(self, node, base)
+        if built is not None:
+            sent.append(built)
+        return built
+
+    monkeypatch.setattr(AssignmentTracker, "delta", delta)
+    cluster = await Cluster(tmp_path).start()
+    try:
+        c = cluster.client
+        assert c is not None
+        node = await cluster.add_node("n1", images=("busybox",))
+        manager = node.agent.manager
+        assert manager is not None
+
+        async def desired(*names: str) -> bool:
+            return sorted(p.metadata.name for p in manager.desired.values()) == sorted(names)
+
+        await c.create(pinned_pod("a", "n1"))
+        await eventually(lambda: desired("a"), what="the first pod, whole")
+        await c.create(pinned_pod("b", "n1"))
+        await c.create(pinned_pod("c", "n1"))
+        await eventually(lambda: desired("a", "b", "c"), what="two more pods")
+        await c.delete(POD, "default", "a")
+        await eventually(lambda: desired("b", "c"), what="a pod gone")
+        assert sent and any(d.removed_uids for d in sent) and all(len(d.pods) <= 2 for d in sent)
+        tracker = trackers[-1]
+        assert manager.generation == tracker.generation("n1")
+
+        # The agent's generation is not the one the stream sent last (as after a fetch that raced
+        # the watch): the next delta does not fit, the watch is reopened and starts whole.
+        manager.generation -= 1
+        deltas_before = len(sent)
+        await c.create(pinned_pod("d", "n1"))
+        await eventually(lambda: desired("b", "c", "d"), what="the pod after the gap")
+        assert len(sent) > deltas_before  # the delta went, and was refused
+        assert manager.generation == tracker.generation("n1")
+        await c.create(pinned_pod("e", "n1"))
+        await eventually(lambda: desired("b", "c", "d", "e"), what="deltas again on the new stream")
+    finally:
+        await cluster.stop()
+
+
+async def test_an_agent_that_does_not_ask_for_deltas_gets_whole_assignments(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    real_delta = AssignmentTracker.delta
+    monkeypatch.setattr(AssignmentTracker, "delta", lambda *a: built.append(real_delta(*a)))
+    monkeypatch.setattr(CoordinatorLink, "assignment_deltas", False)  # as agents before deltas
+    cluster = await Cluster(tmp_path).start()
+    try:
+        c = cluster.client
+        assert c is not None
+        node = await cluster.add_node("n1", images=("busybox",))
+        manager = node.agent.manager
+        assert manager is not None
+        for name in ("a", "b"):
+            await c.create(pinned_pod(name, "n1"))
+
+        async def both() -> bool:
+            return len(manager.desired) == 2
+
+        await eventually(both, what="two pods, each push whole")
+        assert not built
+    finally:
+        await cluster.stop()

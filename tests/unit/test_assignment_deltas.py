@@ -1,0 +1,96 @@
+"""Assignment deltas: what the coordinator's tracker builds for a watch that accepts them, and the
+whole assignment an agent makes of one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.protobuf.message import Message
+
+from agent.assignmentfetch import with_delta
+from atoll.v1 import node_api_pb2, pod_pb2
+from coordinator.api.node import assignments
+from coordinator.api.node.assignments import AssignmentTracker
+
+
+class Pods:
+    """The pod informer as the tracker uses it: a revision and handlers."""
+
+    def __init__(self) -> None:
+        self.revision = 1
+        self.handlers: list[Callable[[str, Message, Message | None], None]] = []
+
+    def add_handler(self, handler: Callable[[str, Message, Message | None], None]) -> None:
+        self.handlers.append(handler)
+
+    def emit(self, type_: str, pod: pod_pb2.Pod, old: pod_pb2.Pod | None = None) -> None:
+        self.revision += 1
+        pod.metadata.resource_version = self.revision
+        for handler in self.handlers:
+            handler(type_, pod, old)
+
+
+def pod(name: str, node: str = "n1", generation: int = 1, image: str = "busybox") -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.namespace, p.metadata.name, p.metadata.uid = "default", name, f"uid-{name}"
+    p.metadata.generation = generation
+    p.spec.node_name = node
+    p.spec.containers.add(name="main", image=image)
+    return p
+
+
+def names(a: node_api_pb2.Assignment) -> list[str]:
+    return sorted(p.metadata.name for p in a.pods)
+
+
+def test_a_delta_brings_what_changed_since_its_base() -> None:
+    pods = Pods()
+    tracker = AssignmentTracker(pods)  # type: ignore[arg-type]
+    pods.emit("ADDED", pod("a"))
+    first = base = tracker.generation("n1")
+    pods.emit("ADDED", pod("b"))
+    pods.emit("ADDED", pod("c", node="n2"))  # another node's
+    pods.emit("MODIFIED", pod("a", generation=2, image="nginx"), pod("a"))
+    running = pod("b")
+    running.status.phase = pod_pb2.POD_PHASE_RUNNING
+    pods.emit("MODIFIED", running, pod("b"))  # a status update changes no assignment
+    delta = tracker.delta("n1", base)
+    assert delta is not None and delta.delta and delta.base_generation == base
+    assert delta.generation == tracker.generation("n1") and names(delta) == ["a", "b"]
+    assert not delta.removed_uids
+    assert next(p for p in delta.pods if p.metadata.name == "a").spec.containers[0].image == "nginx"
+
+    base = delta.generation
+    pods.emit("DELETED", pod("b"), pod("b"))
+    delta = tracker.delta("n1", base)
+    assert delta is not None and list(delta.removed_uids) == ["uid-b"] and not delta.pods
+    since_first = tracker.delta("n1", first)  # both changes, from an older base, in one delta
+    assert since_first is not None and names(since_first) == ["a"]
+    assert list(since_first.removed_uids) == ["uid-b"]
+
+
+def test_no_delta_from_before_what_is_remembered_or_too_large_for_a_part() -> None:
+    pods = Pods()
+    tracker = AssignmentTracker(pods)  # type: ignore[arg-type]
+    start = tracker.generation("n1")
+    assert tracker.delta("n1", start - 1) is None  # from before the node was known
+    assert tracker.delta("n1", start + 5) is None  # from a generation not reached
+    for i in range(assignments.MAX_CHANGES + 1):
+        pods.emit("ADDED", pod(f"p{i}"))
+    assert tracker.delta("n1", start) is None  # the first change is forgotten
+    assert tracker.delta("n1", start + 1) is not None
+    small = AssignmentTracker(pods, max_bytes=200)  # type: ignore[arg-type]
+    base = small.generation("n1")
+    pods.emit("ADDED", pod("x", image="y" * 300))
+    assert small.delta("n1", base) is None  # the whole assignment, in parts, instead
+
+
+def test_an_agent_makes_the_whole_assignment_of_a_delta() -> None:
+    desired = {p.metadata.uid: p for p in (pod("a"), pod("b"), pod("c"))}
+    delta = node_api_pb2.Assignment(node_name="n1", generation=9, delta=True, base_generation=5)
+    delta.pods.extend([pod("b", generation=2, image="nginx"), pod("d")])
+    delta.removed_uids.append("uid-c")
+    whole = with_delta(desired, delta)
+    assert not whole.delta and whole.generation == 9 and whole.node_name == "n1"
+    assert names(whole) == ["a", "b", "d"]
+    assert next(p for p in whole.pods if p.metadata.name == "b").spec.containers[0].image == "nginx"
