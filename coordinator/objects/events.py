@@ -103,7 +103,13 @@ class EventRecorder:
 
     async def _drain(self) -> None:
         while self._pending:
-            await self.write(self._pending.popleft())
+            event = self._pending.popleft()
+            try:
+                await self.write(event)
+            except Exception:  # one event that cannot be written must not strand those after it
+                log.exception(
+                    "event %s for %s/%s not recorded", event.reason, event.ref.namespace, event.ref.name
+                )
 
     async def write(self, event: _Pending) -> None:
         namespace = event.ref.namespace or "default"

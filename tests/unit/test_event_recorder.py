@@ -86,3 +86,20 @@ async def test_a_failed_write_loses_only_its_event() -> None:
         record(recorder, "Started", f"started c{i}")
     await recorder.flush()
     assert sorted(e.message for e in (await events(registry)).values()) == ["started c0", "started c2"]
+
+
+async def test_an_event_that_breaks_its_writer_strands_none_after_it() -> None:
+    registry = Registry(MemoryStore())
+    recorder = EventRecorder(registry, max_in_flight=1)
+    real_create = registry.create
+
+    async def create(obj, **kw):  # type: ignore[no-untyped-def]
+        if obj.message == "started c0":
+            raise ValueError("a bug")
+        return await real_create(obj, **kw)
+
+    registry.create = create  # type: ignore[method-assign]
+    for i in range(3):
+        record(recorder, "Started", f"started c{i}")
+    await recorder.flush()
+    assert sorted(e.message for e in (await events(registry)).values()) == ["started c1", "started c2"]
