@@ -3,17 +3,34 @@ step with a delta reopens the watch and starts whole again."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import AsyncIterator
 
 import pytest
 
 from agent.link import CoordinatorLink
+from agent.pods.manager import PodManager
 from atoll import kinds
 from atoll.v1 import node_api_pb2, pod_pb2
 from coordinator.api.node.assignments import AssignmentTracker
+from coordinator.client.api import Client
 from tests.functional.harness import Cluster, eventually
 
 POD = kinds.by_name("Pod")
+
+
+@contextlib.asynccontextmanager
+async def one_node(tmp_path: pathlib.Path) -> AsyncIterator[tuple[Client, PodManager]]:
+    """A coordinator and one agent, n1: the API's client and the agent's pod manager."""
+    cluster = await Cluster(tmp_path).start()
+    try:
+        assert cluster.client is not None
+        node = await cluster.add_node("n1", images=("busybox",))
+        assert node.agent.manager is not None
+        yield cluster.client, node.agent.manager
+    finally:
+        await cluster.stop()
 
 
 def pinned_pod(name: str, node: str) -> pod_pb2.Pod:
@@ -39,13 +56,7 @@ async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
         return built
 
     monkeypatch.setattr(AssignmentTracker, "delta", delta)
-    cluster = await Cluster(tmp_path).start()
-    try:
-        c = cluster.client
-        assert c is not None
-        node = await cluster.add_node("n1", images=("busybox",))
-        manager = node.agent.manager
-        assert manager is not None
+    async with one_node(tmp_path) as (c, manager):
 
         async def desired(*names: str) -> bool:
             return sorted(p.metadata.name for p in manager.desired.values()) == sorted(names)
@@ -71,8 +82,6 @@ async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
         assert manager.generation == tracker.generation("n1")
         await c.create(pinned_pod("e", "n1"))
         await eventually(lambda: desired("b", "c", "d", "e"), what="deltas again on the new stream")
-    finally:
-        await cluster.stop()
 
 
 async def test_an_agent_that_does_not_ask_for_deltas_gets_whole_assignments(
@@ -82,13 +91,7 @@ async def test_an_agent_that_does_not_ask_for_deltas_gets_whole_assignments(
     real_delta = AssignmentTracker.delta
     monkeypatch.setattr(AssignmentTracker, "delta", lambda *a: built.append(real_delta(*a)))
     monkeypatch.setattr(CoordinatorLink, "assignment_deltas", False)  # as agents before deltas
-    cluster = await Cluster(tmp_path).start()
-    try:
-        c = cluster.client
-        assert c is not None
-        node = await cluster.add_node("n1", images=("busybox",))
-        manager = node.agent.manager
-        assert manager is not None
+    async with one_node(tmp_path) as (c, manager):
         for name in ("a", "b"):
             await c.create(pinned_pod(name, "n1"))
 
@@ -97,5 +100,3 @@ async def test_an_agent_that_does_not_ask_for_deltas_gets_whole_assignments(
 
         await eventually(both, what="two pods, each push whole")
         assert not built
-    finally:
-        await cluster.stop()
