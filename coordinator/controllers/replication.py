@@ -51,7 +51,10 @@ def selector_of(rc: workloads_pb2.ReplicationController) -> dict[str, str]:
 
 
 def controller_uid(pod: pod_pb2.Pod) -> str:
-    return next((ref.uid for ref in pod.metadata.owner_references if ref.controller), "")
+    for ref in pod.metadata.owner_references:  # a loop, not next() over a generator: every pod event
+        if ref.controller:
+            return ref.uid
+    return ""
 
 
 def _key(pod: pod_pb2.Pod) -> str:
@@ -125,8 +128,8 @@ class ReplicationManager:
             self._key_by_uid[uid] = key
         self.queue.add(key)
 
-    def _owners_of(self, pod: pod_pb2.Pod) -> list[str]:
-        uid = controller_uid(pod)
+    def _owners_of(self, pod: pod_pb2.Pod, uid: str) -> list[str]:
+        """The controllers `pod` counts for; `uid`: its controller's uid (controller_uid)."""
         if uid:  # owned: one lookup, not a walk over every controller
             key = self._key_by_uid.get(uid)
             return [key] if key is not None and key.partition("/")[0] == pod.metadata.namespace else []
@@ -141,11 +144,15 @@ class ReplicationManager:
                 keys.append(f"{rc.metadata.namespace}/{rc.metadata.name}")
         return keys
 
-    def _index(self, type_: str, pod: pod_pb2.Pod, old: pod_pb2.Pod | None) -> None:
+    def _index(
+        self, type_: str, pod: pod_pb2.Pod, old: pod_pb2.Pod | None, owner: str, previous_owner: str
+    ) -> None:
         """Keep pods grouped by controller uid, and the unowned ones by namespace."""
         key = _key(pod)
+        if old is not None and owner and owner == previous_owner and type_ != "DELETED":
+            self._by_owner.setdefault(owner, OwnedPods()).put(key, pod)  # a newer version, filed anew
+            return
         if old is not None:
-            previous_owner = controller_uid(old)
             owned = self._by_owner.get(previous_owner)
             if owned is not None:
                 owned.remove(key)
@@ -154,7 +161,6 @@ class ReplicationManager:
             self._unowned.get(old.metadata.namespace, {}).pop(key, None)
         if type_ == "DELETED":
             return
-        owner = controller_uid(pod)
         if owner:
             self._by_owner.setdefault(owner, OwnedPods()).put(key, pod)
         else:
@@ -163,16 +169,18 @@ class ReplicationManager:
     def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
         assert isinstance(obj, pod_pb2.Pod)
         previous = old if isinstance(old, pod_pb2.Pod) else None
-        self._index(type_, obj, previous)
-        owners = set(self._owners_of(obj)) | (
-            set(self._owners_of(previous)) if previous is not None else set()
-        )
+        owner = controller_uid(obj)
+        previous_owner = controller_uid(previous) if previous is not None else ""
+        self._index(type_, obj, previous, owner, previous_owner)
+        owners = set(self._owners_of(obj, owner))
+        if previous is not None and (previous_owner != owner or not owner):  # unowned: by its labels
+            owners.update(self._owners_of(previous, previous_owner))
         counted_change = (
             type_ != "MODIFIED"
             or previous is None
             or is_active(obj) != is_active(previous)
             or obj.metadata.labels != previous.metadata.labels
-            or controller_uid(obj) != controller_uid(previous)
+            or owner != previous_owner
         )
         for key in owners:
             exp = self._expect.get(key)

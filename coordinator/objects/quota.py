@@ -91,12 +91,12 @@ def usage_of(obj: Message) -> dict[str, int]:
     if isinstance(obj, pod_pb2.Pod):
         if obj.status.phase in (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED):
             return {}
-        containers = obj.spec.containers
-        return {
-            PODS: 1,
-            CPU: sum(c.resources.requests.cpu_millis for c in containers),
-            MEMORY: sum(c.resources.requests.memory_bytes for c in containers),
-        }
+        cpu = memory = 0
+        for c in obj.spec.containers:  # one pass, no generators: every pod event comes here
+            requests = c.resources.requests
+            cpu += requests.cpu_millis
+            memory += requests.memory_bytes
+        return {PODS: 1, CPU: cpu, MEMORY: memory}
     if isinstance(obj, workloads_pb2.ReplicationController):
         return {RCS: 1}
     if isinstance(obj, workloads_pb2.Service):

@@ -45,7 +45,10 @@ class HostPort:
 
 
 def controller_of(pod: pod_pb2.Pod) -> str:
-    return next((ref.uid for ref in pod.metadata.owner_references if ref.controller), "")
+    for ref in pod.metadata.owner_references:  # a loop, not next() over a generator: every decision
+        if ref.controller:
+            return ref.uid
+    return ""
 
 
 def label_key(pod: pod_pb2.Pod) -> frozenset[tuple[str, str]]:
