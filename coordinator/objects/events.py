@@ -97,19 +97,27 @@ class EventRecorder:
         at_ns = int(self._clock() * 1e9)
         self._pending.append(_Pending(ref, type_, reason, message, component, host, at_ns))
         if len(self._writers) < min(self._max_writers, len(self._pending)):
-            task = asyncio.create_task(self._drain())
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        task = asyncio.create_task(self._drain())
+        self._writers.add(task)
+        task.add_done_callback(self._writers.discard)  # also one cancelled before it ran
 
     async def _drain(self) -> None:
-        while self._pending:
-            event = self._pending.popleft()
-            try:
-                await self.write(event)
-            except Exception:  # one event that cannot be written must not strand those after it
-                log.exception(
-                    "event %s for %s/%s not recorded", event.reason, event.ref.namespace, event.ref.name
-                )
+        try:
+            while self._pending:
+                event = self._pending.popleft()
+                try:
+                    await self.write(event)
+                except Exception:  # one event that cannot be written must not strand those after it
+                    log.exception(
+                        "event %s for %s/%s not recorded", event.reason, event.ref.namespace, event.ref.name
+                    )
+        finally:
+            # Out of the count at once, not when the done callback runs a turn later: an event
+            # recorded in between would find the count full and start no writer of its own.
+            self._writers.discard(asyncio.current_task())
 
     async def write(self, event: _Pending) -> None:
         namespace = event.ref.namespace or "default"
@@ -134,6 +142,7 @@ class EventRecorder:
             await self._registry.create(obj)
         except errors.AlreadyExists:  # written before this recorder knew it, or by another coordinator
             if not await self._count_up(namespace, name, event.at_ns):
+                await self._create_once_more(obj)  # collected in between
                 return
         except errors.AtollError as exc:
             log.debug("event %s not recorded: %s", name, exc)
@@ -142,13 +151,21 @@ class EventRecorder:
         if len(self._known) > KNOWN_NAMES:
             self._known.popitem(last=False)
 
+    async def _create_once_more(self, obj: workloads_pb2.Event) -> None:
+        try:
+            await self._registry.create(obj)
+        except errors.AtollError as exc:
+            log.debug("event %s not recorded: %s", obj.metadata.name, exc)
+
     async def _count_up(self, namespace: str, name: str, at_ns: int) -> bool:
         """Fold one more occurrence into the event; False if there is none to fold into."""
 
         def bump(obj: Message) -> bool:
             assert isinstance(obj, workloads_pb2.Event)
             obj.count += 1
-            obj.last_timestamp.FromNanoseconds(at_ns)
+            # Writers run side by side: a repeat recorded earlier may land later.
+            if at_ns > obj.last_timestamp.ToNanoseconds():
+                obj.last_timestamp.FromNanoseconds(at_ns)
             return True
 
         try:
@@ -162,7 +179,9 @@ class EventRecorder:
             return True  # nothing more to try
 
     async def flush(self) -> None:
-        while self._writers:
+        while self._writers or self._pending:
+            if not self._writers:  # never left so, but a flush must not return with events waiting
+                self._start_writer()
             await asyncio.gather(*self._writers, return_exceptions=True)
 
     async def collect_garbage(self, ttl: float) -> int:

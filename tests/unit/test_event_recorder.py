@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from atoll import errors
 from atoll.v1 import workloads_pb2
 from coordinator.objects.events import EVENT, EventRecorder, event_name
@@ -103,3 +105,44 @@ async def test_an_event_that_breaks_its_writer_strands_none_after_it() -> None:
         record(recorder, "Started", f"started c{i}")
     await recorder.flush()
     assert sorted(e.message for e in (await events(registry)).values()) == ["started c1", "started c2"]
+
+
+async def test_an_event_recorded_as_the_last_writer_ends_gets_a_writer() -> None:
+    registry = Registry(MemoryStore())
+    recorder = EventRecorder(registry, max_in_flight=1)
+    record(recorder, "Started", "started a")
+    (writer,) = recorder._writers
+    # Turn by turn, to be back here in the pass where the writer ended, before its done callback.
+    while not writer.done():  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    record(recorder, "Started", "started b")
+    await recorder.flush()
+    assert sorted(e.message for e in (await events(registry)).values()) == ["started a", "started b"]
+
+
+async def test_a_repeat_recorded_earlier_never_moves_the_last_time_back() -> None:
+    registry = Registry(MemoryStore())
+    times = iter([100.0, 300.0, 200.0])  # recorded in this order; written one after another
+    recorder = EventRecorder(registry, clock=lambda: next(times), max_in_flight=1)
+    for _ in range(3):
+        record(recorder)
+    await recorder.flush()
+    (event,) = (await events(registry)).values()
+    assert event.count == 3 and event.last_timestamp.seconds == 300
+
+
+async def test_an_event_collected_between_create_and_count_up_is_created_again() -> None:
+    registry = Registry(MemoryStore())
+    record(first := EventRecorder(registry))
+    await first.flush()
+    name = event_name(REF, "Started", "started main")
+    real_update = registry.guaranteed_update
+
+    async def collected_first(*args, **kw):  # type: ignore[no-untyped-def]
+        await registry.delete(EVENT, "default", name)  # the collector got there in between
+        return await real_update(*args, **kw)
+
+    registry.guaranteed_update = collected_first  # type: ignore[method-assign]
+    record(second := EventRecorder(registry))  # does not know it: create, AlreadyExists, count up
+    await second.flush()
+    assert [e.count for e in (await events(registry)).values()] == [1]
