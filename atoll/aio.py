@@ -78,8 +78,11 @@ async def merge(*sources: AsyncIterator[T]) -> AsyncGenerator[T, None]:
                 taken = loop.create_future()
                 ready.put_nowait((item, taken))
                 await taken
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the merge is closing: it cancelled this pump
+            ready.put_nowait((_FAILED, exc))  # a source's own cancellation ends the merge with it
         except BaseException as exc:  # the merge raises it
             ready.put_nowait((_FAILED, exc))
         else:

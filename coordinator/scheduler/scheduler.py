@@ -106,6 +106,10 @@ class Scheduler:
         # were built on; rebuilt when the nodes are not those any more.
         self._indexes: dict[object, ScoreIndex] = {}
         self._indexed: list[NodeInfo] = []
+        # Shapes decided once, node by node: a tree judges every node to be built, a search node
+        # by node stops at the nodes it wants, so a shape gets its tree when it comes again
+        # (every single-replica controller is a shape of its own).
+        self._seen_once: set[object] = set()
         self.nodes: dict[str, NodeInfo] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._queued: set[str] = set()
@@ -190,10 +194,11 @@ class Scheduler:
         # those verdicts (scoreindex), one with a selector node by node.
         want = nodes_to_find(total)
         token = self._token(facts)
-        if facts.node_selector:
+        index = None if facts.node_selector else self._index(token, facts, infos)
+        if index is None:
             best = self._search_node_by_node(facts, token, infos[start:] + infos[:start], start, want)
         else:  # the same search, in a tree (scoreindex) rather than node by node
-            at, examined = self._index(token, facts, infos).search(start, want)
+            at, examined = index.search(start, want)
             self._start = (start + examined) % total if total else 0
             best = infos[at] if at >= 0 else None
         if best is None:  # every node was examined and none fits: say why, filter by filter
@@ -245,7 +250,8 @@ class Scheduler:
             score = info.memo[token] = plugins.fit_and_score(facts, info)
             return score
 
-    def _index(self, token: object, facts: PodFacts, infos: list[NodeInfo]) -> ScoreIndex:
+    def _index(self, token: object, facts: PodFacts, infos: list[NodeInfo]) -> ScoreIndex | None:
+        """The shape's tree over `infos`; None for a shape's first pod (decided node by node)."""
         if infos != self._indexed:  # nodes came, went or were replaced: new positions
             self._indexes.clear()
             self._indexed = infos
@@ -253,6 +259,9 @@ class Scheduler:
                 info.slot, info.changed = slot, self._node_changed
         index = self._indexes.get(token)
         if index is None:
+            if token not in self._seen_once:
+                self._seen_once.add(token)
+                return None
             index = self._indexes[token] = ScoreIndex(infos, lambda info: self._verdict(token, facts, info))
         return index
 
@@ -271,6 +280,7 @@ class Scheduler:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()  # the nodes' memos forget dropped tokens as they change or fill
                 self._indexes.clear()
+                self._seen_once.clear()
             token = self._shapes[shape] = object()
         return token
 

@@ -94,3 +94,17 @@ def test_an_agent_makes_the_whole_assignment_of_a_delta() -> None:
     assert not whole.delta and whole.generation == 9 and whole.node_name == "n1"
     assert names(whole) == ["a", "b", "d"]
     assert next(p for p in whole.pods if p.metadata.name == "b").spec.containers[0].image == "nginx"
+
+
+def test_a_pod_made_again_under_its_name_replaces_the_old_uid() -> None:
+    pods = Pods()
+    tracker = AssignmentTracker(pods)  # type: ignore[arg-type]
+    pods.emit("ADDED", pod("a"))
+    base = tracker.generation("n1")
+    again = pod("a")
+    again.metadata.uid = "uid-a-2"  # deleted and created again while the informer relisted
+    pods.emit("MODIFIED", again, pod("a"))
+    assert [p.metadata.uid for p in tracker.assignment("n1").pods] == ["uid-a-2"]
+    delta = tracker.delta("n1", base)
+    assert delta is not None and list(delta.removed_uids) == ["uid-a"]
+    assert [p.metadata.uid for p in delta.pods] == ["uid-a-2"]

@@ -76,13 +76,14 @@ def test_hostport_conflicts_are_counted() -> None:
 
 
 def test_mixed_reasons_and_fit() -> None:
-    s = scheduler(node("a", ready=False), node("b", cpu=500), node("c", labels={"disk": "ssd"}))
-    s.nodes["c"].node.spec.unschedulable = True
+    cordoned = node("c", labels={"disk": "ssd"})
+    cordoned.spec.unschedulable = True
+    s = scheduler(node("a", ready=False), node("b", cpu=500), cordoned)
     decision = s.decide(pod("p", cpu=1000))
     assert (
         decision.message == "0/3 nodes available: 1 insufficient cpu, 1 node(s) cordoned, 1 node(s) not ready"
     )
-    s.nodes["c"].node.spec.unschedulable = False
+    s.nodes["c"].set_node(node("c", labels={"disk": "ssd"}))  # uncordoned: a new Node, as informers hand it
     assert s.decide(pod("p", cpu=1000, selector={"disk": "ssd"})).node == "c"
     assert "2 node(s) didn't match the node selector" in s.decide(pod("p", selector={"disk": "hdd"})).message
 

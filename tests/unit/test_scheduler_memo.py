@@ -239,9 +239,18 @@ def test_a_pods_newer_version_holding_the_same_keeps_the_verdicts() -> None:
     assert info.requested_cpu == 0 and not info.pods
 
 
+def test_a_shapes_first_pod_is_decided_node_by_node_and_its_second_builds_the_tree() -> None:
+    s = scheduler(*(node(f"n{i:03d}") for i in range(300)))
+    assert s.decide(pod("first", owner="rc")).node == "n000"
+    assert not s._indexes and all(not info.memo for info in list(s.nodes.values())[nodes_to_find(300) :])
+    assert s.decide(pod("second", owner="rc")).node is not None and len(s._indexes) == 1
+
+
 def test_a_node_replaced_by_an_equal_one_is_indexed_afresh() -> None:
     s = scheduler(node("a"), node("b"))
-    assert s.decide(pod("p", owner="rc", cpu=100)).node == "a"  # the shape's index is built
+    for name in ("p0", "p1"):  # the shape's second pod builds its tree
+        assert s.decide(pod(name, owner="rc", cpu=100)).node == "a"
+    assert s._indexes
     s.nodes["a"] = NodeInfo(node("a"))  # the same by value, a new object
     bind(s, pod("full", owner="rc", cpu=4000), "a")  # seen only if the new object is indexed
     assert s.decide(pod("q", owner="rc", cpu=100)).node == "b"

@@ -79,3 +79,20 @@ def test_a_push_as_a_field_parses_as_watch_node_response() -> None:
         pushes.as_field(pushes.NODE_CONFIG, callchain.Encoded(b"")).data
     )
     assert empty.WhichOneof("push") == "node_config"
+
+
+async def test_a_source_cancelled_from_within_ends_the_merge_as_before() -> None:
+    ended: list[str] = []
+
+    async def cancelled() -> AsyncIterator[str]:
+        yield "c0"
+        shared = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(shared.cancel)  # someone else cancels what it awaits
+        await shared
+        yield "c1"
+
+    got: list[str] = []
+    with pytest.raises(asyncio.CancelledError):
+        async for item in merge(cancelled(), ticks("slow", 100, 10.0, ended)):
+            got.append(item)
+    assert got == ["c0"] and ended == ["slow"]

@@ -106,9 +106,12 @@ class AssignmentTracker:
         old_node = assigned_node(old) if isinstance(old, pod_pb2.Pod) else ""
         new_node = assigned_node(obj) if type_ != "DELETED" else ""
         uid = obj.metadata.uid
-        if old_node and old_node != new_node:
-            self._node(old_node).pods.pop(uid, None)
-            self._touch(old_node, revision, uid)
+        # A pod deleted and made again under its name comes as MODIFIED after a relist: the old
+        # uid goes, whatever node the new one is on.
+        old_uid = old.metadata.uid if isinstance(old, pod_pb2.Pod) else uid
+        if old_node and (old_node != new_node or old_uid != uid):
+            self._node(old_node).pods.pop(old_uid, None)
+            self._touch(old_node, revision, old_uid)
         if not new_node:
             return
         entry = self._node(new_node)
