@@ -358,6 +358,7 @@ class Coordinator:
                 revision=lambda: store.revision,
                 objects=lambda: {kind: len(i.cache) for kind, i in informers.items()},
                 store_files=store.files if isinstance(store, SqliteStore) else (),
+                events_dropped=recorder.not_recorded,
             )
             self.metrics_server = await asyncio.to_thread(
                 MetricsServer(self.prom.registry, cfg.metrics_listen).start

@@ -99,9 +99,11 @@ class CoordinatorMetrics:
         revision: Callable[[], int],
         objects: Callable[[], Mapping[str, int]] = dict,
         store_files: Sequence[pathlib.Path] = (),
+        events_dropped: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         """Figures read from the coordinator's caches at scrape time. `objects`: cached objects by
-        kind; `store_files`: the store's files on disk (SQLite's database and WAL; none on etcd)."""
+        kind; `store_files`: the store's files on disk (SQLite's database and WAL; none on etcd);
+        `events_dropped`: events not written, by why (EventRecorder.not_recorded)."""
         r = self.registry
         r.register(
             Gauges(
@@ -143,6 +145,14 @@ class CoordinatorMetrics:
         r.register(
             _Count("atoll_coordinator_pods_bound", "Pods bound to nodes by this coordinator", pods_bound)
         )
+        r.register(
+            _Counts(
+                "atoll_coordinator_events_dropped",
+                "Events not written: spam (over an object's budget) or queue (too many pending)",
+                "reason",
+                events_dropped,
+            )
+        )
 
 
 def nodes_by_condition(nodes: Iterable[Any]) -> list[tuple[tuple[str, ...], float]]:
@@ -179,6 +189,19 @@ class _Count(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, value=self.read())
+
+
+class _Counts(Collector):
+    def __init__(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.name, self.documentation, self.label, self.read = name, documentation, label, read
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(self.read().items()):
+            family.add_metric([value], count)
+        yield family
 
 
 class _Method:

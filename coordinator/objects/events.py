@@ -1,6 +1,9 @@
 """Events: what happened to an object, recorded as Event objects next to it.
 
-Recording never blocks or fails the caller: events queue (at most
+Recording never blocks or fails the caller. Kubernetes' event correlation
+comes first (eventcorrelation): similar events combine into one, and each
+source records at most 25 events about one object at once, then one every five
+minutes; the rest are dropped and counted. Events then queue (at most
 `max_pending`; past that they are dropped, as Kubernetes' event broadcaster
 drops under pressure) and up to `max_in_flight` writers take them off in the
 background, so a burst of pods costs no task per event. Repeated events (same
@@ -26,6 +29,7 @@ from google.protobuf.message import Message
 from atoll import errors, kinds
 from atoll.aio import wait_or_stop
 from atoll.v1 import workloads_pb2
+from coordinator.objects.eventcorrelation import EventCorrelator
 from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,9 @@ def reference(obj: Message) -> workloads_pb2.ObjectReference:
     )
 
 
-def event_name(ref: workloads_pb2.ObjectReference, reason: str, message: str) -> str:
-    digest = hashlib.sha256(f"{ref.uid}/{reason}/{message}".encode()).hexdigest()[:10]
+def event_name(ref: workloads_pb2.ObjectReference, fold: str) -> str:
+    """The name of the event that occurrences folding into `fold` count up (Correlated.fold)."""
+    digest = hashlib.sha256(fold.encode()).hexdigest()[:10]
     return f"{ref.name}.{digest}"
 
 
@@ -52,6 +57,7 @@ class _Pending(NamedTuple):
     type: str
     reason: str
     message: str
+    fold: str
     component: str
     host: str
     at_ns: int
@@ -66,6 +72,7 @@ class EventRecorder:
         clock: Callable[[], float] = time.time,
         max_in_flight: int = 64,
         max_pending: int = 10_000,
+        correlator: EventCorrelator | None = None,
     ) -> None:
         self._registry = registry
         self._component = component
@@ -75,7 +82,13 @@ class EventRecorder:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._writers: set[asyncio.Task[None]] = set()
         self._known: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.dropped = 0
+        self._correlator = correlator if correlator is not None else EventCorrelator()
+        self.dropped = 0  # past max_pending
+        self.filtered = 0  # by the spam filter
+
+    def not_recorded(self) -> dict[str, int]:
+        """Events dropped so far, by why: over their object's budget, or past the queue's limit."""
+        return {"spam": self.filtered, "queue": self.dropped}
 
     def record(self, obj: Message, type_: str, reason: str, message: str, *, host: str = "") -> None:
         self.record_ref(reference(obj), type_, reason, message, component=self._component, host=host)
@@ -90,12 +103,21 @@ class EventRecorder:
         component: str,
         host: str = "",
     ) -> None:
+        now = self._clock()
+        correlated = self._correlator.correlate(
+            ref, type_, reason, message, component=component, host=host, now=now
+        )
+        if correlated is None:
+            self.filtered += 1
+            log.debug("event %s for %s/%s filtered: too many about it", reason, ref.namespace, ref.name)
+            return
         if len(self._pending) >= self._max_pending:
             self.dropped += 1
             log.warning("dropping event %s for %s/%s: too many pending", reason, ref.namespace, ref.name)
             return
-        at_ns = int(self._clock() * 1e9)
-        self._pending.append(_Pending(ref, type_, reason, message, component, host, at_ns))
+        self._pending.append(
+            _Pending(ref, type_, reason, correlated.message, correlated.fold, component, host, int(now * 1e9))
+        )
         if len(self._writers) < min(self._max_writers, len(self._pending)):
             self._start_writer()
 
@@ -121,10 +143,10 @@ class EventRecorder:
 
     async def write(self, event: _Pending) -> None:
         namespace = event.ref.namespace or "default"
-        name = event_name(event.ref, event.reason, event.message)
+        name = event_name(event.ref, event.fold)
         if name in self._known:
             self._known.move_to_end(name)
-            if await self._count_up(namespace, name, event.at_ns):
+            if await self._count_up(namespace, name, event):
                 return
         obj = workloads_pb2.Event(
             involved_object=event.ref,
@@ -141,7 +163,7 @@ class EventRecorder:
         try:
             await self._registry.create(obj)
         except errors.AlreadyExists:  # written before this recorder knew it, or by another coordinator
-            if not await self._count_up(namespace, name, event.at_ns):
+            if not await self._count_up(namespace, name, event):
                 await self._create_once_more(obj)  # collected in between
                 return
         except errors.AtollError as exc:
@@ -157,15 +179,16 @@ class EventRecorder:
         except errors.AtollError as exc:
             log.debug("event %s not recorded: %s", obj.metadata.name, exc)
 
-    async def _count_up(self, namespace: str, name: str, at_ns: int) -> bool:
+    async def _count_up(self, namespace: str, name: str, event: _Pending) -> bool:
         """Fold one more occurrence into the event; False if there is none to fold into."""
 
         def bump(obj: Message) -> bool:
             assert isinstance(obj, workloads_pb2.Event)
             obj.count += 1
             # Writers run side by side: a repeat recorded earlier may land later.
-            if at_ns > obj.last_timestamp.ToNanoseconds():
-                obj.last_timestamp.FromNanoseconds(at_ns)
+            if event.at_ns > obj.last_timestamp.ToNanoseconds():
+                obj.last_timestamp.FromNanoseconds(event.at_ns)
+                obj.message = event.message  # a combined event shows the latest
             return True
 
         try:

@@ -1,4 +1,5 @@
-"""The coordinator's EventRecorder: queued, written by a few writers, repeats folded into one."""
+"""The coordinator's EventRecorder: correlated as client-go does (similar events combined, spam
+dropped), queued, written by a few writers, repeats folded into one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 from atoll import errors
 from atoll.v1 import workloads_pb2
+from coordinator.objects.eventcorrelation import COMBINED, EventCorrelator, fold_of
 from coordinator.objects.events import EVENT, EventRecorder, event_name
 from coordinator.objects.registry import Registry
 from coordinator.store.memory import MemoryStore
@@ -33,10 +35,10 @@ async def test_a_new_event_is_created_and_its_repeats_fold_into_it() -> None:
     record(recorder, "Killing", "stopping main")
     await recorder.flush()
     got = await events(registry)
-    started = got[event_name(REF, "Started", "started main")]
+    started = got[event_name(REF, fold_of(REF, "Started", "started main"))]
     assert started.count == 3 and started.source_host == "node-1" and started.source_component == "agent"
     assert started.first_timestamp.seconds == 100 and started.last_timestamp.seconds == 102  # when recorded
-    assert got[event_name(REF, "Killing", "stopping main")].count == 1
+    assert got[event_name(REF, fold_of(REF, "Killing", "stopping main"))].count == 1
 
 
 async def test_an_event_already_stored_is_counted_up_by_a_recorder_new_to_it() -> None:
@@ -53,7 +55,7 @@ async def test_a_known_event_collected_meanwhile_is_created_afresh() -> None:
     recorder = EventRecorder(registry)
     record(recorder)
     await recorder.flush()
-    name = event_name(REF, "Started", "started main")
+    name = event_name(REF, fold_of(REF, "Started", "started main"))
     await registry.delete(EVENT, "default", name)
     record(recorder)
     await recorder.flush()
@@ -62,7 +64,10 @@ async def test_a_known_event_collected_meanwhile_is_created_afresh() -> None:
 
 async def test_writers_are_bounded_and_the_queue_drops_past_its_limit() -> None:
     registry = Registry(MemoryStore())
-    recorder = EventRecorder(registry, max_in_flight=3, max_pending=50)
+    # (no correlation: the queue's limit is under test)
+    recorder = EventRecorder(
+        registry, max_in_flight=3, max_pending=50, correlator=EventCorrelator(burst=100, aggregate_at=100)
+    )
     for i in range(60):
         record(recorder, "Started", f"started c{i}")  # never waits, never raises
     assert len(recorder._writers) == 3 and recorder.dropped == 10
@@ -135,7 +140,7 @@ async def test_an_event_collected_between_create_and_count_up_is_created_again()
     registry = Registry(MemoryStore())
     record(first := EventRecorder(registry))
     await first.flush()
-    name = event_name(REF, "Started", "started main")
+    name = event_name(REF, fold_of(REF, "Started", "started main"))
     real_update = registry.guaranteed_update
 
     async def collected_first(*args, **kw):  # type: ignore[no-untyped-def]
@@ -146,3 +151,94 @@ async def test_an_event_collected_between_create_and_count_up_is_created_again()
     record(second := EventRecorder(registry))  # does not know it: create, AlreadyExists, count up
     await second.flush()
     assert [e.count for e in (await events(registry)).values()] == [1]
+
+
+# -- correlation (client-go's EventCorrelator) ------------------------------------------------
+
+
+def correlate(
+    c: EventCorrelator,
+    message: str,
+    now: float,
+    *,
+    ref: workloads_pb2.ObjectReference = REF,
+    reason: str = "SuccessfulCreate",
+    host: str = "",
+) -> str | None:
+    got = c.correlate(ref, "Normal", reason, message, component="coordinator", host=host, now=now)
+    return None if got is None else got.message
+
+
+def test_the_tenth_similar_event_in_ten_minutes_is_combined_and_later_ones_fold_into_it() -> None:
+    c = EventCorrelator()
+    plain = [
+        c.correlate(
+            REF, "Normal", "SuccessfulCreate", f"Created pod: web-{i}", component="rc", host="", now=100.0 + i
+        )
+        for i in range(9)
+    ]
+    assert [p.message for p in plain if p] == [f"Created pod: web-{i}" for i in range(9)]
+    assert len({p.fold for p in plain if p}) == 9
+    tenth = c.correlate(
+        REF, "Normal", "SuccessfulCreate", "Created pod: web-9", component="rc", host="", now=110.0
+    )
+    eleventh = c.correlate(
+        REF, "Normal", "SuccessfulCreate", "Created pod: web-10", component="rc", host="", now=111.0
+    )
+    assert tenth is not None and eleventh is not None
+    assert (
+        tenth.message == COMBINED + "Created pod: web-9"
+        and eleventh.message == COMBINED + "Created pod: web-10"
+    )
+    assert tenth.fold == eleventh.fold  # one event, counted up
+    # Another reason, another object: counted apart.
+    assert correlate(c, "Created pod: x", 112.0, reason="SuccessfulDelete") == "Created pod: x"
+    other = workloads_pb2.ObjectReference(kind="Pod", namespace="default", name="web-1", uid="u-2")
+    assert correlate(c, "Created pod: x", 112.0, ref=other) == "Created pod: x"
+    # Ten quiet minutes later, similar events start over.
+    assert correlate(c, "Created pod: web-11", 111.0 + 601) == "Created pod: web-11"
+
+
+def test_one_source_records_25_events_about_an_object_then_one_per_five_minutes() -> None:
+    c = EventCorrelator()
+    got = [correlate(c, "same", 100.0, reason=f"R{i}") for i in range(40)]
+    assert sum(g is not None for g in got) == 25 and got[25:] == [None] * 15
+    assert correlate(c, "same", 100.0 + 299, reason="R99") is None
+    assert correlate(c, "same", 100.0 + 301, reason="R99") == "same"  # one token back
+    assert correlate(c, "same", 100.0 + 302, reason="R99") is None
+    # Another source (another node) about the same object has its own budget.
+    assert correlate(c, "same", 100.0 + 302, reason="R99", host="node-2") == "same"
+
+
+def test_the_caches_forget_the_oldest_keys_and_start_them_afresh() -> None:
+    c = EventCorrelator(entries=2)
+    refs = [
+        workloads_pb2.ObjectReference(kind="Pod", namespace="default", name=f"p{i}", uid=f"u{i}")
+        for i in range(3)
+    ]
+    for _ in range(25):
+        assert correlate(c, "m", 1.0, ref=refs[0]) == "m"
+    assert correlate(c, "m", 1.0, ref=refs[0]) is None
+    correlate(c, "m", 1.0, ref=refs[1])
+    correlate(c, "m", 1.0, ref=refs[2])  # refs[0] is evicted
+    assert correlate(c, "m", 1.0, ref=refs[0]) == "m"
+
+
+async def test_the_recorder_writes_a_combined_event_with_the_latest_message_and_drops_spam() -> None:
+    registry = Registry(MemoryStore())
+    clock = iter(float(t) for t in range(100, 200))
+    recorder = EventRecorder(registry, clock=lambda: next(clock))
+    rc = workloads_pb2.ObjectReference(
+        kind="ReplicationController", namespace="default", name="web", uid="rc-1"
+    )
+    for i in range(40):
+        recorder.record_ref(
+            rc, "Normal", "SuccessfulCreate", f"Created pod: web-{i}", component="coordinator"
+        )
+    await recorder.flush()
+    got = await events(registry)
+    assert recorder.filtered == 15
+    combined = [e for e in got.values() if e.message.startswith(COMBINED)]
+    assert len(got) == 10 and len(combined) == 1
+    assert combined[0].count == 16 and combined[0].message == COMBINED + "Created pod: web-24"
+    assert combined[0].first_timestamp.seconds == 109 and combined[0].last_timestamp.seconds == 124
