@@ -27,7 +27,7 @@ def _renew_token() -> None:
 os.register_at_fork(after_in_child=_renew_token)
 
 
-def _open_new(tmp: pathlib.Path) -> int:
+def _open_new(tmp: str) -> int:
     """Create `tmp` afresh (0600, never through a link); whatever sits at that name is removed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
@@ -37,7 +37,9 @@ def _open_new(tmp: pathlib.Path) -> int:
         return os.open(tmp, flags, PRIVATE_FILE)
 
 
-def write_atomic(path: pathlib.Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = True) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, sync_dir: bool = True
+) -> None:
     """Replace `path` with `data`: written to a temporary file beside it, fsynced, then renamed.
 
     A crash leaves either the old content or the new, never a torn file. With
@@ -49,26 +51,36 @@ def write_atomic(path: pathlib.Path, data: bytes, *, mode: int = 0o600, sync_dir
     found at its name is unlinked first), named by a token drawn once per
     process and the thread: per write this spares tempfile.mkstemp's random
     name and directory lookups, a tenth of the agent's time per pod in
-    bench/hollow.py. The parent directory is created only when missing.
+    bench/hollow.py. The parent directory is created only when missing. Paths
+    are handled as strings: pathlib's objects cost more than the write itself
+    (bench/hollow.py's fleet, where every pod sync may write its record).
     """
-    tmp = path.with_name(f".{path.name}.{_TOKEN}.{threading.get_ident()}.tmp")
+    target = os.fspath(path)
+    parent, name = os.path.split(target)
+    tmp = os.path.join(parent, f".{name}.{_TOKEN}.{threading.get_ident()}.tmp")
     try:
         fd = _open_new(tmp)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(parent or ".", exist_ok=True)
         fd = _open_new(tmp)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # exactly `mode`, whatever the umask took away
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask took away
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
     if sync_dir:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(parent or ".", os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -118,6 +119,7 @@ class PodStateStore:
 
     def __init__(self, pods_dir: pathlib.Path) -> None:
         self._dir = pods_dir
+        self._dir_name = os.fspath(pods_dir)
         self._records: dict[str, PodRecord] = {}
         # What each pod's file holds: a sync saves its record every time (resyncs included),
         # and most find nothing changed, so an unchanged record costs no file, no fsync.
@@ -148,8 +150,9 @@ class PodStateStore:
     def save(self, record: PodRecord) -> None:
         """Write `record` through (atomically, fsync'd) unless its file already says the same."""
         text = json.dumps(record.to_json())
-        path = self._dir / record.uid / "state.json"
-        if self._written.get(record.uid) == text and path.exists():
+        # A string, not a pathlib.Path: joining and converting Paths cost more than the write.
+        path = f"{self._dir_name}/{record.uid}/state.json"
+        if self._written.get(record.uid) == text and os.path.exists(path):
             return  # (exists: a file removed behind our back is written again)
         # The directory is not fsynced: a power cut that undoes the rename brings back the
         # previous record, and what it lacks the agent learns again from the containers' labels.

@@ -1,4 +1,4 @@
-"""atoll.aio.wait_or_stop: the pause of every loop, cut short by its stop event."""
+"""atoll.aio.wait_or_stop and wait_any: the pauses of every loop, cut short by their events."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from atoll import aio
 from atoll.aio import wait_or_stop
 
 
@@ -71,3 +72,67 @@ async def test_a_task_that_once_swallowed_a_cancel_still_sleeps_and_stays_cancel
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# -- wait_any: one future on several events ------------------------------------------------
+
+
+async def test_wait_any_wakes_on_the_first_event_set_and_says_whether_it_was_stop() -> None:
+    stop, wake, other = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    waiter = asyncio.create_task(aio.wait_any(stop, None, wake, other))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    other.set()
+    assert await asyncio.wait_for(waiter, 1) is False
+    # Nothing of the waiter is left on any event; a later set() finds no waiter of ours.
+    assert all(not e._waiters for e in (stop, wake, other))
+    waiter = asyncio.create_task(aio.wait_any(stop, 60.0, wake))
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.wait_for(waiter, 1) is True
+
+
+async def test_wait_any_times_out_and_returns_at_once_when_an_event_is_already_set() -> None:
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await aio.wait_any(stop, 0.05, wake) is False
+    assert loop.time() - started >= 0.04
+    wake.set()
+    assert await asyncio.wait_for(aio.wait_any(stop, None, wake), 1) is False  # set before: no wait
+    assert not wake._waiters and not stop._waiters
+
+
+async def test_wait_any_cancelled_leaves_no_waiter_and_a_later_set_harms_nothing() -> None:
+    stop, wake = asyncio.Event(), asyncio.Event()
+    waiter = asyncio.create_task(aio.wait_any(stop, 60.0, wake))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not wake._waiters and not stop._waiters
+    wake.set()
+    stop.set()
+    # Two waiters on one event each get woken.
+    e = asyncio.Event()
+    first = asyncio.create_task(aio.wait_any(asyncio.Event(), None, e))
+    second = asyncio.create_task(aio.wait_any(asyncio.Event(), None, e))
+    await asyncio.sleep(0)
+    e.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [False, False]
+
+
+async def test_wait_any_with_an_event_of_another_make_falls_back_to_tasks() -> None:
+    class Foreign(asyncio.Event):
+        """An Event whose waiters are not a deque (another asyncio's, say)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._waiters = list(self._waiters)  # type: ignore[assignment]
+
+    stop, foreign = asyncio.Event(), Foreign()
+    waiter = asyncio.create_task(aio.wait_any(stop, None, foreign))
+    await asyncio.sleep(0)
+    foreign.set()
+    assert await asyncio.wait_for(waiter, 1) is False
+    assert not foreign._waiters and not stop._waiters
