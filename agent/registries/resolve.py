@@ -108,6 +108,10 @@ class AuthConfig(Mapping[str, str]):
     __str__ = __repr__
 
 
+# Refs remembered per resolver: the images a node runs, with room to spare.
+RESOLVED_CACHE = 1024
+
+
 class ImageResolver:
     """Immutable view of one set of effective settings; cheap to build, safe to share."""
 
@@ -115,6 +119,8 @@ class ImageResolver:
         self.settings = settings or RegistrySettings()
         self._auths = {c.registry: c for c in self.settings.auths}
         self._secrets = sorted({c.password for c in self.settings.auths if c.password}, key=len, reverse=True)
+        # What each ref resolved to: the settings never change, and every container start asks.
+        self._resolved: dict[str, Resolution | ImageBlockedError] = {}
 
     def blocked_reason(self, ref: str) -> str | None:
         """Why a qualified `ref` may not be used, None if it may (unqualified: see `resolve`)."""
@@ -128,6 +134,20 @@ class ImageResolver:
 
     def resolve(self, ref: str) -> Resolution:
         """The candidates for `ref`, in the order to try them. Raises ImageBlockedError."""
+        found = self._resolved.get(ref)
+        if found is None:
+            try:
+                found = self._resolve(ref)
+            except ImageBlockedError as exc:
+                found = exc
+            if len(self._resolved) >= RESOLVED_CACHE:
+                self._resolved.clear()
+            self._resolved[ref] = found
+        if isinstance(found, ImageBlockedError):
+            raise ImageBlockedError(found.ref, found.message)
+        return found
+
+    def _resolve(self, ref: str) -> Resolution:
         registry, _ = split_registry(ref)
         if registry is not None:
             reason = self.blocked_reason(ref)

@@ -112,6 +112,19 @@ def test_a_blocked_registry_fails_with_a_clear_reason() -> None:
     )
 
 
+def test_a_resolution_is_remembered_and_a_refusal_raised_afresh_each_time() -> None:
+    r = resolver(search=[LAB], blocked=["quay.io"])
+    first = r.resolve("fedora/apache")
+    assert r.resolve("fedora/apache") is first  # the settings never change: asked once
+    errors = []
+    for _ in range(2):
+        with pytest.raises(ImageBlockedError) as blocked:
+            r.resolve("quay.io/coreos/etcd")
+        errors.append(blocked.value)
+    assert errors[0] is not errors[1] and errors[0].message == errors[1].message
+    assert resolver(search=[]).resolve("fedora/apache") is not first  # each resolver its own
+
+
 def test_block_all_allows_only_the_search_list() -> None:
     r = resolver(search=[LAB], blocked=["all"])
     assert r.candidates("fedora/apache") == [f"{LAB}/fedora/apache"]
