@@ -60,10 +60,10 @@ async def wait_any(stop: asyncio.Event, timeout: float | None, *wake: asyncio.Ev
     events = (stop, *wake)
     if any(e.is_set() for e in events):
         return stop.is_set()
-    queues = [_waiters_of(e) for e in events]
-    if any(q is None for q in queues):  # an Event of another make: one task per event, as before
-        return await _wait_any_tasks(stop, timeout, events)
     loop = asyncio.get_running_loop()
+    queues = [_waiters_of(e, loop) for e in events]
+    if any(q is None for q in queues):  # an Event of another make or loop: as Event.wait would
+        return await _wait_any_tasks(stop, timeout, events)
     woken: asyncio.Future[bool] = loop.create_future()
     for q in queues:
         q.append(woken)  # type: ignore[union-attr]
@@ -81,10 +81,15 @@ async def wait_any(stop: asyncio.Event, timeout: float | None, *wake: asyncio.Ev
     return stop.is_set()
 
 
-def _waiters_of(event: asyncio.Event) -> collections.deque[asyncio.Future[Any]] | None:
-    """The futures `event.set()` resolves (CPython's asyncio.Event keeps them in `_waiters`)."""
+def _waiters_of(
+    event: asyncio.Event, loop: asyncio.AbstractEventLoop
+) -> collections.deque[asyncio.Future[Any]] | None:
+    """The futures `event.set()` resolves (CPython's asyncio.Event keeps them in `_waiters`);
+    None if there is no such deque, or the event belongs to another loop (its wait() raises)."""
     waiters = getattr(event, "_waiters", None)
-    return waiters if isinstance(waiters, collections.deque) else None
+    if not isinstance(waiters, collections.deque) or getattr(event, "_loop", None) not in (None, loop):
+        return None
+    return waiters
 
 
 def _resolve(future: asyncio.Future[bool]) -> None:

@@ -32,6 +32,8 @@ from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "node-controller"  # its events' source, as Kubernetes names its components
+
 NODE = kinds.by_name("Node")
 POD = kinds.by_name("Pod")
 
@@ -301,7 +303,7 @@ class NodeLifecycle:
                 continue
             lost += 1
             if self._recorder is not None:
-                self._recorder.record(pod, "Warning", "NodeLost", message)
+                self._recorder.record(pod, "Warning", "NodeLost", message, component=COMPONENT)
         log.warning("node %s lost: %d pod(s) marked lost (NodeLost)", node, lost, extra={"node": node})
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -37,6 +37,8 @@ from coordinator.objects.registry import Registry
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "replication-controller"  # its events' source, as Kubernetes names its components
+
 RC = kinds.by_name("ReplicationController")
 POD = kinds.by_name("Pod")
 _SUFFIX_CHARS = string.ascii_lowercase + string.digits
@@ -292,7 +294,9 @@ class ReplicationManager:
                     exc,
                     extra={"rc": rc.metadata.name, "namespace": rc.metadata.namespace},
                 )
-                self._recorder.record(rc, "Warning", "FailedCreate", f"Error creating: {exc}")
+                self._recorder.record(
+                    rc, "Warning", "FailedCreate", f"Error creating: {exc}", component=COMPONENT
+                )
                 return
         exp.adds.update(p.metadata.name for p in pods)
         results = await asyncio.gather(*(self._registry.create(p) for p in pods), return_exceptions=True)
@@ -306,9 +310,13 @@ class ReplicationManager:
                     result,
                     extra=logs.pod(pod.metadata, rc=rc.metadata.name),
                 )
-                self._recorder.record(rc, "Warning", "FailedCreate", f"Error creating: {result}")
+                self._recorder.record(
+                    rc, "Warning", "FailedCreate", f"Error creating: {result}", component=COMPONENT
+                )
             else:
-                self._recorder.record(rc, "Normal", "SuccessfulCreate", f"Created pod: {pod.metadata.name}")
+                self._recorder.record(
+                    rc, "Normal", "SuccessfulCreate", f"Created pod: {pod.metadata.name}", component=COMPONENT
+                )
         if len(pods) > 1:
             log.info(
                 "rc %s/%s: created %d pods",
@@ -327,7 +335,9 @@ class ReplicationManager:
         async def delete(pod: pod_pb2.Pod) -> None:
             try:
                 await self._registry.delete(POD, pod.metadata.namespace, pod.metadata.name)
-                self._recorder.record(rc, "Normal", reason, f"Deleted pod: {pod.metadata.name}")
+                self._recorder.record(
+                    rc, "Normal", reason, f"Deleted pod: {pod.metadata.name}", component=COMPONENT
+                )
             except errors.NotFound:
                 exp.deletes.discard(pod.metadata.name)
 

@@ -14,13 +14,19 @@ its figures:
   reporting events about its pods, or a controller failing in a loop, cannot
   fill the store, whatever it sends.
 
-Events about an object not seen for a while cost nothing: both caches keep the
-latest 4,096 keys, and an evicted key starts afresh.
+Each source (a component of the coordinator, or a node) has caches of its
+own: 4,096 keys for the coordinator's components (client-go's size), 512 for a
+node, which speaks only of itself and its pods; an evicted key starts afresh,
+and no source can evict another's. A node's events are filed under the
+object as the coordinator knows it (coordinator.api.node.service), so it
+cannot pick new keys to escape its budget.
 """
 
 from __future__ import annotations
 
 import collections
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,7 +36,12 @@ SPAM_BURST = 25
 SPAM_REFILL_SECONDS = 300.0
 AGGREGATE_AT = 10
 AGGREGATE_WINDOW_SECONDS = 600.0
+# Keys each source keeps (client-go's LRU size, per recorder): the coordinator's own components
+# see every object; a node sees itself and its pods, and what it sends costs the coordinator's
+# memory, so less. Sources themselves: every component and node, with room to spare.
 CACHE_ENTRIES = 4096
+NODE_CACHE_ENTRIES = 512
+SOURCES = 65536
 COMBINED = "(combined from similar events): "
 
 
@@ -56,7 +67,21 @@ class _Bucket:
 @dataclass(slots=True)
 class _Similar:
     at: float
-    messages: set[str] = field(default_factory=set)
+    # Hashes of the messages seen, not the messages: a node's messages (up to 1 KiB each) would
+    # otherwise be kept here until evicted.
+    messages: set[int] = field(default_factory=set)
+
+
+class _Source:
+    """One source's (component and host's) budgets and similar events, each its own LRU: no
+    source can evict another's, and a flood of new reasons cannot evict a budget."""
+
+    __slots__ = ("buckets", "entries", "similar")
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+        self.similar: collections.OrderedDict[tuple[str, str, str], _Similar] = collections.OrderedDict()
 
 
 class EventCorrelator:
@@ -68,14 +93,20 @@ class EventCorrelator:
         aggregate_at: int = AGGREGATE_AT,
         window_seconds: float = AGGREGATE_WINDOW_SECONDS,
         entries: int = CACHE_ENTRIES,
+        node_entries: int = NODE_CACHE_ENTRIES,
+        sources: int = SOURCES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._burst = burst
         self._refill = refill_seconds
         self._aggregate_at = aggregate_at
         self._window = window_seconds
         self._entries = entries
-        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
-        self._similar: collections.OrderedDict[str, _Similar] = collections.OrderedDict()
+        self._node_entries = node_entries
+        self._max_sources = sources
+        # Monotonic, as client-go's: a wall clock stepped forward would refill every budget.
+        self._clock = clock
+        self._sources: collections.OrderedDict[tuple[str, str], _Source] = collections.OrderedDict()
 
     def correlate(
         self,
@@ -86,37 +117,49 @@ class EventCorrelator:
         *,
         component: str,
         host: str,
-        now: float,
     ) -> Correlated | None:
         """The event to write for this one, or None: it is dropped (spam)."""
-        source = f"{component}\0{host}\0{ref.kind}\0{ref.namespace}\0{ref.name}\0{ref.uid}"
+        now = self._clock()
+        source = self._source(component, host)
+        obj = f"{ref.kind}\0{ref.namespace}\0{ref.name}\0{ref.uid}"
         # Aggregation first, as client-go does: a dropped event still counts as similar.
-        key = f"{source}\0{type_}\0{reason}"
-        similar = self._similar.get(key)
+        key = (obj, type_, reason)
+        similar = source.similar.get(key)
         if similar is None or now - similar.at > self._window:
-            similar = _Similar(now)
-            self._similar[key] = similar
-            if len(self._similar) > self._entries:
-                self._similar.popitem(last=False)
+            similar = source.similar[key] = _Similar(now)
+            if len(source.similar) > source.entries:
+                source.similar.popitem(last=False)
         else:
-            self._similar.move_to_end(key)
+            source.similar.move_to_end(key)
             similar.at = now
-        similar.messages.add(message)
+        similar.messages.add(hash(message))
         if len(similar.messages) < self._aggregate_at:
             correlated = Correlated(message, fold_of(ref, reason, message))
         else:
             similar.messages.pop()  # bounded: one in, one out, as client-go keeps it
-            correlated = Correlated(COMBINED + message, f"{ref.uid}/{type_}/{reason}/{COMBINED}")
-        return correlated if self._take_token(source, now) else None
+            fold = f"{ref.uid}/{type_}/{reason}/{component}/{host}/{COMBINED}"
+            correlated = Correlated(COMBINED + message, fold)
+        return correlated if self._take_token(source, obj, now) else None
 
-    def _take_token(self, source: str, now: float) -> bool:
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            bucket = self._buckets[source] = _Bucket(float(self._burst), now)
-            if len(self._buckets) > self._entries:
-                self._buckets.popitem(last=False)
+    def _source(self, component: str, host: str) -> _Source:
+        key = (component, host)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = _Source(self._node_entries if host else self._entries)
+            if len(self._sources) > self._max_sources:
+                self._sources.popitem(last=False)
         else:
-            self._buckets.move_to_end(source)
+            self._sources.move_to_end(key)
+        return source
+
+    def _take_token(self, source: _Source, obj: str, now: float) -> bool:
+        bucket = source.buckets.get(obj)
+        if bucket is None:
+            bucket = source.buckets[obj] = _Bucket(float(self._burst), now)
+            if len(source.buckets) > source.entries:
+                source.buckets.popitem(last=False)
+        else:
+            source.buckets.move_to_end(obj)
             bucket.tokens = min(float(self._burst), bucket.tokens + max(0.0, now - bucket.at) / self._refill)
             bucket.at = now
         if bucket.tokens < 1.0:

@@ -90,8 +90,14 @@ class EventRecorder:
         """Events dropped so far, by why: over their object's budget, or past the queue's limit."""
         return {"spam": self.filtered, "queue": self.dropped}
 
-    def record(self, obj: Message, type_: str, reason: str, message: str, *, host: str = "") -> None:
-        self.record_ref(reference(obj), type_, reason, message, component=self._component, host=host)
+    def record(
+        self, obj: Message, type_: str, reason: str, message: str, *, component: str = "", host: str = ""
+    ) -> None:
+        """Record an event about `obj` from `component` of the coordinator (each its own source
+        for the spam filter, as Kubernetes' scheduler and controller manager are)."""
+        self.record_ref(
+            reference(obj), type_, reason, message, component=component or self._component, host=host
+        )
 
     def record_ref(
         self,
@@ -104,9 +110,7 @@ class EventRecorder:
         host: str = "",
     ) -> None:
         now = self._clock()
-        correlated = self._correlator.correlate(
-            ref, type_, reason, message, component=component, host=host, now=now
-        )
+        correlated = self._correlator.correlate(ref, type_, reason, message, component=component, host=host)
         if correlated is None:
             self.filtered += 1
             log.debug("event %s for %s/%s filtered: too many about it", reason, ref.namespace, ref.name)

@@ -35,6 +35,10 @@ from coordinator.scheduler.scoreindex import ScoreIndex
 
 log = logging.getLogger(__name__)
 
+COMPONENT = (
+    "scheduler"  # the Scheduled and FailedScheduling events' source, as Kubernetes names its components
+)
+
 POD = kinds.by_name("Pod")
 # Binds are store writes the scheduler does not wait for one by one. Each one in flight is a task
 # in the event loop, and heartbeats and API reads wait behind every ready task in a turn: with
@@ -382,7 +386,11 @@ class Scheduler:
             self.on_attempt("scheduled", time.perf_counter() - started)
             if self._recorder is not None:
                 self._recorder.record(
-                    bound, "Normal", "Scheduled", f"Successfully assigned {pod_key(assumed)} to {node}"
+                    bound,
+                    "Normal",
+                    "Scheduled",
+                    f"Successfully assigned {pod_key(assumed)} to {node}",
+                    component=COMPONENT,
                 )
             log.debug(
                 "bound pod %s to %s", pod_key(assumed), node, extra=logs.pod(assumed.metadata, node=node)
@@ -423,7 +431,7 @@ class Scheduler:
             await self._registry.guaranteed_update(POD, pod.metadata.namespace, pod.metadata.name, mark)
             log.info("pod %s unschedulable: %s", pod_key(pod), message, extra=logs.pod(pod.metadata))
             if self._recorder is not None:
-                self._recorder.record(pod, "Warning", "FailedScheduling", message)
+                self._recorder.record(pod, "Warning", "FailedScheduling", message, component=COMPONENT)
         except errors.AtollError as exc:
             log.debug(
                 "marking pod %s unschedulable failed: %s", pod_key(pod), exc, extra=logs.pod(pod.metadata)

@@ -13,6 +13,7 @@ from tests.functional.harness import Cluster, eventually
 from tests.functional.test_security import POD, _join, call, cert_config, pod
 
 EVENT = kinds.by_name("Event")
+NODE = kinds.by_name("Node")
 TOKEN = kinds.by_name("Token")
 
 
@@ -121,6 +122,51 @@ async def test_a_node_reports_events_only_about_itself_and_its_own_pods(
         "Probe-Pod-mine-True",
         "Probe-Node-node-1-False",
     }
+
+
+async def test_a_nodes_events_are_filed_under_the_object_it_is_and_its_budget_holds(secure: Cluster) -> None:
+    """A node cannot escape the spam filter (25 events per object at once) by claiming new uids
+    or namespaces: its events are filed under the object as the coordinator knows it. Events of
+    a type other than Normal or Warning, or with no reason or one over 128 characters, are dropped."""
+    await secure.add_node("node-1")
+    assert secure.client is not None
+    node = await secure.client.get(NODE, "", "node-1")
+    node1 = cert_config(secure, "node-1", "atoll:nodes")
+    channel = rpc.open_channel(node1.server, credentials=node1.credentials(node1.server))
+    stub = node_api_pb2_grpc.NodeServiceStub(channel)
+    request = node_api_pb2.ReportEventsRequest(node_name="node-1")
+    for i in range(40):
+        request.events.add(
+            involved_object=workloads_pb2.ObjectReference(
+                kind="Node", namespace=f"ns{i}", name="node-1", uid=f"u{i}"
+            ),
+            type="Warning",
+            reason=f"Flood{i}",
+        )
+    request.events.add(
+        involved_object=workloads_pb2.ObjectReference(kind="Node", name="node-1"),
+        type="Bogus",
+        reason="BadType",
+    )
+    request.events.add(
+        involved_object=workloads_pb2.ObjectReference(kind="Node", name="node-1"), reason="R" * 129
+    )
+    try:
+        await rpc.unary(stub.ReportEvents(request))
+    finally:
+        await channel.close()
+
+    async def flood() -> list[workloads_pb2.Event] | None:
+        assert secure.client is not None
+        items, _ = await secure.client.list(EVENT, "")
+        found = [e for e in items if e.reason.startswith("Flood")]  # type: ignore[attr-defined]
+        return found if len(found) >= 25 else None  # type: ignore[return-value]
+
+    found = await eventually(flood, what="the node's first 25 events")
+    assert len(found) == 25
+    assert {(e.involved_object.uid, e.involved_object.namespace) for e in found} == {(node.metadata.uid, "")}  # type: ignore[attr-defined]
+    items, _ = await secure.client.list(EVENT, "")
+    assert not [e for e in items if e.reason in ("BadType", "R" * 129)]  # type: ignore[attr-defined]
 
 
 async def test_a_fleet_joins_with_one_token_at_once(secure: Cluster) -> None:

@@ -136,3 +136,16 @@ async def test_wait_any_with_an_event_of_another_make_falls_back_to_tasks() -> N
     foreign.set()
     assert await asyncio.wait_for(waiter, 1) is False
     assert not foreign._waiters and not stop._waiters
+
+
+def test_wait_any_on_an_event_of_another_loop_returns_at_once_as_before() -> None:
+    """Such an event's wait() raises at once; wait_any takes it as woken (as it always has),
+    rather than joining a future of this loop to an event another loop's thread sets."""
+    bound = asyncio.Event()
+    with contextlib.suppress(TimeoutError):
+        asyncio.run(asyncio.wait_for(bound.wait(), 0.01))  # waited on once: bound to that loop
+
+    async def wait_elsewhere() -> bool:
+        return await asyncio.wait_for(aio.wait_any(asyncio.Event(), 30.0, bound), 5.0)
+
+    assert asyncio.run(wait_elsewhere()) is False

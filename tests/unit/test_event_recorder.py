@@ -7,7 +7,7 @@ import asyncio
 
 from atoll import errors
 from atoll.v1 import workloads_pb2
-from coordinator.objects.eventcorrelation import COMBINED, EventCorrelator, fold_of
+from coordinator.objects.eventcorrelation import COMBINED, Correlated, EventCorrelator, fold_of
 from coordinator.objects.events import EVENT, EventRecorder, event_name
 from coordinator.objects.registry import Registry
 from coordinator.store.memory import MemoryStore
@@ -156,72 +156,94 @@ async def test_an_event_collected_between_create_and_count_up_is_created_again()
 # -- correlation (client-go's EventCorrelator) ------------------------------------------------
 
 
+class Clock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def correlate(
     c: EventCorrelator,
     message: str,
-    now: float,
     *,
     ref: workloads_pb2.ObjectReference = REF,
     reason: str = "SuccessfulCreate",
+    component: str = "replication-controller",
     host: str = "",
 ) -> str | None:
-    got = c.correlate(ref, "Normal", reason, message, component="coordinator", host=host, now=now)
+    got = c.correlate(ref, "Normal", reason, message, component=component, host=host)
     return None if got is None else got.message
 
 
 def test_the_tenth_similar_event_in_ten_minutes_is_combined_and_later_ones_fold_into_it() -> None:
-    c = EventCorrelator()
-    plain = [
-        c.correlate(
-            REF, "Normal", "SuccessfulCreate", f"Created pod: web-{i}", component="rc", host="", now=100.0 + i
+    clock = Clock()
+    c = EventCorrelator(clock=clock)
+
+    def created(i: int) -> Correlated | None:
+        clock.t += 1
+        return c.correlate(
+            REF, "Normal", "SuccessfulCreate", f"Created pod: web-{i}", component="rc", host=""
         )
-        for i in range(9)
-    ]
+
+    plain = [created(i) for i in range(9)]
     assert [p.message for p in plain if p] == [f"Created pod: web-{i}" for i in range(9)]
     assert len({p.fold for p in plain if p}) == 9
-    tenth = c.correlate(
-        REF, "Normal", "SuccessfulCreate", "Created pod: web-9", component="rc", host="", now=110.0
-    )
-    eleventh = c.correlate(
-        REF, "Normal", "SuccessfulCreate", "Created pod: web-10", component="rc", host="", now=111.0
-    )
+    tenth, eleventh = created(9), created(10)
     assert tenth is not None and eleventh is not None
     assert (
         tenth.message == COMBINED + "Created pod: web-9"
         and eleventh.message == COMBINED + "Created pod: web-10"
     )
     assert tenth.fold == eleventh.fold  # one event, counted up
-    # Another reason, another object: counted apart.
-    assert correlate(c, "Created pod: x", 112.0, reason="SuccessfulDelete") == "Created pod: x"
+    # Another reason, another object, another source: counted apart.
+    assert correlate(c, "Created pod: x", reason="SuccessfulDelete") == "Created pod: x"
     other = workloads_pb2.ObjectReference(kind="Pod", namespace="default", name="web-1", uid="u-2")
-    assert correlate(c, "Created pod: x", 112.0, ref=other) == "Created pod: x"
+    assert correlate(c, "Created pod: x", ref=other) == "Created pod: x"
+    assert correlate(c, "Created pod: x", component="scheduler") == "Created pod: x"
     # Ten quiet minutes later, similar events start over.
-    assert correlate(c, "Created pod: web-11", 111.0 + 601) == "Created pod: web-11"
+    clock.t += 601
+    assert created(11) == Correlated(
+        "Created pod: web-11", fold_of(REF, "SuccessfulCreate", "Created pod: web-11")
+    )
 
 
 def test_one_source_records_25_events_about_an_object_then_one_per_five_minutes() -> None:
-    c = EventCorrelator()
-    got = [correlate(c, "same", 100.0, reason=f"R{i}") for i in range(40)]
+    clock = Clock()
+    c = EventCorrelator(clock=clock)
+    got = [correlate(c, "same", reason=f"R{i}") for i in range(40)]
     assert sum(g is not None for g in got) == 25 and got[25:] == [None] * 15
-    assert correlate(c, "same", 100.0 + 299, reason="R99") is None
-    assert correlate(c, "same", 100.0 + 301, reason="R99") == "same"  # one token back
-    assert correlate(c, "same", 100.0 + 302, reason="R99") is None
-    # Another source (another node) about the same object has its own budget.
-    assert correlate(c, "same", 100.0 + 302, reason="R99", host="node-2") == "same"
+    clock.t += 299
+    assert correlate(c, "same", reason="R99") is None
+    clock.t += 2
+    assert correlate(c, "same", reason="R99") == "same"  # one token back
+    assert correlate(c, "same", reason="R99") is None
+    # Another source (a node, or another component) about the same object has its own budget.
+    assert correlate(c, "same", reason="R99", host="node-2") == "same"
+    assert correlate(c, "same", reason="R99", component="scheduler") == "same"
 
 
-def test_the_caches_forget_the_oldest_keys_and_start_them_afresh() -> None:
-    c = EventCorrelator(entries=2)
+def test_each_source_keeps_its_own_caches_and_forgets_its_oldest_keys() -> None:
+    c = EventCorrelator(clock=Clock(), node_entries=2)
     refs = [
         workloads_pb2.ObjectReference(kind="Pod", namespace="default", name=f"p{i}", uid=f"u{i}")
         for i in range(3)
     ]
     for _ in range(25):
-        assert correlate(c, "m", 1.0, ref=refs[0]) == "m"
-    assert correlate(c, "m", 1.0, ref=refs[0]) is None
-    correlate(c, "m", 1.0, ref=refs[1])
-    correlate(c, "m", 1.0, ref=refs[2])  # refs[0] is evicted
-    assert correlate(c, "m", 1.0, ref=refs[0]) == "m"
+        assert correlate(c, "m", ref=refs[0], host="node-1") == "m"
+        assert correlate(c, "m", ref=refs[0]) == "m"  # the coordinator's own component
+    assert correlate(c, "m", ref=refs[0], host="node-1") is None
+    # Another node's flood of objects evicts nothing of node-1's, nor of the coordinator's.
+    for i in range(100):
+        ref = workloads_pb2.ObjectReference(kind="Pod", namespace="default", name=f"x{i}", uid=f"x{i}")
+        correlate(c, "m", ref=ref, host="node-2", reason=f"R{i}")
+    assert correlate(c, "m", ref=refs[0], host="node-1") is None
+    assert correlate(c, "m", ref=refs[0]) is None
+    # Its own: node-1's third object evicts its first, whose budget starts afresh.
+    correlate(c, "m", ref=refs[1], host="node-1")
+    correlate(c, "m", ref=refs[2], host="node-1")
+    assert correlate(c, "m", ref=refs[0], host="node-1") == "m"
 
 
 async def test_the_recorder_writes_a_combined_event_with_the_latest_message_and_drops_spam() -> None:
@@ -237,7 +259,7 @@ async def test_the_recorder_writes_a_combined_event_with_the_latest_message_and_
         )
     await recorder.flush()
     got = await events(registry)
-    assert recorder.filtered == 15
+    assert recorder.filtered == 15 and recorder.not_recorded() == {"spam": 15, "queue": 0}
     combined = [e for e in got.values() if e.message.startswith(COMBINED)]
     assert len(got) == 10 and len(combined) == 1
     assert combined[0].count == 16 and combined[0].message == COMBINED + "Created pod: web-24"

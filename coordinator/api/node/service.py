@@ -45,6 +45,9 @@ NODE = kinds.by_name("Node")
 STATUS_WRITE_WAIT = 1.0  # seconds a heartbeat on the API's listener waits for its node's status write
 POD = kinds.by_name("Pod")
 TERMINAL = (pod_pb2.POD_PHASE_SUCCEEDED, pod_pb2.POD_PHASE_FAILED)
+# What a node's events may say: Kubernetes' two types, and its limit on a reason's length.
+EVENT_TYPES = ("Normal", "Warning")
+MAX_EVENT_REASON = 128
 
 
 def merge_conditions(
@@ -447,7 +450,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         """Events a node reported (ReportEvents, or with its pod statuses): at most 1,000 per call,
         each about the node itself or a pod bound to it (others are dropped)."""
         for event in events[:1000]:
-            if not self._about_own_object(node, event.involved_object):
+            ref = self._own_reference(node, event.involved_object)
+            if ref is None:
                 log.info(
                     "node %s reported an event about %s %s/%s, which is not its own: dropped",
                     node,
@@ -457,26 +461,46 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
                     extra={"node": node},
                 )
                 continue
+            type_ = event.type or "Normal"
+            if type_ not in EVENT_TYPES or not event.reason or len(event.reason) > MAX_EVENT_REASON:
+                log.info(
+                    "node %s reported an event of type %.20r, reason %.40r: dropped (%s, a reason of 1-%d)",
+                    node,
+                    type_,
+                    event.reason,
+                    "/".join(EVENT_TYPES),
+                    MAX_EVENT_REASON,
+                    extra={"node": node},
+                )
+                continue
             self._recorder.record_ref(
-                event.involved_object,
-                event.type or "Normal",
-                event.reason,
-                event.message[:1024],
-                component="agent",
-                host=node,
+                ref, type_, event.reason, event.message[:1024], component="agent", host=node
             )
 
-    def _about_own_object(self, node: str, ref: workloads_pb2.ObjectReference) -> bool:
-        """A node speaks only of itself and of the pods bound to it (as with ReportPodStatus)."""
+    def _own_reference(
+        self, node: str, ref: workloads_pb2.ObjectReference
+    ) -> workloads_pb2.ObjectReference | None:
+        """The object a node's event is about, as the coordinator knows it, or None: a node speaks
+        only of itself and of the pods bound to it (as with ReportPodStatus). The reference is
+        rebuilt from the coordinator's own copy, so the node cannot pick the uid or namespace its
+        events are filed (and spam-filtered) under."""
         if ref.kind == "Node":
-            return ref.name == node
+            if ref.name != node:
+                return None
+            current = self._nodes.cache.get(f"/{NODE.plural}/{node}") if self._nodes is not None else None
+            uid = current.metadata.uid if current is not None else ""  # type: ignore[attr-defined]
+            return workloads_pb2.ObjectReference(kind="Node", name=node, uid=uid)
         if ref.kind != "Pod":
-            return False
+            return None
         pod = self._pods.get(ref.namespace or "default", ref.name)
-        return (
+        if not (
             isinstance(pod, pod_pb2.Pod)
             and pod.spec.node_name == node
             and (not ref.uid or ref.uid == pod.metadata.uid)
+        ):
+            return None
+        return workloads_pb2.ObjectReference(
+            kind="Pod", namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid
         )
 
     def _require_pki(self) -> ClusterPki:
