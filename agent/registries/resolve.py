@@ -120,7 +120,7 @@ class ImageResolver:
         self._auths = {c.registry: c for c in self.settings.auths}
         self._secrets = sorted({c.password for c in self.settings.auths if c.password}, key=len, reverse=True)
         # What each ref resolved to: the settings never change, and every container start asks.
-        self._resolved: dict[str, Resolution | ImageBlockedError] = {}
+        self._resolved: dict[str, Resolution | str] = {}  # str: why it is blocked
 
     def blocked_reason(self, ref: str) -> str | None:
         """Why a qualified `ref` may not be used, None if it may (unqualified: see `resolve`)."""
@@ -139,12 +139,12 @@ class ImageResolver:
             try:
                 found = self._resolve(ref)
             except ImageBlockedError as exc:
-                found = exc
+                found = exc.message  # the message, not the exception: its traceback holds frames
             if len(self._resolved) >= RESOLVED_CACHE:
                 self._resolved.clear()
             self._resolved[ref] = found
-        if isinstance(found, ImageBlockedError):
-            raise ImageBlockedError(found.ref, found.message)
+        if isinstance(found, str):
+            raise ImageBlockedError(ref, found)
         return found
 
     def _resolve(self, ref: str) -> Resolution:

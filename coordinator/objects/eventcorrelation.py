@@ -17,7 +17,9 @@ its figures:
 Each source (a component of the coordinator, or a node) has caches of its
 own: 4,096 keys for the coordinator's components (client-go's size), 512 for a
 node, which speaks only of itself and its pods; an evicted key starts afresh,
-and no source can evict another's. A node's events are filed under the
+and no source can evict another's. Entries that no longer count (similar events
+older than the window, budgets full again) are dropped as events come, and a
+source with none left goes, so the caches hold what the last window saw. A node's events are filed under the
 object as the coordinator knows it (coordinator.api.node.service), so it
 cannot pick new keys to escape its budget.
 """
@@ -121,6 +123,7 @@ class EventCorrelator:
         """The event to write for this one, or None: it is dropped (spam)."""
         now = self._clock()
         source = self._source(component, host)
+        self._forget_expired(source, now)
         obj = f"{ref.kind}\0{ref.namespace}\0{ref.name}\0{ref.uid}"
         # Aggregation first, as client-go does: a dropped event still counts as similar.
         key = (obj, type_, reason)
@@ -140,6 +143,28 @@ class EventCorrelator:
             fold = f"{ref.uid}/{type_}/{reason}/{component}/{host}/{COMBINED}"
             correlated = Correlated(COMBINED + message, fold)
         return correlated if self._take_token(source, obj, now) else None
+
+    def _forget_expired(self, source: _Source, now: float) -> None:
+        """Drop what no longer counts: similar events outside the window, and budgets that are
+        full again (a new one would start full), from the least recently used end of `source`'s
+        caches and of the least recently used source, which goes once both are empty. Each entry
+        is dropped once, so this costs O(1) per event, and the caches hold what the last window
+        (up to two hours for a spent budget) saw, not every pod and node there ever was."""
+        for caches in (source, next(iter(self._sources.values()))):
+            similar, buckets = caches.similar, caches.buckets
+            while similar:
+                key, record = next(iter(similar.items()))
+                if now - record.at <= self._window:
+                    break
+                del similar[key]
+            while buckets:
+                obj, bucket = next(iter(buckets.items()))
+                if now - bucket.at < (self._burst - bucket.tokens) * self._refill:
+                    break
+                del buckets[obj]
+        oldest_key, oldest = next(iter(self._sources.items()))
+        if oldest is not source and not oldest.similar and not oldest.buckets:
+            del self._sources[oldest_key]
 
     def _source(self, component: str, host: str) -> _Source:
         key = (component, host)

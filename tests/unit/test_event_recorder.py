@@ -264,3 +264,28 @@ async def test_the_recorder_writes_a_combined_event_with_the_latest_message_and_
     assert len(got) == 10 and len(combined) == 1
     assert combined[0].count == 16 and combined[0].message == COMBINED + "Created pod: web-24"
     assert combined[0].first_timestamp.seconds == 109 and combined[0].last_timestamp.seconds == 124
+
+
+def test_what_no_longer_counts_is_forgotten_and_an_idle_source_goes() -> None:
+    clock = Clock()
+    c = EventCorrelator(clock=clock)
+    for i in range(50):  # a node's pods come and go: one event each
+        ref = workloads_pb2.ObjectReference(kind="Pod", namespace="default", name=f"p{i}", uid=f"u{i}")
+        correlate(c, "started", ref=ref, reason="Started", host="node-1")
+    node = c._sources[("replication-controller", "node-1")]
+    assert len(node.similar) == 50 and len(node.buckets) == 50
+    # A spent token is back after five minutes: those budgets are full again, and go.
+    clock.t += 300
+    correlate(c, "m", host="node-2")
+    assert ("replication-controller", "node-1") in c._sources and not node.buckets
+    # Past the ten-minute window, the similar records go too, and with them the idle source.
+    clock.t += 301
+    correlate(c, "m", host="node-2")
+    assert not node.similar and ("replication-controller", "node-1") not in c._sources
+    # A spent budget stays until it would be full again (25 tokens: over two hours).
+    for i in range(30):
+        correlate(c, "spam", reason=f"R{i}", host="node-3")
+    clock.t += 601
+    correlate(c, "m", host="node-2")
+    assert ("replication-controller", "node-3") in c._sources
+    assert correlate(c, "spam", reason="R99", host="node-3") == "spam"  # two tokens back
