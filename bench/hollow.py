@@ -67,7 +67,7 @@ from agent.network.sandbox import RecordingPlumber
 from agent.proxy import FakeNetfilter
 from agent.runtime.fake import FakeRuntime
 from agent.servicecache import ServiceView
-from atoll import errors, kinds, pki
+from atoll import errors, gcpolicy, kinds, pki
 from atoll.agentconfig import AgentConfig
 from atoll.loopstalls import LoopStalls
 from atoll.v1 import pod_pb2, workloads_pb2
@@ -281,6 +281,11 @@ async def load_phase(
         while not await all_ready():
             await asyncio.sleep(0.5)
         print(f"{args.nodes} hollow agents registered in {time.perf_counter() - t0:.1f}s")
+        # What the fleet built to get here (a thousand agents' links, records, caches) is left
+        # out of later collections: one agent's heap is small, a thousand's in one process is
+        # not, and full collections of it, landing on whatever frame allocates, are the
+        # simulation's cost, not the agent's (each worker process does the same).
+        gcpolicy.freeze_start_up()
 
         # In this process only to watch for nodes turning NotReady; latencies come from `elsewhere`.
         prober = Prober(client)
@@ -483,6 +488,7 @@ async def main_async(args: argparse.Namespace, store: str) -> None:
         tempfile.mkdtemp(prefix="atoll-hollow-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     )
     print(f"=== {n} coordinator(s) on {store} ===", flush=True)
+    gcpolicy.GCPolicy().apply()  # the fleet's process: the coordinator's young generation
     etcd = None
     extra: list[str] = []
     procs: list[subprocess.Popen[bytes]] = []

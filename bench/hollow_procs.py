@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from atoll import gcpolicy
 from atoll.loopstalls import LoopStalls
 
 if TYPE_CHECKING:
@@ -115,7 +116,9 @@ async def worker_main(spec: dict[str, Any], fleet_class: type[HollowFleet]) -> N
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 
+    gcpolicy.GCPolicy().apply()
     await fleet.add(spec["count"])
+    gcpolicy.freeze_start_up()  # as bench/hollow.py's own fleet: see there
     say({"started": len(fleet.agents)})
     try:
         while line := (await reader.readline()).decode().strip():
