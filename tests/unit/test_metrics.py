@@ -109,6 +109,7 @@ def test_cluster_figures_are_read_at_scrape_time(tmp_path: pathlib.Path) -> None
     db.write_bytes(b"\0" * 1000)
     nodes = [_node("a", meta_pb2.CONDITION_STATUS_TRUE)]
     state = {"bound": 0, "leading": True, "revision": 7}
+    dropped = {"spam": 0, "queue": 0}
     m = CoordinatorMetrics()
     m.watch_cluster(
         nodes=lambda: nodes,
@@ -118,6 +119,7 @@ def test_cluster_figures_are_read_at_scrape_time(tmp_path: pathlib.Path) -> None
         revision=lambda: state["revision"],
         objects=lambda: {"Pod": 5, "Node": len(nodes)},
         store_files=(db, tmp_path / "atoll.db-wal"),
+        events_dropped=lambda: dropped,
     )
     r = m.registry
     assert sample(r, "atoll_coordinator_nodes", condition="Ready", status="True") == 1
@@ -129,6 +131,9 @@ def test_cluster_figures_are_read_at_scrape_time(tmp_path: pathlib.Path) -> None
     nodes.append(_node("b", meta_pb2.CONDITION_STATUS_TRUE))
     db.write_bytes(b"\0" * 3000)
     assert sample(r, "atoll_coordinator_pods_bound_total") == 3
+    dropped.update(spam=15, queue=2)
+    assert sample(r, "atoll_coordinator_events_dropped_total", reason="spam") == 15
+    assert sample(r, "atoll_coordinator_events_dropped_total", reason="queue") == 2
     assert sample(r, "atoll_coordinator_leader") == 0
     assert sample(r, "atoll_coordinator_nodes", condition="Ready", status="True") == 2
     assert sample(r, "atoll_coordinator_objects", kind="Node") == 2
