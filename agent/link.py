@@ -175,7 +175,10 @@ class CoordinatorLink:
         elif via != self._source.target:
             return  # a push from a coordinator the link has left
         if assignment.delta:
-            assignment = self._with_delta(assignment, via)
+            whole = self._with_delta(assignment, via)
+            if whole is None:
+                return  # an older push overtaken by a fetch
+            assignment = whole
         if assignment.parts > 1:
             if via != self._parts_via:
                 self._parts.clear()
@@ -203,19 +206,26 @@ class CoordinatorLink:
         self._assignments.save(assignment)
         manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
 
-    def _with_delta(self, delta: node_api_pb2.Assignment, via: str) -> node_api_pb2.Assignment:
-        """The whole assignment a delta leads to from the one the agent has; StreamGap (the
-        watch is reopened, and starts whole) unless the agent has the delta's base from `via`."""
+    def _with_delta(self, delta: node_api_pb2.Assignment, via: str) -> node_api_pb2.Assignment | None:
+        """The whole assignment a delta leads to from the one the agent has; None if the agent
+        has its generation already; StreamGap (the watch is reopened, and starts whole) unless
+        the agent has, from `via`, a generation from the delta's base to the delta's own.
+
+        A fetch that raced the watch leaves the agent ahead of the stream's base. A delta
+        carries every pod added or changed since its base whole and every uid gone since, so
+        it leads to its generation from any generation in between: it is applied, not refused."""
         manager = self._manager
         if (
             not manager.authoritative
             or via != self._generation_via
-            or delta.base_generation != manager.generation
+            or delta.base_generation > manager.generation
         ):
             raise StreamGap(
                 f"an assignment delta from generation {delta.base_generation} of {via}; "
                 f"this agent has generation {manager.generation} of {self._generation_via or 'none'}"
             )
+        if delta.generation <= manager.generation:
+            return None
         return with_delta(manager.desired, delta)
 
     async def register(self, stop: asyncio.Event) -> bool:

@@ -72,8 +72,9 @@ async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
         tracker = trackers[-1]
         assert manager.generation == tracker.generation("n1")
 
-        # The agent's generation is not the one the stream sent last (as after a fetch that raced
-        # the watch): the next delta does not fit, the watch is reopened and starts whole.
+        # The agent's generation is below the base of the stream's next delta (it missed one):
+        # the delta does not fit, the watch is reopened and starts whole. (An agent ahead of the
+        # base, after a fetch that raced the watch, applies it: tests/unit/test_failover.py.)
         manager.generation -= 1
         deltas_before = len(sent)
         await c.create(pinned_pod("d", "n1"))

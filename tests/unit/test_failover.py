@@ -13,6 +13,7 @@ import pytest
 from agent.failover import Targets
 from agent.link import AssignmentFile, CoordinatorLink
 from agent.reporting import StatusReporter
+from agent.servicecache import StreamGap
 from atoll import agentconfig, errors
 from atoll.backoff import Backoff
 from atoll.v1 import node_api_pb2, node_pb2, pod_pb2
@@ -197,6 +198,30 @@ async def test_generations_are_compared_only_within_one_coordinator(tmp_path: pa
     assert manager.calls == [500, 300]
     lnk.apply(assignment(310, "p1", "p2"))
     assert manager.generation == 310 and set(manager.desired) == {"p1", "p2"}
+
+
+def delta(base: int, generation: int, *uids: str, removed: tuple[str, ...] = ()) -> node_api_pb2.Assignment:
+    result = assignment(generation, *uids)
+    result.delta, result.base_generation = True, base
+    result.removed_uids.extend(removed)
+    return result
+
+
+async def test_a_delta_from_behind_a_fetch_is_applied_and_one_from_ahead_reopens(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A fetch that raced the watch leaves the agent ahead of the stream's base: the delta still
+    leads to its generation (it carries everything changed since its base), so it is applied;
+    one the agent has already is ignored; one from beyond the agent's generation is a gap."""
+    lnk, _, manager = link(tmp_path)
+    lnk.apply(assignment(5, "p1", "p2"))  # fetched: the stream last sent generation 3
+    lnk.apply(delta(3, 7, "p2", "p3", removed=("p1",)))
+    assert manager.generation == 7 and set(manager.desired) == {"p2", "p3"}
+    lnk.apply(delta(3, 6, "p4"))  # older than what the agent has: nothing changes
+    assert manager.calls == [5, 7]
+    with pytest.raises(StreamGap, match="from generation 8"):
+        lnk.apply(delta(8, 9, "p5"))  # the agent missed generation 8: the watch starts whole
+    assert manager.calls == [5, 7]
 
 
 async def test_a_lagging_coordinator_does_not_take_pods_away(tmp_path: pathlib.Path) -> None:
