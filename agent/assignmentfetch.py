@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent.servicecache import StreamGap
 from atoll.v1 import node_api_pb2, pod_pb2
 
 
@@ -18,6 +19,59 @@ def with_delta(desired: Mapping[str, pod_pb2.Pod], delta: node_api_pb2.Assignmen
     whole = node_api_pb2.Assignment(node_name=delta.node_name, generation=delta.generation)
     whole.pods.extend(sorted(pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name)))
     return whole
+
+
+def join_part(
+    parts: dict[int, node_api_pb2.Assignment], part: node_api_pb2.Assignment
+) -> node_api_pb2.Assignment | None:
+    """Collect in `parts` the parts of one generation; the whole assignment once every part is here."""
+    if parts and next(iter(parts.values())).generation != part.generation:
+        parts.clear()  # a newer generation started: the older one's parts are moot
+    parts[part.part] = part
+    if len(parts) < part.parts:
+        return None
+    whole = node_api_pb2.Assignment(node_name=part.node_name, generation=part.generation)
+    for i in range(part.parts):
+        whole.pods.extend(parts[i].pods)
+    parts.clear()
+    return whole
+
+
+class AssignmentView:
+    """What one watch stream has sent, as the whole assignment it led to. A delta applies to
+    this alone: never to an assignment fetched meanwhile, nor to one from an earlier process
+    of the coordinator (a restart at the same address numbers generations afresh). Reset when
+    the stream is opened; every stream starts whole."""
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self._pods: dict[str, pod_pb2.Pod] = {}
+        self._parts: dict[int, node_api_pb2.Assignment] = {}
+
+    def reset(self) -> None:
+        self.generation, self._pods = None, {}
+        self._parts.clear()
+
+    def take(self, push: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
+        """The whole assignment `push` leads to (None: more parts to come). StreamGap unless a
+        delta starts at the generation this stream sent last."""
+        if push.delta:
+            if push.base_generation != self.generation:
+                raise StreamGap(
+                    f"an assignment delta from generation {push.base_generation}; "
+                    f"this stream sent {'nothing' if self.generation is None else self.generation}"
+                )
+            whole = with_delta(self._pods, push)
+        elif push.parts > 1:
+            joined = join_part(self._parts, push)
+            if joined is None:
+                return None
+            whole = joined
+        else:
+            whole = push
+        self.generation = whole.generation
+        self._pods = {p.metadata.uid: p for p in whole.pods}
+        return whole
 
 
 def fetch_needed(

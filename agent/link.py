@@ -26,9 +26,9 @@ import logging
 import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from agent.assignmentfetch import fetch_needed, with_delta
+from agent.assignmentfetch import AssignmentView, fetch_needed, join_part
 from agent.configview import NodeConfigView
 from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
@@ -174,11 +174,9 @@ class CoordinatorLink:
             via = self._source.target
         elif via != self._source.target:
             return  # a push from a coordinator the link has left
-        if assignment.delta:
-            whole = self._with_delta(assignment, via)
-            if whole is None:
-                return  # an older push overtaken by a fetch
-            assignment = whole
+        if assignment.delta:  # streams turn deltas into wholes (AssignmentView); a fetch has none
+            log.warning("an assignment delta from %s outside a watch stream: ignored", via)
+            return
         if assignment.parts > 1:
             if via != self._parts_via:
                 self._parts.clear()
@@ -205,28 +203,6 @@ class CoordinatorLink:
         self._generation_via = via
         self._assignments.save(assignment)
         manager.set_desired(assignment.pods, assignment.generation, authoritative=True)
-
-    def _with_delta(self, delta: node_api_pb2.Assignment, via: str) -> node_api_pb2.Assignment | None:
-        """The whole assignment a delta leads to from the one the agent has; None if the agent
-        has its generation already; StreamGap (the watch is reopened, and starts whole) unless
-        the agent has, from `via`, a generation from the delta's base to the delta's own.
-
-        A fetch that raced the watch leaves the agent ahead of the stream's base. A delta
-        carries every pod added or changed since its base whole and every uid gone since, so
-        it leads to its generation from any generation in between: it is applied, not refused."""
-        manager = self._manager
-        if (
-            not manager.authoritative
-            or via != self._generation_via
-            or delta.base_generation > manager.generation
-        ):
-            raise StreamGap(
-                f"an assignment delta from generation {delta.base_generation} of {via}; "
-                f"this agent has generation {manager.generation} of {self._generation_via or 'none'}"
-            )
-        if delta.generation <= manager.generation:
-            return None
-        return with_delta(manager.desired, delta)
 
     async def register(self, stop: asyncio.Event) -> bool:
         backoff = Backoff(initial=0.5, maximum=10.0)
@@ -391,16 +367,7 @@ class CoordinatorLink:
 
     def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
         """Collect the parts of one generation; the whole assignment once every part is here."""
-        if self._parts and next(iter(self._parts.values())).generation != part.generation:
-            self._parts.clear()  # a newer generation started: the older one's parts are moot
-        self._parts[part.part] = part
-        if len(self._parts) < part.parts:
-            return None
-        whole = node_api_pb2.Assignment(node_name=part.node_name, generation=part.generation)
-        for i in range(part.parts):
-            whole.pods.extend(self._parts[i].pods)
-        self._parts.clear()
-        return whole
+        return join_part(self._parts, part)
 
     async def assignment_fetch_loop(self, stop: asyncio.Event) -> None:
         """Fetch the whole assignment whenever a heartbeat finds ours behind (the watch pushes it
@@ -483,7 +450,7 @@ class CoordinatorLink:
         until the link moves to another coordinator, which is asked for WatchNode again."""
         config = _Feed(self._apply_config, stop, self.node_config_min_interval, "node config")
         services = _Feed(self._apply_services, stop, 0.0, "services")
-        config_view, service_view = NodeConfigView(), ServiceView()
+        config_view, service_view, assignment_view = NodeConfigView(), ServiceView(), AssignmentView()
         request = node_api_pb2.WatchNodeRequest(
             node_name=self._node,
             assignment=True,
@@ -497,7 +464,9 @@ class CoordinatorLink:
         async def handle(resp: node_api_pb2.WatchNodeResponse, via: str) -> None:
             push = resp.WhichOneof("push")
             if push == "assignment":
-                self.apply(resp.assignment.assignment, via)
+                whole = assignment_view.take(resp.assignment.assignment)  # StreamGap: reopened
+                if whole is not None:
+                    self.apply(whole, via)
             elif push == "node_config" and request.node_config:
                 _take_config(config_view, resp.node_config, config)
             elif push == "services" and request.services:
@@ -509,7 +478,7 @@ class CoordinatorLink:
                 try:
                     await self._follow(
                         "node",
-                        lambda: self._stub.WatchNode(request),
+                        lambda: _opened(assignment_view, self._stub.WatchNode(request)),
                         handle,
                         stop,
                         up=self._assignment_up,
@@ -565,17 +534,20 @@ class CoordinatorLink:
             await self.on_services(state)
 
     async def watch_loop(self, stop: asyncio.Event) -> None:
-        async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
-            self.apply(resp.assignment, via)
+        view = AssignmentView()
 
+        async def handle(resp: node_api_pb2.WatchAssignmentResponse, via: str) -> None:
+            whole = view.take(resp.assignment)  # StreamGap: reopened
+            if whole is not None:
+                self.apply(whole, via)
+
+        request = node_api_pb2.WatchAssignmentRequest(
+            node_name=self._node, accept_deltas=self.assignment_deltas
+        )
         try:
             await self._follow(
                 "assignment",
-                lambda: self._stub.WatchAssignment(
-                    node_api_pb2.WatchAssignmentRequest(
-                        node_name=self._node, accept_deltas=self.assignment_deltas
-                    )
-                ),
+                lambda: _opened(view, self._stub.WatchAssignment(request)),
                 handle,
                 stop,
                 up=self._assignment_up,
@@ -696,3 +668,12 @@ class _Feed:
                 log.exception("applying the %s failed", self._what)
             if self._min_interval and await wait_or_stop(self._stop, self._min_interval):
                 return
+
+
+_S = TypeVar("_S")
+
+
+def _opened(view: AssignmentView, stream: _S) -> _S:
+    """`stream`, just opened: `view` starts afresh with it (every stream starts whole)."""
+    view.reset()
+    return stream

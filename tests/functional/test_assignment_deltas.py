@@ -41,7 +41,7 @@ def pinned_pod(name: str, node: str) -> pod_pb2.Pod:
     return p
 
 
-async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
+async def test_the_agent_follows_deltas_whatever_its_own_generation_says(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[node_api_pb2.Assignment] = []
@@ -72,17 +72,18 @@ async def test_the_agent_follows_deltas_and_starts_whole_when_out_of_step(
         tracker = trackers[-1]
         assert manager.generation == tracker.generation("n1")
 
-        # The agent's generation is below the base of the stream's next delta (it missed one):
-        # the delta does not fit, the watch is reopened and starts whole. (An agent ahead of the
-        # base, after a fetch that raced the watch, applies it: tests/unit/test_failover.py.)
+        # The agent's generation moved off the stream's (as a fetch that raced the watch moves
+        # it): the stream's next delta applies to what the stream itself sent, and still leads
+        # to the coordinator's generation. (A delta off the stream's own generation is a gap:
+        # tests/unit/test_failover.py.)
         manager.generation -= 1
         deltas_before = len(sent)
         await c.create(pinned_pod("d", "n1"))
-        await eventually(lambda: desired("b", "c", "d"), what="the pod after the gap")
-        assert len(sent) > deltas_before  # the delta went, and was refused
+        await eventually(lambda: desired("b", "c", "d"), what="the next pod")
+        assert len(sent) > deltas_before  # it came as a delta
         assert manager.generation == tracker.generation("n1")
         await c.create(pinned_pod("e", "n1"))
-        await eventually(lambda: desired("b", "c", "d", "e"), what="deltas again on the new stream")
+        await eventually(lambda: desired("b", "c", "d", "e"), what="and the one after")
 
 
 async def test_an_agent_that_does_not_ask_for_deltas_gets_whole_assignments(
