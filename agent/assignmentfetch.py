@@ -3,7 +3,7 @@ what a pushed delta makes of the assignment it has."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from agent.servicecache import StreamGap
 from atoll.v1 import node_api_pb2, pod_pb2
@@ -30,10 +30,18 @@ def join_part(
     parts[part.part] = part
     if len(parts) < part.parts:
         return None
-    whole = node_api_pb2.Assignment(node_name=part.node_name, generation=part.generation)
-    for i in range(part.parts):
-        whole.pods.extend(parts[i].pods)
+    whole = whole_of([parts[i] for i in range(part.parts)])
     parts.clear()
+    return whole
+
+
+def whole_of(parts: Sequence[node_api_pb2.Assignment]) -> node_api_pb2.Assignment:
+    """The assignment the parts of one generation, in order, make up."""
+    if len(parts) == 1:
+        return parts[0]
+    whole = node_api_pb2.Assignment(node_name=parts[0].node_name, generation=parts[0].generation)
+    for part in parts:
+        whole.pods.extend(part.pods)
     return whole
 
 

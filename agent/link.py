@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from agent.assignmentfetch import AssignmentView, fetch_needed, join_part
+from agent.assignmentfetch import AssignmentView, fetch_needed, whole_of
 from agent.configview import NodeConfigView
 from agent.pods.manager import PodManager
 from agent.reporting import EventReporter, StatusReporter, StubSource
@@ -131,8 +131,6 @@ class CoordinatorLink:
         self._manager = manager
         self._reporter = reporter
         self._assignments = assignments
-        self._parts: dict[int, node_api_pb2.Assignment] = {}  # of a multi-part assignment, by part
-        self._parts_via = ""
         # The coordinator whose numbering the manager's generation is in ("": none yet this run).
         self._generation_via = ""
         # Set by a broken stream: heartbeat now to learn whether the coordinator is gone.
@@ -174,17 +172,10 @@ class CoordinatorLink:
             via = self._source.target
         elif via != self._source.target:
             return  # a push from a coordinator the link has left
-        if assignment.delta:  # streams turn deltas into wholes (AssignmentView); a fetch has none
-            log.warning("an assignment delta from %s outside a watch stream: ignored", via)
+        if assignment.delta or assignment.parts > 1:
+            # Streams (AssignmentView) and fetches hand over whole assignments.
+            log.warning("an assignment delta or part from %s outside a watch stream: ignored", via)
             return
-        if assignment.parts > 1:
-            if via != self._parts_via:
-                self._parts.clear()
-                self._parts_via = via
-            whole = self._join(assignment)
-            if whole is None:
-                return  # more parts to come
-            assignment = whole
         manager = self._manager
         older = assignment.generation < manager.generation and manager.authoritative
         if older and via == self._generation_via:
@@ -365,10 +356,6 @@ class CoordinatorLink:
         if self.events is not None:
             self.events.carrier = self._reporter if taken else None
 
-    def _join(self, part: node_api_pb2.Assignment) -> node_api_pb2.Assignment | None:
-        """Collect the parts of one generation; the whole assignment once every part is here."""
-        return join_part(self._parts, part)
-
     async def assignment_fetch_loop(self, stop: asyncio.Event) -> None:
         """Fetch the whole assignment whenever a heartbeat finds ours behind (the watch pushes it
         too; this is the check that nothing was missed)."""
@@ -392,8 +379,7 @@ class CoordinatorLink:
                     break
                 parts.append(part)
             else:
-                for part in parts:
-                    self.apply(part, via)
+                self.apply(whole_of(parts), via)
                 return
         raise errors.Unavailable("the assignment kept changing while it was fetched")
 

@@ -19,9 +19,9 @@ own: 4,096 keys for the coordinator's components (client-go's size), 512 for a
 node, which speaks only of itself and its pods; an evicted key starts afresh,
 and no source can evict another's. Entries that no longer count (similar events
 older than the window, budgets full again) are dropped as events come, and a
-source with none left goes, so the caches hold what the last window saw. A node's events are filed under the
-object as the coordinator knows it (coordinator.api.node.service), so it
-cannot pick new keys to escape its budget.
+source with none left goes, so the caches hold what the last window saw. A
+node's events are filed under the object as the coordinator knows it
+(coordinator.api.node.service), so it cannot pick new keys to escape its budget.
 """
 
 from __future__ import annotations

@@ -35,9 +35,8 @@ from coordinator.scheduler.scoreindex import ScoreIndex
 
 log = logging.getLogger(__name__)
 
-COMPONENT = (
-    "scheduler"  # the Scheduled and FailedScheduling events' source, as Kubernetes names its components
-)
+# The Scheduled and FailedScheduling events' source, as Kubernetes names its components.
+COMPONENT = "scheduler"
 
 POD = kinds.by_name("Pod")
 # Binds are store writes the scheduler does not wait for one by one. Each one in flight is a task

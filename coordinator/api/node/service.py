@@ -219,11 +219,9 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         the assignment generations and writes one heartbeat time, each a single dict operation."""
         name = request.node_name
         self._check_name(name)
-        if self._nodes is None or not self._nodes.synced.is_set():
-            return None, None
-        current = self._nodes.cache.get(f"/{NODE.plural}/{name}")
+        current = self._cached_node(name)
         generation = self._assignments.known_generation(name)
-        if not isinstance(current, node_pb2.Node) or generation is None:
+        if current is None or generation is None:
             return None, None
         interval_ms = self._tell_interval(name)  # before the beat: a lease written between carries it
         heard = self._health.beat(name)  # alive, whether the main loop gets to a status write soon or not
@@ -305,17 +303,23 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         except TimeoutError:
             late = True  # the answer goes now; the write lands when the store gets to it
 
+    def _cached_node(self, name: str) -> node_pb2.Node | None:
+        """The node as this coordinator's informer holds it; None until the informer's first
+        list is done, or while it has not seen the node. Safe from the heartbeat lane's thread:
+        a single dict read."""
+        if self._nodes is None or not self._nodes.synced.is_set():
+            return None
+        node = self._nodes.cache.get(f"/{NODE.plural}/{name}")
+        return node if isinstance(node, node_pb2.Node) else None
+
     async def _current_node(self, name: str) -> node_pb2.Node:
         """The node as this coordinator's informer holds it (decoded once, for every heartbeat
         that compares against it), or as the store has it when the informer has not seen it yet
         (it registered a moment ago, or the informer is still listing)."""
-        key = f"/{NODE.plural}/{name}"
-        cached = (
-            self._nodes.cache.get(key) if self._nodes is not None and self._nodes.synced.is_set() else None
-        )
-        if isinstance(cached, node_pb2.Node):
+        cached = self._cached_node(name)
+        if cached is not None:
             return cached
-        kv = await self._registry.store.get(key)
+        kv = await self._registry.store.get(f"/{NODE.plural}/{name}")
         if kv is None:
             raise errors.NotFound(f'nodes "{name}" not found; register first')
         node = self._registry.decode(NODE, kv)
@@ -487,8 +491,8 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         if ref.kind == "Node":
             if ref.name != node:
                 return None
-            current = self._nodes.cache.get(f"/{NODE.plural}/{node}") if self._nodes is not None else None
-            uid = current.metadata.uid if current is not None else ""  # type: ignore[attr-defined]
+            current = self._cached_node(node)
+            uid = current.metadata.uid if current is not None else ""
             return workloads_pb2.ObjectReference(kind="Node", name=node, uid=uid)
         if ref.kind != "Pod":
             return None
