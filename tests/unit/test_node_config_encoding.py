@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from agent.configview import NodeConfigView
 from agent.servicecache import StreamGap
 from atoll.v1 import network_pb2, node_api_pb2
+from coordinator.api.node import nodeconfig
 from coordinator.api.node.nodeconfig import NodeConfigTracker
 
 
@@ -74,7 +75,11 @@ def test_every_stream_at_one_generation_shares_one_encoding() -> None:
     assert len(node_api_pb2.WatchNodeConfigResponse.FromString(payload2.data).config.leases) == 251
 
 
-def tracked(change_log: int = 4096, push_interval: float = 1.0) -> tuple[Objects, Objects, NodeConfigTracker]:
+def tracked(
+    change_log: int = 4096,
+    push_interval: float = 1.0,
+    min_push_interval: float = nodeconfig.MIN_PUSH_INTERVAL,
+) -> tuple[Objects, Objects, NodeConfigTracker]:
     networks, subnets, registries = Objects(), Objects(), Objects()
     network = network_pb2.Network()
     network.metadata.name = "default"
@@ -86,6 +91,7 @@ def tracked(change_log: int = 4096, push_interval: float = 1.0) -> tuple[Objects
         registries,  # type: ignore[arg-type]
         change_log=change_log,
         push_interval=push_interval,
+        min_push_interval=min_push_interval,
     )
     return networks, subnets, tracker
 
@@ -195,3 +201,38 @@ def test_a_message_with_neither_a_config_nor_a_delta_changes_nothing() -> None:
     view.apply(full)
     view.apply(node_api_pb2.WatchNodeConfigResponse())
     assert view.generation == 3 and view.config().network.network == "10.100.0.0/16"
+
+
+async def test_the_push_interval_grows_with_the_streams_waiting() -> None:
+    _, subnets, tracker = tracked(push_interval=1.0)
+    assert tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL  # a new lease reaches few peers at once
+    sent, _ = tracker.encoded(-1, accept_deltas=True)
+    few = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL
+    many = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(1000)]
+    await asyncio.sleep(0)
+    assert tracker.push_interval() == pytest.approx(1003 / nodeconfig.PUSH_SENDS_PER_SECOND)
+    more = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(5000)]
+    await asyncio.sleep(0)
+    assert tracker.push_interval() == 1.0  # never slower than kube-proxy's min sync period
+    subnets.put(lease("node-new", "10.100.7.0/24"))
+    await asyncio.wait_for(asyncio.gather(*few, *many, *more), 5)
+    assert tracker._waiting == 0 and tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL
+
+
+async def test_a_stream_opened_before_a_pending_publish_is_not_woken_by_it_for_nothing() -> None:
+    _, subnets, tracker = tracked(push_interval=0.2, min_push_interval=0.2)
+    subnets.put(lease("node-a", "10.100.1.0/24"))  # published at once
+    subnets.put(lease("node-b", "10.100.2.0/24"))  # published in 0.2 s
+    assert tracker.published < tracker.generation
+    await asyncio.wait_for(tracker.wait_change(-1), 5)
+    sent, first = tracker.encoded(-1, accept_deltas=True)  # the stream opens: both leases
+    assert len(response(first).config.leases) == 2 and sent == tracker.generation
+    waiting = asyncio.create_task(tracker.wait_change(sent))
+    await asyncio.sleep(0.4)  # node-b's generation is published now: the stream has it already
+    assert tracker.published == sent and not waiting.done()
+    subnets.put(lease("node-c", "10.100.3.0/24"))
+    await asyncio.wait_for(waiting, 5)
+    _, payload = tracker.encoded(sent, accept_deltas=True)
+    assert [x.spec.node_name for x in response(payload).delta.leases] == ["node-c"]

@@ -1,8 +1,9 @@
 """What every node needs besides its pods: the overlay, the registry settings, the SR-IOV networks.
 
 Fed by informers on Network, Subnet, Registries and SriovNetwork; every change bumps one
-generation, and the WatchNodeConfig streams are woken for the latest at most once a second
-(level-triggered, like assignments).
+generation, and the WatchNodeConfig streams are woken for the latest at most once per push
+interval: 50 ms for a few streams, growing with them to a second (level-triggered, like
+assignments).
 
 The config holds every node's subnet lease, and every node joining adds one, so the work is
 done once per generation, not once per stream: the full config and the delta from the
@@ -29,11 +30,16 @@ from coordinator.objects.informer import Informer
 
 DEFAULT_NAME = "default"
 CHANGE_LOG = 4096  # lease changes kept for deltas; a stream further behind gets a full config
-# Streams are woken at most once per this many seconds (kube-proxy's min sync period): a fleet
-# joining changes one lease per node, and a message per lease per stream would cost more than
-# the leases (1,000 nodes joining: a million sends). Woken together, the streams are at the same
-# point and share each delta's bytes.
+# Streams are woken together, at most once per interval: a fleet joining changes one lease per
+# node, and a message per lease per stream would cost more than the leases (1,000 nodes joining:
+# a million sends). Woken together, the streams are at the same point and share each delta's
+# bytes. The interval grows with the streams waiting, so that pushes cost at most about
+# PUSH_SENDS_PER_SECOND sends: a small cluster's new lease reaches its peers within
+# MIN_PUSH_INTERVAL (flannel watches leases one by one), a large one's within PUSH_INTERVAL
+# (kube-proxy's min sync period).
 PUSH_INTERVAL = 1.0
+MIN_PUSH_INTERVAL = 0.05
+PUSH_SENDS_PER_SECOND = 2500
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class NodeConfigTracker:
         *,
         change_log: int = CHANGE_LOG,
         push_interval: float = PUSH_INTERVAL,
+        min_push_interval: float = MIN_PUSH_INTERVAL,
     ) -> None:
         self._networks = networks
         self._subnets = subnets
@@ -64,6 +71,8 @@ class NodeConfigTracker:
         self._log_size = change_log
         self._floor = 0  # deltas can start at any generation >= this
         self._push_interval = push_interval
+        self._min_push_interval = min(min_push_interval, push_interval)
+        self._waiting = 0  # streams in wait_change
         self.published = 0  # the generation streams were last woken for
         self._published_at = -push_interval  # time.monotonic() of that
         self._publishing: asyncio.TimerHandle | None = None
@@ -82,7 +91,7 @@ class NodeConfigTracker:
     def _publish_soon(self) -> None:
         if self._publishing is not None:
             return  # it publishes the generation current then
-        delay = self._published_at + self._push_interval - time.monotonic()
+        delay = self._published_at + self.push_interval() - time.monotonic()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # informers fed by hand, with no loop running: at once
@@ -91,6 +100,10 @@ class NodeConfigTracker:
             self._publish()
         else:
             self._publishing = loop.call_later(delay, self._publish)
+
+    def push_interval(self) -> float:
+        """The least time between two wakings of the streams, for as many as wait now."""
+        return min(self._push_interval, max(self._min_push_interval, self._waiting / PUSH_SENDS_PER_SECOND))
 
     def _publish(self) -> None:
         self._publishing = None
@@ -166,7 +179,14 @@ class NodeConfigTracker:
         return self._pushes.encoded(self.generation, sent, accept_deltas)
 
     async def wait_change(self, seen_generation: int) -> None:
-        """Until a generation newer than `seen_generation` is published (-1: at once)."""
+        """Until a generation newer than `seen_generation` is published (-1: at once). A stream
+        may have got a newer generation than the published one (its first config is built when it
+        opens): the publishing that catches up with it is no news to it."""
         if self.published > seen_generation:
             return
-        await self._changed.wait()
+        self._waiting += 1
+        try:
+            while self.published <= seen_generation:
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
