@@ -5,6 +5,8 @@ accept deltas), which the agent's view applies back into the whole config."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -175,7 +177,7 @@ def test_a_delta_that_does_not_start_where_the_view_is_reopens_the_stream() -> N
 
 
 async def test_streams_are_woken_once_for_changes_close_together_and_share_one_delta() -> None:
-    _, subnets, tracker = tracked(push_interval=0.2)
+    _, subnets, tracker = tracked(push_interval=0.2, min_push_interval=0.2)
     subnets.put(lease("node-first", "10.100.250.0/24"))  # nothing published lately: at once
     assert tracker.published == tracker.generation
     await asyncio.wait_for(tracker.wait_change(-1), 5)  # a new stream: at once
@@ -203,22 +205,49 @@ def test_a_message_with_neither_a_config_nor_a_delta_changes_nothing() -> None:
     assert view.generation == 3 and view.config().network.network == "10.100.0.0/16"
 
 
-async def test_the_push_interval_grows_with_the_streams_waiting() -> None:
-    _, subnets, tracker = tracked(push_interval=1.0)
+async def test_the_push_interval_grows_with_the_streams_open() -> None:
+    _, _, tracker = tracked(push_interval=1.0)
     assert tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL  # a new lease reaches few peers at once
-    sent, _ = tracker.encoded(-1, accept_deltas=True)
-    few = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(3)]
-    await asyncio.sleep(0)
+    with contextlib.ExitStack() as open_streams:
+        for _ in range(1000):
+            open_streams.enter_context(tracker.stream())
+        assert tracker.push_interval() == pytest.approx(1000 / nodeconfig.PUSH_SENDS_PER_SECOND)
+        for _ in range(5000):
+            open_streams.enter_context(tracker.stream())
+        assert tracker.push_interval() == 1.0  # never slower than kube-proxy's min sync period
     assert tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL
-    many = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(1000)]
-    await asyncio.sleep(0)
-    assert tracker.push_interval() == pytest.approx(1003 / nodeconfig.PUSH_SENDS_PER_SECOND)
-    more = [asyncio.create_task(tracker.wait_change(sent)) for _ in range(5000)]
-    await asyncio.sleep(0)
-    assert tracker.push_interval() == 1.0  # never slower than kube-proxy's min sync period
-    subnets.put(lease("node-new", "10.100.7.0/24"))
-    await asyncio.wait_for(asyncio.gather(*few, *many, *more), 5)
-    assert tracker._waiting == 0 and tracker.push_interval() == nodeconfig.MIN_PUSH_INTERVAL
+
+
+async def test_streams_busy_sending_during_a_join_are_paced_all_the_same() -> None:
+    """A fleet joining: a lease every 5 ms while 500 streams each take a while to send what they
+    were woken for, so that few of them wait when the next push is scheduled."""
+    _, subnets, tracker = tracked(push_interval=1.0)
+    wakes = 0
+
+    async def stream(i: int) -> None:
+        nonlocal wakes
+        sent = -1
+        with tracker.stream():
+            while True:
+                await tracker.wait_change(sent)
+                sent, _ = tracker.encoded(sent, accept_deltas=True)
+                wakes += 1
+                await asyncio.sleep(0.01 + (i % 10) * 0.01)  # writing to a slow peer
+
+    streams = [asyncio.create_task(stream(i)) for i in range(500)]
+    await asyncio.sleep(0.1)
+    first = wakes
+    started = time.monotonic()
+    for i in range(200):
+        subnets.put(lease(f"node-{i}", f"10.101.{i}.0/24"))
+        await asyncio.sleep(0.005)
+    elapsed = time.monotonic() - started
+    for s in streams:
+        s.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    interval = 500 / nodeconfig.PUSH_SENDS_PER_SECOND  # 0.2 s
+    assert wakes - first <= 500 * (elapsed / interval + 2)  # about 2,500 sends a second, not 100,000
+    assert tracker._streams == 0
 
 
 async def test_a_stream_opened_before_a_pending_publish_is_not_woken_by_it_for_nothing() -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -33,7 +35,7 @@ CHANGE_LOG = 4096  # lease changes kept for deltas; a stream further behind gets
 # Streams are woken together, at most once per interval: a fleet joining changes one lease per
 # node, and a message per lease per stream would cost more than the leases (1,000 nodes joining:
 # a million sends). Woken together, the streams are at the same point and share each delta's
-# bytes. The interval grows with the streams waiting, so that pushes cost at most about
+# bytes. The interval grows with the streams open, so that pushes cost at most about
 # PUSH_SENDS_PER_SECOND sends: a small cluster's new lease reaches its peers within
 # MIN_PUSH_INTERVAL (flannel watches leases one by one), a large one's within PUSH_INTERVAL
 # (kube-proxy's min sync period).
@@ -72,7 +74,7 @@ class NodeConfigTracker:
         self._floor = 0  # deltas can start at any generation >= this
         self._push_interval = push_interval
         self._min_push_interval = min(min_push_interval, push_interval)
-        self._waiting = 0  # streams in wait_change
+        self._streams = 0  # open, in stream()
         self.published = 0  # the generation streams were last woken for
         self._published_at = -push_interval  # time.monotonic() of that
         self._publishing: asyncio.TimerHandle | None = None
@@ -102,8 +104,18 @@ class NodeConfigTracker:
             self._publishing = loop.call_later(delay, self._publish)
 
     def push_interval(self) -> float:
-        """The least time between two wakings of the streams, for as many as wait now."""
-        return min(self._push_interval, max(self._min_push_interval, self._waiting / PUSH_SENDS_PER_SECOND))
+        """The least time between two wakings of the streams, for as many as are open."""
+        return min(self._push_interval, max(self._min_push_interval, self._streams / PUSH_SENDS_PER_SECOND))
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Held by each stream for as long as it is open: the streams open pace the pushes (not
+        those waiting at the time, which in a burst are few: the rest are still sending)."""
+        self._streams += 1
+        try:
+            yield
+        finally:
+            self._streams -= 1
 
     def _publish(self) -> None:
         self._publishing = None
@@ -182,11 +194,5 @@ class NodeConfigTracker:
         """Until a generation newer than `seen_generation` is published (-1: at once). A stream
         may have got a newer generation than the published one (its first config is built when it
         opens): the publishing that catches up with it is no news to it."""
-        if self.published > seen_generation:
-            return
-        self._waiting += 1
-        try:
-            while self.published <= seen_generation:
-                await self._changed.wait()
-        finally:
-            self._waiting -= 1
+        while self.published <= seen_generation:
+            await self._changed.wait()

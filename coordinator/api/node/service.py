@@ -397,11 +397,12 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     ) -> AsyncIterator[node_api_pb2.WatchNodeConfigResponse | callchain.Encoded]:
         self._check_name(request.node_name)
         sent = -1
-        while True:
-            await self._node_configs.wait_change(sent)
-            # Built and serialised once per generation for all streams (nodeconfig).
-            sent, payload = self._node_configs.encoded(sent, request.accept_deltas)
-            yield payload  # at most one a second: the tracker paces the wake-ups (nodeconfig)
+        with self._node_configs.stream():
+            while True:
+                await self._node_configs.wait_change(sent)
+                # Built and serialised once per generation for all streams (nodeconfig).
+                sent, payload = self._node_configs.encoded(sent, request.accept_deltas)
+                yield payload  # the tracker paces the wake-ups by the streams open (nodeconfig)
 
     async def WatchServices(
         self, request: node_api_pb2.WatchServicesRequest, context: Any
