@@ -36,7 +36,7 @@ class Informer:
         self._registry = registry
         self.info = info
         self.cache: dict[str, Message] = {}
-        self.revision = 0
+        self.revision = 0  # of the event being handled, or of the list a relist emits
         self.synced = asyncio.Event()
         self._handlers: list[Handler] = []
 
@@ -53,6 +53,7 @@ class Informer:
     async def _relist(self) -> None:
         items, revision = await self._registry.list(self.info)
         fresh = {object_key(self.info, o): o for o in items}
+        self.revision = revision  # what the differences emitted below bring the cache to
         for key, old in list(self.cache.items()):
             if key not in fresh:
                 del self.cache[key]
@@ -64,7 +65,6 @@ class Informer:
                 self._emit("ADDED", obj, None)
             elif previous.metadata.resource_version != obj.metadata.resource_version:  # type: ignore[attr-defined]
                 self._emit("MODIFIED", obj, previous)
-        self.revision = revision
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         while stop is None or not stop.is_set():

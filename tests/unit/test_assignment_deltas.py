@@ -29,6 +29,13 @@ class Pods:
         for handler in self.handlers:
             handler(type_, pod, old)
 
+    def relist(self, revision: int, listed: list[pod_pb2.Pod]) -> None:
+        """What a (restarted) informer's list at `revision` emits: every pod, at that revision."""
+        self.revision = revision
+        for p in listed:
+            for handler in self.handlers:
+                handler("ADDED", p, None)
+
 
 def pod(name: str, node: str = "n1", generation: int = 1, image: str = "busybox") -> pod_pb2.Pod:
     p = pod_pb2.Pod()
@@ -108,3 +115,41 @@ def test_a_pod_made_again_under_its_name_replaces_the_old_uid() -> None:
     delta = tracker.delta("n1", base)
     assert delta is not None and list(delta.removed_uids) == ["uid-a"]
     assert [p.metadata.uid for p in delta.pods] == ["uid-a-2"]
+
+
+def test_a_restarted_coordinator_numbers_a_node_past_the_earlier_process() -> None:
+    pods = Pods()
+    earlier = AssignmentTracker(pods)  # type: ignore[arg-type]
+    a, b = pod("a"), pod("b")
+    pods.emit("ADDED", a)
+    pods.emit("ADDED", b)
+    sent = earlier.assignment("n1")  # the agent runs a and b
+    pods.emit("DELETED", b, b)  # the last change before the restart: a deletion, never sent
+    assert earlier.generation("n1") == pods.revision > sent.generation
+
+    # The restart: a new tracker, fed by its informer's list at the store's revision.
+    later = AssignmentTracker(pods)  # type: ignore[arg-type]
+    pods.relist(pods.revision, [a])
+    whole = later.assignment("n1")
+    assert whole.generation > sent.generation and names(whole) == ["a"]  # the agent takes it
+    # Nothing changed meanwhile: the same number, for the same pods.
+    again = AssignmentTracker(pods)  # type: ignore[arg-type]
+    pods.relist(pods.revision, [a])
+    assert again.assignment("n1") == whole
+
+
+def test_changes_at_one_revision_share_a_number_until_it_is_read() -> None:
+    pods = Pods()
+    tracker = AssignmentTracker(pods)  # type: ignore[arg-type]
+    pods.relist(40, [pod("a"), pod("b"), pod("c", node="n2")])  # a first pod on a fresh node, too
+    assert tracker.generation("n1") == tracker.generation("n2") == 40  # the list's revision
+    sent = tracker.assignment("n1")
+    assert names(sent) == ["a", "b"]
+    extra = pod("d")
+    for handler in pods.handlers:  # one more change at the same revision (an etcd transaction)
+        handler("ADDED", extra, None)
+    assert tracker.generation("n1") == 41  # a number the agent has not had for other pods
+    delta = tracker.delta("n1", sent.generation)
+    assert delta is not None and names(delta) == ["d"]
+    pods.emit("ADDED", pod("e"))  # revision 41, which the generation already is, and was read
+    assert tracker.generation("n1") == 42

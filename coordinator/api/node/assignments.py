@@ -3,8 +3,13 @@
 Fed by the pod informer. A node's desired set is every pod bound to it; it
 changes when a pod is bound there, deleted, or its spec changes — status
 updates do not touch it. The node's generation is the store revision of its
-last change, so it only grows, also across coordinator restarts (where every
-node starts at the current revision and agents simply fetch once more).
+last change: the revision of the event, or of the list a relist came from. It
+only grows, also across coordinator restarts: a restarted coordinator numbers a
+node at least at its list's revision, so never below what the earlier process
+said, even when the node's last change was a deletion, and the same number
+only for the same pods. A change at the revision the generation already has (a
+relist's second pod on the node, an etcd transaction) moves it on by one only
+when what it numbered was read (sent) meanwhile: one number, one set of pods.
 
 Size: an assignment travels as one gRPC message, so it must stay under
 rpc.MAX_RESPONSE_BYTES (256 MiB). Objects are at most --max-object-bytes
@@ -57,6 +62,7 @@ class _NodeSet:
     changes: collections.OrderedDict[str, int] = field(default_factory=collections.OrderedDict)
     # Deltas reach back to this generation: the changes up to it are forgotten.
     floor: int = 0
+    read: bool = False  # whether the pods at this generation were read (sent) since it moved
 
     def __post_init__(self) -> None:
         self.floor = self.generation
@@ -90,9 +96,14 @@ class AssignmentTracker:
             entry = self._nodes[name] = _NodeSet(generation=self._pods.revision)
         return entry
 
-    def _touch(self, name: str, revision: int, uid: str) -> None:
+    def _touch(self, name: str, uid: str) -> None:
         entry = self._node(name)
-        entry.generation = max(entry.generation + 1, revision)
+        revision = self._pods.revision
+        if revision > entry.generation:
+            entry.generation = revision
+        elif entry.read:
+            entry.generation += 1
+        entry.read = False
         entry.changes[uid] = entry.generation
         entry.changes.move_to_end(uid)
         if len(entry.changes) > MAX_CHANGES:
@@ -102,7 +113,6 @@ class AssignmentTracker:
 
     def _on_pod(self, type_: str, obj: Message, old: Message | None) -> None:
         assert isinstance(obj, pod_pb2.Pod)
-        revision = obj.metadata.resource_version
         old_node = assigned_node(old) if isinstance(old, pod_pb2.Pod) else ""
         new_node = assigned_node(obj) if type_ != "DELETED" else ""
         uid = obj.metadata.uid
@@ -111,7 +121,7 @@ class AssignmentTracker:
         old_uid = old.metadata.uid if isinstance(old, pod_pb2.Pod) else uid
         if old_node and (old_node != new_node or old_uid != uid):
             self._node(old_node).pods.pop(old_uid, None)
-            self._touch(old_node, revision, old_uid)
+            self._touch(old_node, old_uid)
         if not new_node:
             return
         entry = self._node(new_node)
@@ -122,7 +132,7 @@ class AssignmentTracker:
             or current.metadata.labels != obj.metadata.labels
         ):
             entry.pods[uid] = _desired_view(obj)
-            self._touch(new_node, revision, uid)
+            self._touch(new_node, uid)
 
     def generation(self, node: str) -> int:
         return self._node(node).generation
@@ -144,6 +154,7 @@ class AssignmentTracker:
         """The assignment split into messages of at most `max_bytes` of pods each, in a stable
         order; one part for every node that keeps within its allocatable pods."""
         entry = self._node(node)
+        entry.read = True
         ordered = sorted(entry.pods.values(), key=lambda p: (p.metadata.namespace, p.metadata.name))
         groups: list[list[pod_pb2.Pod]] = [[]]
         used = 0
@@ -167,6 +178,7 @@ class AssignmentTracker:
         entry = self._node(node)
         if base < entry.floor or base > entry.generation:
             return None
+        entry.read = True
         delta = node_api_pb2.Assignment(
             node_name=node, generation=entry.generation, delta=True, base_generation=base
         )
