@@ -3,14 +3,21 @@ whole assignment an agent makes of one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from google.protobuf.message import Message
 
 from agent.assignmentfetch import with_delta
+from atoll import kinds
 from atoll.v1 import node_api_pb2, pod_pb2
 from coordinator.api.node import assignments
 from coordinator.api.node.assignments import AssignmentTracker
+from coordinator.objects.informer import Informer
+from coordinator.objects.registry import Registry
+from coordinator.store.memory import MemoryStore
+
+POD = kinds.by_name("Pod")
 
 
 class Pods:
@@ -153,3 +160,48 @@ def test_changes_at_one_revision_share_a_number_until_it_is_read() -> None:
     assert delta is not None and names(delta) == ["d"]
     pods.emit("ADDED", pod("e"))  # revision 41, which the generation already is, and was read
     assert tracker.generation("n1") == 42
+
+
+class Process:
+    """One coordinator process as the assignments see it: the real informer and a tracker on a
+    store that outlives it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.stop = asyncio.Event()
+        self.informer = Informer(registry, POD)
+        self.tracker = AssignmentTracker(self.informer)
+        self.task = asyncio.create_task(self.informer.run(self.stop))
+
+    async def caught_up(self, registry: Registry) -> None:
+        await asyncio.wait_for(self.informer.synced.wait(), 5)
+        for _ in range(100):
+            if self.informer.revision >= registry.store.revision:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the informer did not catch up")
+
+    async def crash(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_restart_after_an_unsent_deletion_through_the_real_informer() -> None:
+    registry = Registry(MemoryStore())
+    for name in ("c", "b", "a"):  # the list meets them in key order: a, b, c
+        bound = pod(name)
+        bound.metadata.uid = ""
+        await registry.create(bound)
+    earlier = Process(registry)
+    await earlier.caught_up(registry)
+    sent = earlier.tracker.assignment("n1")  # the agent runs a, b and c
+    await registry.delete(POD, "default", "c")
+    await earlier.caught_up(registry)
+    told = earlier.tracker.generation("n1")  # what its heartbeats said, never pushed
+    await earlier.crash()
+
+    later = Process(registry)
+    await later.caught_up(registry)
+    whole = later.tracker.assignment("n1")
+    assert names(sent) == ["a", "b", "c"] and names(whole) == ["a", "b"]
+    assert whole.generation > sent.generation and whole.generation >= told
+    await later.crash()

@@ -257,6 +257,27 @@ async def test_a_lagging_coordinator_does_not_take_pods_away(tmp_path: pathlib.P
     assert manager.generation == 501
 
 
+async def test_another_coordinator_with_the_same_pods_is_taken_whatever_its_resource_versions(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A coordinator started later numbers at its list's revision, and an earlier one may be
+    lower with the same pods: their copies differ only in resource versions (status reports)."""
+    lnk, source, manager = link(tmp_path)
+    on_a = assignment(500, "p1")
+    on_a.pods[0].metadata.resource_version = 480
+    lnk.apply(on_a)
+    source.target = B
+    on_b = assignment(450, "p1")
+    on_b.pods[0].metadata.resource_version = 470  # B saw an earlier status report of p1
+    lnk.apply(on_b)
+    assert manager.calls == [500, 450]  # B's numbers from now on: no fetch on every heartbeat
+    changed = assignment(440, "p1")
+    changed.pods[0].spec.containers.add(name="web", image="nginx")
+    source.target = A
+    lnk.apply(changed)  # lower and another spec: A is behind what B told
+    assert manager.calls == [500, 450]
+
+
 async def test_pushes_from_a_coordinator_the_link_left_are_dropped(tmp_path: pathlib.Path) -> None:
     lnk, source, manager = link(tmp_path)
     lnk.apply(assignment(10, "p1"))
