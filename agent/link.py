@@ -668,6 +668,7 @@ class _Feed:
         return asyncio.create_task(self._run(), name=f"{self._what}-apply")
 
     async def _run(self) -> None:
+        first = True
         while not await wait_any(self._stop, None, self._received):
             self._received.clear()
             latest = self._latest
@@ -678,9 +679,18 @@ class _Feed:
                 await self._apply(latest())
             except Exception:  # the next one is applied all the same
                 log.exception("applying the %s failed", self._what)
-            pause = min(self._min_interval, (time.monotonic() - started) * APPLY_PAUSE_FACTOR)
+            pause = apply_pause(time.monotonic() - started, self._min_interval, first=first)
+            first = False
             if pause > 0 and await wait_or_stop(self._stop, pause):
                 return
+
+
+def apply_pause(took: float, longest: float, *, first: bool) -> float:
+    """How long a feed waits after an apply that took `took` seconds: APPLY_PAUSE_FACTOR times as
+    long, at most `longest`. None after the first: it sets the node up (the overlay's device, its
+    lease, the engine's network), which says nothing of what the next ones cost, and the peers'
+    leases that follow a node's own are what its pods need to reach them."""
+    return 0.0 if first else min(longest, took * APPLY_PAUSE_FACTOR)
 
 
 _S = TypeVar("_S")

@@ -12,7 +12,7 @@ import pytest
 
 from agent.assignmentfetch import AssignmentView
 from agent.failover import Targets
-from agent.link import AssignmentFile, CoordinatorLink
+from agent.link import AssignmentFile, CoordinatorLink, apply_pause
 from agent.reporting import StatusReporter
 from agent.servicecache import StreamGap
 from atoll import agentconfig, errors
@@ -420,3 +420,10 @@ async def test_an_old_coordinator_gets_three_streams_until_the_link_moves(tmp_pa
         stop.set()
         loop.cancel()  # as the link's run() does: the open stream is not waited for
         await asyncio.gather(loop, return_exceptions=True)
+
+
+def test_a_feed_pauses_after_an_apply_for_three_times_what_it_took_but_not_after_the_first() -> None:
+    assert apply_pause(0.4, 1.0, first=True) == 0.0  # setting the node up: its peers come next
+    assert apply_pause(0.007, 1.0, first=False) == pytest.approx(0.021)  # a lease delta
+    assert apply_pause(0.5, 1.0, first=False) == 1.0  # kube-proxy's min sync period at most
+    assert apply_pause(0.5, 0.0, first=False) == 0.0  # a feed without pacing (services)
