@@ -607,9 +607,11 @@ class CoordinatorLink:
 
 
 def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> bool:
-    """Whether `pods` is the desired set the agent has: the same uids, each with the same spec and
-    metadata but for its resource version, which moves with every status report and so differs
-    between two coordinators' copies of one pod that neither changed."""
+    """Whether `pods` is the desired set the agent has: the same uids, each with the same name,
+    spec and generation (what the agent acts on) and labels (what the coordinator's copy for
+    assignments follows besides). Two coordinators' copies of one pod that neither changed may
+    differ in the rest of their metadata: the resource version moves with every status report,
+    and owner references and annotations change without a new generation."""
     given = {p.metadata.uid: p for p in pods}
     return given.keys() == desired.keys() and all(
         _same_desired(desired[uid], pod) for uid, pod in given.items()
@@ -617,16 +619,13 @@ def _same_pods(desired: dict[str, pod_pb2.Pod], pods: Iterable[pod_pb2.Pod]) -> 
 
 
 def _same_desired(a: pod_pb2.Pod, b: pod_pb2.Pod) -> bool:
-    if a.spec != b.spec:
-        return False
-    if a.metadata.resource_version == b.metadata.resource_version:
-        return a.metadata == b.metadata
-    meta_a, meta_b = type(a.metadata)(), type(b.metadata)()
-    meta_a.CopyFrom(a.metadata)
-    meta_b.CopyFrom(b.metadata)
-    meta_a.ClearField("resource_version")
-    meta_b.ClearField("resource_version")
-    return meta_a == meta_b
+    return (
+        a.metadata.generation == b.metadata.generation
+        and a.metadata.name == b.metadata.name
+        and a.metadata.namespace == b.metadata.namespace
+        and a.metadata.labels == b.metadata.labels
+        and a.spec == b.spec
+    )
 
 
 def _take_config(view: NodeConfigView, resp: node_api_pb2.WatchNodeConfigResponse, feed: _Feed) -> None:

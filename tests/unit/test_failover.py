@@ -257,11 +257,13 @@ async def test_a_lagging_coordinator_does_not_take_pods_away(tmp_path: pathlib.P
     assert manager.generation == 501
 
 
-async def test_another_coordinator_with_the_same_pods_is_taken_whatever_its_resource_versions(
+async def test_another_coordinator_with_the_same_pods_is_taken_whatever_else_its_copies_hold(
     tmp_path: pathlib.Path,
 ) -> None:
-    """A coordinator started later numbers at its list's revision, and an earlier one may be
-    lower with the same pods: their copies differ only in resource versions (status reports)."""
+    """A coordinator started later numbers at its list's revision, and an earlier one may be lower
+    with the same pods. Their copies may differ in what the agent does not act on: resource
+    versions (status reports), owner references (an orphaning) and annotations, which a running
+    coordinator's copy for assignments does not follow without a new generation."""
     lnk, source, manager = link(tmp_path)
     on_a = assignment(500, "p1")
     on_a.pods[0].metadata.resource_version = 480
@@ -269,12 +271,17 @@ async def test_another_coordinator_with_the_same_pods_is_taken_whatever_its_reso
     source.target = B
     on_b = assignment(450, "p1")
     on_b.pods[0].metadata.resource_version = 470  # B saw an earlier status report of p1
+    on_b.pods[0].metadata.owner_references.add(kind="ReplicationController", name="web", uid="rc")
+    on_b.pods[0].metadata.annotations["note"] = "before the orphaning"
     lnk.apply(on_b)
     assert manager.calls == [500, 450]  # B's numbers from now on: no fetch on every heartbeat
+    source.target = A
     changed = assignment(440, "p1")
     changed.pods[0].spec.containers.add(name="web", image="nginx")
-    source.target = A
     lnk.apply(changed)  # lower and another spec: A is behind what B told
+    relabelled = assignment(430, "p1")
+    relabelled.pods[0].metadata.labels["tier"] = "web"
+    lnk.apply(relabelled)  # labels: the coordinator's copy follows them, so they count
     assert manager.calls == [500, 450]
 
 
