@@ -48,7 +48,7 @@ def whole_of(parts: Sequence[node_api_pb2.Assignment]) -> node_api_pb2.Assignmen
 class AssignmentView:
     """What one watch stream has sent, as the whole assignment it led to. A delta applies to
     this alone: never to an assignment fetched meanwhile, nor to one from an earlier process
-    of the coordinator (a restart at the same address numbers generations afresh). Reset when
+    of the coordinator (its numbers are its own, even at the same address). Reset when
     the stream is opened; every stream starts whole."""
 
     def __init__(self) -> None:
