@@ -1,6 +1,6 @@
 """What the agent reports to the coordinator besides heartbeats: pod statuses and events, in batches.
 
-Statuses go as they change, gathered for 50 ms; events wait up to EVENT_GATHER for others, or go
+Statuses go as they change, gathered for 50 ms, as messages on a stream (agent.statusstream); events wait up to EVENT_GATHER for others, or go
 with the next status report when the coordinator takes them there (one call instead of two
 during a burst of pod starts). Neither ever blocks the pod work that produced it.
 """
@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from agent.statusstream import IDLE_CLOSE, StatusSender, StreamSender
 from atoll import errors, rpc
 from atoll.aio import wait_any
 from atoll.backoff import Backoff
@@ -29,7 +30,8 @@ class StubSource(Protocol):
 class StatusReporter:
     """Collects pod statuses and sends the changed ones to the coordinator in batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, sender: StatusSender | None = None) -> None:
+        self.sender: StatusSender = sender if sender is not None else StreamSender()
         self._sent: dict[str, pod_pb2.PodStatus] = {}
         self._pending: dict[str, node_api_pb2.PodStatusReport] = {}
         self._latest: dict[str, node_api_pb2.PodStatusReport] = {}
@@ -68,11 +70,20 @@ class StatusReporter:
         self._retry.set()
 
     async def run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
+        try:
+            await self._run(source, node_name, stop)
+        finally:
+            self.sender.close()
+
+    async def _run(self, source: StubSource, node_name: str, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             if not self._pending:
                 self._wakeup.clear()
-                await wait_any(stop, None, self._wakeup)
+                # A stream left open for the next burst is closed once the burst is over.
+                if not await wait_any(stop, IDLE_CLOSE, self._wakeup) and not self._wakeup.is_set():
+                    self.sender.close()
+                    await wait_any(stop, None, self._wakeup)
                 continue
             # Let a burst of changes gather into one call.
             await asyncio.sleep(0.05)
@@ -82,13 +93,12 @@ class StatusReporter:
             events = carry.take() if carry is not None else []
             self._in_flight = True
             try:
-                await rpc.unary(
-                    source.stub.ReportPodStatus(
-                        node_api_pb2.ReportPodStatusRequest(
-                            node_name=node_name, reports=list(batch.values()), events=events
-                        ),
-                        timeout=10,
-                    )
+                await self.sender.send(
+                    source.stub,
+                    node_api_pb2.ReportPodStatusRequest(
+                        node_name=node_name, reports=list(batch.values()), events=events
+                    ),
+                    seconds=10,
                 )
             except errors.AtollError as exc:
                 self._in_flight = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -235,6 +236,93 @@ def _wrap_stream(
     return wrapper
 
 
+Answer = Callable[[Any], Any]
+Refuse = Callable[[errors.AtollError], Any]
+_EACH_CALL = "__atoll_each_call__"
+
+
+def calls_on_stream(answer: Answer, refuse: Refuse) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+    """Serves a bidirectional stream as a sequence of unary calls: the decorated servicer method
+    takes one request message and returns its result, as a unary handler does; `answer(result)`
+    or `refuse(error)` becomes the stream's reply to that request, in order, one per request.
+
+    Behind `ErrorInterceptor` each request goes through the call links on its own, as a call
+    would (a connection outlives the handshake: expiry, revocation and authorization are
+    checked again for every message; a per-caller limit counts messages), then through the
+    servicer on the Handoff's loop. A request the servicer refuses, garbage included, is
+    answered and the stream goes on; a caller the links do not know or do not allow
+    (UNAUTHENTICATED, PERMISSION_DENIED) ends the stream with that status, as its call would. What this saves against a
+    unary call each is gRPC's own work per call: a message on an open stream cost a bare
+    grpc.aio server 0.04 ms of CPU, a unary call 0.13-0.14 ms (10,000 of each, 2-core machine)."""
+
+    def mark(fn: Callable[..., Awaitable[Any]]) -> Any:
+        async def serve(self: Any, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            # Without our interceptor (a bare grpc server in a test): the same replies, no links.
+            async for request in requests:
+                try:
+                    result = await fn(self, request, context)
+                except errors.AtollError as err:
+                    yield refuse(err)
+                    continue
+                yield answer(result)
+
+        setattr(serve, _EACH_CALL, (fn, answer, refuse))
+        serve.__name__ = fn.__name__
+        serve.__doc__ = fn.__doc__
+        return serve
+
+    return mark
+
+
+def _calls_of(handler_fn: Any) -> tuple[Callable[..., Awaitable[Any]], Answer, Refuse] | None:
+    """(the per-request method bound to its servicer, answer, refuse) of a handler marked by
+    calls_on_stream, else None."""
+    marked = getattr(handler_fn, _EACH_CALL, None)
+    if marked is None:
+        return None
+    fn, answer, refuse = marked
+    owner = getattr(handler_fn, "__self__", None)
+    bound = fn if owner is None else functools.partial(fn, owner)
+    return bound, answer, refuse
+
+
+def _wrap_calls(
+    fn: Callable[..., Awaitable[Any]],
+    method: str,
+    deserialize: Deserializer = None,
+    links: Sequence[CallInterceptor] = (),
+    resolve_peer: PeerResolver = _same_peer,
+    *,
+    answer: Answer,
+    refuse: Refuse,
+    handoff: Handoff | None = None,
+) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapper(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        peer = resolve_peer(context.peer() or "")
+        facts: Any = context if handoff is None else CallFacts(context)
+        async for raw in requests:
+            try:
+                parsed = _decode(deserialize, raw, method)
+                serve = _serve_unary(fn, method, parsed, facts, links=links, peer=peer)
+                result = await (serve if handoff is None else handoff.run(serve))
+            except (errors.Unauthenticated, errors.PermissionDenied) as err:
+                # Who calls does not change within a stream (a certificate that expired or was
+                # revoked meanwhile included): the stream ends as a refused call would.
+                await context.abort(*_abort_args(err))
+            except errors.AtollError as err:
+                reply = refuse(err)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", method)  # around the handler, not in it
+                await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
+            else:
+                reply = answer(result)
+            yield reply
+
+    return wrapper
+
+
 # Who the current call is from, as the authenticating link established it.
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("atoll_caller", default="")
 # The current call's client address, seen through a connection front (atoll.connlimit).
@@ -310,6 +398,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ),
                 request_deserializer=None,
                 response_serializer=_passing_encoded(handler.response_serializer),
+            )
+        calls = _calls_of(handler.stream_stream) if handler.stream_stream is not None else None
+        if calls is not None:
+            each, answer, refuse = calls
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_calls(
+                    each,
+                    method,
+                    handler.request_deserializer,
+                    self.links,
+                    self.resolve_peer,
+                    answer=answer,
+                    refuse=refuse,
+                    handoff=self.handoff,
+                ),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(

@@ -150,6 +150,7 @@ PERMISSIONS: dict[str, Callable[[Any], Permission]] = {
     _NODE + "GetAssignment": _as_node,
     _NODE + "WatchAssignment": _as_node,
     _NODE + "ReportPodStatus": _as_node,
+    _NODE + "StreamPodStatus": lambda r: _as_node(r.report),  # per message (callchain.calls_on_stream)
     _NODE + "AcquireLease": _as_node,
     _NODE + "WatchNodeConfig": _as_node,
     _NODE + "WatchServices": _as_node,

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from agent.statusstream import StreamSender
 from atoll import errors, kinds, pki, rpc
 from atoll.v1 import cluster_pb2, node_api_pb2, node_api_pb2_grpc, workloads_pb2
 from coordinator.auth import tokens
@@ -46,6 +47,15 @@ async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) ->
                 errors.PermissionDenied, match="node node-1 may only act as itself, not as node node-2"
             ):
                 await rpc.unary(attempt)
+        # On its status stream, a report as another node ends the stream as the call is refused,
+        # after one as itself was served.
+        sender = StreamSender()
+        await sender.send(stub, node_api_pb2.ReportPodStatusRequest(node_name="node-1"), 10)
+        with pytest.raises(
+            errors.PermissionDenied, match="node node-1 may only act as itself, not as node node-2"
+        ):
+            await sender.send(stub, node_api_pb2.ReportPodStatusRequest(node_name=other), 10)
+        assert not sender.open
         registration = node_api_pb2.RegisterRequest()
         registration.node.metadata.name = other
         with pytest.raises(errors.PermissionDenied):
@@ -59,7 +69,7 @@ async def test_a_node_certificate_cannot_act_as_another_node(secure: Cluster) ->
                     break
         # Nor may it use the cluster API.
         with pytest.raises(errors.PermissionDenied):
-            await call(channel, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), False)
+            await call(channel, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), "unary")
     finally:
         await channel.close()
 

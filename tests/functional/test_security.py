@@ -80,20 +80,28 @@ async def user_token(c: Cluster, role: str, **kw: Any) -> str:
 
 
 def every_call() -> list[tuple[str, str, Any, bool]]:
-    """(service, method, an empty request, server streaming) for every ClusterService and NodeService RPC."""
+    """(service, method, an empty request, its shape: "unary", "server" streaming or "both") for
+    every ClusterService and NodeService RPC."""
     from google.protobuf import message_factory
 
     calls = []
     for module, service in ((cluster_pb2, "ClusterService"), (node_api_pb2, "NodeService")):
         for m in module.DESCRIPTOR.services_by_name[service].methods:
             request = message_factory.GetMessageClass(m.input_type)()
-            calls.append((service, m.name, request, m.server_streaming))
+            shape = "both" if m.client_streaming else "server" if m.server_streaming else "unary"
+            calls.append((service, m.name, request, shape))
     return calls
 
 
-async def call(channel: grpc.aio.Channel, service: str, method: str, request: Any, streaming: bool) -> None:
+async def call(channel: grpc.aio.Channel, service: str, method: str, request: Any, shape: str) -> None:
     path = f"/atoll.v1.{service}/{method}"
-    if streaming:
+    if shape == "both":  # one request, then the answers
+        stream = channel.stream_stream(path, request_serializer=type(request).SerializeToString)(
+            iter([request]), timeout=5
+        )
+        async for _ in rpc.stream(stream):
+            break
+    elif shape == "server":
         stream = channel.unary_stream(path, request_serializer=type(request).SerializeToString)(
             request, timeout=5
         )
@@ -127,7 +135,7 @@ async def test_no_call_succeeds_without_credentials(secure: Cluster) -> None:
         admin(secure).server, credentials=tls.channel_credentials(ca(secure).cert_pem, key=key, cert=cert)
     )
     try:
-        for service, method, request, streaming in calls:
+        for service, method, request, shape in calls:
             for channel, expected in (
                 (no_cert, errors.Unavailable),
                 (plain, errors.Unavailable),
@@ -135,13 +143,13 @@ async def test_no_call_succeeds_without_credentials(secure: Cluster) -> None:
                 (no_token, errors.Unauthenticated),
             ):
                 with pytest.raises(expected):
-                    await call(channel, service, method, request, streaming)
+                    await call(channel, service, method, request, shape)
         with pytest.raises(errors.Unauthenticated, match=r"unknown token|malformed"):
             bad = rpc.open_channel(
                 token_address(secure),
                 credentials=tls.channel_credentials(ca(secure).cert_pem, token="abcdef.0123456789abcdef"),
             )
-            await call(bad, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), False)
+            await call(bad, "ClusterService", "List", cluster_pb2.ListRequest(kind=POD.kind), "unary")
     finally:
         for ch in (no_cert, no_token, plain, forged):
             await ch.close()

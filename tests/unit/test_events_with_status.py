@@ -9,6 +9,7 @@ import pytest
 
 from agent import reporting
 from agent.reporting import EventReporter, StatusReporter
+from agent.statusstream import UnarySender
 from atoll import errors
 from atoll.v1 import node_api_pb2, pod_pb2
 
@@ -67,7 +68,7 @@ async def one_status_call(reporter: StatusReporter, source: Source, pod: pod_pb2
 
 
 async def test_waiting_events_go_with_the_next_status_report() -> None:
-    source, events, reporter = Source(), EventReporter(), StatusReporter()
+    source, events, reporter = Source(), EventReporter(), StatusReporter(UnarySender())
     reporter.carry = events
     pod = a_pod("web")
     events.record(pod, "Normal", "Started", "started container app")
@@ -78,7 +79,7 @@ async def test_waiting_events_go_with_the_next_status_report() -> None:
 
 
 async def test_events_of_a_failed_report_wait_for_the_next_call() -> None:
-    source, events, reporter = Source(), EventReporter(), StatusReporter()
+    source, events, reporter = Source(), EventReporter(), StatusReporter(UnarySender())
     reporter.carry = events
     pod = a_pod("web")
     events.record(pod, "Normal", "Pulled", "image present")
@@ -89,7 +90,7 @@ async def test_events_of_a_failed_report_wait_for_the_next_call() -> None:
 
 
 async def test_without_the_coordinators_word_events_go_on_their_own() -> None:
-    source, events, reporter = Source(), EventReporter(), StatusReporter()  # carry: None
+    source, events, reporter = Source(), EventReporter(), StatusReporter(UnarySender())  # carry: None
     pod = a_pod("web")
     events.record(pod, "Normal", "Started", "started container app")
     await one_status_call(reporter, source, pod, pod_pb2.POD_PHASE_RUNNING)
@@ -102,7 +103,7 @@ async def test_events_wait_while_a_status_report_is_on_its_way(monkeypatch: pyte
     """Under load a report's call takes seconds; events then wait for the next report rather than
     take a call of their own beside it, and go on their own once no report is coming."""
     monkeypatch.setattr(reporting, "EVENT_GATHER", 0.01)
-    source, events, reporter = Source(), EventReporter(), StatusReporter()
+    source, events, reporter = Source(), EventReporter(), StatusReporter(UnarySender())
     reporter.carry, events.carrier = events, reporter
     stub: RecordingStub = source.stub
     stub.hold = asyncio.Event()

@@ -108,6 +108,17 @@ def check_self_labels(node: str, labels: Mapping[str, str]) -> None:
             )
 
 
+def status_answer(response: node_api_pb2.ReportPodStatusResponse) -> node_api_pb2.StreamPodStatusResponse:
+    """A StreamPodStatus message's answer when its report was applied."""
+    return node_api_pb2.StreamPodStatusResponse(response=response)
+
+
+def status_refusal(err: errors.AtollError) -> node_api_pb2.StreamPodStatusResponse:
+    """A StreamPodStatus message's answer when ReportPodStatus would have failed with `err`
+    (agent.statusstream.refusal turns it back into that error)."""
+    return node_api_pb2.StreamPodStatusResponse(code=err.code.value[0], message=str(err), field=err.field)
+
+
 class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
@@ -376,6 +387,13 @@ class NodeServicer(node_api_pb2_grpc.NodeServiceServicer):
         results = await asyncio.gather(*(apply(r) for r in request.reports))
         self._record_events(node, request.events)
         return node_api_pb2.ReportPodStatusResponse(ignored=sum(1 for ok in results if not ok))
+
+    @callchain.calls_on_stream(answer=status_answer, refuse=status_refusal)
+    async def StreamPodStatus(
+        self, request: node_api_pb2.StreamPodStatusRequest, context: Any
+    ) -> node_api_pb2.ReportPodStatusResponse:
+        """One ReportPodStatus call per message of the stream (callchain.calls_on_stream)."""
+        return await self.ReportPodStatus(request.report, context)
 
     async def AcquireLease(
         self, request: node_api_pb2.AcquireLeaseRequest, context: Any
