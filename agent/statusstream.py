@@ -5,9 +5,9 @@ and the coordinator's gRPC work per call was about a fifth of its CPU per pod (b
 --calls). `StreamSender` holds one StreamPodStatus stream while reports flow and sends each
 batch as a message on it; the coordinator serves the message as the call it stands for
 (callchain.calls_on_stream) and answers in order. A coordinator without the method
-(UNIMPLEMENTED) gets calls, as before, until the link moves to another coordinator. A stream
-that sat unused for IDLE_CLOSE is closed, so that an idle fleet holds no stream a node on the
-coordinator (its memory per agent).
+(UNIMPLEMENTED), or one whose stream caps are full (RESOURCE_EXHAUSTED), gets calls, as before,
+until the stream is next closed. A stream unused for IDLE_CLOSE is closed, so that an idle fleet
+holds no status streams on the coordinator (its memory per agent).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from atoll import errors, rpc
 from atoll.v1 import node_api_pb2
 
 log = logging.getLogger(__name__)
+
+
+class _NoStream(Exception):
+    """The coordinator will not take a status stream now: calls take over."""
+
 
 # Seconds an open status stream may go unused before the agent closes it.
 IDLE_CLOSE = 30.0
@@ -79,7 +84,10 @@ class StreamSender:
         return self._call is not None
 
     def close(self) -> None:
+        """Closes the stream; the next batch opens one again, also where calls took over (a
+        coordinator upgraded in place, or one whose stream caps are free again)."""
         call, self._call, self._stub = self._call, None, None
+        self._unary_only = None
         if call is not None:
             call.cancel()
 
@@ -88,42 +96,65 @@ class StreamSender:
     ) -> node_api_pb2.ReportPodStatusResponse:
         if stub is self._unary_only:
             return await self._unary.send(stub, request, seconds)
-        if stub is not self._stub or (self._call is not None and self._call.done()):
-            self.close()  # the link moved, or the coordinator ended the stream
-        if self._call is None:
-            self._call, self._stub = stub.StreamPodStatus(), stub
-        call = self._call
         try:
-            reply = await asyncio.wait_for(self._exchange(call, request), seconds)
-        except grpc.aio.AioRpcError as err:
-            self.close()
-            lost = rpc.error_from_rpc(err)
-            if isinstance(lost, errors.Unimplemented):
-                log.info("the coordinator has no StreamPodStatus: reporting pod statuses by calls")
-                self._unary_only = stub
-                return await self._unary.send(stub, request, seconds)  # this batch was not applied
-            raise lost from None
-        except TimeoutError:
-            # Its answer may still come; the next batch must not take it for its own.
-            self.close()
-            raise errors.DeadlineExceeded(f"no answer to a status report within {seconds:g}s") from None
-        except errors.AtollError:  # the coordinator ended the stream
-            self.close()
-            raise
-        except asyncio.InvalidStateError:  # the stream ended between the check and the write
-            self.close()
-            raise errors.Unavailable("the status stream ended; reopening it") from None
-        except asyncio.CancelledError:
-            self.close()
-            task = asyncio.current_task()
-            if task is None or task.cancelling() > 0:
-                raise
-            # grpc raises it from a stream whose channel was closed under it (the link moved).
-            raise errors.Unavailable("the status stream's channel was closed") from None
+            reply = await self._on_stream(stub, request, seconds)
+        except _NoStream as reason:
+            log.info("reporting pod statuses by calls until the link is idle: %s", reason)
+            self._unary_only = stub
+            return await self._unary.send(stub, request, seconds)  # this batch was not applied
         failure = refusal(reply)
         if failure is not None:
             raise failure
         return reply.response
+
+    async def _on_stream(
+        self, stub: Any, request: node_api_pb2.ReportPodStatusRequest, seconds: float
+    ) -> node_api_pb2.StreamPodStatusResponse:
+        for attempt in (1, 2):
+            if stub is not self._stub or (self._call is not None and self._call.done()):
+                self.close()  # the link moved, or the coordinator ended the stream
+            fresh = self._call is None
+            if fresh:
+                self._call, self._stub = stub.StreamPodStatus(), stub
+            try:
+                return await asyncio.wait_for(self._exchange(self._call, request), seconds)
+            except asyncio.InvalidStateError:
+                # The stream ended between the check and the write: this batch never left.
+                self.close()
+                if attempt == 2:
+                    raise errors.Unavailable("the status stream ended twice in a row") from None
+            except grpc.aio.AioRpcError as err:
+                self.close()
+                lost = rpc.error_from_rpc(err)
+                if isinstance(lost, errors.Unimplemented):
+                    raise _NoStream("the coordinator has no StreamPodStatus") from None
+                if isinstance(lost, errors.ResourceExhausted):  # its stream caps are full
+                    raise _NoStream(str(lost)) from None
+                if fresh and err.code() == grpc.StatusCode.INTERNAL:
+                    # A coordinator without the method answers UNIMPLEMENTED at once, and a write
+                    # racing that answer fails in gRPC's core, which then reports INTERNAL in its
+                    # place (1 run in 12 against such a coordinator). A call settles it; statuses
+                    # are idempotent, so one the stream did apply is only applied again.
+                    raise _NoStream(f"the new status stream failed: {lost}") from None
+                raise lost from None
+            except TimeoutError:
+                # Its answer may still come; the next batch must not take it for its own.
+                self.close()
+                raise errors.DeadlineExceeded(f"no answer to a status report within {seconds:g}s") from None
+            except asyncio.CancelledError:
+                self.close()
+                task = asyncio.current_task()
+                if task is None or task.cancelling() > 0:
+                    raise
+                # grpc raises it from a stream whose channel was closed under it (the link moved).
+                raise errors.Unavailable("the status stream's channel was closed") from None
+            except errors.AtollError:  # the coordinator ended the stream
+                self.close()
+                raise
+            except Exception as exc:  # grpc's own (a stub on a closed channel): the loop must go on
+                self.close()
+                raise errors.Unavailable(f"the status stream failed: {exc!r}") from None
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _exchange(

@@ -153,6 +153,12 @@ class Handoff:
             box = self._back.setdefault(loop, Mailbox(loop))
         return box
 
+    def post(self, fn: Callable[..., object], *args: Any) -> None:
+        """Runs fn(*args) on the main loop, after what was handed over before; nothing if that
+        loop is closed (the daemon is going away)."""
+        with contextlib.suppress(RuntimeError):
+            self._main.post(fn, *args)
+
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """`coro`'s result, run on the main loop; cancelling the caller cancels it there."""
         here = asyncio.get_running_loop()

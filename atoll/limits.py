@@ -60,7 +60,8 @@ class TokenBucket:
         return False
 
 
-# Server-streaming methods: they hold a stream open, and count against the stream caps.
+# Server-streaming methods: they hold a stream open, and count against the stream caps (as does
+# a stream of calls, callchain.calls_on_stream, through open_stream).
 STREAMING_METHODS = frozenset(
     {
         "/atoll.v1.ClusterService/Watch",
@@ -99,6 +100,16 @@ class Limits(callchain.CallInterceptor):
             )
         if method not in STREAMING_METHODS:
             return None
+        return self._open(who)
+
+    def open_stream(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+        """A stream of calls (StreamPodStatus) counts against the caps as one server stream."""
+        return self._open(callchain.caller_name(context))
+
+    def close_stream(self, method: str, ticket: Any) -> None:
+        self.finish(method, ticket, grpc.StatusCode.OK)
+
+    def _open(self, who: str) -> str:
         if self.total_streams >= self.config.max_total_watches:
             raise errors.ResourceExhausted(
                 f"the server holds {self.total_streams} open streams, its limit; try again later"

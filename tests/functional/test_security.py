@@ -79,7 +79,7 @@ async def user_token(c: Cluster, role: str, **kw: Any) -> str:
     return f"{token_id}.{secret}"
 
 
-def every_call() -> list[tuple[str, str, Any, bool]]:
+def every_call() -> list[tuple[str, str, Any, str]]:
     """(service, method, an empty request, its shape: "unary", "server" streaming or "both") for
     every ClusterService and NodeService RPC."""
     from google.protobuf import message_factory

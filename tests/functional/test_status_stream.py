@@ -18,6 +18,7 @@ from agent.reporting import StatusReporter
 from agent.statusstream import StreamSender, UnarySender
 from atoll import callchain, errors, rpc
 from atoll.handoff import Handoff, LoopThread
+from atoll.limits import LimitConfig, Limits
 from atoll.v1 import node_api_pb2, node_api_pb2_grpc, pod_pb2
 from coordinator.api.node.service import status_answer, status_refusal
 from tests.functional.harness import eventually
@@ -67,7 +68,7 @@ class _Gate(callchain.CallInterceptor):
 Served = tuple[_Node, _Gate, node_api_pb2_grpc.NodeServiceStub, grpc.aio.Channel]
 
 
-async def _serve(methods: list[str]) -> AsyncIterator[Served]:
+async def _serve(methods: list[str], *more_links: callchain.CallInterceptor) -> AsyncIterator[Served]:
     front = LoopThread("test-front")
     front.start()
     node, gate = _Node(), _Gate()
@@ -77,7 +78,9 @@ async def _serve(methods: list[str]) -> AsyncIterator[Served]:
         "atoll.v1.NodeService",
     )
     server = await front.run(
-        rpc.start_server("127.0.0.1:0", [binding], links=[gate], handoff=Handoff(asyncio.get_running_loop())),
+        rpc.start_server(
+            "127.0.0.1:0", [binding], links=[gate, *more_links], handoff=Handoff(asyncio.get_running_loop())
+        ),
         10,
     )
     channel = rpc.open_channel(f"127.0.0.1:{server.port}")
@@ -101,6 +104,32 @@ async def older() -> AsyncIterator[Served]:
     """A coordinator from before StreamPodStatus."""
     async for value in _serve(["ReportPodStatus"]):
         yield value
+
+
+LIMITS = Limits(LimitConfig(max_watches=1))
+
+
+@pytest.fixture
+async def capped() -> AsyncIterator[Served]:
+    """A coordinator whose stream caps let each client hold one stream."""
+    LIMITS.__init__(LimitConfig(max_watches=1))  # type: ignore[misc]  # afresh for each test
+    async for value in _serve(["ReportPodStatus", "StreamPodStatus"], LIMITS):
+        yield value
+
+
+class _CountingStub:
+    """The stub, counting the streams opened on it."""
+
+    def __init__(self, stub: node_api_pb2_grpc.NodeServiceStub) -> None:
+        self._stub = stub
+        self.streams = 0
+
+    def StreamPodStatus(self) -> Any:
+        self.streams += 1
+        return self._stub.StreamPodStatus()
+
+    def ReportPodStatus(self, request: Any, timeout: float) -> Any:
+        return self._stub.ReportPodStatus(request, timeout=timeout)
 
 
 def report(node: str, pods: int = 1) -> node_api_pb2.ReportPodStatusRequest:
@@ -165,6 +194,42 @@ async def test_a_coordinator_without_the_stream_gets_calls(older: Served) -> Non
     assert gate.admitted == ["ReportPodStatus", "ReportPodStatus"]
     assert [name for name, _ in node.served] == ["node-1", "node-1"]
     assert not sender.open
+
+
+async def test_calls_take_over_until_the_stream_is_next_closed(older: Served) -> None:
+    _, _, stub, _ = older
+    counting = _CountingStub(stub)
+    sender = StreamSender()
+    await sender.send(counting, report("node-1"), 10)
+    await sender.send(counting, report("node-1"), 10)
+    assert counting.streams == 1  # tried once, then calls
+    sender.close()  # idle: a coordinator upgraded in place meanwhile gets the stream again
+    await sender.send(counting, report("node-1"), 10)
+    assert counting.streams == 2
+
+
+async def test_a_stream_counts_against_the_stream_caps_until_it_ends(capped: Served) -> None:
+    node, gate, stub, _ = capped
+    first, second = StreamSender(), StreamSender()
+    await first.send(stub, report("node-1"), 10)
+    assert LIMITS.total_streams == 1
+    # The client's one stream is taken: a second stream is refused at its first request, and
+    # that batch goes as a call instead.
+    assert (await second.send(stub, report("node-1", 2), 10)).ignored == 2
+    assert not second.open
+    assert gate.admitted == ["StreamPodStatus", "StreamPodStatus", "ReportPodStatus"]
+    assert [name for name, _ in node.served] == ["node-1", "node-1"]
+    assert LIMITS.total_streams == 1
+    first.close()
+
+    async def released() -> bool:
+        return LIMITS.total_streams == 0
+
+    await eventually(released, timeout=10, what="the closed stream no longer counted")
+    second.close()  # calls took over until now
+    await second.send(stub, report("node-1"), 10)
+    assert second.open and LIMITS.total_streams == 1
+    second.close()
 
 
 async def test_an_answer_that_comes_too_late_is_not_taken_for_the_next_reports(served: Served) -> None:
