@@ -45,7 +45,19 @@ _SUFFIX_CHARS = string.ascii_lowercase + string.digits
 
 
 def random_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(n))
+    # One draw for the whole suffix (a secrets.choice each made five urandom calls per pod).
+    value = secrets.randbelow(len(_SUFFIX_CHARS) ** n)
+    chars = []
+    for _ in range(n):
+        value, digit = divmod(value, len(_SUFFIX_CHARS))
+        chars.append(_SUFFIX_CHARS[digit])
+    return "".join(chars)
+
+
+# Names a pod create tries before giving up on a clash with an existing pod: 36^5 suffixes make
+# one clash about every 10,000 pods of a controller, and Kubernetes' API server retries a
+# generated name up to 8 times in all (RetryGenerateName).
+NAME_ATTEMPTS = 8
 
 
 def selector_of(rc: workloads_pb2.ReplicationController) -> dict[str, str]:
@@ -299,7 +311,9 @@ class ReplicationManager:
                 )
                 return
         exp.adds.update(p.metadata.name for p in pods)
-        results = await asyncio.gather(*(self._registry.create(p) for p in pods), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._create_named(exp, rc, p) for p in pods), return_exceptions=True
+        )
         for pod, result in zip(pods, results, strict=True):
             if isinstance(result, BaseException):
                 exp.adds.discard(pod.metadata.name)
@@ -325,6 +339,22 @@ class ReplicationManager:
                 len(pods),
                 extra={"rc": rc.metadata.name, "namespace": rc.metadata.namespace},
             )
+
+    async def _create_named(
+        self, exp: _Expectations, rc: workloads_pb2.ReplicationController, pod: pod_pb2.Pod
+    ) -> pod_pb2.Pod:
+        """Creates `pod`, under another generated name while its name is taken."""
+        for attempt in range(1, NAME_ATTEMPTS + 1):
+            try:
+                return await self._registry.create(pod)
+            except errors.AlreadyExists:
+                if attempt == NAME_ATTEMPTS:
+                    raise
+                exp.adds.discard(pod.metadata.name)
+                pod.metadata.name = f"{rc.metadata.name}-{random_suffix()}"
+                pod.metadata.uid = ""  # prepare_new gives it one afresh
+                exp.adds.add(pod.metadata.name)
+        raise AssertionError("unreachable")
 
     async def _delete(
         self, key: str, rc: workloads_pb2.ReplicationController, pods: list[pod_pb2.Pod], reason: str

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pathlib
+import string
 
 import pytest
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2, workloads_pb2
+from coordinator.controllers import replication
 from tests.functional.harness import Cluster, eventually
 from tests.functional.test_agent_behaviour import make_pod
 
@@ -82,6 +84,29 @@ async def test_replication_controller_lifecycle(cluster: Cluster) -> None:
 
 async def _none(cluster: Cluster, selector: str) -> bool:
     return not await pods_of(cluster, selector)
+
+
+async def test_a_generated_name_that_is_taken_is_generated_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await cluster.add_node("node-0", images=("busybox",))
+    c = cluster.client
+    assert c is not None
+    await c.create(make_pod("clash-aaaaa"))  # another owner's pod holds the first name drawn
+    drawn = iter(["aaaaa", "aaaaa", "bbbbb"])
+    monkeypatch.setattr(replication, "random_suffix", lambda: next(drawn))
+    await c.create(make_rc("clash", 1))
+    pods = await eventually(lambda: running(cluster, "name=clash", 1), what="the replica")
+    assert [p.metadata.name for p in pods] == ["clash-bbbbb"]
+    events, _ = await c.list(EVENT, "default", "")
+    reasons = {e.reason for e in events if e.involved_object.name == "clash"}  # type: ignore[attr-defined]
+    assert reasons == {"SuccessfulCreate"}  # no FailedCreate for the clashes
+
+
+def test_generated_suffixes_use_the_whole_alphabet() -> None:
+    seen = {ch for _ in range(2000) for ch in replication.random_suffix()}
+    assert seen == set(string.ascii_lowercase + string.digits)
+    assert all(len(replication.random_suffix()) == 5 for _ in range(100))
 
 
 async def test_delete_rc_orphaning_pods(cluster: Cluster) -> None:
