@@ -75,3 +75,39 @@ async def test_a_second_opener_is_refused_while_the_store_is_open(tmp_path: path
         assert kv is not None and kv.value == b"1"
     finally:
         await again.close()
+
+
+async def test_a_store_from_before_gets_a_rowid_kv_table_with_its_keys(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "atoll.db"
+    s = await SqliteStore.open(path)
+    await s.create("/pods/default/a", b"1")
+    await s.create("/pods/default/b", b"2")
+    await s.update("/pods/default/a", b"3", expected_revision=1)
+    await s.close()
+    # As the version before made it: the same rows in a WITHOUT ROWID table.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "CREATE TABLE old_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,"
+        " mod_rev INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO old_kv SELECT * FROM kv; DROP TABLE kv; ALTER TABLE old_kv RENAME TO kv;"
+    )
+    conn.close()
+
+    again = await SqliteStore.open(path)
+    try:
+        (sql,) = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master WHERE name='kv'").fetchone()
+        assert "WITHOUT ROWID" not in sql.upper()
+        a, b = await again.get("/pods/default/a"), await again.get("/pods/default/b")
+        assert a is not None and (a.value, a.create_revision, a.mod_revision) == (b"3", 1, 3)
+        assert b is not None and (b.value, b.create_revision, b.mod_revision) == (b"2", 2, 2)
+        await again.update("/pods/default/b", b"4", expected_revision=2)
+        await again.create("/pods/default/c", b"5")
+    finally:
+        await again.close()
+    third = await SqliteStore.open(path)
+    try:
+        b, c = await third.get("/pods/default/b"), await third.get("/pods/default/c")
+        assert b is not None and (b.value, b.create_revision, b.mod_revision) == (b"4", 2, 4)
+        assert c is not None and c.value == b"5" and third.revision == 5
+    finally:
+        await third.close()
