@@ -279,11 +279,21 @@ class ReplicationManager:
         exp.deadline = self._clock() + self._expectation_timeout
         return exp
 
-    def _new_pod(self, rc: workloads_pb2.ReplicationController) -> pod_pb2.Pod:
+    @staticmethod
+    def _fresh_name(rc: workloads_pb2.ReplicationController, taken: set[str]) -> str:
+        """A generated pod name that none of the controller's creates in flight has: two alike
+        in one batch would share one expectation, and the pod that won would go unexpected."""
+        while True:
+            name = f"{rc.metadata.name}-{random_suffix()}"
+            if name not in taken:
+                return name
+
+    def _new_pod(self, rc: workloads_pb2.ReplicationController, taken: set[str]) -> pod_pb2.Pod:
         pod = pod_pb2.Pod()
         pod.metadata.CopyFrom(rc.spec.template.metadata)
         pod.metadata.ClearField("resource_version")
-        pod.metadata.name = f"{rc.metadata.name}-{random_suffix()}"
+        pod.metadata.name = self._fresh_name(rc, taken)
+        taken.add(pod.metadata.name)
         pod.metadata.namespace = rc.metadata.namespace
         pod.metadata.uid = ""
         pod.metadata.owner_references.add(
@@ -295,7 +305,8 @@ class ReplicationManager:
 
     async def _create(self, key: str, rc: workloads_pb2.ReplicationController, count: int) -> None:
         exp = self._expect_now(key)
-        pods = [self._new_pod(rc) for _ in range(count)]
+        taken = set(exp.adds)
+        pods = [self._new_pod(rc, taken) for _ in range(count)]
         if self._admit is not None and pods:
             try:
                 await self._admit(pods[0], None)  # they are all alike
@@ -343,15 +354,23 @@ class ReplicationManager:
     async def _create_named(
         self, exp: _Expectations, rc: workloads_pb2.ReplicationController, pod: pod_pb2.Pod
     ) -> pod_pb2.Pod:
-        """Creates `pod`, under another generated name while its name is taken."""
+        """Creates `pod`, under another generated name while its name is another pod's."""
         for attempt in range(1, NAME_ATTEMPTS + 1):
             try:
                 return await self._registry.create(pod)
             except errors.AlreadyExists:
+                # Ours after all? A store that resent a create it could not confirm (etcd after
+                # an UNAVAILABLE) finds the pod its first try wrote.
+                try:
+                    there = await self._registry.get(POD, pod.metadata.namespace, pod.metadata.name)
+                except errors.NotFound:
+                    there = None
+                if isinstance(there, pod_pb2.Pod) and there.metadata.uid == pod.metadata.uid:
+                    return there
                 if attempt == NAME_ATTEMPTS:
                     raise
                 exp.adds.discard(pod.metadata.name)
-                pod.metadata.name = f"{rc.metadata.name}-{random_suffix()}"
+                pod.metadata.name = self._fresh_name(rc, exp.adds)
                 pod.metadata.uid = ""  # prepare_new gives it one afresh
                 exp.adds.add(pod.metadata.name)
         raise AssertionError("unreachable")

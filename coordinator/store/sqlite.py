@@ -51,7 +51,7 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's, beside the database
 # database from before is converted at open (_convert_kv).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL
+    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     rev INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
@@ -241,19 +241,26 @@ class SqliteStore:
             return
         count = conn.execute("SELECT count(*) FROM kv").fetchone()[0]
         log.info("converting the kv table of store %s (%d keys) to a rowid table", self._path, count)
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DROP TABLE IF EXISTS kv_rowid")
             conn.execute(
-                "CREATE TABLE kv_rowid (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+                "CREATE TABLE kv_rowid (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, "
                 "create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL)"
             )
             conn.execute("INSERT INTO kv_rowid SELECT key, value, create_rev, mod_rev FROM kv")
             conn.execute("DROP TABLE kv")
             conn.execute("ALTER TABLE kv_rowid RENAME TO kv")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        except sqlite3.OperationalError as exc:
+            # A full disk, most likely: the copy needs the table's size again. Both kinds serve.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.warning(
+                "store %s keeps its WITHOUT ROWID kv table (the conversion failed: %s)", self._path, exc
+            )
+            return
+        self._give_back_space(conn)  # the old table's pages, and the WAL the copy grew
 
     @staticmethod
     def _event_from_row(row: tuple[Any, ...]) -> StoreEvent:
@@ -380,15 +387,16 @@ class SqliteStore:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._publish, batch)
 
-    def _give_back_space(self) -> None:
+    def _give_back_space(self, conn: sqlite3.Connection | None = None) -> None:
         """Free pages go back to the file system: vacuum them to the end, truncate, checkpoint."""
-        assert self._conn is not None
+        conn = conn if conn is not None else self._conn
+        assert conn is not None
         try:
             # executescript steps the pragma to completion; execute() would free one page.
-            self._conn.executescript("PRAGMA incremental_vacuum;")
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            conn.executescript("PRAGMA incremental_vacuum;")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
-            log.warning("store vacuum after compaction failed (space is reused, not returned): %s", exc)
+            log.warning("store vacuum failed (space is reused, not returned): %s", exc)
 
     def _publish(self, batch: builtins.list[_Request]) -> None:
         # Runs on the event loop, in commit order: mirror first, then acknowledge.

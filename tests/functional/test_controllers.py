@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pathlib
 import string
+from typing import Any
 
 import pytest
 
 from atoll import errors, kinds
 from atoll.v1 import pod_pb2, workloads_pb2
 from coordinator.controllers import replication
+from coordinator.objects.registry import Registry
 from tests.functional.harness import Cluster, eventually
 from tests.functional.test_agent_behaviour import make_pod
 
@@ -101,6 +103,62 @@ async def test_a_generated_name_that_is_taken_is_generated_again(
     events, _ = await c.list(EVENT, "default", "")
     reasons = {e.reason for e in events if e.involved_object.name == "clash"}  # type: ignore[attr-defined]
     assert reasons == {"SuccessfulCreate"}  # no FailedCreate for the clashes
+
+
+async def test_names_drawn_twice_in_one_batch_are_drawn_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await cluster.add_node("node-0", images=("busybox",))
+    c = cluster.client
+    assert c is not None
+    drawn = iter(["aaaaa", "aaaaa", "bbbbb"])
+    monkeypatch.setattr(replication, "random_suffix", lambda: next(drawn))
+    create = Registry.create
+    tried: list[str] = []
+
+    async def counted(self: Registry, obj: Any, **kwargs: Any) -> Any:
+        if isinstance(obj, pod_pb2.Pod):
+            tried.append(obj.metadata.name)
+        return await create(self, obj, **kwargs)
+
+    monkeypatch.setattr(Registry, "create", counted)
+    await c.create(make_rc("twice", 2))
+    pods = await eventually(lambda: running(cluster, "name=twice", 2), what="both replicas")
+    assert sorted(p.metadata.name for p in pods) == ["twice-aaaaa", "twice-bbbbb"]
+    # Unique before any create: no clash in the store, whose retry would have dropped the
+    # expectation of the pod that won.
+    assert sorted(tried) == ["twice-aaaaa", "twice-bbbbb"]
+
+
+async def test_a_create_that_finds_its_own_pod_counts_it_created(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that resent a create it could not confirm answers AlreadyExists for the pod its
+    first try wrote: that pod is the controller's, not a clash to draw another name for."""
+    await cluster.add_node("node-0", images=("busybox",))
+    c = cluster.client
+    assert c is not None
+    create = Registry.create
+    resent: list[str] = []
+
+    written: list[str] = []
+
+    async def written_then_refused(self: Registry, obj: Any, **kwargs: Any) -> Any:
+        created = await create(self, obj, **kwargs)
+        if isinstance(obj, pod_pb2.Pod):
+            written.append(obj.metadata.name)
+        if isinstance(obj, pod_pb2.Pod) and obj.metadata.name.startswith("mine-") and not resent:
+            resent.append(obj.metadata.name)
+            raise errors.AlreadyExists(f'pods "{obj.metadata.name}" already exists')
+        return created
+
+    monkeypatch.setattr(Registry, "create", written_then_refused)
+    await c.create(make_rc("mine", 1))
+    pods = await eventually(lambda: running(cluster, "name=mine", 1), what="the replica")
+    assert [p.metadata.name for p in pods] == resent == written  # the one written, no second one
+    events, _ = await c.list(EVENT, "default", "")
+    reasons = {e.reason for e in events if e.involved_object.name == "mine"}  # type: ignore[attr-defined]
+    assert reasons == {"SuccessfulCreate"}
 
 
 def test_generated_suffixes_use_the_whole_alphabet() -> None:

@@ -104,6 +104,11 @@ async def test_a_store_from_before_gets_a_rowid_kv_table_with_its_keys(tmp_path:
         await again.create("/pods/default/c", b"5")
     finally:
         await again.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # the old table's pages went back
+    finally:
+        conn.close()
     third = await SqliteStore.open(path)
     try:
         b, c = await third.get("/pods/default/b"), await third.get("/pods/default/c")
@@ -111,3 +116,22 @@ async def test_a_store_from_before_gets_a_rowid_kv_table_with_its_keys(tmp_path:
         assert c is not None and c.value == b"5" and third.revision == 5
     finally:
         await third.close()
+
+
+def test_a_conversion_that_fails_keeps_the_old_table(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "atoll.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,"
+        " mod_rev INTEGER NOT NULL) WITHOUT ROWID;"
+    )
+    for i in range(200):
+        conn.execute("INSERT INTO kv VALUES (?, ?, 1, 1)", (f"/pods/default/p{i}", b"x" * 2000))
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={pages + 5}")  # no room for a copy: a full disk
+    SqliteStore(path)._convert_kv(conn)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name='kv'").fetchone()
+    assert "WITHOUT ROWID" in sql.upper() and not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM kv").fetchone()[0] == 200
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='kv_rowid'").fetchone()[0] == 0
+    conn.close()
