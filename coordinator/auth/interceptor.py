@@ -16,6 +16,7 @@ PERMISSION_DENIED. Refusals and accepted state changes go to the audit log.
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
@@ -44,6 +45,9 @@ class AuthInterceptor(callchain.CallInterceptor):
         self._tokens = tokens
         self._audit = audit
         self._insecure = insecure
+        # A client certificate's identity, when it expires (epoch seconds) and as a date: read
+        # once per certificate. A node's status stream is authenticated once per message.
+        self._certificates: dict[bytes, tuple[Identity, float, datetime.datetime]] = {}
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
         peer = tls.peer_of(context)
@@ -54,15 +58,21 @@ class AuthInterceptor(callchain.CallInterceptor):
     async def identify(self, cert_pem: bytes | None, bearer: str, transport: str) -> Identity:
         """Who calls, from what the transport verified: also used by the Kubernetes API (coordinator.kube)."""
         if cert_pem is not None:
-            cn, orgs, lifetime = tls.describe_cert(cert_pem)
-            if lifetime.expired():
+            known = self._certificates.get(cert_pem)
+            if known is None:
+                known = self._certificates[cert_pem] = _certificate_identity(cert_pem)
+                if len(self._certificates) > _CERTIFICATES_KEPT:
+                    self._certificates.clear()  # bounded memory; the next call reads it again
+            identity, expires, not_after = known
+            if time.time() >= expires:  # every call: a connection outlives its certificate
                 raise errors.Unauthenticated(
-                    f"client certificate of {cn} expired at {lifetime.not_after:%Y-%m-%dT%H:%M:%SZ}"
+                    f"client certificate of {identity.user} expired at {not_after:%Y-%m-%dT%H:%M:%SZ}"
                 )
             if self._revoked is not None and self._revoked.is_revoked(cert_pem):
-                raise errors.Unauthenticated(f"the certificate of {cn} was revoked (its node was deleted)")
-            role = next((roles.GROUP_ROLES[o] for o in orgs if o in roles.GROUP_ROLES), "")
-            return Identity(user=cn, role=role, via="certificate", node=cn if role == "node" else "")
+                raise errors.Unauthenticated(
+                    f"the certificate of {identity.user} was revoked (its node was deleted)"
+                )
+            return identity
         if bearer:
             return await self._tokens.authenticate(bearer)
         if transport == "local":
@@ -124,6 +134,16 @@ class AuthInterceptor(callchain.CallInterceptor):
         if took is not None:
             entry["seconds"] = round(took, 4)
         self._audit.record(**entry)
+
+
+_CERTIFICATES_KEPT = 10_000
+
+
+def _certificate_identity(cert_pem: bytes) -> tuple[Identity, float, datetime.datetime]:
+    cn, orgs, lifetime = tls.describe_cert(cert_pem)
+    role = next((roles.GROUP_ROLES[o] for o in orgs if o in roles.GROUP_ROLES), "")
+    identity = Identity(user=cn, role=role, via="certificate", node=cn if role == "node" else "")
+    return identity, lifetime.not_after.timestamp(), lifetime.not_after
 
 
 def _bearer(context: grpc.aio.ServicerContext) -> str:
