@@ -28,14 +28,39 @@ from atoll.v1 import pod_pb2
 log = logging.getLogger(__name__)
 
 
-def refusal(pod: pod_pb2.Pod) -> str:
+def refusal(
+    pod: pod_pb2.Pod,
+    spec_problems: Callable[[pod_pb2.PodSpec], validation.SpecProblems] = validation.pod_spec_problems,
+) -> str:
     """Why the agent will not run `pod` ("" when it will): the coordinator's own validation, run
     again on what arrived (names, images, every string field), as "field: problem"."""
-    problems = validation.validate_pod(pod).items
-    if not problems:
+    problem = validation.first_pod_problem(pod, spec_problems)
+    if problem is None:
         return ""
-    field, message = problems[0]
+    field, message = problem
     return f"{field}: {message}"
+
+
+# Distinct pod specs whose problems a syncer keeps (SpecVerdicts).
+SPECS_KEPT = 256
+
+
+class SpecVerdicts:
+    """A pod spec's problems by its bytes: the pods of one controller on a node share a spec,
+    and validating one walks every string it has (most of a pod's validation)."""
+
+    def __init__(self, limit: int = SPECS_KEPT) -> None:
+        self._limit = limit
+        self._known: dict[bytes, validation.SpecProblems] = {}
+
+    def __call__(self, spec: pod_pb2.PodSpec) -> validation.SpecProblems:
+        raw = spec.SerializeToString(deterministic=True)
+        found = self._known.get(raw)
+        if found is None:
+            if len(self._known) >= self._limit:
+                self._known.clear()  # bounded: the specs in use come back at their next sync
+            found = self._known[raw] = validation.pod_spec_problems(spec)
+        return found
 
 
 class PodNetworkHook(Protocol):
@@ -112,6 +137,7 @@ class PodSyncer:
         # pod uid -> (the pod as last validated, the verdict): a pod is synced again and again
         # (every event, every resync) and validating it walks every string it has.
         self._verdicts: dict[str, tuple[bytes, str]] = {}
+        self._spec_verdicts = SpecVerdicts()
 
     def _refusal(self, pod: pod_pb2.Pod) -> str:
         uid = pod.metadata.uid
@@ -119,7 +145,7 @@ class PodSyncer:
         known = self._verdicts.get(uid)
         if known is not None and known[0] == raw:
             return known[1]
-        verdict = refusal(pod)
+        verdict = refusal(pod, self._spec_verdicts)
         self._verdicts[uid] = (raw, verdict)
         return verdict
 

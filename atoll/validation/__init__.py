@@ -36,8 +36,11 @@ from atoll.validation.network import (
     validate_subnet,
 )
 from atoll.validation.pods import (
+    SpecProblems,
     default_pod,
     default_pod_spec,
+    first_pod_problem,
+    pod_spec_problems,
     valid_image,
     validate_node,
     validate_pod,
@@ -66,6 +69,7 @@ __all__ = [
     "VXLAN",
     "VXLAN_PORT",
     "Problems",
+    "SpecProblems",
     "check_object",
     "check_strings",
     "check_text",
@@ -77,6 +81,8 @@ __all__ = [
     "default_pod_spec",
     "default_replication_controller",
     "default_service",
+    "first_pod_problem",
+    "pod_spec_problems",
     "require",
     "valid_image",
     "validate_endpoints",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from atoll.v1 import meta_pb2, node_pb2, pod_pb2
 from atoll.validation.core import (
@@ -17,7 +17,7 @@ from atoll.validation.core import (
     is_ip,
     validate_meta,
 )
-from atoll.validation.text import check_object
+from atoll.validation.text import check_object, check_strings
 
 ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
 # registry[:port]/path[:tag][@digest], lower-case path components as Docker requires.
@@ -217,6 +217,38 @@ def validate_pod(pod: pod_pb2.Pod) -> Problems:
     validate_pod_spec(p, pod.spec)
     check_object(p, pod)
     return p
+
+
+Problem = tuple[str, str]
+SpecProblems = tuple[tuple[Problem, ...], tuple[Problem, ...]]
+
+
+def pod_spec_problems(spec: pod_pb2.PodSpec) -> SpecProblems:
+    """What validate_pod finds in a pod's spec: (its rules' problems, its strings'), for a caller
+    that keeps them per spec (a node's pods of one controller share one)."""
+    rules, strings = Problems(), Problems()
+    validate_pod_spec(rules, spec)
+    check_strings(strings, spec, "spec")
+    return tuple(rules.items), tuple(strings.items)
+
+
+def first_pod_problem(
+    pod: pod_pb2.Pod, spec_problems: Callable[[pod_pb2.PodSpec], SpecProblems] = pod_spec_problems
+) -> Problem | None:
+    """validate_pod's first problem (None: the pod is valid), its spec's from `spec_problems`.
+    The same order: the metadata's rules, the spec's, then every string, the metadata's first."""
+    meta = Problems()
+    validate_meta(meta, pod.metadata, namespaced=True)
+    if meta.items:
+        return meta.items[0]
+    rules, strings = spec_problems(pod.spec)
+    if rules:
+        return rules[0]
+    meta_strings = Problems()
+    check_strings(meta_strings, pod.metadata, "metadata")
+    if meta_strings.items:
+        return meta_strings.items[0]
+    return strings[0] if strings else None
 
 
 def validate_node(node: node_pb2.Node) -> Problems:
