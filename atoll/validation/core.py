@@ -50,7 +50,9 @@ def check_name(p: Problems, field: str, value: str, *, subdomain: bool = True) -
 
 
 def check_labels(p: Problems, field: str, values: Mapping[str, str]) -> None:
-    for key, value in values.items():
+    # In key order: a protobuf map iterates in insertion order, which its bytes do not keep, so
+    # the first problem named depends only on what the object says (agent.pods.syncer.SpecVerdicts).
+    for key, value in sorted(values.items()):
         if not labels.valid_key(key):
             p.add(f"{field}[{key}]", f"invalid label key {key!r}")
         if not labels.valid_value(value):

@@ -72,7 +72,7 @@ def check_strings(p: Problems, msg: Message, prefix: str = "", *, skip: frozense
         free = fd.full_name in FREE_TEXT
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
-            for key, item in value.items():
+            for key, item in sorted(value.items()):  # in key order, as check_labels
                 item_field = f"{field}[{key!r}]" if _CONTROL.search(str(key)) else f"{field}[{key}]"
                 if isinstance(key, str):
                     check_text(p, item_field, key)

@@ -60,9 +60,9 @@ class AuthInterceptor(callchain.CallInterceptor):
         if cert_pem is not None:
             known = self._certificates.get(cert_pem)
             if known is None:
+                if len(self._certificates) >= _CERTIFICATES_KEPT:
+                    self._certificates.clear()  # bounded memory; the ones in use are read again
                 known = self._certificates[cert_pem] = _certificate_identity(cert_pem)
-                if len(self._certificates) > _CERTIFICATES_KEPT:
-                    self._certificates.clear()  # bounded memory; the next call reads it again
             identity, expires, not_after = known
             if time.time() >= expires:  # every call: a connection outlives its certificate
                 raise errors.Unauthenticated(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,9 +66,9 @@ async def test_a_pod_is_validated_again_only_when_it_changed(
     calls: list[str] = []
     real = syncer_module.refusal
 
-    def counting(pod: pod_pb2.Pod) -> str:
+    def counting(pod: pod_pb2.Pod, *kept: Any) -> str:
         calls.append(pod.spec.containers[0].image)
-        return real(pod)
+        return real(pod, *kept)
 
     monkeypatch.setattr(syncer_module, "refusal", counting)
     rt = FakeRuntime(images=("atoll/pause:1.0", "busybox", "busybox\n"))
