@@ -88,6 +88,19 @@ async def _none(cluster: Cluster, selector: str) -> bool:
     return not await pods_of(cluster, selector)
 
 
+def _draws(monkeypatch: pytest.MonkeyPatch, *suffixes: str) -> None:
+    """The replication controller's name suffixes are these, in this order."""
+    drawn = iter(suffixes)
+    monkeypatch.setattr(replication, "random_suffix", lambda: next(drawn))
+
+
+async def _reasons(cluster: Cluster, name: str) -> set[str]:
+    """The reasons of the events about object `name`."""
+    assert cluster.client is not None
+    events, _ = await cluster.client.list(EVENT, "default", "")
+    return {e.reason for e in events if e.involved_object.name == name}  # type: ignore[attr-defined]
+
+
 async def test_a_generated_name_that_is_taken_is_generated_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,14 +108,11 @@ async def test_a_generated_name_that_is_taken_is_generated_again(
     c = cluster.client
     assert c is not None
     await c.create(make_pod("clash-aaaaa"))  # another owner's pod holds the first name drawn
-    drawn = iter(["aaaaa", "aaaaa", "bbbbb"])
-    monkeypatch.setattr(replication, "random_suffix", lambda: next(drawn))
+    _draws(monkeypatch, "aaaaa", "aaaaa", "bbbbb")
     await c.create(make_rc("clash", 1))
     pods = await eventually(lambda: running(cluster, "name=clash", 1), what="the replica")
     assert [p.metadata.name for p in pods] == ["clash-bbbbb"]
-    events, _ = await c.list(EVENT, "default", "")
-    reasons = {e.reason for e in events if e.involved_object.name == "clash"}  # type: ignore[attr-defined]
-    assert reasons == {"SuccessfulCreate"}  # no FailedCreate for the clashes
+    assert await _reasons(cluster, "clash") == {"SuccessfulCreate"}  # no FailedCreate for the clashes
 
 
 async def test_names_drawn_twice_in_one_batch_are_drawn_again(
@@ -111,8 +121,7 @@ async def test_names_drawn_twice_in_one_batch_are_drawn_again(
     await cluster.add_node("node-0", images=("busybox",))
     c = cluster.client
     assert c is not None
-    drawn = iter(["aaaaa", "aaaaa", "bbbbb"])
-    monkeypatch.setattr(replication, "random_suffix", lambda: next(drawn))
+    _draws(monkeypatch, "aaaaa", "aaaaa", "bbbbb")
     create = Registry.create
     tried: list[str] = []
 
@@ -156,9 +165,7 @@ async def test_a_create_that_finds_its_own_pod_counts_it_created(
     await c.create(make_rc("mine", 1))
     pods = await eventually(lambda: running(cluster, "name=mine", 1), what="the replica")
     assert [p.metadata.name for p in pods] == resent == written  # the one written, no second one
-    events, _ = await c.list(EVENT, "default", "")
-    reasons = {e.reason for e in events if e.involved_object.name == "mine"}  # type: ignore[attr-defined]
-    assert reasons == {"SuccessfulCreate"}
+    assert await _reasons(cluster, "mine") == {"SuccessfulCreate"}
 
 
 def test_generated_suffixes_use_the_whole_alphabet() -> None:
