@@ -49,10 +49,9 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's, beside the database
 # page; there every insert split and every update rewrote pages of large cells. During
 # bench/hollow.py's 10,000-pod burst the writer thread's CPU fell from 2.2 s to 1.2-1.3 s. A
 # database from before is converted at open (_convert_kv).
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL
-);
+_KV_COLUMNS = "key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS kv ({_KV_COLUMNS});
 CREATE TABLE IF NOT EXISTS events (
     rev INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
     create_rev INTEGER NOT NULL, prev_value BLOB, prev_create_rev INTEGER, prev_mod_rev INTEGER
@@ -244,10 +243,7 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("DROP TABLE IF EXISTS kv_rowid")
-            conn.execute(
-                "CREATE TABLE kv_rowid (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, "
-                "create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL)"
-            )
+            conn.execute(f"CREATE TABLE kv_rowid ({_KV_COLUMNS})")
             conn.execute("INSERT INTO kv_rowid SELECT key, value, create_rev, mod_rev FROM kv")
             conn.execute("DROP TABLE kv")
             conn.execute("ALTER TABLE kv_rowid RENAME TO kv")
